@@ -1,0 +1,2 @@
+//! choreo: a local, Kubernetes-style automation engine for network and infrastructure intent.
+pub mod api;
