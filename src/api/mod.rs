@@ -5,8 +5,10 @@
 //! sockets or the project layout. Everything here is a pure function of its inputs, which is
 //! what lets the store, the loader and the CLI share it and lets it be tested exhaustively.
 
+pub mod apply;
 pub mod builtin;
 pub mod crd;
 pub mod meta;
 pub mod object;
 pub mod schema;
+pub mod validate;

@@ -1,0 +1,295 @@
+//! The API store: registered APIs and their objects, kept in memory and durably in sled.
+//!
+//! There is exactly one writer, the [`Store`] owned by the engine thread, and any number of
+//! cloneable [`Reader`]s that the connection threads use to answer `get` without queueing behind
+//! a run. Every change goes through a [`Txn`]: writes gather in an overlay, reads inside the
+//! transaction see them, and [`Txn::commit`] writes one sled batch, flushes, fsyncs the database
+//! files (sled's own flush does not fsync on Linux) and only then publishes the new state to
+//! readers and emits the change events. A transaction that is dropped leaves no trace, which is
+//! how a failed load keeps the last good state.
+//!
+//! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
+//! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
+
+mod txn;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+use crate::api::apply::ApplyError;
+use crate::api::builtin::{builtin_resources, CRD_GROUP, CRD_KIND};
+use crate::api::crd::{ApiResource, CrdError, Registry};
+use crate::api::object::{GroupKind, ObjectKey};
+
+pub use txn::{ApplyOptions, Txn, WriteOutcome};
+
+/// The on-disk format of the database; bumped when records change shape.
+const FORMAT_VERSION: &str = "1";
+
+/// What happened to one object in a committed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// A change to one object, emitted after the transaction that made it is durable.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventType,
+    pub key: ObjectKey,
+    /// The new object, or the last stored state for a deletion.
+    pub object: Arc<Value>,
+}
+
+/// Everything readers see: the objects and the APIs they belong to.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub objects: BTreeMap<ObjectKey, Arc<Value>>,
+    pub registry: Registry,
+}
+
+impl State {
+    /// Objects of one kind, optionally in one namespace, in key order.
+    pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
+        self.objects
+            .range(start..)
+            .take_while(|(k, _)| {
+                k.group == gk.group
+                    && k.kind == gk.kind
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// A cloneable, read-only view of the store for threads other than the engine.
+///
+/// A reader sees the last committed state; it may be behind the engine by one transaction.
+#[derive(Clone)]
+pub struct Reader {
+    state: Arc<RwLock<State>>,
+}
+
+impl Reader {
+    /// Runs `f` with the current state under a shared lock; keep `f` short.
+    pub fn with<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let guard = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&guard)
+    }
+}
+
+/// Errors of the store. Object errors name the object; database errors name the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no API is registered for kind {kind:?} in {api_version:?}")]
+    UnknownKind { api_version: String, kind: String },
+    #[error("{kind} {api_version:?} is not served: the served version is {served:?}")]
+    WrongVersion { api_version: String, kind: String, served: String },
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{key}: {}", errors.join(", "))]
+    Invalid { key: ObjectKey, errors: Vec<String> },
+    #[error("{key}: {source}")]
+    Apply { key: ObjectKey, source: ApplyError },
+    #[error("{key}: not found")]
+    NotFound { key: ObjectKey },
+    #[error("{0}")]
+    Crd(#[from] CrdError),
+    #[error("cannot redefine the built-in API {0}")]
+    Builtin(String),
+    #[error("database {}: {source}", path.display())]
+    Db { path: PathBuf, source: sled::Error },
+    #[error("database {} is in use by another choreo server", path.display())]
+    Locked { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database {}: corrupt record {key}: {message}", path.display())]
+    Corrupt { path: PathBuf, key: String, message: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The single writer of the API store.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    objects: sled::Tree,
+    state: Arc<RwLock<State>>,
+    subscribers: Mutex<Vec<Sender<Event>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir` and loads every object into memory.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            // Durability comes from our own flush + fsync at commit points, so sled's periodic
+            // background flush would only add wake-ups.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { path: dir.into() }
+                }
+                _ => StoreError::Db { path: dir.into(), source },
+            })?;
+        let db_err = |source| StoreError::Db { path: dir.into(), source };
+        let meta = db.open_tree("meta").map_err(db_err)?;
+        match meta.get("format").map_err(db_err)? {
+            None => {
+                meta.insert("format", FORMAT_VERSION).map_err(db_err)?;
+            }
+            Some(v) if v.as_ref() == FORMAT_VERSION.as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt {
+                    path: dir.into(),
+                    key: "format".into(),
+                    message: format!(
+                        "database format {:?} is not supported by this choreo (expects {FORMAT_VERSION})",
+                        String::from_utf8_lossy(&v)
+                    ),
+                })
+            }
+        }
+        let objects = db.open_tree("objects").map_err(db_err)?;
+
+        let mut state = State::default();
+        for res in builtin_resources()? {
+            state.registry.insert(res);
+        }
+        for item in objects.iter() {
+            let (k, v) = item.map_err(db_err)?;
+            let corrupt = |message: String| StoreError::Corrupt {
+                path: dir.into(),
+                key: String::from_utf8_lossy(&k).replace('\0', "/"),
+                message,
+            };
+            let key = ObjectKey::from_bytes(&k).ok_or_else(|| corrupt("bad key".into()))?;
+            let value: Value =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("bad JSON: {e}")))?;
+            state.objects.insert(key, Arc::new(value));
+        }
+        // The registry is derived from the stored CRD objects, never stored on its own.
+        let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
+        for crd in state.list(&crd_gk, None) {
+            match ApiResource::from_crd(&crd) {
+                Ok(res) => state.registry.insert(res),
+                Err(e) => log::warn!("stored CRD no longer registers: {e}"),
+            }
+        }
+        log::debug!(
+            "opened store {} with {} objects and {} APIs",
+            dir.display(),
+            state.objects.len(),
+            state.registry.len()
+        );
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db,
+            objects,
+            state: Arc::new(RwLock::new(state)),
+            subscribers: Mutex::new(Vec::new()),
+        };
+        store.sync()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn reader(&self) -> Reader {
+        Reader { state: self.state.clone() }
+    }
+
+    /// Runs `f` on the committed state.
+    pub fn with<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// Starts a transaction. `now` is the RFC 3339 time stamped on what it creates or changes.
+    pub fn begin(&self) -> Txn<'_> {
+        Txn::new(self)
+    }
+
+    /// A channel of change events for every transaction committed from now on.
+    pub fn subscribe(&self) -> Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    /// Makes everything written so far durable: sled flush, then fsync of the database files.
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush().map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
+        fsync_dir_files(&self.dir)
+    }
+
+    fn publish(&self, events: Vec<Event>, writes: BTreeMap<ObjectKey, Option<Arc<Value>>>, registry: Option<Registry>) {
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for (key, value) in writes {
+                match value {
+                    Some(v) => state.objects.insert(key, v),
+                    None => state.objects.remove(&key),
+                };
+            }
+            if let Some(reg) = registry {
+                state.registry = reg;
+            }
+        }
+        if events.is_empty() {
+            return;
+        }
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        // A subscriber that went away is dropped rather than failing the commit.
+        subs.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+    }
+}
+
+/// fsyncs every regular file of sled's directory (and `blobs/`), then the directory itself, so a
+/// power loss after a commit returns cannot lose it.
+fn fsync_dir_files(dir: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    let mut dirs = vec![dir.to_path_buf()];
+    let blobs = dir.join("blobs");
+    if blobs.is_dir() {
+        dirs.push(blobs);
+    }
+    for d in dirs {
+        for entry in std::fs::read_dir(&d).map_err(io(&d))? {
+            let entry = entry.map_err(io(&d))?;
+            let path = entry.path();
+            if entry.file_type().map_err(io(&path))?.is_file() {
+                File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
+            }
+        }
+        File::open(&d).and_then(|f| f.sync_all()).map_err(io(&d))?;
+    }
+    Ok(())
+}
+
+/// The current time in the RFC 3339 form Kubernetes uses (`2026-11-25T10:00:00Z`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::api::object;
+
+fn crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}, "color": {"type": "string"}}},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                }}}}]}
+    })
+}
+
+fn widget(name: &str, size: i64) -> Value {
+    json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget",
+           "metadata": {"name": name}, "spec": {"size": size}})
+}
+
+const M: ApplyOptions = ApplyOptions { manager: "test", force: false };
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    (dir, store)
+}
+
+fn with_crd(store: &Store) {
+    let mut txn = store.begin();
+    txn.apply(&crd(), M).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn crd_registers_api_and_objects_get_system_metadata() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    let (key, outcome) = txn.apply(&widget("a", 1), M).unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    assert_eq!(key.to_string(), "Widget.example.com default/a");
+    let events = txn.commit().unwrap();
+    assert_eq!(events.len(), 1);
+    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    let meta = object::metadata(&obj).unwrap();
+    assert!(meta.get("uid").and_then(Value::as_str).is_some());
+    assert_eq!(meta["resourceVersion"], "1");
+    assert_eq!(meta["generation"], 1);
+    assert_eq!(meta["namespace"], "default");
+}
+
+#[test]
+fn no_op_write_is_suppressed_and_spec_change_bumps_generation() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let rx = store.subscribe();
+    let mut txn = store.begin();
+    txn.apply(&widget("a", 1), M).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let (key, outcome) = txn.apply(&widget("a", 1), M).unwrap();
+    assert_eq!(outcome, WriteOutcome::Unchanged);
+    assert!(txn.commit().unwrap().is_empty());
+    let mut txn = store.begin();
+    assert_eq!(txn.apply(&widget("a", 2), M).unwrap().1, WriteOutcome::Updated);
+    txn.commit().unwrap();
+    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    assert_eq!(obj["metadata"]["resourceVersion"], "2");
+    assert_eq!(obj["metadata"]["generation"], 2);
+    let kinds: Vec<_> = rx.try_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventType::Added, EventType::Modified]);
+}
+
+#[test]
+fn dropped_transaction_leaves_no_trace() {
+    let (_d, store) = open();
+    with_crd(&store);
+    {
+        let mut txn = store.begin();
+        txn.apply(&widget("a", 1), M).unwrap();
+        assert!(txn.get(&ObjectKey::of(&json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget",
+            "metadata": {"name": "a", "namespace": "default"}})).unwrap()).is_some());
+    }
+    assert_eq!(store.with(|s| s.objects.len()), 1, "only the CRD object");
+}
+
+#[test]
+fn unknown_kind_and_wrong_version_are_errors() {
+    let (_d, store) = open();
+    let mut txn = store.begin();
+    let err = txn.apply(&widget("a", 1), M).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownKind { .. }), "{err}");
+    with_crd(&store);
+    let mut txn = store.begin();
+    let mut w = widget("a", 1);
+    w["apiVersion"] = json!("example.com/v1");
+    let err = txn.apply(&w, M).unwrap_err();
+    assert!(err.to_string().contains("served version is \"example.com/v1alpha1\""), "{err}");
+}
+
+#[test]
+fn finalizers_hold_deletion_until_removed() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut w = widget("a", 1);
+    w["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    let mut txn = store.begin();
+    let (key, _) = txn.apply(&w, M).unwrap();
+    assert_eq!(txn.delete(&key).unwrap(), WriteOutcome::Deleting);
+    txn.commit().unwrap();
+    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    assert!(object::deletion_timestamp(&obj).is_some());
+    let mut txn = store.begin();
+    w["metadata"]["finalizers"] = json!([]);
+    assert_eq!(txn.apply(&w, M).unwrap().1, WriteOutcome::Deleted);
+    txn.commit().unwrap();
+    assert!(store.with(|s| s.objects.get(&key).is_none()));
+}
+
+#[test]
+fn garbage_collection_follows_owner_uid() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    let (owner_key, _) = txn.apply(&widget("owner", 1), M).unwrap();
+    let owner_uid = object::uid(&txn.get(&owner_key).unwrap()).unwrap().to_string();
+    let mut child = widget("child", 2);
+    child["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1alpha1", "kind": "Widget",
+        "name": "owner", "uid": owner_uid, "controller": true}]);
+    let (child_key, _) = txn.apply(&child, M).unwrap();
+    let mut grandchild = widget("grandchild", 3);
+    txn.commit().unwrap();
+    let child_uid = store.with(|s| object::uid(&s.objects[&child_key]).unwrap().to_string());
+    grandchild["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1alpha1", "kind": "Widget",
+        "name": "child", "uid": child_uid}]);
+    let mut txn = store.begin();
+    txn.apply(&grandchild, M).unwrap();
+    assert!(txn.collect_garbage().is_empty(), "all owners alive");
+    txn.delete(&owner_key).unwrap();
+    let collected = txn.collect_garbage();
+    assert_eq!(collected.len(), 2, "{collected:?}");
+    txn.commit().unwrap();
+    assert_eq!(store.with(|s| s.objects.len()), 1, "only the CRD remains");
+}
+
+#[test]
+fn deleting_a_crd_unregisters_and_removes_its_objects() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    txn.apply(&widget("a", 1), M).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let crd_key = ObjectKey::of(&crd()).unwrap();
+    txn.delete(&crd_key).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.with(|s| s.objects.len()), 0);
+    assert!(store.with(|s| s.registry.get(&GroupKind::new("example.com", "Widget")).is_none()));
+}
+
+#[test]
+fn state_survives_reopen_and_registry_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path).unwrap();
+        with_crd(&store);
+        let mut txn = store.begin();
+        txn.apply(&widget("a", 7), M).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let gk = GroupKind::new("example.com", "Widget");
+    assert!(store.with(|s| s.registry.get(&gk).is_some()));
+    let items = store.with(|s| s.list(&gk, None));
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["spec"]["size"], 7);
+}
+
+#[test]
+fn builtin_apis_cannot_be_redefined() {
+    let (_d, store) = open();
+    let mut c = crd();
+    c["metadata"]["name"] = json!("reconcilers.choreo.kform.dev");
+    c["spec"]["group"] = json!("choreo.kform.dev");
+    c["spec"]["names"] = json!({"kind": "Reconciler", "plural": "reconcilers"});
+    let mut txn = store.begin();
+    let err = txn.apply(&c, M).unwrap_err();
+    assert!(matches!(err, StoreError::Builtin(_)), "{err}");
+}

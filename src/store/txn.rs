@@ -1,0 +1,407 @@
+//! Transactions over the store: an overlay of writes that commits atomically or not at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
+
+use serde_json::Value;
+
+use super::{Event, EventType, Result, Store, StoreError};
+use crate::api::apply::{self, ApplyRequest};
+use crate::api::builtin::{CRD_GROUP, CRD_KIND};
+use crate::api::crd::{ApiResource, Registry};
+use crate::api::meta;
+use crate::api::object::{self, GroupKind, ObjectKey};
+use crate::api::schema::Schema;
+use crate::api::validate;
+
+/// The schema of a CRD that declares none: every field is accepted.
+static PERMISSIVE: LazyLock<Schema> =
+    LazyLock::new(|| Schema { preserve_unknown_fields: true, ..Schema::default() });
+
+/// How to apply one object.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions<'a> {
+    /// The field manager that owns what this apply sets.
+    pub manager: &'a str,
+    /// Take over fields other managers own instead of reporting a conflict.
+    pub force: bool,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Created,
+    Updated,
+    /// The write changed nothing: no new resourceVersion, no event.
+    Unchanged,
+    /// Finalizers hold the object: it now carries a deletionTimestamp.
+    Deleting,
+    Deleted,
+}
+
+/// A set of writes that becomes visible and durable together at [`Txn::commit`].
+pub struct Txn<'s> {
+    store: &'s Store,
+    writes: BTreeMap<ObjectKey, Option<Arc<Value>>>,
+    /// A modified copy of the registry, when a CRD was applied or deleted.
+    registry: Option<Registry>,
+    now: String,
+}
+
+impl<'s> Txn<'s> {
+    pub(super) fn new(store: &'s Store) -> Self {
+        Txn { store, writes: BTreeMap::new(), registry: None, now: super::now_rfc3339() }
+    }
+
+    /// The time stamped on what this transaction creates or changes.
+    pub fn now(&self) -> &str {
+        &self.now
+    }
+
+    /// Whether the transaction holds any write.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.registry.is_none()
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
+        match self.writes.get(key) {
+            Some(v) => v.clone(),
+            None => self.store.with(|s| s.objects.get(key).cloned()),
+        }
+    }
+
+    /// Runs `f` with the registry as this transaction sees it.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
+        match &self.registry {
+            Some(reg) => f(reg),
+            None => self.store.with(|s| f(&s.registry)),
+        }
+    }
+
+    pub fn resource(&self, gk: &GroupKind) -> Option<Arc<ApiResource>> {
+        self.with_registry(|r| r.get(gk).cloned())
+    }
+
+    /// Objects of one kind (optionally one namespace) as this transaction sees them, in key order.
+    pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<(ObjectKey, Arc<Value>)> {
+        let in_range = |k: &ObjectKey| {
+            k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns)
+        };
+        let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
+        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
+            s.objects
+                .range(start.clone()..)
+                .take_while(|(k, _)| in_range(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
+        for (k, v) in self.writes.range(start..).take_while(|(k, _)| in_range(k)) {
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        out.into_iter().collect()
+    }
+
+    /// Every object key as this transaction sees it, in key order.
+    pub fn keys(&self) -> Vec<ObjectKey> {
+        let mut keys: BTreeSet<ObjectKey> = self.store.with(|s| s.objects.keys().cloned().collect());
+        for (k, v) in &self.writes {
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    /// Server-side applies `obj` (a full intent of `opts.manager`), validates the result and
+    /// stages it. Nothing is staged when this returns an error.
+    pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
+        let (res, applied) = self.prepare(obj)?;
+        let key = ObjectKey::of(&applied)
+            .ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
+        let live = self.get(&key);
+        let schema: &Schema = res.schema.as_deref().unwrap_or(&PERMISSIVE);
+        let mut merged = apply::apply(&ApplyRequest {
+            schema,
+            live: live.as_deref(),
+            applied: &applied,
+            manager: opts.manager,
+            force: opts.force,
+            now: &self.now,
+        })
+        .map_err(|source| StoreError::Apply { key: key.clone(), source })?;
+
+        validate::apply_defaults(schema, &mut merged);
+        let mut errors = meta::validate_metadata(&merged, res.namespaced);
+        errors.extend(validate::validate(schema, &merged, live.as_deref()).iter().map(|e| e.to_string()));
+        if let Some(live) = &live {
+            if object::deletion_timestamp(live).is_some() {
+                let before: BTreeSet<&str> = object::finalizers(live).into_iter().collect();
+                if object::finalizers(&merged).iter().any(|f| !before.contains(f)) {
+                    errors.push("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted".into());
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(StoreError::Invalid { key, errors });
+        }
+        self.stage(key, &res, live, merged)
+    }
+
+    /// Resolves the API of `obj` and normalises the client's object (system fields dropped,
+    /// namespace defaulted).
+    fn prepare(&self, obj: &Value) -> Result<(Arc<ApiResource>, Value)> {
+        let map = obj
+            .as_object()
+            .ok_or_else(|| StoreError::Malformed(format!("an object must be a map, got {}", type_name(obj))))?;
+        let api_version = match map.get("apiVersion") {
+            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+            _ => return Err(StoreError::Malformed("object has no apiVersion".into())),
+        };
+        let kind = match map.get("kind") {
+            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+            _ => return Err(StoreError::Malformed("object has no kind".into())),
+        };
+        let (group, version) = object::split_api_version(api_version);
+        let res = self.resource(&GroupKind::new(group, kind)).ok_or_else(|| StoreError::UnknownKind {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        })?;
+        if version != res.version {
+            return Err(StoreError::WrongVersion {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                served: res.api_version(),
+            });
+        }
+        let mut obj = obj.clone();
+        meta::strip_system_fields(&mut obj);
+        meta::default_namespace(&mut obj, res.namespaced);
+        Ok((res, obj))
+    }
+
+    /// Validates `obj` as [`Txn::apply`] would, without staging anything.
+    pub fn check(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
+        let saved_writes = self.writes.clone();
+        let saved_registry = self.registry.clone();
+        let result = self.apply(obj, opts);
+        self.writes = saved_writes;
+        self.registry = saved_registry;
+        result
+    }
+
+    /// Sets server-owned metadata on a merged object and stages it.
+    fn stage(
+        &mut self,
+        key: ObjectKey,
+        res: &ApiResource,
+        live: Option<Arc<Value>>,
+        mut merged: Value,
+    ) -> Result<(ObjectKey, WriteOutcome)> {
+        let outcome = match &live {
+            Some(live) => {
+                copy_system_fields(live, &mut merged);
+                if merged == **live {
+                    return Ok((key, WriteOutcome::Unchanged));
+                }
+                if object::deletion_timestamp(&merged).is_some() && object::finalizers(&merged).is_empty() {
+                    // The last finalizer is gone: the deletion it held completes now.
+                    self.remove(&key, live.clone());
+                    return Ok((key, WriteOutcome::Deleted));
+                }
+                let rv = resource_version(live) + 1;
+                let generation = generation(live) + u64::from(live.get("spec") != merged.get("spec"));
+                if let Some(m) = object::metadata_mut(&mut merged) {
+                    m.insert("resourceVersion".into(), Value::String(rv.to_string()));
+                    m.insert("generation".into(), Value::from(generation));
+                }
+                WriteOutcome::Updated
+            }
+            None => {
+                if let Some(m) = object::metadata_mut(&mut merged) {
+                    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+                    m.insert("creationTimestamp".into(), Value::String(self.now.clone()));
+                    m.insert("resourceVersion".into(), Value::String("1".into()));
+                    m.insert("generation".into(), Value::from(1u64));
+                }
+                WriteOutcome::Created
+            }
+        };
+        if res.group == CRD_GROUP && res.kind == CRD_KIND {
+            let crd = ApiResource::from_crd(&merged)?;
+            let gk = crd.group_kind();
+            if self.resource(&gk).is_some_and(|r| r.builtin) {
+                return Err(StoreError::Builtin(crd.full_name()));
+            }
+            if let Some(old) = &live {
+                // A CRD whose object name stays but whose kind changes leaves the old kind.
+                if let Ok(prev) = ApiResource::from_crd(old) {
+                    if prev.group_kind() != gk {
+                        self.unregister(&prev.group_kind());
+                    }
+                }
+            }
+            self.registry_mut().insert(crd);
+        }
+        self.writes.insert(key.clone(), Some(Arc::new(merged)));
+        Ok((key, outcome))
+    }
+
+    /// Deletes an object, or marks it deleting when finalizers hold it.
+    pub fn delete(&mut self, key: &ObjectKey) -> Result<WriteOutcome> {
+        let live = self.get(key).ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+        if object::finalizers(&live).is_empty() {
+            self.remove(key, live);
+            return Ok(WriteOutcome::Deleted);
+        }
+        if object::deletion_timestamp(&live).is_some() {
+            return Ok(WriteOutcome::Unchanged);
+        }
+        let mut marked = (*live).clone();
+        let rv = resource_version(&live) + 1;
+        if let Some(m) = object::metadata_mut(&mut marked) {
+            m.insert("deletionTimestamp".into(), Value::String(self.now.clone()));
+            m.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        self.writes.insert(key.clone(), Some(Arc::new(marked)));
+        Ok(WriteOutcome::Deleting)
+    }
+
+    /// Removes an object outright; removing a CRD object unregisters its API and removes every
+    /// object of that kind, as Kubernetes does.
+    fn remove(&mut self, key: &ObjectKey, live: Arc<Value>) {
+        self.writes.insert(key.clone(), None);
+        if key.group == CRD_GROUP && key.kind == CRD_KIND {
+            if let Ok(crd) = ApiResource::from_crd(&live) {
+                self.unregister(&crd.group_kind());
+            }
+        }
+    }
+
+    fn unregister(&mut self, gk: &GroupKind) {
+        self.registry_mut().remove(gk);
+        for (k, _) in self.list(gk, None) {
+            self.writes.insert(k, None);
+        }
+    }
+
+    fn registry_mut(&mut self) -> &mut Registry {
+        if self.registry.is_none() {
+            self.registry = Some(self.store.with(|s| s.registry.clone()));
+        }
+        self.registry.get_or_insert_with(Registry::default)
+    }
+
+    /// Deletes (through the normal delete, so finalizers hold) every object none of whose owners
+    /// is alive: an owner is alive when it exists with the referenced uid and is not being
+    /// deleted. Repeats until nothing more is collected, so whole subtrees go. Returns the keys
+    /// collected.
+    pub fn collect_garbage(&mut self) -> Vec<ObjectKey> {
+        let mut collected = Vec::new();
+        let mut visited = BTreeSet::new();
+        loop {
+            let mut round = Vec::new();
+            for key in self.keys() {
+                if visited.contains(&key) {
+                    continue;
+                }
+                let Some(obj) = self.get(&key) else { continue };
+                let owners = object::owner_references(&obj);
+                if owners.is_empty() || object::deletion_timestamp(&obj).is_some() {
+                    continue;
+                }
+                let alive = owners.iter().any(|o| {
+                    let gk = GroupKind::new(o.group.clone(), o.kind.clone());
+                    let ns = match self.resource(&gk) {
+                        Some(r) if r.namespaced => key.namespace.as_str(),
+                        Some(_) => "",
+                        None => return false,
+                    };
+                    self.get(&ObjectKey::new(&gk, ns, &o.name)).is_some_and(|owner| {
+                        (o.uid.is_empty() || object::uid(&owner) == Some(o.uid.as_str()))
+                            && object::deletion_timestamp(&owner).is_none()
+                    })
+                });
+                if !alive {
+                    round.push(key);
+                }
+            }
+            if round.is_empty() {
+                return collected;
+            }
+            for key in round {
+                if self.delete(&key).is_ok() {
+                    log::debug!("garbage collected {key}");
+                }
+                visited.insert(key.clone());
+                collected.push(key);
+            }
+        }
+    }
+
+    /// Makes the transaction durable and visible; returns the events it produced.
+    pub fn commit(self) -> Result<Vec<Event>> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let store = self.store;
+        let mut batch = sled::Batch::default();
+        let mut events = Vec::with_capacity(self.writes.len());
+        store.with(|state| {
+            for (key, value) in &self.writes {
+                let before = state.objects.get(key);
+                match (value, before) {
+                    (Some(v), before) => {
+                        // serde_json never fails to encode a Value.
+                        batch.insert(key.to_bytes(), serde_json::to_vec(&**v).unwrap_or_default());
+                        let kind = if before.is_some() { EventType::Modified } else { EventType::Added };
+                        events.push(Event { kind, key: key.clone(), object: v.clone() });
+                    }
+                    (None, Some(old)) => {
+                        batch.remove(key.to_bytes());
+                        events.push(Event { kind: EventType::Deleted, key: key.clone(), object: old.clone() });
+                    }
+                    (None, None) => {}
+                }
+            }
+        });
+        store
+            .objects
+            .apply_batch(batch)
+            .map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
+        store.sync()?;
+        store.publish(events.clone(), self.writes, self.registry);
+        Ok(events)
+    }
+}
+
+fn copy_system_fields(live: &Value, merged: &mut Value) {
+    let Some(live_meta) = object::metadata(live) else { return };
+    let Some(meta) = object::metadata_mut(merged) else { return };
+    for f in ["uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp"] {
+        match live_meta.get(f) {
+            Some(v) => meta.insert(f.to_string(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+}
+
+fn resource_version(obj: &Value) -> u64 {
+    object::metadata(obj)
+        .and_then(|m| m.get("resourceVersion"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn generation(obj: &Value) -> u64 {
+    object::metadata(obj).and_then(|m| m.get("generation")).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    crate::api::schema::json_type_name(v)
+}
