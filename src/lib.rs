@@ -1,3 +1,9 @@
 //! choreo: a local, Kubernetes-style automation engine for network and infrastructure intent.
+//!
+//! The library holds everything but the command-line entry point; see `ARCHITECTURE.md` for the
+//! module map and the rules on which module may depend on which.
+
 pub mod api;
+pub mod project;
+pub mod protocol;
 pub mod store;
