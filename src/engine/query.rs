@@ -1,0 +1,82 @@
+//! Read-only requests, answered from a store snapshot on the caller's thread.
+//!
+//! These never queue behind the engine: a `get` during a long run is answered from the last
+//! committed state.
+
+use serde_json::Value;
+
+use crate::api::crd::ResolveError;
+use crate::api::object::{GroupKind, ObjectKey};
+use crate::protocol::{ApiResourceInfo, ErrorKind, ErrorReport, GetRequest, Reply};
+use crate::store::State;
+
+/// Every registered API, sorted by resource name then group.
+pub fn api_resources(state: &State) -> Vec<ApiResourceInfo> {
+    state
+        .registry
+        .sorted()
+        .iter()
+        .map(|r| ApiResourceInfo {
+            resource: r.plural.clone(),
+            group: r.group.clone(),
+            version: r.version.clone(),
+            kind: r.kind.clone(),
+            namespaced: r.namespaced,
+            short_names: r.short_names.clone(),
+            categories: r.categories.clone(),
+            builtin: r.builtin,
+        })
+        .collect()
+}
+
+pub fn resolve_error(e: ResolveError) -> ErrorReport {
+    let hint = match &e {
+        ResolveError::Unknown(_) => "`choreo api-resources` lists the resource types the server knows",
+        ResolveError::Ambiguous { .. } => "qualify the resource with its group, e.g. `widgets.example.com`",
+    };
+    ErrorReport::new(ErrorKind::NotFound, e.to_string()).with_hint(hint)
+}
+
+/// `get`: one object or a sorted list.
+pub fn get(state: &State, req: &GetRequest) -> Result<Reply, ErrorReport> {
+    let res = state.registry.resolve(&req.resource).map_err(resolve_error)?;
+    let gk = GroupKind::new(res.group.clone(), res.kind.clone());
+    let render = |obj: &Value| {
+        let text = if req.show_managed_fields {
+            serde_json::to_string(obj)
+        } else {
+            serde_json::to_string(&without_managed_fields(obj))
+        };
+        // Encoding a Value cannot fail.
+        text.unwrap_or_default()
+    };
+    match &req.name {
+        Some(name) => {
+            let ns = if res.namespaced { req.namespace.as_deref().unwrap_or("default") } else { "" };
+            let key = ObjectKey::new(&gk, ns, name);
+            let obj = state.objects.get(&key).ok_or_else(|| {
+                ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found"))
+            })?;
+            Ok(Reply::Object(render(obj)))
+        }
+        None => {
+            let ns = if res.namespaced { req.namespace.as_deref() } else { None };
+            let items = state.list(&gk, ns).iter().map(|o| render(o)).collect();
+            Ok(Reply::List {
+                api_version: res.api_version(),
+                kind: res.kind.clone(),
+                namespaced: res.namespaced,
+                items,
+            })
+        }
+    }
+}
+
+/// A copy of `obj` without `metadata.managedFields`, as reads show objects by default.
+pub fn without_managed_fields(obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    out
+}
