@@ -4,7 +4,9 @@
 //! module map and the rules on which module may depend on which.
 
 pub mod api;
+pub mod cli;
 pub mod engine;
 pub mod project;
 pub mod protocol;
+pub mod server;
 pub mod store;

@@ -1,1 +1,94 @@
-fn main(){}
+//! The `choreo` binary: parses the command line, then either runs the server (`server start`)
+//! or a client command. This is the only place that wires `cli` and `server` together and the
+//! only place that installs the logger.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use choreo::cli::{self, Cli, CliError, Command, ServerCommand, ServerStartArgs};
+use choreo::engine::Mode;
+use choreo::project::Layout;
+use choreo::server::{self, ServerConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.debug { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let result = match &cli.command {
+        Command::Server(ServerCommand::Start(args)) => start_server(cli.socket.clone(), args.clone()),
+        _ => cli::run(cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.print();
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), CliError> {
+    let (mode, state_dir, project) = match &args.dir {
+        Some(dir) => {
+            let root = std::fs::canonicalize(dir)
+                .map_err(|e| CliError::Usage(format!("invalid project directory {}: {e}", dir.display())))?;
+            if !root.is_dir() {
+                return Err(CliError::Usage(format!("invalid project directory {}: not a directory", dir.display())));
+            }
+            let mut layout = Layout::new(root.clone());
+            layout.apis = args.apis.clone();
+            layout.input = args.input.clone();
+            layout.refs = args.refs.clone();
+            let state = layout.state_dir();
+            (Mode::Static { layout }, state, Some(root))
+        }
+        None => {
+            let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
+            (Mode::Dynamic { work_dir: work_dir.clone() }, work_dir, None)
+        }
+    };
+    let socket_group = match &args.socket_group {
+        None => None,
+        Some(g) => Some(resolve_group(g)?),
+    };
+    let config = ServerConfig {
+        mode,
+        state_dir,
+        socket: cli::server_socket(socket.as_deref(), project.as_deref()),
+        socket_group,
+    };
+    server::run(config).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn default_work_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("choreo");
+    }
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return PathBuf::from("/var/lib/choreo");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/choreo"),
+        None => PathBuf::from("/tmp/choreo-state"),
+    }
+}
+
+fn resolve_group(g: &str) -> Result<u32, CliError> {
+    if let Ok(gid) = g.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(g).map_err(|_| CliError::Usage(format!("invalid group name {g:?}")))?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is only read before any other
+    // call that could overwrite its static buffer.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(CliError::Usage(format!("unknown group {g:?}")));
+    }
+    // SAFETY: `entry` is non-null and points to a valid group record.
+    Ok(unsafe { (*entry).gr_gid })
+}

@@ -1,0 +1,475 @@
+//! The command line: argument types, socket resolution, requests and rendering.
+//!
+//! clap's derive structs are the "low" stage; each command turns them into a protocol
+//! [`Request`] (paths made absolute, files read and parsed) before connecting. Only this module
+//! and `main.rs` touch the terminal and the environment. Data goes to stdout, progress and
+//! errors to stderr. Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 the server
+//! cannot be reached.
+
+mod client;
+mod input;
+pub mod output;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::protocol::{
+    ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply, Request,
+};
+pub use client::Client;
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 the server cannot be reached.";
+
+/// choreo: a local, Kubernetes-style automation engine for network and infrastructure intent
+#[derive(Debug, Parser)]
+#[command(name = "choreo", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// Unix socket of the server. Default: $CHOREO_SOCKET, else the nearest
+    /// `.choreo/choreo.sock` from the current directory upwards, else
+    /// $XDG_RUNTIME_DIR/choreo/choreo.sock, else /tmp/choreo-<uid>/choreo.sock
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Log debug messages to stderr (RUST_LOG overrides)
+    #[arg(short, long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the resource types the server knows
+    ApiResources(ApiResourcesArgs),
+    /// Show one object or a list of objects
+    Get(GetArgs),
+    /// Validate objects on the server and write them into the project's in/ files
+    Apply(ApplyArgs),
+    /// Remove objects from the project's in/ files (or from the store)
+    Delete(DeleteArgs),
+    /// Reconciler runs
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Start, inspect and stop the server
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Print a shell completion script
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the version of this binary and, if one answers, of the server
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Reload the project from its files into the store
+    Load,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Run the server in the foreground
+    ///
+    /// With DIR: static mode. DIR is the project (crds/, in/, ...), its state lives in
+    /// DIR/.choreo/, and the socket defaults to DIR/.choreo/choreo.sock. Without DIR: dynamic
+    /// mode, waiting for `choreo server apply`.
+    Start(ServerStartArgs),
+    /// Show mode, status (with the reason of a failure), context and runner state
+    Get {
+        #[arg(short, long, value_enum)]
+        output: Option<DataFormat>,
+    },
+    /// Stop the server gracefully: flush the database durably and remove the socket
+    Stop,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerStartArgs {
+    /// The project directory (static mode)
+    pub dir: Option<PathBuf>,
+    /// Where dynamic mode keeps clones and state [default: $XDG_STATE_HOME/choreo, or
+    /// /var/lib/choreo for root]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Directory of CRDs, relative to the project
+    #[arg(long, default_value = "crds", value_name = "DIR")]
+    pub apis: PathBuf,
+    /// Directory of input objects, relative to the project
+    #[arg(long, default_value = "in", value_name = "DIR")]
+    pub input: PathBuf,
+    /// Directory of upstream references, relative to the project
+    #[arg(long, default_value = "refs", value_name = "DIR")]
+    pub refs: PathBuf,
+    /// Let members of this group (name or gid) use the server: the socket becomes 0660 and
+    /// owned by the group. By default only the server's own user (and root) may connect
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DataFormat {
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ObjectFormat {
+    Json,
+    Yaml,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiResourcesArgs {
+    /// Output format (default: a table)
+    #[arg(short, long, value_enum)]
+    pub output: Option<ApiResourcesFormat>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ApiResourcesFormat {
+    Json,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Resource type: plural[.group], kind or short name (e.g. helloworlds.example.com)
+    pub resource: String,
+    /// Object name; without it, list every object of the type
+    pub name: Option<String>,
+    /// Namespace [default: all namespaces for a list, `default` for one object]
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Output format (default: a table)
+    #[arg(short, long, value_enum)]
+    pub output: Option<ObjectFormat>,
+    /// Include metadata.managedFields
+    #[arg(long)]
+    pub show_managed_fields: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// File, directory or `-` for stdin (YAML or JSON, multi-document, `kind: List` flattened)
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+    /// Descend into sub-directories of directories given with -f
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Take over fields that another field manager owns instead of failing with a conflict
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Validate on the server but write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Resource type, then the object name
+    #[arg(num_args = 0..=2, value_names = ["RESOURCE", "NAME"])]
+    pub target: Vec<String>,
+    /// Delete the objects defined in these files instead
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub files: Vec<String>,
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace of a named object [default: default]
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+/// Errors of a CLI command, each with its exit code.
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Unreachable { socket: PathBuf, reason: String },
+    Server(ErrorReport),
+    Failed(String),
+    /// Per-object errors were already printed; exit 1.
+    Reported,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Unreachable { .. } => 3,
+            CliError::Server(_) | CliError::Failed(_) | CliError::Reported => 1,
+        }
+    }
+
+    /// Prints the error to stderr in the one format every command uses.
+    pub fn print(&self) {
+        let mut err = std::io::stderr().lock();
+        let _ = match self {
+            CliError::Usage(m) => writeln!(err, "Error: {m}"),
+            CliError::Unreachable { socket, reason } => writeln!(
+                err,
+                "Error: cannot reach the choreo server at {}: {reason}\nHint: start one with `choreo server start DIR`, or point --socket / CHOREO_SOCKET at a running one",
+                socket.display()
+            ),
+            CliError::Server(report) => {
+                let mut r = writeln!(err, "Error: {}", report.message);
+                for c in &report.causes {
+                    r = r.and_then(|_| writeln!(err, "  {c}"));
+                }
+                for h in &report.hints {
+                    r = r.and_then(|_| writeln!(err, "Hint: {h}"));
+                }
+                r
+            }
+            CliError::Failed(m) => writeln!(err, "Error: {m}"),
+            CliError::Reported => Ok(()),
+        };
+    }
+}
+
+/// Finds the socket a client should use (SPEC §3).
+pub fn client_socket(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("CHOREO_SOCKET").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let candidate = dir.join(".choreo").join("choreo.sock");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    default_socket()
+}
+
+/// The socket of a server started with `project` (static mode) or none (dynamic mode).
+pub fn server_socket(flag: Option<&Path>, project: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("CHOREO_SOCKET").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    match project {
+        Some(dir) => dir.join(".choreo").join("choreo.sock"),
+        None => default_socket(),
+    }
+}
+
+fn default_socket() -> PathBuf {
+    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(run).join("choreo").join("choreo.sock");
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/choreo-{uid}")).join("choreo.sock")
+}
+
+/// Writes command output to stdout; a closed pipe (`choreo get | head`) is not an error.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::Failed(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Runs a client command (everything but `server start`).
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let socket = client_socket(cli.socket.as_deref());
+    let connect = || Client::connect(&socket);
+    match cli.command {
+        Command::Server(ServerCommand::Start(_)) => Err(CliError::Usage("`server start` is not a client command".into())),
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "choreo", &mut buf);
+            emit(&String::from_utf8_lossy(&buf))
+        }
+        Command::Version => {
+            let mut text = format!("choreo {} (protocol {})\n", env!("CARGO_PKG_VERSION"), crate::protocol::PROTOCOL_VERSION);
+            if let Ok(mut c) = connect() {
+                if let Ok(Reply::Status(s)) = c.request(Request::ServerStatus, &mut progress) {
+                    text.push_str(&format!("server: choreo {} (pid {}) on {}\n", s.server_version, s.pid, socket.display()));
+                }
+            }
+            emit(&text)
+        }
+        Command::Server(ServerCommand::Get { output }) => {
+            let reply = connect()?.request(Request::ServerStatus, &mut progress)?;
+            let Reply::Status(s) = reply else { return Err(unexpected(&reply)) };
+            match output {
+                Some(DataFormat::Json) => emit(&output::json(&output::status_json(&s))),
+                Some(DataFormat::Yaml) => emit(&output::yaml(&output::status_json(&s))),
+                None => emit(&output::status_text(&s)),
+            }
+        }
+        Command::Server(ServerCommand::Stop) => {
+            connect()?.request(Request::ServerStop, &mut progress)?;
+            eprintln!("server stopped");
+            Ok(())
+        }
+        Command::Run(RunCommand::Load) => {
+            connect()?.request(Request::RunLoad, &mut progress)?;
+            eprintln!("project loaded");
+            Ok(())
+        }
+        Command::ApiResources(args) => {
+            let reply = connect()?.request(Request::ApiResources, &mut progress)?;
+            let Reply::ApiResources(list) = reply else { return Err(unexpected(&reply)) };
+            match args.output {
+                Some(ApiResourcesFormat::Json) => emit(&output::json(&output::api_resources_json(&list))),
+                Some(ApiResourcesFormat::Name) => {
+                    emit(&list.iter().map(|r| format!("{}{}\n", r.resource, dot_group(&r.group))).collect::<String>())
+                }
+                None => emit(&output::api_resources_table(&list)),
+            }
+        }
+        Command::Get(args) => get(connect()?, args),
+        Command::Apply(args) => apply(connect, args),
+        Command::Delete(args) => delete(connect, args),
+    }
+}
+
+fn dot_group(group: &str) -> String {
+    if group.is_empty() {
+        String::new()
+    } else {
+        format!(".{group}")
+    }
+}
+
+fn unexpected(reply: &Reply) -> CliError {
+    CliError::Failed(format!("unexpected reply from the server: {reply:?}"))
+}
+
+fn parse_object(text: &str) -> Result<Value, CliError> {
+    serde_json::from_str(text).map_err(|e| CliError::Failed(format!("the server sent an invalid object: {e}")))
+}
+
+fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
+    let reply = client.request(
+        Request::Get(GetRequest {
+            resource: args.resource.clone(),
+            name: args.name.clone(),
+            namespace: args.namespace.clone(),
+            show_managed_fields: args.show_managed_fields,
+        }),
+        &mut progress,
+    )?;
+    match reply {
+        Reply::Object(text) => {
+            let obj = parse_object(&text)?;
+            match args.output {
+                Some(ObjectFormat::Json) => emit(&output::json(&obj)),
+                Some(ObjectFormat::Yaml) => emit(&output::yaml(&obj)),
+                Some(ObjectFormat::Name) => emit(&format!("{}\n", output::object_name(&obj))),
+                None => {
+                    let namespaced = !crate::api::object::namespace(&obj).is_empty();
+                    emit(&output::objects_table(std::slice::from_ref(&obj), namespaced))
+                }
+            }
+        }
+        Reply::List { namespaced, items, .. } => {
+            let items = items.iter().map(|t| parse_object(t)).collect::<Result<Vec<_>, _>>()?;
+            match args.output {
+                Some(ObjectFormat::Json) => emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
+                Some(ObjectFormat::Yaml) => emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
+                Some(ObjectFormat::Name) => emit(&items.iter().map(|o| format!("{}\n", output::object_name(o))).collect::<String>()),
+                None if items.is_empty() => {
+                    eprintln!("No {} found.", args.resource);
+                    Ok(())
+                }
+                None => emit(&output::objects_table(&items, namespaced)),
+            }
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Prints per-object results; returns `Reported` when any failed.
+fn report_items(items: &[ItemResult]) -> Result<(), CliError> {
+    let mut failed = false;
+    let mut text = String::new();
+    for item in items {
+        match &item.error {
+            Some(e) => {
+                failed = true;
+                eprintln!("Error: {e}");
+            }
+            None => {
+                text.push_str(&format!("{} {}", item.object, item.outcome));
+                if let Some(f) = &item.file {
+                    text.push_str(&format!(" ({f})"));
+                }
+                text.push('\n');
+            }
+        }
+    }
+    emit(&text)?;
+    if failed {
+        Err(CliError::Reported)
+    } else {
+        Ok(())
+    }
+}
+
+fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Result<(), CliError> {
+    let documents = input::read_documents(&args.files, args.recursive)?;
+    if documents.is_empty() {
+        return Err(CliError::Failed("no objects passed to apply".into()));
+    }
+    let reply = connect()?.request(
+        Request::Apply(ApplyRequest { documents, force: args.force_conflicts, dry_run: args.dry_run }),
+        &mut progress,
+    )?;
+    match reply {
+        Reply::Items(items) => report_items(&items),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> Result<(), CliError> {
+    let targets: Vec<DeleteTarget> = match (args.target.as_slice(), args.files.is_empty()) {
+        ([resource, name], true) => vec![DeleteTarget::Named {
+            resource: resource.clone(),
+            name: name.clone(),
+            namespace: args.namespace.clone(),
+        }],
+        ([], false) => input::read_documents(&args.files, args.recursive)?.into_iter().map(DeleteTarget::Object).collect(),
+        ([_], true) => {
+            return Err(CliError::Usage(
+                "nothing to delete: give a resource type and a name, or -f FILE".into(),
+            ))
+        }
+        ([], true) => return Err(CliError::Usage("nothing to delete: give RESOURCE NAME or -f FILE".into())),
+        _ => return Err(CliError::Usage("give either RESOURCE NAME or -f FILE, not both".into())),
+    };
+    if targets.is_empty() {
+        return Err(CliError::Failed("no objects passed to delete".into()));
+    }
+    let reply = connect()?.request(Request::Delete(DeleteRequest { targets }), &mut progress)?;
+    match reply {
+        Reply::Items(items) => report_items(&items),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// An error report for a failure on the client side before anything was sent.
+pub fn local_error(kind: ErrorKind, message: impl Into<String>) -> CliError {
+    CliError::Server(ErrorReport::new(kind, message))
+}

@@ -1,0 +1,192 @@
+//! Rendering for humans and machines: tables, YAML, JSON, names. Output is deterministic:
+//! sorted keys (objects are BTreeMap-backed) and rows in the order the server sorted them.
+
+use serde_json::{json, Value};
+
+use crate::api::object;
+use crate::protocol::{ApiResourceInfo, ServerStatus};
+
+/// Renders rows as a left-aligned table with columns separated by three spaces (kubectl style).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{:<w$}   ", cell, w = widths[i]));
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn yaml(v: &Value) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
+}
+
+pub fn json(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// kubectl's `-o name` form: `kind.group/name`, lower-case kind.
+pub fn object_name(obj: &Value) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_lowercase();
+    let (group, _) = object::split_api_version(obj.get("apiVersion").and_then(Value::as_str).unwrap_or(""));
+    let name = object::name(obj).unwrap_or("");
+    if group.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}.{group}/{name}")
+    }
+}
+
+/// A duration in kubectl's short form: `45s`, `12m`, `5h`, `3d`.
+pub fn age(created: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(created) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
+        return "<unknown>".into();
+    };
+    let secs = (now - created.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The default `get` table.
+pub fn objects_table(items: &[Value], namespaced: bool) -> String {
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|o| {
+            let mut row = Vec::new();
+            if namespaced {
+                row.push(object::namespace(o).to_string());
+            }
+            row.push(object::name(o).unwrap_or("").to_string());
+            row.push(object::condition_status(o, "Ready").unwrap_or("-").to_string());
+            let created = object::metadata(o).and_then(|m| m.get("creationTimestamp")).and_then(Value::as_str);
+            row.push(age(created, now));
+            row
+        })
+        .collect();
+    let header: &[&str] = if namespaced { &["NAMESPACE", "NAME", "READY", "AGE"] } else { &["NAME", "READY", "AGE"] };
+    table(header, &rows)
+}
+
+pub fn api_resources_table(list: &[ApiResourceInfo]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.resource.clone(),
+                r.short_names.join(","),
+                crate::api::object::api_version(&r.group, &r.version),
+                r.namespaced.to_string(),
+                r.kind.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"], &rows)
+}
+
+pub fn api_resources_json(list: &[ApiResourceInfo]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|r| {
+                json!({"resource": r.resource, "group": r.group, "version": r.version,
+                       "kind": r.kind, "namespaced": r.namespaced})
+            })
+            .collect(),
+    )
+}
+
+/// The JSON form of `server get` (SPEC §2).
+pub fn status_json(s: &ServerStatus) -> Value {
+    let c = &s.context;
+    let context = if s.mode == "static" {
+        json!({"path": c.path})
+    } else {
+        json!({"url": c.url, "directory": c.directory, "ref": c.reference, "commit": c.commit, "branch": c.branch})
+    };
+    let last_run = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()).unwrap_or(Value::Null);
+    json!({
+        "mode": s.mode, "production": s.production, "status": s.status, "reason": s.reason,
+        "context": context, "runner": s.runner, "lastRun": last_run,
+        "serverVersion": s.server_version, "pid": s.pid,
+    })
+}
+
+pub fn status_text(s: &ServerStatus) -> String {
+    let c = &s.context;
+    let mut lines = vec![("mode", s.mode.clone())];
+    if s.mode == "dynamic" {
+        lines.push(("production", s.production.to_string()));
+    }
+    lines.push(("status", s.status.clone()));
+    let context = match &c.path {
+        Some(p) => p.clone(),
+        None => match &c.url {
+            Some(url) => format!(
+                "{url} {} {}{}",
+                c.directory.as_deref().unwrap_or("."),
+                c.reference.as_deref().unwrap_or("?"),
+                c.branch.as_deref().map(|b| format!(" (branch {b})")).unwrap_or_default()
+            ),
+            None => "<none>".into(),
+        },
+    };
+    lines.push(("context", context));
+    lines.push(("runner", s.runner.clone()));
+    let mut out = String::new();
+    for (k, v) in lines {
+        out.push_str(&format!("{k:<9} {v}\n"));
+    }
+    if !s.reason.is_empty() {
+        out.push_str("reason:\n");
+        for l in s.reason.lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_trims() {
+        let t = table(&["NAME", "READY"], &[vec!["a-long-name".into(), "True".into()], vec!["b".into(), "-".into()]]);
+        assert_eq!(t, "NAME          READY\na-long-name   True\nb             -\n");
+    }
+
+    #[test]
+    fn names_and_ages() {
+        let obj = json!({"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "metadata": {"name": "t"}});
+        assert_eq!(object_name(&obj), "helloworld.example.com/t");
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(age(Some("2026-01-01T00:59:15Z"), now), "45s");
+        assert_eq!(age(Some("2026-01-01T00:00:00Z"), now), "60m");
+        assert_eq!(age(None, now), "<unknown>");
+    }
+}

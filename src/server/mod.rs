@@ -1,0 +1,296 @@
+//! The Unix-socket server: socket ownership, connections and graceful shutdown.
+//!
+//! Threads: `choreo-accept` accepts connections, one `choreo-conn-N` thread per connection reads
+//! frames and writes answers, `choreo-signals` turns SIGTERM/SIGINT into a shutdown, and the
+//! engine thread (see `engine`) owns all state. The calling thread supervises: it waits for a
+//! shutdown cause, then stops accepting, removes the socket and lets the engine flush the store.
+//!
+//! The socket is guarded by a lock file (`<socket>.lock`, `flock`): a live server is never
+//! replaced, a stale socket left by a killed one is. The socket appears only once the engine has
+//! loaded the project, with mode 0600 (0660 with `--socket-group`), and peers are checked with
+//! `SO_PEERCRED`: only the server's own uid, root, and the configured group may talk to it.
+//! Architecture invariant: the server decodes frames and forwards requests; it has no business
+//! logic of its own.
+
+mod peer;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::engine::{self, EngineError, Handle, Mode};
+use crate::protocol::{
+    read_frame, write_frame, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage, PROTOCOL_VERSION,
+};
+
+/// Everything `server start` decided before the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub mode: Mode,
+    /// Where the sled database and other server-owned state live.
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// A group whose members may connect too (socket mode 0660 instead of 0600).
+    pub socket_group: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("a choreo server is already running on {}", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("socket path {} is too long for a Unix socket ({} bytes, the limit is 107)", .0.display(), .0.as_os_str().len())]
+    PathTooLong(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+    #[error("cannot start thread {name}: {source}")]
+    Thread { name: String, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ServerError + '_ {
+    move |source| ServerError::Io { path: path.to_path_buf(), source }
+}
+
+/// Runs the server until `server stop`, SIGTERM or SIGINT.
+pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let socket = config.socket.clone();
+    if socket.as_os_str().len() > 107 {
+        return Err(ServerError::PathTooLong(socket));
+    }
+    let dir = socket.parent().unwrap_or(Path::new("/")).to_path_buf();
+    if !dir.exists() {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // A directory we create for the socket is ours alone.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+    }
+    let _lock = lock_socket(&socket)?;
+    if socket.exists() {
+        if UnixStream::connect(&socket).is_ok() {
+            return Err(ServerError::AlreadyRunning(socket));
+        }
+        log::info!("removing stale socket {}", socket.display());
+        fs::remove_file(&socket).map_err(io_err(&socket))?;
+    }
+    fs::create_dir_all(&config.state_dir).map_err(io_err(&config.state_dir))?;
+
+    let (handle, engine_thread, stop_requested) = engine::start(config.mode.clone(), config.state_dir.clone())?;
+    let listener = match bind(&socket, config.socket_group) {
+        Ok(l) => l,
+        Err(e) => {
+            handle.shutdown();
+            let _ = engine_thread.join();
+            return Err(e);
+        }
+    };
+    let status = handle.status();
+    log::info!(
+        "choreo server {} listening on {} ({} mode, status {})",
+        env!("CARGO_PKG_VERSION"),
+        socket.display(),
+        status.mode,
+        status.status
+    );
+    eprintln!("choreo server listening on {}", socket.display());
+
+    let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<&'static str>(4);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(ServerError::Signals)?;
+    let signals_handle = signals.handle();
+    {
+        let tx = shutdown_tx.clone();
+        spawn("choreo-signals", move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(if sig == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGTERM" });
+            }
+        })?;
+    }
+    let stopping = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stopping = stopping.clone();
+        let handle = handle.clone();
+        let peers = peer::Policy { uid: unsafe_getuid(), group: config.socket_group };
+        spawn("choreo-accept", move || accept_loop(listener, handle, peers, stopping))?
+    };
+
+    let cause = crossbeam_channel::select! {
+        recv(shutdown_rx) -> sig => sig.unwrap_or("signal"),
+        recv(stop_requested) -> _ => "server stop",
+    };
+    log::info!("shutting down ({cause})");
+    stopping.store(true, Ordering::SeqCst);
+    // Wake the acceptor so it sees the flag, then take the socket away from new clients.
+    let _ = UnixStream::connect(&socket);
+    let _ = fs::remove_file(&socket);
+    handle.shutdown();
+    if engine_thread.join().is_err() {
+        log::error!("the engine thread panicked");
+    }
+    let _ = acceptor.join();
+    signals_handle.close();
+    eprintln!("choreo server stopped");
+    Ok(())
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, ServerError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|source| ServerError::Thread { name: name.to_string(), source })
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Takes the exclusive lock that says "a server owns this socket path".
+fn lock_socket(socket: &Path) -> Result<File, ServerError> {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    // SAFETY: flock on a valid, owned file descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::WouldBlock {
+            Err(ServerError::AlreadyRunning(socket.to_path_buf()))
+        } else {
+            Err(ServerError::Io { path, source: err })
+        };
+    }
+    Ok(file)
+}
+
+/// Binds under a temporary name, sets the mode, then renames into place, so the socket never
+/// exists at its public path with looser permissions or before the server can answer.
+fn bind(socket: &Path, group: Option<u32>) -> Result<UnixListener, ServerError> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(".choreo-{}.sock.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(io_err(&tmp))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let result = (|| {
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(&tmp, None, Some(gid))?;
+        }
+        fs::rename(&tmp, socket)
+    })();
+    if let Err(source) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(ServerError::Io { path: socket.to_path_buf(), source });
+    }
+    Ok(listener)
+}
+
+fn accept_loop(listener: UnixListener, handle: Handle, peers: peer::Policy, stopping: Arc<AtomicBool>) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let handle = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("choreo-conn-{id}"))
+            .spawn(move || serve_connection(stream, handle, peers));
+        if let Err(e) = spawned {
+            log::error!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
+    match write_frame(w, msg) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("client went away: {e}");
+            false
+        }
+    }
+}
+
+fn protocol_error(message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error(ErrorReport::new(ErrorKind::Protocol, message))
+}
+
+/// Serves one connection: peer check, hello, then requests until the client hangs up.
+fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy) {
+    let mut writer = BufWriter::new(&stream);
+    match peer::check(&stream, peers) {
+        Ok(()) => {}
+        Err(report) => {
+            log::warn!("refused a connection: {}", report.message);
+            send(&mut writer, &ServerMessage::Error(report));
+            return;
+        }
+    }
+    let mut reader = BufReader::new(&stream);
+    let mut greeted = false;
+    loop {
+        let msg = match read_frame::<_, ClientMessage>(&mut reader) {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(FrameError::Io(e)) => {
+                log::debug!("connection closed: {e}");
+                return;
+            }
+            // After a bad frame the stream cannot be resynchronised: answer, then hang up.
+            Err(e) => {
+                send(&mut writer, &protocol_error(e.to_string()));
+                return;
+            }
+        };
+        match msg {
+            ClientMessage::Hello { protocol, client_version } => {
+                if protocol != PROTOCOL_VERSION {
+                    let report = ErrorReport::new(
+                        ErrorKind::Protocol,
+                        format!("protocol version mismatch: the client (choreo {client_version}) speaks version {protocol}, this server speaks version {PROTOCOL_VERSION}"),
+                    )
+                    .with_hint("use the choreo binary that matches the running server, or restart the server with this one");
+                    send(&mut writer, &ServerMessage::Error(report));
+                    return;
+                }
+                greeted = true;
+                let hello = ServerMessage::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    server_version: env!("CARGO_PKG_VERSION").to_string(),
+                };
+                if !send(&mut writer, &hello) {
+                    return;
+                }
+            }
+            ClientMessage::Request(_) if !greeted => {
+                send(&mut writer, &protocol_error("a connection must start with a hello"));
+                return;
+            }
+            ClientMessage::Request(request) => {
+                let mut alive = true;
+                handle.serve(request, &mut |msg| {
+                    alive = send(&mut writer, &msg);
+                    alive
+                });
+                if !alive {
+                    return;
+                }
+            }
+        }
+    }
+}
