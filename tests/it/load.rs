@@ -1,0 +1,130 @@
+use crate::support::*;
+
+fn status(p: &TestProject) -> serde_json::Value {
+    p.cli(&["server", "get", "-o", "json"]).ok().json()
+}
+
+#[test]
+fn static_start_loads_crds_and_inputs() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let st = status(&p);
+    assert_eq!(st["status"], "Ready", "{st}");
+    assert_eq!(st["mode"], "static");
+    assert_eq!(st["context"]["path"], p.dir.canonicalize().unwrap().to_str().unwrap());
+    let leaf = p.cli(&["get", "devices", "leaf1", "-o", "json"]).ok().json();
+    assert_eq!(leaf["metadata"]["annotations"]["api.choreo.kform.dev/origin"], r#"{"kind":"File"}"#);
+    let sites = p.cli(&["get", "sites", "-o", "json"]).ok().json();
+    let names: Vec<_> = sites["items"].as_array().unwrap().iter().map(|s| s["metadata"]["name"].clone()).collect();
+    assert_eq!(names, ["ams1", "nyc1"], "both documents of the multi-document file");
+    let crds = p.cli(&["get", "crds", "-o", "name"]).ok();
+    assert!(crds.stdout.contains("customresourcedefinition.apiextensions.k8s.io/devices.net.example.org"), "{}", crds.stdout);
+}
+
+#[test]
+fn a_load_error_names_file_line_and_column_and_keeps_the_last_good_state() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let before = p.cli(&["get", "devices", "-o", "json"]).ok().stdout;
+    p.write("in/broken.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: x\nspec: {role: leaf\n");
+    let run = p.cli(&["run", "load"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("in/broken.yaml:"), "{}", run.stderr);
+    let st = status(&p);
+    assert_eq!(st["status"], "Failed");
+    let reason = st["reason"].as_str().unwrap();
+    let loc = reason.split(": ").next().unwrap();
+    let parts: Vec<_> = loc.split(':').collect();
+    assert_eq!(parts[0], "in/broken.yaml", "{reason}");
+    assert!(parts[1].parse::<u32>().unwrap() >= 5 && parts[2].parse::<u32>().is_ok(), "{reason}");
+    assert_eq!(p.cli(&["get", "devices", "-o", "json"]).ok().stdout, before, "store unchanged");
+
+    p.remove("in/broken.yaml");
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(status(&p)["status"], "Ready");
+}
+
+#[test]
+fn an_unknown_kind_fails_the_load_naming_the_file() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.write("in/router.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Router\nmetadata:\n  name: r1\n");
+    assert_eq!(p.cli(&["run", "load"]).code, 1);
+    let reason = status(&p)["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("in/router.yaml:1:1: unknown kind Router"), "{reason}");
+}
+
+#[test]
+fn a_document_without_kind_and_a_non_crd_in_crds_are_errors() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.write("in/nokind.yaml", "apiVersion: v1\nmetadata:\n  name: a\n");
+    p.write("crds/extra.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: s\n");
+    assert_eq!(p.cli(&["run", "load"]).code, 1);
+    let reason = status(&p)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("in/nokind.yaml:1:1: kind: Required value"), "{reason}");
+    assert!(reason.contains("crds/extra.yaml:1:1: expected a CustomResourceDefinition"), "{reason}");
+}
+
+#[test]
+fn a_server_started_on_a_broken_project_serves_failed_status() {
+    let p = TestProject::new("network");
+    p.write("in/broken.yaml", "kind: [\n");
+    let _s = p.start();
+    let st = status(&p);
+    assert_eq!(st["status"], "Failed");
+    assert!(st["reason"].as_str().unwrap().starts_with("in/broken.yaml:"), "{st}");
+}
+
+#[test]
+fn objects_of_a_removed_file_or_document_disappear() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    // Drop the second document of the multi-document file, then a whole file.
+    p.write("in/sites.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: ams1\n");
+    p.remove("in/net.example.org.device.spine1.yaml");
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(p.cli(&["get", "sites", "nyc1"]).code, 1);
+    assert_eq!(p.cli(&["get", "devices", "spine1"]).code, 1);
+    p.cli(&["get", "sites", "ams1"]).ok();
+}
+
+#[test]
+fn a_removed_crd_unregisters_its_api() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.remove("crds/net.example.org_sites.yaml");
+    p.remove("in/sites.yaml");
+    p.cli(&["run", "load"]).ok();
+    let list = p.cli(&["api-resources", "-o", "json"]).ok().json();
+    assert!(!list.to_string().contains("\"sites\""), "{list}");
+}
+
+#[test]
+fn orphans_are_garbage_collected_owner_identity_includes_uid() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    // A device owned by a site that does not exist (wrong uid): collected at load.
+    p.write(
+        "in/orphan.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: orphan\n  ownerReferences:\n  - apiVersion: net.example.org/v1alpha1\n    kind: Site\n    name: ams1\n    uid: 00000000-0000-0000-0000-000000000000\nspec:\n  role: leaf\n  asn: 65111\n",
+    );
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(p.cli(&["get", "devices", "orphan"]).code, 1, "orphan collected");
+    // The same reference with the owner's real uid keeps it.
+    let uid = p.cli(&["get", "sites", "ams1", "-o", "json"]).ok().json()["metadata"]["uid"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(p.path("in/orphan.yaml")).unwrap().replace("00000000-0000-0000-0000-000000000000", &uid);
+    p.write("in/orphan.yaml", &text);
+    p.cli(&["run", "load"]).ok();
+    p.cli(&["get", "devices", "orphan"]).ok();
+}
+
+#[test]
+fn reloading_an_unchanged_project_changes_nothing() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let before = p.cli(&["get", "devices", "-o", "json", "--show-managed-fields"]).ok().stdout;
+    p.cli(&["run", "load"]).ok();
+    let after = p.cli(&["get", "devices", "-o", "json", "--show-managed-fields"]).ok().stdout;
+    assert_eq!(before, after, "no-op writes are suppressed: same resourceVersions and timestamps");
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `choreo` binary as server and client, on temporary sockets and
+//! projects. One test binary, modules by theme.
+
+mod support;
+
+// Loading projects: CRDs, inputs, load errors, removal and garbage collection.
+mod load;
+// The CLI's object commands: get, api-resources, apply, delete.
+mod objects;
+// The server process: socket ownership, protocol robustness, peers, shutdown, durability.
+mod server;
