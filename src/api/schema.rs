@@ -71,6 +71,15 @@ pub struct ValidationRule {
     pub field_path: Option<String>,
     /// `optionalOldSelf`: evaluate transition rules on create too, with `oldSelf` absent.
     pub optional_old_self: bool,
+    /// `rule`, compiled once when the CRD is parsed and shared by every clone of the schema
+    /// (`cel::Program` is `Send + Sync`). `None` only for rules built by hand, which validation
+    /// then compiles on every use.
+    pub program: Option<std::sync::Arc<cel::Program>>,
+    /// `messageExpression`, compiled likewise.
+    pub message_program: Option<std::sync::Arc<cel::Program>>,
+    /// Whether `rule` or `messageExpression` refers to `oldSelf`, which makes this a transition
+    /// rule: skipped on create unless `optionalOldSelf`.
+    pub uses_old_self: bool,
 }
 
 /// One node of a structural schema.
@@ -326,16 +335,34 @@ fn parse_rule(v: &Value, path: &str) -> Result<ValidationRule, SchemaError> {
         path: format!("{path}.rule"),
         message: "Required value".into(),
     })?;
+    // Compile now, so that a bad rule fails CRD registration rather than every object.
+    let compile = |field: &str, source: &str| {
+        crate::api::validate::compile_cel(source).map_err(|e| SchemaError {
+            path: format!("{path}.{field}"),
+            message: format!("compilation failed for {source:?}: {e}"),
+        })
+    };
+    let program = compile("rule", &rule)?;
+    let message_expression = get("messageExpression")?;
+    let message_program = match &message_expression {
+        Some(m) => Some(compile("messageExpression", m)?),
+        None => None,
+    };
+    let uses_old_self = program.references().has_variable("oldSelf")
+        || message_program.as_ref().is_some_and(|p| p.references().has_variable("oldSelf"));
     Ok(ValidationRule {
         rule,
         message: get("message")?,
-        message_expression: get("messageExpression")?,
+        message_expression,
         reason: get("reason")?,
         field_path: get("fieldPath")?,
         optional_old_self: match map.get("optionalOldSelf") {
             Some(v) => bool_field(v, &format!("{path}.optionalOldSelf"))?,
             None => false,
         },
+        program: Some(std::sync::Arc::new(program)),
+        message_program: message_program.map(std::sync::Arc::new),
+        uses_old_self,
     })
 }
 
