@@ -2578,46 +2578,6 @@ mod tests {
         assert_eq!(entry(&b, "a")["time"], T2);
     }
 
-    #[test]
-    #[ignore]
-    fn timing() {
-        let s = schema();
-        let applied = json!({
-            "apiVersion": "example.com/v1alpha1",
-            "kind": "Greeter",
-            "metadata": {"name": "g", "labels": {"app": "x", "tier": "web"}, "finalizers": ["a.b/c"]},
-            "spec": {
-                "greeting": "hi", "replicas": 3, "tags": ["a", "b"],
-                "ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https", "protocol": "TCP"}],
-                "aliases": ["x", "y", "z"],
-                "extra": {"a": {"b": 1, "c": [1, 2]}, "d": "e"},
-                "opts": {"a": "1", "b": "2"},
-                "selector": {"k": "v"}
-            },
-            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Up"}]}
-        });
-        let live = ok(&s, None, &applied, "a", T1);
-        let n = 20_000;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(ok(&s, Some(&live), &applied, "a", T2));
-        }
-        eprintln!("no-op re-apply: {:?}/apply", start.elapsed() / n);
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(ok(&s, None, &applied, "a", T2));
-        }
-        eprintln!("create: {:?}/apply", start.elapsed() / n);
-        let mut changed = applied.clone();
-        changed["spec"]["greeting"] = json!("yo");
-        changed["spec"].as_object_mut().unwrap().remove("opts");
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(ok(&s, Some(&live), &changed, "a", T2));
-        }
-        eprintln!("changing apply: {:?}/apply", start.elapsed() / n);
-    }
-
     mod props {
         use super::*;
         use proptest::prelude::*;
