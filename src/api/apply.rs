@@ -763,6 +763,9 @@ fn shape<'v, 's>(ty: Ty<'s>, v: &'v Value) -> Shape<'v, 's> {
             Ty::Schema(s) if s.type_.is_none_or(|t| t == SchemaType::Array) => {
                 match s.effective_list_type() {
                     ListType::Atomic => Shape::Leaf,
+                    // A set with repeated values cannot be merged by value: keep it whole so the
+                    // validator reports the duplicate instead of the merge hiding it.
+                    ListType::Set if has_duplicate_values(a) => Shape::Leaf,
                     ListType::Set => Shape::Set(a),
                     ListType::Map if s.list_map_keys.is_empty() => Shape::Leaf,
                     ListType::Map => Shape::ListMap {
@@ -799,6 +802,16 @@ fn list_item_keys(items: &[Value], names: &[String]) -> Option<Vec<String>> {
         keys.push(key);
     }
     Some(keys)
+}
+
+/// Whether two items of a list are the same JSON value.
+fn has_duplicate_values(items: &[Value]) -> bool {
+    let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
+    items.iter().any(|item| {
+        let mut key = String::new();
+        encode_json(item, &mut key);
+        !seen.insert(key)
+    })
 }
 
 /// `k:{"name":value,...}` for an item, `names` sorted.

@@ -61,6 +61,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ServerError + '_ {
 
 /// Runs the server until `server stop`, SIGTERM or SIGINT.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    // Signals are caught from the very start: a SIGTERM during the initial load must still
+    // shut down cleanly rather than kill the process mid-write.
+    let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<&'static str>(4);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(ServerError::Signals)?;
+    let signals_handle = signals.handle();
     let socket = config.socket.clone();
     if socket.as_os_str().len() > 107 {
         return Err(ServerError::PathTooLong(socket));
@@ -100,10 +106,6 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     );
     eprintln!("choreo server listening on {}", socket.display());
 
-    let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<&'static str>(4);
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(ServerError::Signals)?;
-    let signals_handle = signals.handle();
     {
         let tx = shutdown_tx.clone();
         spawn("choreo-signals", move || {

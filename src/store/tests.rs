@@ -195,3 +195,26 @@ fn builtin_apis_cannot_be_redefined() {
     let err = txn.apply(&c, M).unwrap_err();
     assert!(matches!(err, StoreError::Builtin(_)), "{err}");
 }
+
+#[test]
+fn conflicting_managers_are_reported_and_force_takes_over() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    txn.apply(&widget("a", 1), ApplyOptions { manager: "alice", force: false }).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let err = txn.apply(&widget("a", 2), ApplyOptions { manager: "bob", force: false }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Widget.example.com default/a: Apply failed with 1 conflict: conflict with \"alice\": .spec.size"
+    );
+    // The same value is shared ownership, not a conflict.
+    txn.apply(&widget("a", 1), ApplyOptions { manager: "bob", force: false }).unwrap();
+    let (key, _) = txn.apply(&widget("a", 2), ApplyOptions { manager: "bob", force: true }).unwrap();
+    txn.commit().unwrap();
+    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    assert_eq!(obj["spec"]["size"], 2);
+    assert!(crate::api::apply::managed_paths(&obj, "alice").unwrap().is_empty());
+    assert_eq!(crate::api::apply::managed_paths(&obj, "bob").unwrap(), [".spec.size"]);
+}

@@ -128,3 +128,20 @@ fn reloading_an_unchanged_project_changes_nothing() {
     let after = p.cli(&["get", "devices", "-o", "json", "--show-managed-fields"]).ok().stdout;
     assert_eq!(before, after, "no-op writes are suppressed: same resourceVersions and timestamps");
 }
+
+#[test]
+fn an_invalid_object_in_a_file_fails_the_load_with_its_location_and_field() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.write(
+        "in/more.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: ok1\n---\napiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: bad\nspec:\n  role: leaf\n  asn: many\n",
+    );
+    assert_eq!(p.cli(&["run", "load"]).code, 1);
+    let reason = status(&p)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("in/more.yaml:6:1: Device.net.example.org default/bad: spec.asn: Invalid value: \"string\""),
+        "{reason}"
+    );
+    assert_eq!(p.cli(&["get", "sites", "ok1"]).code, 1, "nothing of a failed load is applied");
+}

@@ -146,3 +146,77 @@ fn delete_by_file() {
     p.cli(&["delete", "-f", f.to_str().unwrap()]).ok();
     assert_eq!(p.cli(&["get", "devices", "leaf1"]).code, 1);
 }
+
+fn rejected(p: &TestProject, yaml: &str) -> String {
+    let before = p.in_files();
+    let run = p.cli_stdin(&["apply", "-f", "-"], yaml);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(p.in_files(), before, "a rejected object is never written");
+    run.stderr
+}
+
+#[test]
+fn schema_violations_are_reported_kubernetes_style() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let err = rejected(&p, &LEAF3.replace("asn: 65103", "asn: \"x\""));
+    assert!(err.contains("spec.asn: Invalid value: \"string\": spec.asn in body must be of type integer: \"string\""), "{err}");
+    let err = rejected(&p, &LEAF3.replace("role: leaf", "role: router"));
+    assert!(err.contains("spec.role: Unsupported value: \"router\": supported values: \"leaf\", \"spine\", \"border\""), "{err}");
+    let err = rejected(&p, &LEAF3.replace("asn: 65103", "asn: 0"));
+    assert!(err.contains("spec.asn: Invalid value: 0: spec.asn in body should be greater than or equal to 1"), "{err}");
+    let err = rejected(&p, &LEAF3.replace("  asn: 65103\n", ""));
+    assert!(err.contains("spec.asn: Required value"), "{err}");
+    let err = rejected(&p, &format!("{LEAF3}  hostname: Leaf_3\n"));
+    assert!(err.contains("spec.hostname: Invalid value: \"Leaf_3\": spec.hostname in body should match '^[a-z][a-z0-9-]*$'"), "{err}");
+    let err = rejected(&p, &format!("{LEAF3}  managementAddress: 300.1.1.1\n"));
+    assert!(err.contains("spec.managementAddress: Invalid value: \"300.1.1.1\""), "{err}");
+    let err = rejected(&p, &format!("{LEAF3}  tags: [a, a]\n"));
+    assert!(err.contains("spec.tags[1]: Duplicate value: \"a\""), "{err}");
+}
+
+#[test]
+fn cel_validation_rules_apply() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let spine = LEAF3.replace("role: leaf", "role: spine").replace("leaf3", "spine3");
+    let err = rejected(&p, &spine);
+    assert!(err.contains("spines use an AS number below 65000"), "{err}");
+    p.cli_stdin(&["apply", "-f", "-"], &spine.replace("65103", "64603")).ok();
+}
+
+#[test]
+fn undeclared_fields_are_rejected_by_server_side_apply() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let err = rejected(&p, &format!("{LEAF3}  vendor: acme\n"));
+    assert!(err.contains(".spec.vendor: field not declared in schema"), "{err}");
+    // Under additionalProperties anything may appear.
+    let site = "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: lon1\nspec:\n  labels:\n    anything: goes\n";
+    p.cli_stdin(&["apply", "-f", "-"], site).ok();
+}
+
+#[test]
+fn schema_defaults_are_filled_in() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let leaf = p.cli(&["get", "devices", "leaf1", "-o", "json"]).ok().json();
+    assert_eq!(leaf["spec"]["platform"], "srlinux");
+    assert_eq!(leaf["spec"]["interfaces"][0]["mtu"], 9000, "default inside a list-map item");
+    assert_eq!(leaf["spec"]["interfaces"][1]["mtu"], 1500, "an explicit value wins");
+}
+
+#[test]
+fn managed_fields_record_the_input_loader() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let leaf = p.cli(&["get", "devices", "leaf1", "-o", "json", "--show-managed-fields"]).ok().json();
+    let mf = leaf["metadata"]["managedFields"].as_array().expect("managedFields");
+    assert_eq!(mf.len(), 1);
+    assert_eq!(mf[0]["manager"], "inputfileloader");
+    assert_eq!(mf[0]["operation"], "Apply");
+    let fields = &mf[0]["fieldsV1"];
+    assert!(fields["f:spec"]["f:interfaces"]["k:{\"name\":\"ethernet-1/1\"}"].is_object(), "{fields}");
+    assert!(fields["f:spec"]["f:tags"]["v:\"edge\""].is_object(), "{fields}");
+    assert!(fields["f:spec"].get("f:platform").is_none(), "defaulted fields belong to no manager");
+}

@@ -1,7 +1,9 @@
 //! Test support: a project in a temporary directory, a real server on a temporary socket, and
-#![allow(dead_code)] // shared helpers: not every test module uses every one
 //! the real CLI. Waiting is done on the server's own signals (its "listening" line, a command
 //! succeeding) with deadlines, never on fixed sleeps.
+
+// Shared helpers: not every test module uses every one.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
