@@ -6,6 +6,7 @@
 //! is then reloaded, so what the store holds is always what the files say. A rejected object is
 //! never written.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -15,60 +16,114 @@ use super::{internal, query, store_error, Engine};
 use crate::api::object::{GroupKind, ObjectKey, INPUT_FIELD_MANAGER};
 use crate::project::{self, files};
 use crate::protocol::{ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, ItemResult, Reply};
-use crate::store::{ApplyOptions, WriteOutcome};
+use crate::store::{ApplyOptions, StoreError, WriteOutcome};
 
 impl Engine {
     pub(super) fn apply(&mut self, req: ApplyRequest) -> Result<Reply, ErrorReport> {
         let layout = self.layout()?.clone();
         let mut items = Vec::new();
         let mut accepted: Vec<(ObjectKey, Value, usize)> = Vec::new();
-        {
-            // One transaction for the whole request, never committed: it validates each object
-            // against the store plus the objects before it (a CRD and objects of its kind can
-            // come in one request).
-            let mut txn = self.store.begin();
-            let opts = ApplyOptions { manager: INPUT_FIELD_MANAGER, force: req.force };
-            for doc in &req.documents {
-                let value: Value = match serde_json::from_str(&doc.json) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        items.push(item_error(&doc.source, format!("{}: not a valid object: {e}", doc.source)));
-                        continue;
-                    }
-                };
-                match txn.apply(&input_object(&value), opts) {
-                    Ok((key, outcome)) => {
-                        items.push(ItemResult {
-                            object: key.to_string(),
-                            outcome: outcome_word(outcome, req.dry_run).into(),
-                            file: None,
-                            error: None,
-                        });
-                        accepted.push((key, value, items.len() - 1));
-                    }
-                    Err(e) => items.push(item_error(&doc.source, format!("{}: {e}", doc.source))),
+        // One transaction for the whole request: each object is validated against the store plus
+        // the objects before it (a CRD and objects of its kind can come in one request), and the
+        // same transaction is what gets committed once the files are written, so the store ends
+        // up exactly as a reload of the files would leave it.
+        let mut txn = self.store.begin();
+        let opts = ApplyOptions { manager: INPUT_FIELD_MANAGER, force: req.force };
+        for doc in &req.documents {
+            let value: Value = match serde_json::from_str(&doc.json) {
+                Ok(v) => v,
+                Err(e) => {
+                    items.push(item_error(&doc.source, format!("{}: not a valid object: {e}", doc.source)));
+                    continue;
                 }
+            };
+            match txn.apply(&input_object(&value), opts) {
+                Ok((key, outcome)) => {
+                    items.push(ItemResult {
+                        object: key.to_string(),
+                        outcome: outcome_word(outcome, req.dry_run).into(),
+                        file: None,
+                        error: None,
+                    });
+                    accepted.push((key, value, items.len() - 1));
+                }
+                Err(e) => items.push(item_error(&doc.source, format!("{}: {e}", doc.source))),
             }
         }
         if req.dry_run || accepted.is_empty() {
             return Ok(Reply::Items(items));
         }
-        for (key, value, i) in accepted {
-            match self.write_object(&layout.root, &layout.input_dir(), &key, &value) {
-                Ok(file) => items[i].file = Some(layout.relative(&file).display().to_string()),
+
+        // Objects already defined in a file are edited in place; new ones get files of their own,
+        // written together with one flush.
+        let mut new_files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut new_keys: Vec<(ObjectKey, usize)> = Vec::new();
+        let mut planned: HashSet<PathBuf> = HashSet::new();
+        let mut write_failed = false;
+        for (key, value, i) in &accepted {
+            let yaml = match serde_yaml_ng::to_string(value) {
+                Ok(y) => y,
                 Err(e) => {
-                    items[i].outcome.clear();
-                    items[i].error = Some(e);
+                    items[*i].outcome.clear();
+                    items[*i].error = Some(format!("cannot render {key} as YAML: {e}"));
+                    write_failed = true;
+                    continue;
+                }
+            };
+            if let Some((file, index)) = self.sources.get(key).cloned() {
+                match replace_document(&file, index, &yaml) {
+                    Ok(()) => items[*i].file = Some(layout.relative(&file).display().to_string()),
+                    Err(e) => {
+                        items[*i].outcome.clear();
+                        items[*i].error = Some(e);
+                        write_failed = true;
+                    }
+                }
+                continue;
+            }
+            match new_file_path(&layout.root, &layout.input_dir(), key, &planned) {
+                Ok(path) => {
+                    planned.insert(path.clone());
+                    items[*i].file = Some(layout.relative(&path).display().to_string());
+                    new_keys.push((key.clone(), new_files.len()));
+                    new_files.push((path, yaml.into_bytes()));
+                }
+                Err(e) => {
+                    items[*i].outcome.clear();
+                    items[*i].error = Some(e);
+                    write_failed = true;
                 }
             }
         }
-        self.reload_after_edit(items)
+        if let Err((path, e)) = files::write_batch(&new_files) {
+            write_failed = true;
+            for (key, _, i) in &accepted {
+                if new_keys.iter().any(|(k, _)| k == key) {
+                    items[*i].outcome.clear();
+                    items[*i].file = None;
+                    items[*i].error = Some(format!("cannot write {}: {e}", path.display()));
+                }
+            }
+        }
+        if write_failed || !self.is_ready() {
+            // Not every file says what the transaction holds (or the project was already
+            // broken): the files decide.
+            drop(txn);
+            return self.reload_after_edit(items);
+        }
+        txn.collect_garbage();
+        txn.commit().map_err(|e| store_error(&e))?;
+        for (key, n) in new_keys {
+            self.sources.insert(key, (new_files[n].0.clone(), 0));
+        }
+        Ok(Reply::Items(items))
     }
 
     pub(super) fn delete(&mut self, req: DeleteRequest) -> Result<Reply, ErrorReport> {
         let layout = self.layout()?.clone();
         let mut items = Vec::new();
         let mut edited_files = false;
+        let mut txn = self.store.begin();
         for target in &req.targets {
             let key = match self.delete_key(target) {
                 Ok(k) => k,
@@ -81,42 +136,50 @@ impl Engine {
                     continue;
                 }
             };
-            if let Some((file, index)) = self.sources.get(&key).cloned() {
-                match cut_document(&file, index) {
+            let mut file = None;
+            if let Some((path, index)) = self.sources.get(&key).cloned() {
+                match cut_document(&path, index) {
                     Ok(()) => {
                         edited_files = true;
-                        items.push(ItemResult {
-                            object: key.to_string(),
-                            outcome: "deleted".into(),
-                            file: Some(layout.relative(&file).display().to_string()),
-                            error: None,
-                        });
+                        self.sources.remove(&key);
+                        // Later documents of the same file moved up by one.
+                        for (p, i) in self.sources.values_mut() {
+                            if *p == path && *i > index {
+                                *i -= 1;
+                            }
+                        }
+                        file = Some(layout.relative(&path).display().to_string());
                     }
-                    Err(e) => items.push(item_error(&key.to_string(), e)),
+                    Err(e) => {
+                        items.push(item_error(&key.to_string(), e));
+                        continue;
+                    }
                 }
-                continue;
             }
-            // Not defined by a file (a reconciler's child, say): delete it from the store.
-            let mut txn = self.store.begin();
-            let result = txn.delete(&key).and_then(|outcome| {
-                txn.collect_garbage();
-                txn.commit().map(|_| outcome)
-            });
-            match result {
+            // Objects not defined by a file (a reconciler's child, say) go from the store only.
+            match txn.delete(&key) {
                 Ok(outcome) => items.push(ItemResult {
                     object: key.to_string(),
                     outcome: outcome_word(outcome, false).into(),
-                    file: None,
+                    file,
+                    error: None,
+                }),
+                Err(StoreError::NotFound { .. }) if file.is_some() => items.push(ItemResult {
+                    object: key.to_string(),
+                    outcome: "deleted".into(),
+                    file,
                     error: None,
                 }),
                 Err(e) => items.push(item_error(&key.to_string(), store_error(&e).message)),
             }
         }
-        if edited_files {
-            self.reload_after_edit(items)
-        } else {
-            Ok(Reply::Items(items))
+        if edited_files && !self.is_ready() {
+            drop(txn);
+            return self.reload_after_edit(items);
         }
+        txn.collect_garbage();
+        txn.commit().map_err(|e| store_error(&e))?;
+        Ok(Reply::Items(items))
     }
 
     fn delete_key(&self, target: &DeleteTarget) -> Result<ObjectKey, ErrorReport> {
@@ -154,31 +217,6 @@ impl Engine {
         })
     }
 
-    /// Writes an accepted object into the file that defines it, or a new file named after it.
-    fn write_object(&self, root: &Path, input_dir: &Path, key: &ObjectKey, value: &Value) -> Result<PathBuf, String> {
-        let yaml = serde_yaml_ng::to_string(value).map_err(|e| format!("cannot render {key} as YAML: {e}"))?;
-        if let Some((file, index)) = self.sources.get(key) {
-            replace_document(file, *index, &yaml)?;
-            return Ok(file.clone());
-        }
-        let base = if key.group.is_empty() {
-            format!("{}.{}", key.kind.to_lowercase(), key.name)
-        } else {
-            format!("{}.{}.{}", key.group, key.kind.to_lowercase(), key.name)
-        };
-        let mut file = input_dir.join(format!("{base}.yaml"));
-        if file.exists() {
-            // The conventional name holds something else (another namespace, or a file the
-            // loader could not read): never overwrite it.
-            file = input_dir.join(format!("{base}.{}.yaml", if key.namespace.is_empty() { "object" } else { &key.namespace }));
-            if file.exists() {
-                return Err(format!("{} already exists and does not define {key}", file.strip_prefix(root).unwrap_or(&file).display()));
-            }
-        }
-        files::write_atomic(&file, yaml.as_bytes()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        Ok(file)
-    }
-
     fn reload_after_edit(&mut self, items: Vec<ItemResult>) -> Result<Reply, ErrorReport> {
         match self.reload() {
             Ok(()) => Ok(Reply::Items(items)),
@@ -188,6 +226,27 @@ impl Engine {
             }
         }
     }
+}
+
+/// The file a new object is written to: `in/<group>.<kind>.<name>.yaml`, or with the namespace
+/// added when that name is taken by something else. Never an existing file.
+fn new_file_path(root: &Path, input_dir: &Path, key: &ObjectKey, planned: &HashSet<PathBuf>) -> Result<PathBuf, String> {
+    let base = if key.group.is_empty() {
+        format!("{}.{}", key.kind.to_lowercase(), key.name)
+    } else {
+        format!("{}.{}.{}", key.group, key.kind.to_lowercase(), key.name)
+    };
+    let taken = |p: &Path| planned.contains(p) || p.exists();
+    let file = input_dir.join(format!("{base}.yaml"));
+    if !taken(&file) {
+        return Ok(file);
+    }
+    let ns = if key.namespace.is_empty() { "object" } else { &key.namespace };
+    let file = input_dir.join(format!("{base}.{ns}.yaml"));
+    if !taken(&file) {
+        return Ok(file);
+    }
+    Err(format!("{} already exists and does not define {key}", file.strip_prefix(root).unwrap_or(&file).display()))
 }
 
 fn outcome_word(outcome: WriteOutcome, dry_run: bool) -> &'static str {

@@ -204,6 +204,10 @@ impl Engine {
         }
     }
 
+    fn is_ready(&self) -> bool {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).status == "Ready"
+    }
+
     /// Loads the project; on failure the status becomes `Failed` with every problem as the
     /// reason, and the store keeps its last good state.
     fn reload(&mut self) -> Result<(), ErrorReport> {

@@ -220,3 +220,25 @@ fn managed_fields_record_the_input_loader() {
     assert!(fields["f:spec"]["f:tags"]["v:\"edge\""].is_object(), "{fields}");
     assert!(fields["f:spec"].get("f:platform").is_none(), "defaulted fields belong to no manager");
 }
+
+#[test]
+fn what_apply_and_delete_commit_is_exactly_what_a_reload_of_the_files_gives() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.cli_stdin(&["apply", "-f", "-"], LEAF3).ok();
+    p.cli(&["delete", "sites", "ams1"]).ok();
+    // nyc1 moved up to the first document of in/sites.yaml; editing it must hit the right one.
+    let nyc = "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: nyc1\nspec:\n  region: us-east-9\n";
+    p.cli_stdin(&["apply", "-f", "-"], nyc).ok();
+    let text = std::fs::read_to_string(p.path("in/sites.yaml")).unwrap();
+    assert!(text.contains("us-east-9") && !text.contains("ams1"), "{text}");
+    let snapshot = |p: &TestProject| {
+        ["devices", "sites"]
+            .iter()
+            .map(|r| p.cli(&["get", r, "-o", "json", "--show-managed-fields"]).ok().stdout)
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot(&p);
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(snapshot(&p), before);
+}
