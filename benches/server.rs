@@ -207,7 +207,7 @@ fn main() {
             }
             let el = t.elapsed();
             rows.push((
-                format!("apply {batch} new objects into a {n}-object project (validate, write in/, reload)"),
+                format!("apply {batch} new objects into a {n}-object project (validate, write in/, commit)"),
                 format!("{} ({:.0} objects/s)", ms(el), batch as f64 / el.as_secs_f64()),
             ));
         }
