@@ -8,5 +8,6 @@ pub mod cli;
 pub mod engine;
 pub mod project;
 pub mod protocol;
+pub mod reconcile;
 pub mod server;
 pub mod store;

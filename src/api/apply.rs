@@ -282,6 +282,28 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
     Ok(merged)
 }
 
+/// A copy of `obj` without the fields that only other managers own (what upstream choreo calls
+/// pruning unmanaged fields): what is left is the part of the object `manager` may apply as its
+/// intent without taking over, or sharing, fields it never set. Fields nobody owns (defaults,
+/// values a script just added) stay. `managedFields` itself is dropped.
+pub fn prune_foreign(obj: &Value, manager: &str) -> Result<Value, ApplyError> {
+    let mut mine = FieldSet::default();
+    let mut foreign = FieldSet::default();
+    for entry in parse_entries(obj, None)? {
+        if entry.manager == manager {
+            mine.union_with(&entry.set);
+        } else {
+            foreign.union_with(&entry.set);
+        }
+    }
+    let mut out = obj.clone();
+    remove_unowned(&foreign, Some(&mine), &mut out, None, &[]);
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    Ok(out)
+}
+
 /// The fields `manager` owns in `obj` (over all its managedFields entries), as sorted printable
 /// paths such as `.spec.ports[port=80].name` or `.metadata.finalizers[="a.b/c"]`.
 pub fn managed_paths(obj: &Value, manager: &str) -> Result<Vec<String>, ApplyError> {
@@ -2577,6 +2599,19 @@ mod tests {
         );
         let b = ok(&s, Some(&a), &obj(json!({"ports": [{"port": 1}]})), "a", T2);
         assert_eq!(b["spec"], json!({"ports": [{"port": 1}]}));
+    }
+
+    #[test]
+    fn prune_foreign_keeps_own_and_unowned_fields_only() {
+        let s = schema();
+        let a = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 2})), "loader", T1);
+        let b = ok(&s, Some(&a), &obj(json!({"replicas": 2, "tags": ["x"]})), "rec", T2);
+        let mut with_new = b.clone();
+        with_new["spec"]["aliases"] = json!(["new"]);
+        let pruned = prune_foreign(&with_new, "rec").unwrap();
+        assert_eq!(pruned["spec"], json!({"replicas": 2, "tags": ["x"], "aliases": ["new"]}));
+        assert!(pruned["metadata"].get("managedFields").is_none());
+        assert_eq!(pruned["metadata"]["name"], b["metadata"]["name"]);
     }
 
     #[test]

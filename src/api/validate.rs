@@ -865,6 +865,14 @@ fn run(program: &cel::Program, ctx: &cel::Context<'_, '_>) -> Result<cel::Value,
     }
 }
 
+/// Evaluates `program` with the variable `name` bound to `value`, converted without a schema
+/// (integers are int, other numbers double). Used by selectors, which have no schema.
+pub(crate) fn eval_json(program: &cel::Program, name: &str, value: &Value) -> Result<cel::Value, String> {
+    let mut ctx = cel::Context::with_env(Arc::clone(cel_env()));
+    ctx.add_variable_as_val(name, to_val(None, value, 0));
+    run(program, &ctx)
+}
+
 fn new_context<'a>(s: &'a Schema, v: &'a Value) -> cel::Context<'a, 'a> {
     let mut ctx = cel::Context::with_env(Arc::clone(cel_env()));
     ctx.add_variable_as_val("self", to_val(Some(s), v, 0));

@@ -1,0 +1,224 @@
+//! What every runtime does around the code: children with owner references, garbage
+//! collection of children no longer produced, finalizers and the reconciler's condition.
+//!
+//! Semantics (upstream choreo's `resources` package, with its leaks fixed): a child gets one
+//! controller owner reference to the for-object (replacing any the code wrote); applying the
+//! children first deletes every existing child of the `owns` kinds that is owned by the
+//! for-object (uid match) and was not produced this time, then applies the new ones in creation
+//! order as the reconciler's field manager.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use super::{Client, ClientError, ReconcilerConfig};
+use crate::api::object::{self, ObjectKey};
+
+/// The children one reconcile produces.
+pub struct Children {
+    owner_ref: Value,
+    owner_uid: String,
+    owner_namespace: String,
+    created: Vec<Value>,
+}
+
+impl Children {
+    /// Starts an empty inventory for the for-object `owner`.
+    pub fn new(owner: &Value) -> Children {
+        let uid = object::uid(owner).unwrap_or("").to_string();
+        Children {
+            owner_ref: json!({
+                "apiVersion": owner.get("apiVersion").cloned().unwrap_or(Value::Null),
+                "kind": owner.get("kind").cloned().unwrap_or(Value::Null),
+                "name": object::name(owner).unwrap_or(""),
+                "uid": uid,
+                "controller": true,
+            }),
+            owner_uid: uid,
+            owner_namespace: object::namespace(owner).to_string(),
+            created: Vec::new(),
+        }
+    }
+
+    /// Records a child: stamps the controller owner reference and returns the child as recorded.
+    pub fn create(&mut self, mut child: Value) -> Result<Value, ClientError> {
+        let meta = object::metadata_mut(&mut child)
+            .ok_or_else(|| ClientError::fatal("a child must be an object with metadata"))?;
+        meta.insert("ownerReferences".into(), Value::Array(vec![self.owner_ref.clone()]));
+        if meta.get("namespace").is_none() && !self.owner_namespace.is_empty() {
+            // Children of a namespaced owner live in its namespace unless the code says otherwise;
+            // cluster-scoped kinds drop it again when they are applied.
+            meta.insert("namespace".into(), Value::String(self.owner_namespace.clone()));
+        }
+        let key = child_key(&child)?;
+        // Producing the same child twice in one reconcile keeps the last version.
+        self.created.retain(|c| child_key(c).ok().as_ref() != Some(&key));
+        self.created.push(child.clone());
+        Ok(child)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty()
+    }
+
+    /// Deletes stale children, then applies the recorded ones as `cfg.name`.
+    pub fn apply(&mut self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
+        let keep: BTreeSet<ObjectKey> = self.created.iter().filter_map(|c| child_key(c).ok()).collect();
+        for child in self.existing(cfg, client)? {
+            if let Some(key) = ObjectKey::of(&child) {
+                if !keep.contains(&key) {
+                    delete_object(client, &child)?;
+                }
+            }
+        }
+        for child in &self.created {
+            client.apply(child, &cfg.name)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every existing child (the for-object is going away).
+    pub fn delete_all(&self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
+        for child in self.existing(cfg, client)? {
+            delete_object(client, &child)?;
+        }
+        Ok(())
+    }
+
+    /// Children of the `owns` kinds that the for-object owns (by uid).
+    fn existing(&self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<Vec<Value>, ClientError> {
+        let mut out = Vec::new();
+        if self.owner_uid.is_empty() {
+            return Ok(out);
+        }
+        for owned in &cfg.owns {
+            for obj in client.list(&owned.api_version(), &owned.kind, &super::Selector::everything())? {
+                if object::owner_references(&obj).iter().any(|r| r.uid == self.owner_uid) {
+                    out.push(obj);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn child_key(child: &Value) -> Result<ObjectKey, ClientError> {
+    ObjectKey::of(child).ok_or_else(|| ClientError::fatal("a child needs apiVersion, kind and metadata.name"))
+}
+
+fn delete_object(client: &mut dyn Client, obj: &Value) -> Result<(), ClientError> {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let name = object::name(obj).unwrap_or("");
+    client.delete(api_version, kind, object::namespace(obj), name)
+}
+
+/// Sets the reconciler's condition on `obj`, reducing `status.conditions` to that one type (the
+/// other reconcilers' conditions survive through server-side apply, which merges by type):
+/// `Ready`/`True` with an empty message on success, `Failed`/`False` with the message otherwise.
+/// `lastTransitionTime` changes only when the condition does, compared with `live`.
+pub fn set_condition(obj: &mut Value, condition_type: &str, message: &str, live: Option<&Value>, now: &str) {
+    let (status, reason) = if message.is_empty() { ("True", "Ready") } else { ("False", "Failed") };
+    let previous = live
+        .and_then(|l| l.get("status"))
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(condition_type)));
+    let unchanged = previous.is_some_and(|p| {
+        p.get("status").and_then(Value::as_str) == Some(status)
+            && p.get("reason").and_then(Value::as_str) == Some(reason)
+            && p.get("message").and_then(Value::as_str).unwrap_or("") == message
+    });
+    let time = match (unchanged, previous.and_then(|p| p.get("lastTransitionTime"))) {
+        (true, Some(t)) => t.clone(),
+        _ => Value::String(now.to_string()),
+    };
+    let condition = json!({
+        "type": condition_type,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": time,
+    });
+    let Some(map) = obj.as_object_mut() else { return };
+    let status_v = map.entry("status").or_insert_with(|| Value::Object(Map::new()));
+    if !status_v.is_object() {
+        *status_v = Value::Object(Map::new());
+    }
+    if let Some(st) = status_v.as_object_mut() {
+        st.insert("conditions".into(), Value::Array(vec![condition]));
+    }
+}
+
+/// Adds `finalizer` to `metadata.finalizers` if missing.
+pub fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    if let Some(meta) = object::metadata_mut(obj) {
+        let list = meta.entry("finalizers").or_insert_with(|| Value::Array(Vec::new()));
+        if !list.is_array() {
+            *list = Value::Array(Vec::new());
+        }
+        if let Some(list) = list.as_array_mut() {
+            if !list.iter().any(|f| f.as_str() == Some(finalizer)) {
+                list.push(Value::String(finalizer.to_string()));
+            }
+        }
+    }
+}
+
+/// Removes `finalizer` from `metadata.finalizers`.
+pub fn remove_finalizer(obj: &mut Value, finalizer: &str) {
+    if let Some(list) = object::metadata_mut(obj).and_then(|m| m.get_mut("finalizers")).and_then(Value::as_array_mut) {
+        list.retain(|f| f.as_str() != Some(finalizer));
+    }
+}
+
+/// The reconciler's intent for its for-object: `obj` without the fields only other managers own
+/// (so it never takes over or shares the input file's fields) and without server-owned metadata.
+pub fn intent(obj: &Value, manager: &str) -> Result<Value, ClientError> {
+    let mut out = crate::api::apply::prune_foreign(obj, manager).map_err(|e| ClientError::fatal(e.to_string()))?;
+    crate::api::meta::strip_system_fields(&mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_keeps_its_time_until_it_changes() {
+        let mut obj = json!({"status": {"conditions": [{"type": "Other", "status": "True"}]}});
+        set_condition(&mut obj, "Ready", "", None, "t1");
+        assert_eq!(obj["status"]["conditions"], json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "t1"}]));
+        let live = obj.clone();
+        let mut again = json!({});
+        set_condition(&mut again, "Ready", "", Some(&live), "t2");
+        assert_eq!(again["status"]["conditions"][0]["lastTransitionTime"], "t1");
+        set_condition(&mut again, "Ready", "boom", Some(&live), "t3");
+        assert_eq!(again["status"]["conditions"][0]["status"], "False");
+        assert_eq!(again["status"]["conditions"][0]["lastTransitionTime"], "t3");
+    }
+
+    #[test]
+    fn finalizers_are_a_set() {
+        let mut obj = json!({"metadata": {"name": "a"}});
+        add_finalizer(&mut obj, "x");
+        add_finalizer(&mut obj, "x");
+        add_finalizer(&mut obj, "y");
+        assert_eq!(obj["metadata"]["finalizers"], json!(["x", "y"]));
+        remove_finalizer(&mut obj, "x");
+        assert_eq!(obj["metadata"]["finalizers"], json!(["y"]));
+    }
+
+    #[test]
+    fn created_children_get_one_controller_reference() {
+        let owner = json!({"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld",
+                           "metadata": {"name": "test", "namespace": "default", "uid": "u1"}});
+        let mut ch = Children::new(&owner);
+        let child = ch
+            .create(json!({"apiVersion": "example.com/v1alpha1", "kind": "Greeting", "metadata": {"name": "test",
+                "ownerReferences": [{"apiVersion": "x/v1", "kind": "X", "name": "x", "uid": "z"}]}}))
+            .unwrap();
+        assert_eq!(child["metadata"]["ownerReferences"], json!([{"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "name": "test", "uid": "u1", "controller": true}]));
+        assert_eq!(child["metadata"]["namespace"], "default");
+    }
+}

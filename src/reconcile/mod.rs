@@ -1,0 +1,81 @@
+//! Reconcilers: their configuration, the client they talk to, and the runtimes that run them.
+//!
+//! A reconciler is level-triggered: it gets the current for-object and a [`Client`] (a read and
+//! write view of the store that the engine provides) and returns an [`Outcome`]. It never sees
+//! the event that triggered it. Runtimes (Starlark, later Go templates and Jinja) implement
+//! [`Runtime`]; they are compiled once per load and shared across reconciles.
+//!
+//! Architecture invariant: nothing here touches sled, files or git. Everything a reconciler
+//! reads or writes goes through [`Client`], which the engine implements over a store
+//! transaction, so a reconcile's writes commit together or not at all.
+
+pub mod children;
+pub mod config;
+pub mod selector;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use config::{Lang, ReconcilerConfig, ResourceRef};
+pub use selector::Selector;
+
+/// What one reconcile asks of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done until something changes.
+    Done,
+    /// Run again: after `after` if given, else with rate-limited backoff. `message` says why.
+    Requeue { after: Option<Duration>, message: String },
+    /// The reconcile failed; a run ends with this error.
+    Error(String),
+}
+
+/// Errors the client returns to a runtime. `fatal` errors end the reconcile with an error;
+/// others are reported to the script, which may requeue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub message: String,
+    pub fatal: bool,
+}
+
+impl ClientError {
+    pub fn fatal(message: impl Into<String>) -> Self {
+        ClientError { message: message.into(), fatal: true }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        ClientError { message: message.into(), fatal: false }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The store as a reconciler sees it. Objects are full KRM values (with `managedFields`).
+pub trait Client {
+    /// One object, or `None` when it does not exist.
+    fn get(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClientError>;
+
+    /// Objects of a kind (every namespace) that match `selector`, in key order.
+    fn list(&mut self, api_version: &str, kind: &str, selector: &Selector) -> Result<Vec<Value>, ClientError>;
+
+    /// Server-side applies `obj` as `manager` and returns the stored result (or the object that
+    /// was deleted, when the apply removed the last finalizer of a deleting object).
+    fn apply(&mut self, obj: &Value, manager: &str) -> Result<Value, ClientError>;
+
+    /// Deletes an object (finalizers hold it); a missing object is not an error.
+    fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError>;
+
+    /// The RFC 3339 time of this reconcile (for condition transition times).
+    fn now(&self) -> String;
+}
+
+/// A compiled reconciler, ready to run any number of times (from one thread at a time).
+pub trait Runtime: Send {
+    /// Reconciles `object` (the current for-object, with `managedFields`).
+    fn reconcile(&self, object: &Value, client: &mut dyn Client) -> Outcome;
+}
