@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::protocol::{
     ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply, Request,
+    RunDepsRequest, RunDiffRequest, RunOnceRequest,
 };
 pub use client::Client;
 
@@ -57,6 +58,9 @@ pub enum Command {
     /// Start, inspect and stop the server
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Developer tools that work on a project directory without a server
+    #[command(subcommand)]
+    Dev(DevCommand),
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -68,8 +72,67 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum RunCommand {
+    /// Load the project, then run the reconcilers until nothing changes
+    ///
+    /// Reconciles what changed since the previous run (everything on the first run, or after a
+    /// reconciler's code changed). Fails (exit 1) on the first reconcile error, naming the
+    /// reconciler, the object and the message, or when the run does not settle in time.
+    Once {
+        /// Summary format
+        #[arg(short, long, value_enum, default_value = "reconciler")]
+        output: SummaryFormat,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Show the summary of the last run
+    Result {
+        #[arg(short, long, value_enum, default_value = "reconciler")]
+        output: SummaryFormat,
+    },
+    /// List the stored run snapshots, newest first
+    List,
+    /// Show what the last run changed (compared with the run before it)
+    Diff {
+        /// Show a unified diff of every changed object
+        #[arg(short = 'a', long = "show-diff-details")]
+        details: bool,
+        /// Include choreo's own APIs (CRDs, reconcilers, libraries)
+        #[arg(long)]
+        show_choreo_apis: bool,
+        /// Include metadata.managedFields in the details
+        #[arg(long)]
+        show_managed_fields: bool,
+    },
+    /// Show the ownership tree of the current objects
+    Deps {
+        #[arg(long)]
+        show_choreo_apis: bool,
+    },
     /// Reload the project from its files into the store
     Load,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SummaryFormat {
+    /// Start/Stop/Requeue/Error counts per reconciler
+    Reconciler,
+    /// Counts per reconciler and object
+    Resource,
+    /// Every event
+    Raw,
+    /// The whole summary as JSON
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Compile reconciler and library sources of a project into in/ as Reconciler and Library
+    /// objects (in/choreo.kform.dev.reconciler.<name>.yaml, in/choreo.kform.dev.library.<file>.yaml)
+    Parse {
+        /// The project directory
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +386,40 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("server stopped");
             Ok(())
         }
+        Command::Dev(DevCommand::Parse { dir }) => dev_parse(&dir),
+        Command::Run(RunCommand::Once { output, timeout }) => {
+            let reply = connect()?.request(Request::RunOnce(RunOnceRequest { timeout_secs: timeout }), &mut progress)?;
+            let Reply::Run(summary) = reply else { return Err(unexpected(&reply)) };
+            emit(&output::run_summary(&summary, output))?;
+            if summary.success {
+                emit("completed\n")
+            } else {
+                Err(CliError::Reported)
+            }
+        }
+        Command::Run(RunCommand::Result { output }) => {
+            let reply = connect()?.request(Request::RunResult, &mut progress)?;
+            let Reply::Run(summary) = reply else { return Err(unexpected(&reply)) };
+            emit(&output::run_summary(&summary, output))
+        }
+        Command::Run(RunCommand::List) => {
+            let reply = connect()?.request(Request::RunList, &mut progress)?;
+            let Reply::Snapshots(list) = reply else { return Err(unexpected(&reply)) };
+            emit(&list.iter().map(|s| format!("{} {} {}\n", s.id, s.time, if s.success { "success" } else { "failed" })).collect::<String>())
+        }
+        Command::Run(RunCommand::Diff { details, show_choreo_apis, show_managed_fields }) => {
+            let reply = connect()?.request(
+                Request::RunDiff(RunDiffRequest { show_choreo_apis, show_managed_fields, details }),
+                &mut progress,
+            )?;
+            let Reply::Diff(items) = reply else { return Err(unexpected(&reply)) };
+            emit(&output::diff(&items))
+        }
+        Command::Run(RunCommand::Deps { show_choreo_apis }) => {
+            let reply = connect()?.request(Request::RunDeps(RunDepsRequest { show_choreo_apis }), &mut progress)?;
+            let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
+            emit(&output::deps(&nodes))
+        }
         Command::Run(RunCommand::Load) => {
             connect()?.request(Request::RunLoad, &mut progress)?;
             eprintln!("project loaded");
@@ -467,6 +564,30 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
         Reply::Items(items) => report_items(&items),
         other => Err(unexpected(&other)),
     }
+}
+
+/// `dev parse DIR`: compiles the project's reconciler and library sources into `in/`.
+fn dev_parse(dir: &Path) -> Result<(), CliError> {
+    let root = std::fs::canonicalize(dir).map_err(|e| CliError::Usage(format!("invalid project directory {}: {e}", dir.display())))?;
+    let layout = crate::project::Layout::new(root);
+    let (reconcilers, libraries, diags) = crate::project::reconcilers::read_sources(&layout);
+    if !diags.is_empty() {
+        for d in &diags {
+            eprintln!("Error: {d}");
+        }
+        return Err(CliError::Reported);
+    }
+    let mut text = String::new();
+    for (file, yaml) in crate::project::reconcilers::compiled_files(&reconcilers, &libraries) {
+        let path = layout.input_dir().join(&file);
+        crate::project::files::write_atomic(&path, yaml.as_bytes())
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+        text.push_str(&format!("wrote {}\n", layout.relative(&path).display()));
+    }
+    if text.is_empty() {
+        eprintln!("no reconciler or library sources in {}", layout.root.display());
+    }
+    emit(&text)
 }
 
 /// An error report for a failure on the client side before anything was sent.

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::object;
-use crate::protocol::{ApiResourceInfo, ServerStatus};
+use crate::protocol::{ApiResourceInfo, DepNode, DiffItem, RunSummary, ServerStatus};
 
 /// Renders rows as a left-aligned table with columns separated by three spaces (kubectl style).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -189,4 +189,129 @@ mod tests {
         assert_eq!(age(Some("2026-01-01T00:00:00Z"), now), "60m");
         assert_eq!(age(None, now), "<unknown>");
     }
+}
+
+/// Columns padded to the widest cell, one space apart (the `run once` summary layout).
+fn padded(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect::<Vec<_>>().join(" ");
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// Go's duration text for what a run took (`12.487ms`, `1.5s`).
+fn go_duration(micros: u64) -> String {
+    if micros < 1_000 {
+        format!("{micros}µs")
+    } else if micros < 1_000_000 {
+        format!("{}ms", trim_float(micros as f64 / 1_000.0))
+    } else {
+        format!("{}s", trim_float(micros as f64 / 1_000_000.0))
+    }
+}
+
+fn trim_float(f: f64) -> String {
+    let s = format!("{f:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The summary of a run, as upstream's CLI prints it.
+pub fn run_summary(s: &RunSummary, format: super::SummaryFormat) -> String {
+    use super::SummaryFormat;
+    if format == SummaryFormat::Json {
+        return json(&serde_json::to_value(s).unwrap_or(Value::Null));
+    }
+    if !s.success {
+        return format!("execution failed\n  reason task {} message {}\n", s.task, s.message);
+    }
+    let mut out = String::from("Run root summary\n");
+    if !s.events.is_empty() {
+        out.push_str(&format!("execution success, time(msec) {}\n", go_duration(s.elapsed_micros)));
+    }
+    let counts = |key: &dyn Fn(&crate::protocol::RunEvent) -> Vec<String>| {
+        let mut map: std::collections::BTreeMap<Vec<String>, [u64; 4]> = std::collections::BTreeMap::new();
+        for e in &s.events {
+            let c = map.entry(key(e)).or_default();
+            match e.operation.as_str() {
+                "START" => c[0] += 1,
+                "STOP" => c[1] += 1,
+                "REQUEUE" => c[2] += 1,
+                _ => c[3] += 1,
+            }
+        }
+        let mut rows: Vec<Vec<String>> = map
+            .into_iter()
+            .map(|(mut k, c)| {
+                k.extend(c.iter().map(u64::to_string));
+                k
+            })
+            .collect();
+        rows.sort_by_key(|r| r[0].to_lowercase());
+        rows
+    };
+    match format {
+        SummaryFormat::Reconciler | SummaryFormat::Json => {
+            let rows = counts(&|e| vec![e.reconciler.clone()]);
+            out.push_str(&padded(&["Reconciler", "Start", "Stop", "Requeue", "Error"], &rows));
+        }
+        SummaryFormat::Resource => {
+            let rows = counts(&|e| vec![e.reconciler.clone(), e.resource.clone()]);
+            out.push_str(&padded(&["Reconciler", "Resource", "Start", "Stop", "Requeue", "Error"], &rows));
+        }
+        SummaryFormat::Raw => {
+            let rows: Vec<Vec<String>> = s
+                .events
+                .iter()
+                .map(|e| {
+                    let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+                        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+                        .unwrap_or_else(|_| e.time.clone());
+                    vec![t, e.reconciler.clone(), e.resource.clone(), e.operation.clone(), e.message.clone()]
+                })
+                .collect();
+            out.push_str(&padded(&["EventTime", "Reconciler", "Resource", "Operation", "Message"], &rows));
+        }
+    }
+    out
+}
+
+/// `run diff`: `<symbol> <group/version>, Kind=<Kind> <name>` per object, details after.
+pub fn diff(items: &[DiffItem]) -> String {
+    let mut out = String::new();
+    for i in items {
+        let name = if i.namespace.is_empty() { i.name.clone() } else { format!("{}/{}", i.namespace, i.name) };
+        out.push_str(&format!("{} {}, Kind={} {}\n", i.symbol, i.api_version, i.kind, name));
+        if let Some(d) = &i.details {
+            out.push_str(d);
+            if !d.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `run deps`: one line per object, children indented under their owners with `+-`.
+pub fn deps(nodes: &[DepNode]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        if n.depth > 0 {
+            out.push_str(&" ".repeat(2 * (n.depth - 1)));
+            out.push_str("+-");
+        }
+        out.push_str(&format!("{}.{} {}\n", n.kind, n.api_version, n.name));
+    }
+    out
 }

@@ -8,20 +8,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::runner::Controller;
 
 use serde_json::Value;
 
 use crate::api::builtin::{CRD_GROUP, CRD_KIND};
 use crate::api::meta;
 use crate::api::object::{self, GroupKind, ObjectKey, INPUT_FIELD_MANAGER, ORIGIN_ANNOTATION, ORIGIN_FILE};
+use crate::project::reconcilers::{read_sources, LibrarySource, ReconcilerSource};
 use crate::project::{self, Document, Layout, SourceLoc};
+use crate::reconcile::{Lang, ReconcilerConfig, Runtime};
 use crate::store::{ApplyOptions, Store, StoreError, Txn, WriteOutcome};
 
 /// Where each loaded input object is defined: absolute file and document index.
 pub type Sources = HashMap<ObjectKey, (PathBuf, usize)>;
 
 /// What a successful load did.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoadSummary {
     pub crds: usize,
     pub inputs: usize,
@@ -29,6 +34,7 @@ pub struct LoadSummary {
     pub removed: usize,
     pub collected: usize,
     pub sources: Sources,
+    pub controllers: Vec<Controller>,
 }
 
 const INPUT: ApplyOptions<'static> = ApplyOptions { manager: INPUT_FIELD_MANAGER, force: true };
@@ -53,6 +59,9 @@ pub fn load(store: &Store, layout: &Layout) -> Result<LoadSummary, Vec<String>> 
     if !errors.is_empty() {
         return Err(errors);
     }
+    // Reconcilers are built against the transaction: the APIs they name and the compiled
+    // Reconciler/Library objects of in/ are those of this load, committed or not together.
+    summary.controllers = build_controllers(&txn, layout)?;
     summary.sources = loaded_inputs
         .into_iter()
         .map(|(k, loc)| (k, (layout.root.join(&loc.0.file), loc.1)))
@@ -128,5 +137,84 @@ pub fn describe(loc: &SourceLoc, e: &StoreError) -> String {
             "{loc}: unknown kind {kind} in {api_version}: no CRD in the project defines it"
         ),
         other => format!("{loc}: {other}"),
+    }
+}
+
+/// Reads reconciler and library sources, merges them with the compiled `Reconciler` and
+/// `Library` objects of the transaction (a source file wins over a compiled object of the same
+/// name), checks every reconciler and compiles its code. Every problem names its origin.
+fn build_controllers(txn: &Txn<'_>, layout: &Layout) -> Result<Vec<Controller>, Vec<String>> {
+    let (sources, lib_sources, diags) = read_sources(layout);
+    let mut errors: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    let choreo = crate::api::builtin::CHOREO_GROUP;
+
+    let mut reconcilers: BTreeMap<String, (Value, String)> = BTreeMap::new();
+    for (key, obj) in txn.list(&GroupKind::new(choreo, "Reconciler"), None) {
+        reconcilers.insert(key.name.clone(), ((*obj).clone(), format!("{key}")));
+    }
+    for ReconcilerSource { name, object, origin } in sources {
+        reconcilers.insert(name, (object, origin.display().to_string()));
+    }
+    let mut libraries: BTreeMap<String, String> = BTreeMap::new();
+    for (key, obj) in txn.list(&GroupKind::new(choreo, "Library"), None) {
+        if obj["spec"].get("type").and_then(Value::as_str).is_none_or(|t| t == "starlark") {
+            if let Some(code) = obj["spec"].get("code").and_then(Value::as_str) {
+                libraries.insert(key.name.clone(), code.to_string());
+            }
+        }
+    }
+    for LibrarySource { name, code, .. } in lib_sources {
+        libraries.insert(name, code);
+    }
+    let libs_fingerprint = {
+        let mut text = String::new();
+        for (n, c) in &libraries {
+            text.push_str(n);
+            text.push('\0');
+            text.push_str(c);
+            text.push('\0');
+        }
+        text
+    };
+    let libs = Arc::new(crate::reconcile::starlark::Libraries::new(libraries));
+
+    let mut controllers = Vec::new();
+    for (name, (obj, origin)) in reconcilers {
+        let cfg = match ReconcilerConfig::from_object(&obj) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                errors.push(format!("{origin}: reconciler {name}: {e}"));
+                continue;
+            }
+        };
+        for r in cfg.referenced() {
+            match txn.resource(&r.group_kind()) {
+                None => errors.push(format!("{origin}: reconciler {name}: {r} is not a registered API")),
+                Some(res) if res.version != r.version => errors.push(format!(
+                    "{origin}: reconciler {name}: {r} is not served; the served version is {}",
+                    res.api_version()
+                )),
+                Some(_) => {}
+            }
+        }
+        let runtime: Result<Box<dyn Runtime>, String> = match cfg.lang {
+            Lang::Starlark => crate::reconcile::starlark::StarlarkRuntime::compile(cfg.clone(), libs.clone())
+                .map(|r| Box::new(r) as Box<dyn Runtime>),
+            other => Err(format!("{} reconcilers are not supported yet", other.as_str())),
+        };
+        match runtime {
+            Ok(runtime) => {
+                let mut text = serde_json::to_string(&obj["spec"]).unwrap_or_default();
+                text.push_str(&libs_fingerprint);
+                let fingerprint = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+                controllers.push(Controller { cfg, runtime, fingerprint });
+            }
+            Err(e) => errors.push(format!("{origin}: reconciler {name}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(controllers)
+    } else {
+        Err(errors)
     }
 }

@@ -10,7 +10,9 @@
 
 mod edit;
 pub mod load;
+mod run;
 pub mod query;
+pub mod runner;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -105,6 +107,12 @@ pub struct Engine {
     mode: Mode,
     status: Arc<Mutex<ServerStatus>>,
     sources: load::Sources,
+    /// The reconcilers of the last good load.
+    controllers: Vec<runner::Controller>,
+    /// Store events since the last run: what the next run reconciles.
+    events: Receiver<crate::store::Event>,
+    /// Each reconciler's fingerprint at the last successful run.
+    fingerprints: std::collections::HashMap<String, u128>,
     /// Told once when a client asked the server to stop.
     stop_requested: Sender<()>,
 }
@@ -132,7 +140,11 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         }
     }
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+    let events = store.subscribe();
     let mut engine = Engine {
+        controllers: Vec::new(),
+        events,
+        fingerprints: Default::default(),
         store,
         mode,
         status: Arc::new(Mutex::new(status)),
@@ -176,7 +188,7 @@ impl Engine {
         log::debug!("engine stopped");
     }
 
-    fn handle(&mut self, request: Request, _reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+    fn handle(&mut self, request: Request, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
         match request {
             Request::ServerStop => {
                 self.store.sync().map_err(internal)?;
@@ -186,6 +198,11 @@ impl Engine {
                 self.layout()?;
                 self.reload().map(|()| Reply::Done)
             }
+            Request::RunOnce(req) => self.run_once(req, reply),
+            Request::RunResult => self.run_result(),
+            Request::RunList => self.run_list(),
+            Request::RunDiff(req) => self.run_diff(req),
+            Request::RunDeps(req) => self.run_deps(req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
             // Read-only requests are answered by `Handle::serve`; answering them here too keeps
@@ -202,6 +219,14 @@ impl Engine {
             Mode::Dynamic { .. } => Err(ErrorReport::new(ErrorKind::Unavailable, "no project is loaded yet")
                 .with_hint("give the server a project with `choreo server apply URL DIR REF [BRANCH]`")),
         }
+    }
+
+    fn status(&self) -> ServerStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_runner(&self, state: &str) {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = state.to_string();
     }
 
     fn is_ready(&self) -> bool {
@@ -228,6 +253,7 @@ impl Engine {
                     summary.collected
                 );
                 self.sources = summary.sources;
+                self.controllers = summary.controllers;
                 status.status = "Ready".into();
                 status.reason.clear();
                 Ok(())

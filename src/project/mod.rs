@@ -11,6 +11,7 @@
 //! Architecture invariant: this module reads files and returns data; it never touches the store.
 
 pub mod files;
+pub mod reconcilers;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -63,6 +63,87 @@ pub enum Request {
     Delete(DeleteRequest),
     /// Reload the project from its files.
     RunLoad,
+    /// Load, then reconcile until nothing changes; streams progress, ends with the summary.
+    RunOnce(RunOnceRequest),
+    /// The summary of the last run.
+    RunResult,
+    /// Every stored snapshot, newest first.
+    RunList,
+    /// What changed between the last two snapshots.
+    RunDiff(RunDiffRequest),
+    /// The ownership tree of the current objects.
+    RunDeps(RunDepsRequest),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOnceRequest {
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDiffRequest {
+    pub show_choreo_apis: bool,
+    pub show_managed_fields: bool,
+    /// Include a unified diff of each changed object's YAML.
+    pub details: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDepsRequest {
+    pub show_choreo_apis: bool,
+}
+
+/// The outcome of a run, as `run once` and `run result` print it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RunSummary {
+    /// The snapshot this run left.
+    pub snapshot: String,
+    pub success: bool,
+    /// The failing task (`reconciler.Kind.group.name`) and why.
+    pub task: String,
+    pub message: String,
+    pub elapsed_micros: u64,
+    /// In chronological order.
+    pub events: Vec<RunEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// RFC 3339 with microseconds, UTC.
+    pub time: String,
+    pub reconciler: String,
+    pub resource: String,
+    /// START, STOP, REQUEUE or ERROR.
+    pub operation: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: String,
+    pub success: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiffItem {
+    /// `+` added, `-` deleted, `~` modified, `=` equal.
+    pub symbol: String,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Unified diff of the YAML, when asked for and the object changed.
+    pub details: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepNode {
+    pub depth: usize,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Request {
@@ -76,6 +157,11 @@ impl Request {
             Request::Apply(_) => "apply",
             Request::Delete(_) => "delete",
             Request::RunLoad => "run-load",
+            Request::RunOnce(_) => "run-once",
+            Request::RunResult => "run-result",
+            Request::RunList => "run-list",
+            Request::RunDiff(_) => "run-diff",
+            Request::RunDeps(_) => "run-deps",
         }
     }
 }
@@ -127,6 +213,10 @@ pub enum Reply {
     List { api_version: String, kind: String, namespaced: bool, items: Vec<String> },
     /// Per-object outcomes of apply or delete; the request fails only as a whole in `Error`.
     Items(Vec<ItemResult>),
+    Run(RunSummary),
+    Snapshots(Vec<SnapshotInfo>),
+    Diff(Vec<DiffItem>),
+    Deps(Vec<DepNode>),
     Done,
 }
 

@@ -12,6 +12,7 @@
 pub mod children;
 pub mod config;
 pub mod selector;
+pub mod starlark;
 
 use std::time::Duration;
 

@@ -11,6 +11,7 @@
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
 
+mod snapshots;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::api::builtin::{builtin_resources, CRD_GROUP, CRD_KIND};
 use crate::api::crd::{ApiResource, CrdError, Registry};
 use crate::api::object::{GroupKind, ObjectKey};
 
+pub use snapshots::{Snapshot, SnapshotMeta, RETAINED};
 pub use txn::{ApplyOptions, Txn, WriteOutcome};
 
 /// The on-disk format of the database; bumped when records change shape.

@@ -345,6 +345,16 @@ impl<'s> Txn<'s> {
 
     /// Makes the transaction durable and visible; returns the events it produced.
     pub fn commit(self) -> Result<Vec<Event>> {
+        self.commit_inner(true)
+    }
+
+    /// Makes the transaction visible without waiting for the disk: for the many small commits of
+    /// a run, which is made durable as a whole with [`Store::sync`] before it is reported.
+    pub fn commit_unsynced(self) -> Result<Vec<Event>> {
+        self.commit_inner(false)
+    }
+
+    fn commit_inner(self, durable: bool) -> Result<Vec<Event>> {
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -373,7 +383,9 @@ impl<'s> Txn<'s> {
             .objects
             .apply_batch(batch)
             .map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
-        store.sync()?;
+        if durable {
+            store.sync()?;
+        }
         store.publish(events.clone(), self.writes, self.registry);
         Ok(events)
     }

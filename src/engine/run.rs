@@ -1,0 +1,260 @@
+//! Runs and what they leave: `run once`, snapshots, `run result|list|diff|deps`.
+//!
+//! A run reconciles what changed since the previous run: the objects touched by the store
+//! events gathered in between (loads, applies, deletes) through the reconcilers' handlers, plus
+//! every for-object of a reconciler whose configuration or code changed (so the first run after
+//! a start reconciles everything). A failed run forgets that history, so the next run starts
+//! over from everything.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crossbeam_channel::Sender;
+use serde_json::Value;
+
+use super::query::without_managed_fields;
+use super::runner::{self, RunOptions, RunReport};
+use super::{internal, Engine};
+use crate::api::object::{self, ObjectKey};
+use crate::protocol::{
+    DepNode, DiffItem, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunEvent, RunOnceRequest,
+    RunSummary, ServerMessage, SnapshotInfo,
+};
+use crate::store::State;
+
+impl Engine {
+    pub(super) fn run_once(&mut self, req: RunOnceRequest, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+        let progress = |line: &str| {
+            let _ = reply.send(ServerMessage::Progress(line.to_string()));
+        };
+        let runner_state = self.status().runner.clone();
+        if runner_state != "Stopped" {
+            return Err(ErrorReport::new(ErrorKind::Unavailable, format!("runner is already running, status {runner_state}"))
+                .with_hint("`choreo run stop` stops the continuous runner"));
+        }
+        let layout = self.layout()?.clone();
+        progress("loading ...");
+        self.reload()?;
+        progress("loading done");
+        self.set_runner("Once");
+        progress("running reconcilers ...");
+        let root = layout.root.file_name().and_then(|n| n.to_str()).unwrap_or("root").to_string();
+        progress(&format!("running root reconciler {root}"));
+
+        let changed: HashSet<usize> = self
+            .controllers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| self.fingerprints.get(&c.cfg.name) != Some(&c.fingerprint))
+            .map(|(i, _)| i)
+            .collect();
+        let events: Vec<_> = self.events.try_iter().collect();
+        let seeds = self.store.with(|s| {
+            let mut seeds = runner::seed_all(&self.controllers, s, Some(&changed));
+            seeds.extend(runner::dispatch(&self.controllers, s, &events));
+            seeds
+        });
+        let opts = RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
+        let mut progress_mut = progress;
+        let report = runner::run(&self.store, &self.controllers, seeds, opts, &mut progress_mut);
+        // The run's own writes were handled inside the run.
+        let _ = self.events.try_iter().count();
+        self.fingerprints = if report.success {
+            self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect()
+        } else {
+            HashMap::new()
+        };
+        let result = self.finish_run(report);
+        self.set_runner("Stopped");
+        result.map(Reply::Run)
+    }
+
+    /// Makes the run durable, stores its snapshot and records it as the last run.
+    fn finish_run(&mut self, report: RunReport) -> Result<RunSummary, ErrorReport> {
+        self.store.sync().map_err(internal)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut summary = RunSummary {
+            snapshot: id.clone(),
+            success: report.success,
+            task: report.task,
+            message: report.message,
+            elapsed_micros: report.elapsed.as_micros() as u64,
+            events: report
+                .events
+                .into_iter()
+                .map(|e| RunEvent {
+                    time: e.at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                    reconciler: e.reconciler,
+                    resource: e.resource,
+                    operation: e.operation.to_string(),
+                    message: e.message,
+                })
+                .collect(),
+        };
+        let json = summary_json(&summary);
+        let time = crate::store::now_rfc3339();
+        if let Err(e) = self.store.save_snapshot(&id, &time, json.clone()) {
+            log::error!("cannot save the snapshot of run {id}: {e}");
+            summary.snapshot.clear();
+        }
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_run = Some(
+            serde_json::json!({
+                "snapshot": summary.snapshot, "time": time, "success": summary.success,
+                "task": summary.task, "message": summary.message,
+                "elapsedMicros": summary.elapsed_micros, "reconciles": summary.events.iter().filter(|e| e.operation == "START").count(),
+            })
+            .to_string(),
+        );
+        Ok(summary)
+    }
+
+    pub(super) fn run_result(&self) -> Result<Reply, ErrorReport> {
+        let latest = self.store.snapshots().map_err(internal)?;
+        let meta = latest.first().ok_or_else(no_snapshot)?;
+        let summary: RunSummary = serde_json::from_value(meta.summary.clone())
+            .map_err(|e| internal(format!("snapshot {} has an unreadable summary: {e}", meta.id)))?;
+        Ok(Reply::Run(summary))
+    }
+
+    pub(super) fn run_list(&self) -> Result<Reply, ErrorReport> {
+        let list = self.store.snapshots().map_err(internal)?;
+        Ok(Reply::Snapshots(
+            list.into_iter()
+                .map(|m| SnapshotInfo {
+                    success: m.summary.get("success").and_then(Value::as_bool).unwrap_or(false),
+                    id: m.id,
+                    time: m.time,
+                })
+                .collect(),
+        ))
+    }
+
+    pub(super) fn run_diff(&self, req: RunDiffRequest) -> Result<Reply, ErrorReport> {
+        let snaps = self.store.latest_snapshots(2).map_err(internal)?;
+        let latest = snaps.first().ok_or_else(no_snapshot)?;
+        let empty = BTreeMap::new();
+        let previous = snaps.get(1).map(|s| &s.objects).unwrap_or(&empty);
+        let shown = |key: &ObjectKey| req.show_choreo_apis || !self.is_choreo_api(key);
+        let render = |v: &Value| {
+            let v = if req.show_managed_fields { v.clone() } else { without_managed_fields(v) };
+            serde_yaml_ng::to_string(&v).unwrap_or_default()
+        };
+        let mut items = Vec::new();
+        let mut push = |symbol: &str, obj: &Value, key: &ObjectKey, details: Option<String>| {
+            items.push(DiffItem {
+                symbol: symbol.to_string(),
+                api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+                kind: key.kind.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                details,
+            })
+        };
+        let unified = |a: &str, b: &str| {
+            similar::TextDiff::from_lines(a, b).unified_diff().context_radius(3).header("previous", "latest").to_string()
+        };
+        for (key, new) in &latest.objects {
+            if !shown(key) {
+                continue;
+            }
+            match previous.get(key) {
+                Some(old) if object::uid(old) != object::uid(new) => {
+                    push("-", old, key, None);
+                    push("+", new, key, req.details.then(|| unified("", &render(new))));
+                }
+                Some(old) => {
+                    let (a, b) = (render(old), render(new));
+                    if a == b {
+                        push("=", new, key, None);
+                    } else {
+                        push("~", new, key, req.details.then(|| unified(&a, &b)));
+                    }
+                }
+                None => push("+", new, key, req.details.then(|| unified("", &render(new)))),
+            }
+        }
+        for (key, old) in previous {
+            if shown(key) && !latest.objects.contains_key(key) {
+                push("-", old, key, req.details.then(|| unified(&render(old), "")));
+            }
+        }
+        items.sort_by(|a, b| {
+            (&a.api_version, &a.kind, &a.namespace, &a.name, &a.symbol).cmp(&(&b.api_version, &b.kind, &b.namespace, &b.name, &b.symbol))
+        });
+        Ok(Reply::Diff(items))
+    }
+
+    pub(super) fn run_deps(&self, req: RunDepsRequest) -> Result<Reply, ErrorReport> {
+        Ok(Reply::Deps(self.store.with(|s| deps(s, req.show_choreo_apis, |k| self.is_choreo_api_in(s, k)))))
+    }
+
+    fn is_choreo_api(&self, key: &ObjectKey) -> bool {
+        self.store.with(|s| self.is_choreo_api_in(s, key))
+    }
+
+    /// Choreo's own APIs (CRDs, reconcilers, libraries, upstream refs) are hidden from diffs and
+    /// dependency trees unless asked for.
+    fn is_choreo_api_in(&self, state: &State, key: &ObjectKey) -> bool {
+        state.registry.get(&key.group_kind()).is_none_or(|r| r.builtin)
+    }
+}
+
+fn no_snapshot() -> ErrorReport {
+    ErrorReport::new(ErrorKind::NotFound, "latest snapshot not available").with_hint("`choreo run once` runs the reconcilers and leaves one")
+}
+
+fn summary_json(summary: &RunSummary) -> Value {
+    serde_json::to_value(summary).unwrap_or(Value::Null)
+}
+
+/// The ownership forest: roots are objects without owner references, children follow their
+/// owners (by uid), siblings sorted case-insensitively by `Kind.apiVersion name`. Objects whose
+/// owner does not exist are not shown; an object with several owners appears under each.
+fn deps(state: &State, show_choreo_apis: bool, is_choreo: impl Fn(&ObjectKey) -> bool) -> Vec<DepNode> {
+    let label = |o: &Value, k: &ObjectKey| {
+        format!("{}.{} {}", k.kind, o.get("apiVersion").and_then(Value::as_str).unwrap_or(""), k.name).to_lowercase()
+    };
+    let mut roots: Vec<(&ObjectKey, &Value)> = Vec::new();
+    let mut children: HashMap<String, Vec<(&ObjectKey, &Value)>> = HashMap::new();
+    for (k, o) in &state.objects {
+        if !show_choreo_apis && is_choreo(k) {
+            continue;
+        }
+        let owners = object::owner_references(o);
+        if owners.is_empty() {
+            roots.push((k, o));
+        }
+        for r in owners {
+            children.entry(r.uid).or_default().push((k, o));
+        }
+    }
+    let sort = |v: &mut Vec<(&ObjectKey, &Value)>| v.sort_by_key(|(k, o)| label(o, k));
+    sort(&mut roots);
+    for list in children.values_mut() {
+        sort(list);
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, &ObjectKey, &Value)> = roots.iter().rev().map(|(k, o)| (0, *k, *o)).collect();
+    let mut visited = 0usize;
+    while let Some((depth, k, o)) = stack.pop() {
+        visited += 1;
+        if visited > state.objects.len() * 4 + 16 {
+            break; // an ownership cycle: stop rather than loop
+        }
+        out.push(DepNode {
+            depth,
+            api_version: o.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+            kind: k.kind.clone(),
+            namespace: k.namespace.clone(),
+            name: k.name.clone(),
+        });
+        if let Some(uid) = object::uid(o) {
+            if let Some(kids) = children.get(uid) {
+                for (ck, co) in kids.iter().rev() {
+                    stack.push((depth + 1, ck, co));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,419 @@
+//! The controller runtime: work queues, event handlers and running reconcilers to quiescence.
+//!
+//! Every (reconciler, object) pair is one queue item; an item already queued is not queued
+//! again, and items run one at a time in FIFO order, so a run is deterministic. Each reconcile
+//! runs in its own store transaction through a [`TxnClient`]; its commit produces events that the
+//! handlers turn into more work: `for` (the object matches the reconciler's selector), `owns`
+//! (a child changed or went: its controller owner is queued) and `watches` (a watched object
+//! that matches queues every for-object that matches — upstream's intended semantics, not its
+//! bug B8). Requeues wait (requested delay, or exponential backoff) in a deadline heap.
+//!
+//! A run ends exactly when nothing is queued, running or waiting; it fails on the first
+//! reconcile error, when an object is reconciled more than the per-object bound (it does not
+//! converge), or at the timeout.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::api::object::{self, GroupKind, ObjectKey};
+use crate::reconcile::{Client, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
+use crate::store::{ApplyOptions, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
+
+/// A loaded reconciler: its configuration and compiled code.
+pub struct Controller {
+    pub cfg: Arc<ReconcilerConfig>,
+    pub runtime: Box<dyn Runtime>,
+    /// Changes when the configuration or code (libraries included) changes.
+    pub fingerprint: u128,
+}
+
+/// Bounds of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub timeout: Duration,
+    /// Reconciles of one object by one reconciler beyond which the run fails as not converging.
+    pub max_reconciles_per_object: u32,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { timeout: Duration::from_secs(30), max_reconciles_per_object: 100 }
+    }
+}
+
+/// One START/STOP/REQUEUE/ERROR event of a run.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub reconciler: String,
+    /// `group.Kind.namespace.name`
+    pub resource: String,
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub success: bool,
+    /// `reconciler.Kind.group.name` of the failing reconcile, if any.
+    pub task: String,
+    pub message: String,
+    pub elapsed: Duration,
+    pub events: Vec<RunEvent>,
+    pub reconciles: u64,
+}
+
+type Item = (usize, ObjectKey);
+
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Item>,
+    queued: HashSet<Item>,
+    /// (deadline, sequence) → item; the sequence keeps equal deadlines in FIFO order.
+    delayed: BinaryHeap<Reverse<(Instant, u64, usize, ObjectKey)>>,
+    seq: u64,
+    /// Consecutive requeues without a deadline, for exponential backoff.
+    failures: HashMap<Item, u32>,
+}
+
+impl Queue {
+    fn push(&mut self, item: Item) {
+        if self.queued.insert(item.clone()) {
+            self.ready.push_back(item);
+        }
+    }
+
+    fn push_after(&mut self, item: Item, at: Instant) {
+        self.seq += 1;
+        self.delayed.push(Reverse((at, self.seq, item.0, item.1)));
+    }
+
+    /// Moves due delayed items to the ready queue.
+    fn promote(&mut self, now: Instant) {
+        while let Some(Reverse((at, _, _, _))) = self.delayed.peek() {
+            if *at > now {
+                break;
+            }
+            if let Some(Reverse((_, _, c, k))) = self.delayed.pop() {
+                self.push((c, k));
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        let item = self.ready.pop_front()?;
+        self.queued.remove(&item);
+        Some(item)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.delayed.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    fn backoff(&mut self, item: &Item) -> Duration {
+        let n = self.failures.entry(item.clone()).or_insert(0);
+        *n += 1;
+        // 5 ms doubling, capped at one second: client-go's per-item limiter, minus the bucket.
+        Duration::from_millis(5u64.saturating_mul(1u64 << (*n - 1).min(8))).min(Duration::from_secs(1))
+    }
+}
+
+/// Items the `for` handler queues for objects that exist now (a run's first work).
+pub fn seed_all(controllers: &[Controller], state: &State, only: Option<&HashSet<usize>>) -> Vec<Item> {
+    let mut out = Vec::new();
+    for (i, c) in controllers.iter().enumerate() {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        let gk = c.cfg.for_.group_kind();
+        let start = ObjectKey::new(&gk, "", "");
+        for (k, obj) in state.objects.range(start..).take_while(|(k, _)| k.group == gk.group && k.kind == gk.kind) {
+            if c.cfg.for_selector.matches(obj) {
+                out.push((i, k.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The items the handlers queue for committed events.
+pub fn dispatch(controllers: &[Controller], state: &State, events: &[Event]) -> Vec<Item> {
+    let mut out = Vec::new();
+    for ev in events {
+        let gk = ev.key.group_kind();
+        for (i, c) in controllers.iter().enumerate() {
+            let for_gk = c.cfg.for_.group_kind();
+            if gk == for_gk && ev.kind != EventType::Deleted && c.cfg.for_selector.matches(&ev.object) {
+                out.push((i, ev.key.clone()));
+            }
+            if c.cfg.owns.iter().any(|o| o.group_kind() == gk) {
+                let owner_ns = match state.registry.get(&for_gk) {
+                    Some(r) if r.namespaced => ev.key.namespace.clone(),
+                    _ => String::new(),
+                };
+                for r in object::owner_references(&ev.object) {
+                    if r.group == for_gk.group && r.kind == for_gk.kind {
+                        out.push((i, ObjectKey::new(&for_gk, &owner_ns, &r.name)));
+                    }
+                }
+            }
+            for (w, sel) in &c.cfg.watches {
+                if w.group_kind() == gk && sel.matches(&ev.object) {
+                    let start = ObjectKey::new(&for_gk, "", "");
+                    for (k, obj) in state
+                        .objects
+                        .range(start..)
+                        .take_while(|(k, _)| k.group == for_gk.group && k.kind == for_gk.kind)
+                    {
+                        if c.cfg.for_selector.matches(obj) {
+                            out.push((i, k.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn resource_name(key: &ObjectKey) -> String {
+    format!("{}.{}.{}.{}", key.group, key.kind, key.namespace, key.name)
+}
+
+/// Runs reconcilers from `seeds` until nothing is left to do.
+pub fn run(
+    store: &Store,
+    controllers: &[Controller],
+    seeds: Vec<Item>,
+    opts: RunOptions,
+    progress: &mut dyn FnMut(&str),
+) -> RunReport {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let mut queue = Queue::default();
+    for s in seeds {
+        queue.push(s);
+    }
+    let mut report = RunReport {
+        success: true,
+        task: String::new(),
+        message: String::new(),
+        elapsed: Duration::ZERO,
+        events: Vec::new(),
+        reconciles: 0,
+    };
+    let mut counts: HashMap<Item, u32> = HashMap::new();
+    let mut last_progress = Instant::now();
+    loop {
+        queue.promote(Instant::now());
+        let Some(item) = queue.pop() else {
+            match queue.next_deadline() {
+                // Only waiting items remain: sleep until the first is due (never past the deadline).
+                Some(at) if at < deadline => {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    continue;
+                }
+                Some(_) => {
+                    fail_timeout(&mut report, controllers, &queue, opts);
+                    break;
+                }
+                None => break,
+            }
+        };
+        if Instant::now() >= deadline {
+            queue.push(item);
+            fail_timeout(&mut report, controllers, &queue, opts);
+            break;
+        }
+        let n = counts.entry(item.clone()).or_insert(0);
+        *n += 1;
+        if *n > opts.max_reconciles_per_object {
+            let mut changing: Vec<String> = counts
+                .iter()
+                .filter(|(_, c)| **c > opts.max_reconciles_per_object)
+                .map(|((c, k), _)| format!("{} {k}", controllers[*c].cfg.name))
+                .collect();
+            changing.sort();
+            report.success = false;
+            report.task = task_id(&controllers[item.0].cfg.name, &item.1);
+            report.message = format!(
+                "did not converge: reconciled more than {} times, still changing: {}",
+                opts.max_reconciles_per_object,
+                changing.join(", ")
+            );
+            break;
+        }
+        let (c, key) = (&controllers[item.0], &item.1);
+        let resource = resource_name(key);
+        let event = |op: &'static str, message: String| RunEvent {
+            at: chrono::Utc::now(),
+            reconciler: c.cfg.name.clone(),
+            resource: resource.clone(),
+            operation: op,
+            message,
+        };
+        report.events.push(event("START", String::new()));
+        report.reconciles += 1;
+        let (outcome, events) = reconcile_one(store, c, key);
+        match outcome {
+            Outcome::Error(message) => {
+                report.events.push(event("ERROR", message.clone()));
+                report.success = false;
+                report.task = task_id(&c.cfg.name, key);
+                report.message = message;
+                break;
+            }
+            Outcome::Requeue { after, message } => {
+                report.events.push(event("REQUEUE", message));
+                let at = match after {
+                    Some(d) => Instant::now() + d,
+                    None => Instant::now() + queue.backoff(&item),
+                };
+                queue.push_after(item.clone(), at);
+            }
+            Outcome::Done => {
+                report.events.push(event("STOP", String::new()));
+                queue.failures.remove(&item);
+            }
+        }
+        if !events.is_empty() {
+            let next = store.with(|s| dispatch(controllers, s, &events));
+            for i in next {
+                queue.push(i);
+            }
+        }
+        if last_progress.elapsed() > Duration::from_secs(1) {
+            last_progress = Instant::now();
+            progress(&format!(
+                "{} reconciles, {} queued, {} waiting",
+                report.reconciles,
+                queue.ready.len(),
+                queue.delayed.len()
+            ));
+        }
+    }
+    report.elapsed = started.elapsed();
+    report
+}
+
+fn task_id(reconciler: &str, key: &ObjectKey) -> String {
+    format!("{reconciler}.{}.{}.{}", key.kind, key.group, key.name)
+}
+
+fn fail_timeout(report: &mut RunReport, controllers: &[Controller], queue: &Queue, opts: RunOptions) {
+    let mut pending: Vec<String> = queue
+        .ready
+        .iter()
+        .map(|(c, k)| format!("{} {k}", controllers[*c].cfg.name))
+        .chain(queue.delayed.iter().map(|Reverse((_, _, c, k))| format!("{} {k}", controllers[*c].cfg.name)))
+        .collect();
+    pending.sort();
+    pending.dedup();
+    report.success = false;
+    report.message = format!(
+        "the run did not finish within {:?}; still to reconcile: {}",
+        opts.timeout,
+        pending.join(", ")
+    );
+}
+
+/// Runs one reconcile in its own transaction; returns its outcome and the events its commit
+/// produced (none when it failed: its writes are dropped).
+fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey) -> (Outcome, Vec<Event>) {
+    let mut txn = store.begin();
+    let Some(obj) = txn.get(key) else {
+        return (Outcome::Done, Vec::new());
+    };
+    let outcome = {
+        let mut client = TxnClient { txn: &mut txn };
+        match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client))) {
+            Ok(o) => o,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Outcome::Error(format!("internal error: the reconciler panicked: {what}"))
+            }
+        }
+    };
+    let outcome = match outcome {
+        Outcome::Error(m) => Outcome::Error(format!("{key}: {m}")),
+        other => other,
+    };
+    if matches!(outcome, Outcome::Error(_)) {
+        return (outcome, Vec::new());
+    }
+    match txn.commit_unsynced() {
+        Ok(events) => (outcome, events),
+        Err(e) => (Outcome::Error(format!("{key}: cannot commit: {e}")), Vec::new()),
+    }
+}
+
+/// The store as reconcilers see it, over one transaction.
+pub struct TxnClient<'t, 's> {
+    pub txn: &'t mut Txn<'s>,
+}
+
+fn client_error(e: StoreError) -> ClientError {
+    match e {
+        StoreError::NotFound { .. } => ClientError::transient(e.to_string()),
+        other => ClientError::fatal(other.to_string()),
+    }
+}
+
+impl TxnClient<'_, '_> {
+    fn key(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<ObjectKey, ClientError> {
+        let (group, _) = object::split_api_version(api_version);
+        let gk = GroupKind::new(group, kind);
+        let res = self
+            .txn
+            .resource(&gk)
+            .ok_or_else(|| ClientError::fatal(format!("no API is registered for kind {kind:?} in {api_version:?}")))?;
+        let ns = if res.namespaced { if namespace.is_empty() { "default" } else { namespace } } else { "" };
+        Ok(ObjectKey::new(&gk, ns, name))
+    }
+}
+
+impl Client for TxnClient<'_, '_> {
+    fn get(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClientError> {
+        let key = self.key(api_version, kind, namespace, name)?;
+        Ok(self.txn.get(&key).map(|v| (*v).clone()))
+    }
+
+    fn list(&mut self, api_version: &str, kind: &str, selector: &Selector) -> Result<Vec<Value>, ClientError> {
+        let (group, _) = object::split_api_version(api_version);
+        let gk = GroupKind::new(group, kind);
+        if self.txn.resource(&gk).is_none() {
+            return Err(ClientError::fatal(format!("no API is registered for kind {kind:?} in {api_version:?}")));
+        }
+        Ok(self.txn.list(&gk, None).into_iter().filter(|(_, o)| selector.matches(o)).map(|(_, o)| (*o).clone()).collect())
+    }
+
+    fn apply(&mut self, obj: &Value, manager: &str) -> Result<Value, ClientError> {
+        let (key, outcome) = self.txn.apply(obj, ApplyOptions { manager, force: false }).map_err(client_error)?;
+        match outcome {
+            WriteOutcome::Deleted => Ok(obj.clone()),
+            _ => self.txn.get(&key).map(|v| (*v).clone()).ok_or_else(|| ClientError::transient(format!("{key}: not found"))),
+        }
+    }
+
+    fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError> {
+        let key = self.key(api_version, kind, namespace, name)?;
+        match self.txn.delete(&key) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(client_error(e)),
+        }
+    }
+
+    fn now(&self) -> String {
+        self.txn.now().to_string()
+    }
+}
