@@ -23,11 +23,18 @@ impl Client {
         let reader = BufReader::new(stream.try_clone().map_err(unreachable)?);
         let writer = BufWriter::new(stream);
         let mut client = Client { socket: socket.to_path_buf(), reader, writer };
-        client.send(&ClientMessage::Hello {
+        let sent = client.send(&ClientMessage::Hello {
             protocol: PROTOCOL_VERSION,
             client_version: env!("CARGO_PKG_VERSION").to_string(),
-        })?;
-        match client.recv()? {
+        });
+        // A server that refuses us may close before reading the hello: its reason is still
+        // waiting to be read, and says more than the broken pipe.
+        let answer = match (client.recv(), sent) {
+            (Ok(msg), _) => msg,
+            (Err(_), Err(send_error)) => return Err(send_error),
+            (Err(e), Ok(())) => return Err(e),
+        };
+        match answer {
             ServerMessage::Hello { .. } => Ok(client),
             ServerMessage::Error(report) => Err(CliError::Server(report)),
             other => Err(CliError::Server(ErrorReport::new(

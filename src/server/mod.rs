@@ -235,15 +235,16 @@ fn protocol_error(message: impl Into<String>) -> ServerMessage {
 /// Serves one connection: peer check, hello, then requests until the client hangs up.
 fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy) {
     let mut writer = BufWriter::new(&stream);
-    match peer::check(&stream, peers) {
-        Ok(()) => {}
-        Err(report) => {
-            log::warn!("refused a connection: {}", report.message);
-            send(&mut writer, &ServerMessage::Error(report));
-            return;
-        }
-    }
     let mut reader = BufReader::new(&stream);
+    if let Err(report) = peer::check(&stream, peers) {
+        log::warn!("refused a connection: {}", report.message);
+        // Take the client's hello first: closing a socket with unread data resets the
+        // connection, and the client would see "connection reset" instead of the reason.
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = read_frame::<_, ClientMessage>(&mut reader);
+        send(&mut writer, &ServerMessage::Error(report));
+        return;
+    }
     let mut greeted = false;
     loop {
         let msg = match read_frame::<_, ClientMessage>(&mut reader) {
