@@ -7,5 +7,7 @@ mod support;
 mod load;
 // The CLI's object commands: get, api-resources, apply, delete.
 mod objects;
+// Reconciler runs: run once, results, snapshots, diff and deps.
+mod run;
 // The server process: socket ownership, protocol robustness, peers, shutdown, durability.
 mod server;
