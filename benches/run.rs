@@ -1,0 +1,163 @@
+//! Reconcile benchmarks, run against the real `choreo` binary on a temporary socket.
+//!
+//! `cargo bench --bench run` measures `run once` on projects of 1k and 10k objects whose
+//! Starlark reconciler creates one child each: reconciles per second, the server's peak RSS,
+//! then an edit of one input and a second run that reconciles only what changed. Under
+//! `cargo test` the same code runs once on a tiny project as a smoke test.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use choreo::cli::Client;
+use choreo::protocol::{Reply, Request, RunOnceRequest, RunSummary};
+
+const BIN: &str = env!("CARGO_BIN_EXE_choreo");
+
+const CRDS: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: devices.net.example.org
+spec:
+  group: net.example.org
+  scope: Namespaced
+  names: {kind: Device, plural: devices, singular: device}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          apiVersion: {type: string}
+          kind: {type: string}
+          metadata: {type: object}
+          spec:
+            type: object
+            properties:
+              asn: {type: integer}
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: deviceconfigs.net.example.org
+spec:
+  group: net.example.org
+  scope: Namespaced
+  names: {kind: DeviceConfig, plural: deviceconfigs, singular: deviceconfig}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          apiVersion: {type: string}
+          kind: {type: string}
+          metadata: {type: object}
+          spec:
+            type: object
+            properties:
+              asn: {type: integer}
+              line: {type: string}
+"#;
+
+const RECONCILER: &str = "apiVersion: choreo.kform.dev/v1alpha1\nkind: Reconciler\nmetadata:\n  name: bench.config\nspec:\n  conditionType: Ready\n  for: {group: net.example.org, version: v1alpha1, kind: Device, selector: {}}\n  owns:\n  - {group: net.example.org, version: v1alpha1, kind: DeviceConfig}\n";
+
+const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n    client_create({'apiVersion': 'net.example.org/v1alpha1', 'kind': 'DeviceConfig',\n        'metadata': {'name': meta['name'], 'namespace': meta['namespace']},\n        'spec': {'asn': self['spec']['asn'], 'line': 'router bgp ' + str(self['spec']['asn'])}})\n    return reconcile_result(self, False, 0, '', False)\n";
+
+fn project(root: &Path, n: usize) -> std::path::PathBuf {
+    let dir = root.join(format!("p{n}"));
+    std::fs::create_dir_all(dir.join("crds")).unwrap();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::create_dir_all(dir.join("reconcilers/config")).unwrap();
+    std::fs::write(dir.join("crds/crds.yaml"), CRDS).unwrap();
+    std::fs::write(dir.join("reconcilers/config/config.yaml"), RECONCILER).unwrap();
+    std::fs::write(dir.join("reconcilers/config/config.star"), SCRIPT).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            dir.join(format!("in/d{i}.yaml")),
+            format!("apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: d{i}\n  namespace: default\nspec:\n  asn: {}\n", 64512 + i),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn run_once(c: &mut Client) -> (RunSummary, f64) {
+    let t = Instant::now();
+    let reply = c.request(Request::RunOnce(RunOnceRequest { timeout_secs: 600 }), &mut |_| {}).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    match reply {
+        Reply::Run(s) => {
+            assert!(s.success, "{}: {}", s.task, s.message);
+            (s, secs)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[10] };
+    let tmp = tempfile::tempdir().unwrap();
+    println!("| benchmark | result |\n|---|---|");
+    for &n in sizes {
+        let dir = project(tmp.path(), n);
+        let socket = tmp.path().join(format!("r{n}.sock"));
+        let mut child = Command::new(BIN)
+            .args(["server", "start"])
+            .arg(&dir)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for l in lines.by_ref() {
+            if l.unwrap_or_default().contains("listening on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let mut c = Client::connect(&socket).unwrap();
+        let (s, secs) = run_once(&mut c);
+        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+        println!(
+            "| run once, {n} objects, one child each | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB |",
+            secs,
+            reconciles as f64 / secs,
+            peak_rss_mb(child.id())
+        );
+        let f = dir.join("in/d0.yaml");
+        let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");
+        std::fs::write(&f, text).unwrap();
+        let (s, secs) = run_once(&mut c);
+        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+        println!("| edit one input of {n}, run once again | {:.0} ms, {reconciles} reconciles |", secs * 1e3);
+        let _ = c.request(Request::ServerStop, &mut |_| {});
+        let _ = child.wait();
+    }
+    if !full {
+        println!("1 passed, 0 failed");
+    }
+}
