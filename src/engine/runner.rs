@@ -413,6 +413,16 @@ impl Client for TxnClient<'_, '_> {
         }
     }
 
+    fn children_of(&mut self, owner_uid: &str, kinds: &[crate::reconcile::ResourceRef]) -> Result<Vec<Value>, ClientError> {
+        Ok(self
+            .txn
+            .owned_by(owner_uid)
+            .into_iter()
+            .filter(|(k, _)| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind))
+            .map(|(_, v)| (*v).clone())
+            .collect())
+    }
+
     fn now(&self) -> String {
         self.txn.now().to_string()
     }

@@ -87,18 +87,10 @@ impl Children {
 
     /// Children of the `owns` kinds that the for-object owns (by uid).
     fn existing(&self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<Vec<Value>, ClientError> {
-        let mut out = Vec::new();
         if self.owner_uid.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        for owned in &cfg.owns {
-            for obj in client.list(&owned.api_version(), &owned.kind, &super::Selector::everything())? {
-                if object::owner_references(&obj).iter().any(|r| r.uid == self.owner_uid) {
-                    out.push(obj);
-                }
-            }
-        }
-        Ok(out)
+        client.children_of(&self.owner_uid, &cfg.owns)
     }
 }
 

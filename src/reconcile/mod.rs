@@ -71,6 +71,20 @@ pub trait Client {
     /// Deletes an object (finalizers hold it); a missing object is not an error.
     fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError>;
 
+    /// Objects whose owner references name `owner_uid`, limited to `kinds`. The default lists
+    /// each kind; stores with an owner index answer without scanning.
+    fn children_of(&mut self, owner_uid: &str, kinds: &[ResourceRef]) -> Result<Vec<Value>, ClientError> {
+        let mut out = Vec::new();
+        for k in kinds {
+            for obj in self.list(&k.api_version(), &k.kind, &Selector::everything())? {
+                if crate::api::object::owner_references(&obj).iter().any(|r| r.uid == owner_uid) {
+                    out.push(obj);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The RFC 3339 time of this reconcile (for condition transition times).
     fn now(&self) -> String;
 }

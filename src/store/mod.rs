@@ -55,9 +55,37 @@ pub struct Event {
 pub struct State {
     pub objects: BTreeMap<ObjectKey, Arc<Value>>,
     pub registry: Registry,
+    /// Owner uid → the objects that name it in their owner references: finding a reconciler's
+    /// children must not scan every object.
+    owners: std::collections::HashMap<String, std::collections::BTreeSet<ObjectKey>>,
 }
 
 impl State {
+    /// Stores or removes one object, keeping the owner index in step.
+    fn put(&mut self, key: ObjectKey, value: Option<Arc<Value>>) {
+        use crate::api::object::owner_references;
+        let old = match &value {
+            Some(v) => self.objects.insert(key.clone(), v.clone()),
+            None => self.objects.remove(&key),
+        };
+        for r in old.as_deref().map(owner_references).unwrap_or_default() {
+            if let Some(set) = self.owners.get_mut(&r.uid) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.owners.remove(&r.uid);
+                }
+            }
+        }
+        for r in value.as_deref().map(owner_references).unwrap_or_default() {
+            self.owners.entry(r.uid).or_default().insert(key.clone());
+        }
+    }
+
+    /// Keys of the objects whose owner references name `uid`.
+    pub fn owned_by(&self, uid: &str) -> impl Iterator<Item = &ObjectKey> {
+        self.owners.get(uid).into_iter().flatten()
+    }
+
     /// Objects of one kind, optionally in one namespace, in key order.
     pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<Arc<Value>> {
         let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
@@ -182,7 +210,7 @@ impl Store {
             let key = ObjectKey::from_bytes(&k).ok_or_else(|| corrupt("bad key".into()))?;
             let value: Value =
                 serde_json::from_slice(&v).map_err(|e| corrupt(format!("bad JSON: {e}")))?;
-            state.objects.insert(key, Arc::new(value));
+            state.put(key, Some(Arc::new(value)));
         }
         // The registry is derived from the stored CRD objects, never stored on its own.
         let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
@@ -245,10 +273,7 @@ impl Store {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             for (key, value) in writes {
-                match value {
-                    Some(v) => state.objects.insert(key, v),
-                    None => state.objects.remove(&key),
-                };
+                state.put(key, value);
             }
             if let Some(reg) = registry {
                 state.registry = reg;

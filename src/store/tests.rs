@@ -142,6 +142,9 @@ fn garbage_collection_follows_owner_uid() {
         "name": "child", "uid": child_uid}]);
     let mut txn = store.begin();
     txn.apply(&grandchild, M).unwrap();
+    let owned: Vec<_> = txn.owned_by(&child_uid).into_iter().map(|(k, _)| k.name).collect();
+    assert_eq!(owned, ["grandchild"], "the owner index sees the transaction's own writes");
+    assert_eq!(store.with(|s| s.owned_by(&owner_uid).count()), 1);
     assert!(txn.collect_garbage().is_empty(), "all owners alive");
     txn.delete(&owner_key).unwrap();
     let collected = txn.collect_garbage();

@@ -104,6 +104,24 @@ impl<'s> Txn<'s> {
         out.into_iter().collect()
     }
 
+    /// Objects whose owner references name `uid`, as this transaction sees them, in key order.
+    pub fn owned_by(&self, uid: &str) -> Vec<(ObjectKey, Arc<Value>)> {
+        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
+            s.owned_by(uid).filter_map(|k| s.objects.get(k).map(|v| (k.clone(), v.clone()))).collect()
+        });
+        for (k, v) in &self.writes {
+            match v {
+                Some(v) if object::owner_references(v).iter().any(|r| r.uid == uid) => {
+                    out.insert(k.clone(), v.clone());
+                }
+                _ => {
+                    out.remove(k);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// Every object key as this transaction sees it, in key order.
     pub fn keys(&self) -> Vec<ObjectKey> {
         let mut keys: BTreeSet<ObjectKey> = self.store.with(|s| s.objects.keys().cloned().collect());
