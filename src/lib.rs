@@ -11,3 +11,4 @@ pub mod protocol;
 pub mod reconcile;
 pub mod server;
 pub mod store;
+pub mod watch;
