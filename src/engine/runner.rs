@@ -186,68 +186,76 @@ fn resource_name(key: &ObjectKey) -> String {
     format!("{}.{}.{}.{}", key.group, key.kind, key.namespace, key.name)
 }
 
-/// Runs reconcilers from `seeds` until nothing is left to do.
-pub fn run(
-    store: &Store,
-    controllers: &[Controller],
-    seeds: Vec<Item>,
-    opts: RunOptions,
-    progress: &mut dyn FnMut(&str),
-) -> RunReport {
-    let started = Instant::now();
-    let deadline = started + opts.timeout;
-    let mut queue = Queue::default();
-    for s in seeds {
-        queue.push(s);
+/// What one step of work did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing is ready (maybe something waits; see [`Work::next_deadline`]).
+    Idle,
+    /// One reconcile ran.
+    Ran,
+    /// A reconcile failed, or an object was reconciled more than the bound.
+    Failed { task: String, message: String },
+}
+
+/// Work in progress: the queue, the per-item reconcile counts and the events so far. `run once`
+/// drives one to quiescence; continuous mode keeps one for as long as it runs.
+pub struct Work {
+    queue: Queue,
+    counts: HashMap<Item, u32>,
+    pub events: Vec<RunEvent>,
+    pub reconciles: u64,
+}
+
+impl Work {
+    pub fn new(seeds: Vec<Item>) -> Work {
+        let mut w = Work { queue: Queue::default(), counts: HashMap::new(), events: Vec::new(), reconciles: 0 };
+        w.push_all(seeds);
+        w
     }
-    let mut report = RunReport {
-        success: true,
-        task: String::new(),
-        message: String::new(),
-        elapsed: Duration::ZERO,
-        events: Vec::new(),
-        reconciles: 0,
-    };
-    let mut counts: HashMap<Item, u32> = HashMap::new();
-    let mut last_progress = Instant::now();
-    loop {
-        queue.promote(Instant::now());
-        let Some(item) = queue.pop() else {
-            match queue.next_deadline() {
-                // Only waiting items remain: sleep until the first is due (never past the deadline).
-                Some(at) if at < deadline => {
-                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
-                    continue;
-                }
-                Some(_) => {
-                    fail_timeout(&mut report, controllers, &queue, opts);
-                    break;
-                }
-                None => break,
-            }
-        };
-        if Instant::now() >= deadline {
-            queue.push(item);
-            fail_timeout(&mut report, controllers, &queue, opts);
-            break;
+
+    pub fn push_all(&mut self, items: Vec<Item>) {
+        for i in items {
+            self.queue.push(i);
         }
-        let n = counts.entry(item.clone()).or_insert(0);
+    }
+
+    /// When the earliest waiting item is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.queue.next_deadline()
+    }
+
+    /// Nothing ready and nothing waiting.
+    pub fn is_quiescent(&self) -> bool {
+        self.queue.ready.is_empty() && self.queue.delayed.is_empty()
+    }
+
+    /// Forgets the per-object counts (continuous mode, once a burst of work has settled).
+    pub fn reset_counts(&mut self) {
+        self.counts.clear();
+    }
+
+    /// Runs the next ready item, if any, and queues what its writes trigger.
+    pub fn step(&mut self, store: &Store, controllers: &[Controller], opts: RunOptions) -> Step {
+        self.queue.promote(Instant::now());
+        let Some(item) = self.queue.pop() else { return Step::Idle };
+        let n = self.counts.entry(item.clone()).or_insert(0);
         *n += 1;
         if *n > opts.max_reconciles_per_object {
-            let mut changing: Vec<String> = counts
+            let mut changing: Vec<String> = self
+                .counts
                 .iter()
                 .filter(|(_, c)| **c > opts.max_reconciles_per_object)
                 .map(|((c, k), _)| format!("{} {k}", controllers[*c].cfg.name))
                 .collect();
             changing.sort();
-            report.success = false;
-            report.task = task_id(&controllers[item.0].cfg.name, &item.1);
-            report.message = format!(
-                "did not converge: reconciled more than {} times, still changing: {}",
-                opts.max_reconciles_per_object,
-                changing.join(", ")
-            );
-            break;
+            return Step::Failed {
+                task: task_id(&controllers[item.0].cfg.name, &item.1),
+                message: format!(
+                    "did not converge: reconciled more than {} times, still changing: {}",
+                    opts.max_reconciles_per_object,
+                    changing.join(", ")
+                ),
+            };
         }
         let (c, key) = (&controllers[item.0], &item.1);
         let resource = resource_name(key);
@@ -258,69 +266,109 @@ pub fn run(
             operation: op,
             message,
         };
-        report.events.push(event("START", String::new()));
-        report.reconciles += 1;
+        self.events.push(event("START", String::new()));
+        self.reconciles += 1;
         let (outcome, events) = reconcile_one(store, c, key);
-        match outcome {
+        let step = match outcome {
             Outcome::Error(message) => {
-                report.events.push(event("ERROR", message.clone()));
+                self.events.push(event("ERROR", message.clone()));
+                Step::Failed { task: task_id(&c.cfg.name, key), message }
+            }
+            Outcome::Requeue { after, message } => {
+                self.events.push(event("REQUEUE", message));
+                let at = match after {
+                    Some(d) => Instant::now() + d,
+                    None => Instant::now() + self.queue.backoff(&item),
+                };
+                self.queue.push_after(item.clone(), at);
+                Step::Ran
+            }
+            Outcome::Done => {
+                self.events.push(event("STOP", String::new()));
+                self.queue.failures.remove(&item);
+                Step::Ran
+            }
+        };
+        if !events.is_empty() {
+            let next = store.with(|s| dispatch(controllers, s, &events));
+            self.push_all(next);
+        }
+        step
+    }
+
+    fn pending(&self, controllers: &[Controller]) -> String {
+        let mut pending: Vec<String> = self
+            .queue
+            .ready
+            .iter()
+            .map(|(c, k)| format!("{} {k}", controllers[*c].cfg.name))
+            .chain(self.queue.delayed.iter().map(|Reverse((_, _, c, k))| format!("{} {k}", controllers[*c].cfg.name)))
+            .collect();
+        pending.sort();
+        pending.dedup();
+        pending.join(", ")
+    }
+}
+
+/// Runs reconcilers from `seeds` until nothing is left to do.
+pub fn run(
+    store: &Store,
+    controllers: &[Controller],
+    seeds: Vec<Item>,
+    opts: RunOptions,
+    progress: &mut dyn FnMut(&str),
+) -> RunReport {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let mut work = Work::new(seeds);
+    let mut report = RunReport {
+        success: true,
+        task: String::new(),
+        message: String::new(),
+        elapsed: Duration::ZERO,
+        events: Vec::new(),
+        reconciles: 0,
+    };
+    let mut last_progress = Instant::now();
+    loop {
+        if Instant::now() >= deadline && !work.is_quiescent() {
+            report.success = false;
+            report.message =
+                format!("the run did not finish within {:?}; still to reconcile: {}", opts.timeout, work.pending(controllers));
+            break;
+        }
+        match work.step(store, controllers, opts) {
+            Step::Ran => {}
+            Step::Failed { task, message } => {
                 report.success = false;
-                report.task = task_id(&c.cfg.name, key);
+                report.task = task;
                 report.message = message;
                 break;
             }
-            Outcome::Requeue { after, message } => {
-                report.events.push(event("REQUEUE", message));
-                let at = match after {
-                    Some(d) => Instant::now() + d,
-                    None => Instant::now() + queue.backoff(&item),
-                };
-                queue.push_after(item.clone(), at);
-            }
-            Outcome::Done => {
-                report.events.push(event("STOP", String::new()));
-                queue.failures.remove(&item);
-            }
-        }
-        if !events.is_empty() {
-            let next = store.with(|s| dispatch(controllers, s, &events));
-            for i in next {
-                queue.push(i);
-            }
+            Step::Idle => match work.next_deadline() {
+                None => break,
+                // Only waiting items remain: sleep until the first is due, never past the deadline.
+                Some(at) => std::thread::sleep(at.min(deadline).saturating_duration_since(Instant::now())),
+            },
         }
         if last_progress.elapsed() > Duration::from_secs(1) {
             last_progress = Instant::now();
             progress(&format!(
                 "{} reconciles, {} queued, {} waiting",
-                report.reconciles,
-                queue.ready.len(),
-                queue.delayed.len()
+                work.reconciles,
+                work.queue.ready.len(),
+                work.queue.delayed.len()
             ));
         }
     }
+    report.events = std::mem::take(&mut work.events);
+    report.reconciles = work.reconciles;
     report.elapsed = started.elapsed();
     report
 }
 
 fn task_id(reconciler: &str, key: &ObjectKey) -> String {
     format!("{reconciler}.{}.{}.{}", key.kind, key.group, key.name)
-}
-
-fn fail_timeout(report: &mut RunReport, controllers: &[Controller], queue: &Queue, opts: RunOptions) {
-    let mut pending: Vec<String> = queue
-        .ready
-        .iter()
-        .map(|(c, k)| format!("{} {k}", controllers[*c].cfg.name))
-        .chain(queue.delayed.iter().map(|Reverse((_, _, c, k))| format!("{} {k}", controllers[*c].cfg.name)))
-        .collect();
-    pending.sort();
-    pending.dedup();
-    report.success = false;
-    report.message = format!(
-        "the run did not finish within {:?}; still to reconcile: {}",
-        opts.timeout,
-        pending.join(", ")
-    );
 }
 
 /// Runs one reconcile in its own transaction; returns its outcome and the events its commit
