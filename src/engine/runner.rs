@@ -268,7 +268,7 @@ impl Work {
         };
         self.events.push(event("START", String::new()));
         self.reconciles += 1;
-        let (outcome, events) = reconcile_one(store, c, key);
+        let outcome = reconcile_one(store, c, key);
         let step = match outcome {
             Outcome::Error(message) => {
                 self.events.push(event("ERROR", message.clone()));
@@ -289,11 +289,18 @@ impl Work {
                 Step::Ran
             }
         };
-        if !events.is_empty() {
-            let next = store.with(|s| dispatch(controllers, s, &events));
+        // The commit's events reach the caller through the store subscription, which queues
+        // what they trigger (`absorb`), so a write is dispatched exactly once.
+        step
+    }
+
+    /// Queues what the store events received so far trigger.
+    pub fn absorb(&mut self, store: &Store, controllers: &[Controller], events: &crossbeam_channel::Receiver<Event>) {
+        let batch: Vec<Event> = events.try_iter().collect();
+        if !batch.is_empty() {
+            let next = store.with(|s| dispatch(controllers, s, &batch));
             self.push_all(next);
         }
-        step
     }
 
     fn pending(&self, controllers: &[Controller]) -> String {
@@ -315,6 +322,7 @@ pub fn run(
     store: &Store,
     controllers: &[Controller],
     seeds: Vec<Item>,
+    events: &crossbeam_channel::Receiver<Event>,
     opts: RunOptions,
     progress: &mut dyn FnMut(&str),
 ) -> RunReport {
@@ -337,7 +345,9 @@ pub fn run(
                 format!("the run did not finish within {:?}; still to reconcile: {}", opts.timeout, work.pending(controllers));
             break;
         }
-        match work.step(store, controllers, opts) {
+        let step = work.step(store, controllers, opts);
+        work.absorb(store, controllers, events);
+        match step {
             Step::Ran => {}
             Step::Failed { task, message } => {
                 report.success = false;
@@ -371,12 +381,12 @@ fn task_id(reconciler: &str, key: &ObjectKey) -> String {
     format!("{reconciler}.{}.{}.{}", key.kind, key.group, key.name)
 }
 
-/// Runs one reconcile in its own transaction; returns its outcome and the events its commit
-/// produced (none when it failed: its writes are dropped).
-fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey) -> (Outcome, Vec<Event>) {
+/// Runs one reconcile in its own transaction, committed unless it failed (then its writes are
+/// dropped).
+fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey) -> Outcome {
     let mut txn = store.begin();
     let Some(obj) = txn.get(key) else {
-        return (Outcome::Done, Vec::new());
+        return Outcome::Done;
     };
     let outcome = {
         let mut client = TxnClient { txn: &mut txn };
@@ -397,11 +407,11 @@ fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey) -> (Outcome, Ve
         other => other,
     };
     if matches!(outcome, Outcome::Error(_)) {
-        return (outcome, Vec::new());
+        return outcome;
     }
     match txn.commit_unsynced() {
-        Ok(events) => (outcome, events),
-        Err(e) => (Outcome::Error(format!("{key}: cannot commit: {e}")), Vec::new()),
+        Ok(_) => outcome,
+        Err(e) => Outcome::Error(format!("{key}: cannot commit: {e}")),
     }
 }
 
