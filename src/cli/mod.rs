@@ -85,6 +85,11 @@ pub enum RunCommand {
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
     },
+    /// Start the continuous runner: every change to the project is loaded and reconciled as it
+    /// happens (file edits, apply, delete), until `run stop`
+    Start,
+    /// Stop the continuous runner
+    Stop,
     /// Show the summary of the last run
     Result {
         #[arg(short, long, value_enum, default_value = "reconciler")]
@@ -396,6 +401,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 Err(CliError::Reported)
             }
+        }
+        Command::Run(RunCommand::Start) => {
+            connect()?.request(Request::RunStart, &mut progress)?;
+            eprintln!("runner started");
+            Ok(())
+        }
+        Command::Run(RunCommand::Stop) => {
+            connect()?.request(Request::RunStop, &mut progress)?;
+            eprintln!("runner stopped");
+            Ok(())
         }
         Command::Run(RunCommand::Result { output }) => {
             let reply = connect()?.request(Request::RunResult, &mut progress)?;

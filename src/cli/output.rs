@@ -157,9 +157,13 @@ pub fn status_text(s: &ServerStatus) -> String {
     };
     lines.push(("context", context));
     lines.push(("runner", s.runner.clone()));
+    if let Some(last) = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+        let outcome = if last["success"] == true { "success".to_string() } else { format!("failed: {}", last["message"].as_str().unwrap_or("")) };
+        lines.push(("last run", format!("{} at {}, {} reconciles", outcome, last["time"].as_str().unwrap_or("?"), last["reconciles"])));
+    }
     let mut out = String::new();
     for (k, v) in lines {
-        out.push_str(&format!("{k:<9} {v}\n"));
+        out.push_str(&format!("{k:<10} {v}\n"));
     }
     if !s.reason.is_empty() {
         out.push_str("reason:\n");

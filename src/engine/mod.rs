@@ -8,6 +8,7 @@
 //! Architecture invariant: only the engine holds the store's writer, and only the engine writes
 //! project files. It never prints, reads no environment variables and knows nothing of sockets.
 
+mod continuous;
 mod edit;
 pub mod load;
 mod run;
@@ -113,6 +114,8 @@ pub struct Engine {
     events: Receiver<crate::store::Event>,
     /// Each reconciler's fingerprint at the last successful run.
     fingerprints: std::collections::HashMap<String, u128>,
+    /// The work of the continuous runner, while it runs.
+    work: Option<runner::Work>,
     /// Told once when a client asked the server to stop.
     stop_requested: Sender<()>,
 }
@@ -145,6 +148,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         controllers: Vec::new(),
         events,
         fingerprints: Default::default(),
+        work: None,
         store,
         mode,
         status: Arc::new(Mutex::new(status)),
@@ -166,22 +170,44 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
 
 impl Engine {
     fn run(mut self, rx: Receiver<Msg>) {
-        for msg in rx.iter() {
-            match msg {
-                Msg::Request { request, reply } => {
-                    let name = request.name();
-                    log::debug!("engine: {name}");
-                    let stop = matches!(request, Request::ServerStop);
-                    let answer = self.handle(request, &reply);
-                    let _ = reply.send(final_message(answer));
-                    if stop {
-                        let _ = self.stop_requested.try_send(());
-                        break;
+        let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
+        let mut watcher = self.start_watcher(watch_tx);
+        loop {
+            // With work ready, only peek at the channels; with work waiting, sleep until it is
+            // due; otherwise block until something happens.
+            let wait = match &self.work {
+                Some(w) if w.has_ready() => Some(std::time::Duration::ZERO),
+                Some(w) => w.next_deadline().map(|at| at.saturating_duration_since(std::time::Instant::now())),
+                None => None,
+            };
+            let timer = match wait {
+                Some(d) => crossbeam_channel::after(d),
+                None => crossbeam_channel::never(),
+            };
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(Msg::Request { request, reply }) => {
+                        log::debug!("engine: {}", request.name());
+                        let stop = matches!(request, Request::ServerStop);
+                        let answer = self.handle(request, &reply);
+                        let _ = reply.send(final_message(answer));
+                        if stop {
+                            let _ = self.stop_requested.try_send(());
+                            break;
+                        }
+                    }
+                    Ok(Msg::Shutdown) | Err(_) => break,
+                },
+                recv(watch_rx) -> ev => {
+                    if let Ok(ev) = ev {
+                        self.on_files(ev, watcher.as_mut());
                     }
                 }
-                Msg::Shutdown => break,
+                recv(timer) -> _ => {}
             }
+            self.drive();
         }
+        drop(watcher);
         if let Err(e) = self.store.sync() {
             log::error!("final flush of the store failed: {e}");
         }
@@ -199,6 +225,8 @@ impl Engine {
                 self.reload().map(|()| Reply::Done)
             }
             Request::RunOnce(req) => self.run_once(req, reply),
+            Request::RunStart => self.run_start(),
+            Request::RunStop => self.run_stop(),
             Request::RunResult => self.run_result(),
             Request::RunList => self.run_list(),
             Request::RunDiff(req) => self.run_diff(req),

@@ -219,6 +219,11 @@ impl Work {
         }
     }
 
+    /// Whether an item is ready to run now.
+    pub fn has_ready(&self) -> bool {
+        !self.queue.ready.is_empty() || self.queue.next_deadline().is_some_and(|at| at <= Instant::now())
+    }
+
     /// When the earliest waiting item is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.queue.next_deadline()

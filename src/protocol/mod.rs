@@ -65,6 +65,10 @@ pub enum Request {
     RunLoad,
     /// Load, then reconcile until nothing changes; streams progress, ends with the summary.
     RunOnce(RunOnceRequest),
+    /// Start the continuous runner: every change is reconciled as it is loaded.
+    RunStart,
+    /// Stop the continuous runner.
+    RunStop,
     /// The summary of the last run.
     RunResult,
     /// Every stored snapshot, newest first.
@@ -159,6 +163,8 @@ impl Request {
             Request::RunLoad => "run-load",
             Request::RunOnce(_) => "run-once",
             Request::RunResult => "run-result",
+            Request::RunStart => "run-start",
+            Request::RunStop => "run-stop",
             Request::RunList => "run-list",
             Request::RunDiff(_) => "run-diff",
             Request::RunDeps(_) => "run-deps",
