@@ -11,3 +11,5 @@ mod objects;
 mod run;
 // The server process: socket ownership, protocol robustness, peers, shutdown, durability.
 mod server;
+// The file watch loop and continuous mode.
+mod watch;
