@@ -224,10 +224,51 @@ pub fn condition_status<'a>(obj: &'a Value, ctype: &str) -> Option<&'a str> {
         .as_str()
 }
 
+/// Renders an object as YAML (sorted keys, numbers as plain YAML numbers).
+///
+/// serde_json's `arbitrary_precision` feature is switched on for the whole build by the
+/// `starlark` crate, and with it a `Value` number serializes as a private one-key map that YAML
+/// would print verbatim; this wrapper serializes numbers as numbers instead.
+pub fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&PlainNumbers(v))
+}
+
+struct PlainNumbers<'a>(&'a Value);
+
+impl serde::Serialize for PlainNumbers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    s.serialize_i64(i)
+                } else if let Some(u) = n.as_u64() {
+                    s.serialize_u64(u)
+                } else if let Some(f) = n.as_f64() {
+                    s.serialize_f64(f)
+                } else {
+                    s.serialize_str(&n.to_string())
+                }
+            }
+            Value::Array(a) => s.collect_seq(a.iter().map(PlainNumbers)),
+            Value::Object(m) => s.collect_map(m.iter().map(|(k, v)| (k, PlainNumbers(v)))),
+            other => other.serialize(s),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn yaml_numbers_stay_numbers() {
+        let v = json!({"a": 1, "b": -2, "c": 1.5, "d": [3], "e": "4"});
+        let text = to_yaml(&v).unwrap();
+        assert_eq!(text, "a: 1\nb: -2\nc: 1.5\nd:\n- 3\ne: '4'\n");
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
 
     #[test]
     fn key_round_trips_through_bytes_and_displays_canonically() {

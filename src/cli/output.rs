@@ -37,7 +37,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn yaml(v: &Value) -> String {
-    serde_yaml_ng::to_string(v).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
+    crate::api::object::to_yaml(v).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
 }
 
 pub fn json(v: &Value) -> String {

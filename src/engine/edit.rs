@@ -61,7 +61,7 @@ impl Engine {
         let mut planned: HashSet<PathBuf> = HashSet::new();
         let mut write_failed = false;
         for (key, value, i) in &accepted {
-            let yaml = match serde_yaml_ng::to_string(value) {
+            let yaml = match crate::api::object::to_yaml(value) {
                 Ok(y) => y,
                 Err(e) => {
                     items[*i].outcome.clear();

@@ -135,7 +135,7 @@ impl Engine {
         let shown = |key: &ObjectKey| req.show_choreo_apis || !self.is_choreo_api(key);
         let render = |v: &Value| {
             let v = if req.show_managed_fields { v.clone() } else { without_managed_fields(v) };
-            serde_yaml_ng::to_string(&v).unwrap_or_default()
+            crate::api::object::to_yaml(&v).unwrap_or_default()
         };
         let mut items = Vec::new();
         let mut push = |symbol: &str, obj: &Value, key: &ObjectKey, details: Option<String>| {

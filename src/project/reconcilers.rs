@@ -279,7 +279,7 @@ pub fn library_object(name: &str, code: &str) -> Value {
 }
 
 fn to_yaml(v: &Value) -> String {
-    serde_yaml_ng::to_string(v).unwrap_or_default()
+    crate::api::object::to_yaml(v).unwrap_or_default()
 }
 
 #[cfg(test)]
