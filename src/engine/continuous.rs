@@ -64,7 +64,7 @@ impl Engine {
         let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, None));
         // Everything is reconciled from the current state; older events are covered by that.
         let _ = self.events.try_iter().count();
-        self.work = Some(Work::new(seeds));
+        self.work = Some(Work::new(&self.controllers, seeds));
         self.set_runner("Running");
         Ok(Reply::Done)
     }
@@ -81,6 +81,23 @@ impl Engine {
     /// Works off a slice of the continuous runner's queue.
     pub(super) fn drive(&mut self) {
         let Some(mut work) = self.work.take() else { return };
+        let current: Vec<(String, u128)> = self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect();
+        if work.controllers != current {
+            // A reload changed the reconcilers: queued items name them by index, so start over
+            // from the current objects when the set changed, else add the changed ones' objects.
+            let same_set = work.controllers.iter().map(|(n, _)| n).eq(current.iter().map(|(n, _)| n));
+            if same_set {
+                let changed: std::collections::HashSet<usize> =
+                    (0..current.len()).filter(|i| work.controllers[*i].1 != current[*i].1).collect();
+                let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, Some(&changed)));
+                work.push_all(seeds);
+                work.controllers = current;
+            } else {
+                let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, None));
+                let _ = self.events.try_iter().count();
+                work = Work::new(&self.controllers, seeds);
+            }
+        }
         work.absorb(&self.store, &self.controllers, &self.events);
         let opts = RunOptions::default();
         let started = Instant::now();

@@ -200,6 +200,8 @@ pub enum Step {
 /// Work in progress: the queue, the per-item reconcile counts and the events so far. `run once`
 /// drives one to quiescence; continuous mode keeps one for as long as it runs.
 pub struct Work {
+    /// The reconcilers (name, fingerprint) the queued items refer to, by index.
+    pub controllers: Vec<(String, u128)>,
     queue: Queue,
     counts: HashMap<Item, u32>,
     pub events: Vec<RunEvent>,
@@ -207,8 +209,14 @@ pub struct Work {
 }
 
 impl Work {
-    pub fn new(seeds: Vec<Item>) -> Work {
-        let mut w = Work { queue: Queue::default(), counts: HashMap::new(), events: Vec::new(), reconciles: 0 };
+    pub fn new(controllers: &[Controller], seeds: Vec<Item>) -> Work {
+        let mut w = Work {
+            controllers: controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect(),
+            queue: Queue::default(),
+            counts: HashMap::new(),
+            events: Vec::new(),
+            reconciles: 0,
+        };
         w.push_all(seeds);
         w
     }
@@ -246,19 +254,21 @@ impl Work {
         let n = self.counts.entry(item.clone()).or_insert(0);
         *n += 1;
         if *n > opts.max_reconciles_per_object {
-            let mut changing: Vec<String> = self
+            // Name every item that kept changing (a loop usually involves more than one
+            // reconciler), busiest first.
+            let mut changing: Vec<(u32, String)> = self
                 .counts
                 .iter()
-                .filter(|(_, c)| **c > opts.max_reconciles_per_object)
-                .map(|((c, k), _)| format!("{} {k}", controllers[*c].cfg.name))
+                .filter(|(_, c)| **c > opts.max_reconciles_per_object / 2)
+                .map(|((c, k), n)| (*n, format!("{} {k} ({n} reconciles)", controllers[*c].cfg.name)))
                 .collect();
-            changing.sort();
+            changing.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             return Step::Failed {
                 task: task_id(&controllers[item.0].cfg.name, &item.1),
                 message: format!(
                     "did not converge: reconciled more than {} times, still changing: {}",
                     opts.max_reconciles_per_object,
-                    changing.join(", ")
+                    changing.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join(", ")
                 ),
             };
         }
@@ -333,7 +343,7 @@ pub fn run(
 ) -> RunReport {
     let started = Instant::now();
     let deadline = started + opts.timeout;
-    let mut work = Work::new(seeds);
+    let mut work = Work::new(controllers, seeds);
     let mut report = RunReport {
         success: true,
         task: String::new(),
