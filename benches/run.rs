@@ -90,9 +90,9 @@ fn project(root: &Path, n: usize) -> std::path::PathBuf {
     dir
 }
 
-fn run_once(c: &mut Client) -> (RunSummary, f64) {
+fn run_once(c: &mut Client, changed_only: bool) -> (RunSummary, f64) {
     let t = Instant::now();
-    let reply = c.request(Request::RunOnce(RunOnceRequest { timeout_secs: 600 }), &mut |_| {}).unwrap();
+    let reply = c.request(Request::RunOnce(RunOnceRequest { timeout_secs: 600, changed_only }), &mut |_| {}).unwrap();
     let secs = t.elapsed().as_secs_f64();
     match reply {
         Reply::Run(s) => {
@@ -140,7 +140,7 @@ fn main() {
         }
         std::thread::spawn(move || for _ in lines {});
         let mut c = Client::connect(&socket).unwrap();
-        let (s, secs) = run_once(&mut c);
+        let (s, secs) = run_once(&mut c, false);
         let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
         println!(
             "| run once, {n} objects, one child each | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB |",
@@ -151,9 +151,12 @@ fn main() {
         let f = dir.join("in/d0.yaml");
         let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");
         std::fs::write(&f, text).unwrap();
-        let (s, secs) = run_once(&mut c);
+        let (s, secs) = run_once(&mut c, true);
         let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-        println!("| edit one input of {n}, run once again | {:.0} ms, {reconciles} reconciles |", secs * 1e3);
+        println!("| edit one input of {n}, `run once --changed` | {:.0} ms, {reconciles} reconciles |", secs * 1e3);
+        let (s, secs) = run_once(&mut c, false);
+        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+        println!("| nothing changed, full `run once` of {n} again | {:.0} ms, {reconciles} reconciles, 0 writes |", secs * 1e3);
         let _ = c.request(Request::ServerStop, &mut |_| {});
         let _ = child.wait();
     }

@@ -74,10 +74,14 @@ pub enum Command {
 pub enum RunCommand {
     /// Load the project, then run the reconcilers until nothing changes
     ///
-    /// Reconciles what changed since the previous run (everything on the first run, or after a
-    /// reconciler's code changed). Fails (exit 1) on the first reconcile error, naming the
-    /// reconciler, the object and the message, or when the run does not settle in time.
+    /// Reconciles every object (with --changed: only what changed since the last run). Fails
+    /// (exit 1) on the first reconcile error, naming the reconciler, the object and the message,
+    /// or when the run does not settle in time.
     Once {
+        /// Reconcile only the objects that changed since the last run (and everything of a
+        /// reconciler whose code changed)
+        #[arg(long)]
+        changed: bool,
         /// Summary format
         #[arg(short, long, value_enum, default_value = "reconciler")]
         output: SummaryFormat,
@@ -392,8 +396,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dev(DevCommand::Parse { dir }) => dev_parse(&dir),
-        Command::Run(RunCommand::Once { output, timeout }) => {
-            let reply = connect()?.request(Request::RunOnce(RunOnceRequest { timeout_secs: timeout }), &mut progress)?;
+        Command::Run(RunCommand::Once { output, timeout, changed }) => {
+            let reply = connect()?.request(
+                Request::RunOnce(RunOnceRequest { timeout_secs: timeout, changed_only: changed }),
+                &mut progress,
+            )?;
             let Reply::Run(summary) = reply else { return Err(unexpected(&reply)) };
             emit(&output::run_summary(&summary, output))?;
             if summary.success {

@@ -1,10 +1,10 @@
 //! Runs and what they leave: `run once`, snapshots, `run result|list|diff|deps`.
 //!
-//! A run reconciles what changed since the previous run: the objects touched by the store
-//! events gathered in between (loads, applies, deletes) through the reconcilers' handlers, plus
-//! every for-object of a reconciler whose configuration or code changed (so the first run after
-//! a start reconciles everything). A failed run forgets that history, so the next run starts
-//! over from everything.
+//! A run reconciles every for-object, as upstream does. With `--changed` it reconciles only
+//! what changed since the previous run: the objects touched by the store events gathered in
+//! between (loads, applies, deletes) through the reconcilers' handlers, plus every for-object of
+//! a reconciler whose configuration or code changed (so the first run after a start reconciles
+//! everything). A failed run forgets that history, so the next one starts over.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -40,11 +40,13 @@ impl Engine {
         let root = layout.root.file_name().and_then(|n| n.to_str()).unwrap_or("root").to_string();
         progress(&format!("running root reconciler {root}"));
 
+        // Every object, as upstream does (its informers replay the whole list), unless only
+        // what changed is asked for: then the reconcilers whose code changed see everything.
         let changed: HashSet<usize> = self
             .controllers
             .iter()
             .enumerate()
-            .filter(|(_, c)| self.fingerprints.get(&c.cfg.name) != Some(&c.fingerprint))
+            .filter(|(_, c)| !req.changed_only || self.fingerprints.get(&c.cfg.name) != Some(&c.fingerprint))
             .map(|(i, _)| i)
             .collect();
         let events: Vec<_> = self.events.try_iter().collect();

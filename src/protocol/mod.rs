@@ -82,6 +82,8 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunOnceRequest {
     pub timeout_secs: u64,
+    /// Reconcile only what changed since the last run instead of every object.
+    pub changed_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -71,13 +71,15 @@ fn a_second_run_on_the_same_state_changes_nothing() {
     let _s = p.start();
     p.cli(&["run", "once"]).ok();
     let before = p.cli(&["get", "deviceconfigs", "-o", "json", "--show-managed-fields"]).ok().stdout;
-    let run = p.cli(&["run", "once"]).ok();
+    let run = p.cli(&["run", "once", "--changed"]).ok();
     assert!(rows(&run.stdout).is_empty(), "nothing changed, nothing reconciled: {}", run.stdout);
+    let run = p.cli(&["run", "once"]).ok();
+    assert_eq!(rows(&run.stdout)[CONFIG], (2, 2, 0, 0), "a full run reconciles everything, writes nothing: {}", run.stdout);
     assert_eq!(p.cli(&["get", "deviceconfigs", "-o", "json", "--show-managed-fields"]).ok().stdout, before);
     let diff = p.cli(&["run", "diff"]).ok().stdout;
     assert!(!diff.is_empty() && diff.lines().all(|l| l.starts_with("= ")), "{diff}");
     let list = p.cli(&["run", "list"]).ok().stdout;
-    assert_eq!(list.lines().count(), 2, "{list}");
+    assert_eq!(list.lines().count(), 3, "{list}");
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn an_edited_input_is_reconciled_again_and_the_diff_shows_it() {
     p.cli(&["run", "once"]).ok();
     let text = std::fs::read_to_string(p.path("in/devices.yaml")).unwrap().replace("asn: 64601", "asn: 64602");
     p.write("in/devices.yaml", &text);
-    let run = p.cli(&["run", "once", "-o", "resource"]).ok();
+    let run = p.cli(&["run", "once", "--changed", "-o", "resource"]).ok();
     assert!(run.stdout.contains("net.example.org.Device.default.spine1"), "{}", run.stdout);
     assert!(!run.stdout.contains("Device.default.leaf1"), "leaf1 did not change: {}", run.stdout);
     assert_eq!(get(&p, "deviceconfigs", "spine1").unwrap()["spec"]["asn"], 64602);
