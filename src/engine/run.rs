@@ -90,9 +90,9 @@ impl Engine {
                 })
                 .collect(),
         };
-        let json = summary_json(&summary);
+        let json = serde_json::to_string(&summary).unwrap_or_default();
         let time = crate::store::now_rfc3339();
-        if let Err(e) = self.store.save_snapshot(&id, &time, json.clone()) {
+        if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, json) {
             log::error!("cannot save the snapshot of run {id}: {e}");
             summary.snapshot.clear();
         }
@@ -111,7 +111,7 @@ impl Engine {
     pub(super) fn run_result(&self) -> Result<Reply, ErrorReport> {
         let latest = self.store.snapshots().map_err(internal)?;
         let meta = latest.first().ok_or_else(no_snapshot)?;
-        let summary: RunSummary = serde_json::from_value(meta.summary.clone())
+        let summary: RunSummary = serde_json::from_str(&meta.summary)
             .map_err(|e| internal(format!("snapshot {} has an unreadable summary: {e}", meta.id)))?;
         Ok(Reply::Run(summary))
     }
@@ -120,11 +120,7 @@ impl Engine {
         let list = self.store.snapshots().map_err(internal)?;
         Ok(Reply::Snapshots(
             list.into_iter()
-                .map(|m| SnapshotInfo {
-                    success: m.summary.get("success").and_then(Value::as_bool).unwrap_or(false),
-                    id: m.id,
-                    time: m.time,
-                })
+                .map(|m| SnapshotInfo { success: m.success, id: m.id, time: m.time })
                 .collect(),
         ))
     }
@@ -201,10 +197,6 @@ impl Engine {
 
 fn no_snapshot() -> ErrorReport {
     ErrorReport::new(ErrorKind::NotFound, "latest snapshot not available").with_hint("`choreo run once` runs the reconcilers and leaves one")
-}
-
-fn summary_json(summary: &RunSummary) -> Value {
-    serde_json::to_value(summary).unwrap_or(Value::Null)
 }
 
 /// The ownership forest: roots are objects without owner references, children follow their

@@ -163,10 +163,12 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(64 << 20)
-            // Durability comes from our own flush + fsync at commit points, so sled's periodic
-            // background flush would only add wake-ups.
-            .flush_every_ms(None)
+            // Every object is also held in memory, so sled's page cache only serves the scan at
+            // open: keep it small.
+            .cache_capacity(1 << 20)
+            // Durability comes from our flush + fsync at commit points; sled's background flush
+            // keeps the write-back of a long run's unsynced commits from piling up in memory.
+            .flush_every_ms(Some(200))
             .open()
             .map_err(|source| match &source {
                 sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock

@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{Result, Store, StoreError};
 use crate::api::object::ObjectKey;
@@ -18,13 +19,14 @@ use crate::api::object::ObjectKey;
 pub const RETAINED: usize = 50;
 
 /// A snapshot without its objects.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub seq: u64,
     pub id: String,
     pub time: String,
-    /// The run summary as the engine stored it.
-    pub summary: Value,
+    pub success: bool,
+    /// The run summary as JSON text, as the engine stored it.
+    pub summary: String,
 }
 
 /// A snapshot with every object.
@@ -34,8 +36,16 @@ pub struct Snapshot {
     pub objects: BTreeMap<ObjectKey, Arc<Value>>,
 }
 
+/// The object list of a snapshot: sled key bytes of each object and its content hash.
+#[derive(Serialize, Deserialize)]
+struct ObjectList(Vec<(Vec<u8>, [u8; 16])>);
+
 fn hash(bytes: &[u8]) -> [u8; 16] {
     xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes()
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
 }
 
 impl Store {
@@ -47,107 +57,112 @@ impl Store {
         move |source| StoreError::Db { path: self.dir.clone(), source }
     }
 
-    /// Records the current objects as a new snapshot with `summary`; durable when it returns.
-    pub fn save_snapshot(&self, id: &str, time: &str, summary: Value) -> Result<SnapshotMeta> {
-        let snaps = self.tree("snapshots")?;
+    fn corrupt(&self, what: String, message: String) -> StoreError {
+        StoreError::Corrupt { path: self.dir.clone(), key: what, message }
+    }
+
+    /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
+    /// returns. Object bodies already stored by an earlier snapshot are not written again.
+    pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
+        let metas = self.tree("snapshots")?;
+        let lists = self.tree("snapshot_objects")?;
         let blobs = self.tree("snapshot_blobs")?;
-        let seq = match snaps.last().map_err(self.db_err())? {
+        let seq = match metas.last().map_err(self.db_err())? {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
             None => 1,
         };
-        let mut entries = Vec::new();
+        let mut list = Vec::new();
         let mut batch = sled::Batch::default();
         let mut seen = HashSet::new();
-        self.with(|state| {
+        self.with(|state| -> Result<()> {
+            list.reserve(state.objects.len());
             for (key, obj) in &state.objects {
                 let bytes = serde_json::to_vec(&**obj).unwrap_or_default();
                 let h = hash(&bytes);
-                if seen.insert(h) {
+                if seen.insert(h) && !blobs.contains_key(h).map_err(self.db_err())? {
                     batch.insert(&h[..], bytes);
                 }
-                entries.push(json!([String::from_utf8_lossy(&key.to_bytes()), hex(&h)]));
+                list.push((key.to_bytes(), h));
             }
-        });
+            Ok(())
+        })?;
         blobs.apply_batch(batch).map_err(self.db_err())?;
-        let record = json!({"id": id, "time": time, "summary": summary, "objects": entries});
-        snaps.insert(seq.to_be_bytes(), serde_json::to_vec(&record).unwrap_or_default()).map_err(self.db_err())?;
-        self.prune_snapshots(&snaps, &blobs)?;
+        lists.insert(seq.to_be_bytes(), encode(&ObjectList(list))).map_err(self.db_err())?;
+        let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary };
+        metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
+        self.prune_snapshots(&metas, &lists, &blobs)?;
         self.sync()?;
-        Ok(SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), summary: record["summary"].clone() })
+        Ok(meta)
     }
 
-    fn prune_snapshots(&self, snaps: &sled::Tree, blobs: &sled::Tree) -> Result<()> {
-        let count = snaps.len();
+    fn prune_snapshots(&self, metas: &sled::Tree, lists: &sled::Tree, blobs: &sled::Tree) -> Result<()> {
+        let count = metas.len();
         if count <= RETAINED {
             return Ok(());
         }
         for _ in 0..count - RETAINED {
-            snaps.pop_min().map_err(self.db_err())?;
+            if let Some((k, _)) = metas.pop_min().map_err(self.db_err())? {
+                lists.remove(k).map_err(self.db_err())?;
+            }
         }
-        let mut live: HashSet<Vec<u8>> = HashSet::new();
-        for item in snaps.iter() {
-            let (_, v) = item.map_err(self.db_err())?;
-            let record: Value = serde_json::from_slice(&v).unwrap_or(Value::Null);
-            for e in record["objects"].as_array().into_iter().flatten() {
-                if let Some(h) = e.get(1).and_then(Value::as_str).and_then(unhex) {
-                    live.insert(h);
-                }
+        let mut live: HashSet<[u8; 16]> = HashSet::new();
+        for item in lists.iter() {
+            let (k, v) = item.map_err(self.db_err())?;
+            for (_, h) in self.decode_list(&k, &v)?.0 {
+                live.insert(h);
             }
         }
         let mut batch = sled::Batch::default();
         for item in blobs.iter() {
             let (k, _) = item.map_err(self.db_err())?;
-            if !live.contains(k.as_ref()) {
+            let dead = <[u8; 16]>::try_from(k.as_ref()).map_or(true, |h| !live.contains(&h));
+            if dead {
                 batch.remove(k);
             }
         }
         blobs.apply_batch(batch).map_err(self.db_err())
     }
 
+    fn decode_list(&self, k: &[u8], v: &[u8]) -> Result<ObjectList> {
+        bincode::serde::decode_from_slice(v, bincode::config::standard())
+            .map(|(l, _)| l)
+            .map_err(|e| self.corrupt(format!("snapshot objects {}", u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))), e.to_string()))
+    }
+
+    fn decode_meta(&self, v: &[u8]) -> Result<SnapshotMeta> {
+        bincode::serde::decode_from_slice(v, bincode::config::standard())
+            .map(|(m, _)| m)
+            .map_err(|e| self.corrupt("snapshot".into(), e.to_string()))
+    }
+
     /// Every snapshot, newest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
-        let snaps = self.tree("snapshots")?;
+        let metas = self.tree("snapshots")?;
         let mut out = Vec::new();
-        for item in snaps.iter().rev() {
-            let (k, v) = item.map_err(self.db_err())?;
-            out.push(self.decode_meta(&k, &v)?.0);
+        for item in metas.iter().rev() {
+            let (_, v) = item.map_err(self.db_err())?;
+            out.push(self.decode_meta(&v)?);
         }
         Ok(out)
     }
 
-    fn decode_meta(&self, k: &[u8], v: &[u8]) -> Result<(SnapshotMeta, Value)> {
-        let seq = u64::from_be_bytes(k.try_into().unwrap_or([0; 8]));
-        let record: Value = serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-            path: self.dir.clone(),
-            key: format!("snapshot {seq}"),
-            message: e.to_string(),
-        })?;
-        let meta = SnapshotMeta {
-            seq,
-            id: record["id"].as_str().unwrap_or_default().to_string(),
-            time: record["time"].as_str().unwrap_or_default().to_string(),
-            summary: record["summary"].clone(),
-        };
-        Ok((meta, record))
-    }
-
     /// The newest `n` snapshots with their objects, newest first.
     pub fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
-        let snaps = self.tree("snapshots")?;
+        let metas = self.tree("snapshots")?;
+        let lists = self.tree("snapshot_objects")?;
         let blobs = self.tree("snapshot_blobs")?;
         let mut out = Vec::new();
-        for item in snaps.iter().rev().take(n) {
+        for item in metas.iter().rev().take(n) {
             let (k, v) = item.map_err(self.db_err())?;
-            let (meta, record) = self.decode_meta(&k, &v)?;
+            let meta = self.decode_meta(&v)?;
+            let list = match lists.get(&k).map_err(self.db_err())? {
+                Some(bytes) => self.decode_list(&k, &bytes)?,
+                None => ObjectList(Vec::new()),
+            };
             let mut objects = BTreeMap::new();
-            for e in record["objects"].as_array().into_iter().flatten() {
-                let (Some(key), Some(h)) = (
-                    e.get(0).and_then(Value::as_str).and_then(|k| ObjectKey::from_bytes(k.as_bytes())),
-                    e.get(1).and_then(Value::as_str).and_then(unhex),
-                ) else {
-                    continue;
-                };
-                if let Some(bytes) = blobs.get(&h).map_err(self.db_err())? {
+            for (key, h) in list.0 {
+                let Some(key) = ObjectKey::from_bytes(&key) else { continue };
+                if let Some(bytes) = blobs.get(h).map_err(self.db_err())? {
                     if let Ok(obj) = serde_json::from_slice::<Value>(&bytes) {
                         objects.insert(key, Arc::new(obj));
                     }
@@ -159,21 +174,11 @@ impl Store {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ApplyOptions;
+    use serde_json::json;
 
     #[test]
     fn snapshots_persist_share_blobs_and_are_pruned() {
@@ -187,14 +192,14 @@ mod tests {
                     "metadata": {"name": "lib"}, "spec": {"code": format!("# {}", i % 2)}});
                 txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
                 txn.commit().unwrap();
-                store.save_snapshot(&format!("id{i}"), "t", json!({"run": i})).unwrap();
+                store.save_snapshot(&format!("id{i}"), "t", true, format!("{{\"run\": {i}}}")).unwrap();
             }
         }
         let store = Store::open(&path).unwrap();
         let list = store.snapshots().unwrap();
         assert_eq!(list.len(), RETAINED);
         assert_eq!(list[0].id, format!("id{}", RETAINED + 2));
-        assert_eq!(list[0].summary["run"], RETAINED + 2);
+        assert_eq!(list[0].summary, format!("{{\"run\": {}}}", RETAINED + 2));
         let latest = store.latest_snapshots(2).unwrap();
         assert_eq!(latest.len(), 2);
         let lib = |s: &Snapshot| s.objects.values().next().unwrap()["spec"]["code"].clone();
