@@ -7,6 +7,7 @@
 //! everything). A failed run forgets that history, so the next one starts over.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use serde_json::Value;
@@ -206,9 +207,11 @@ fn deps(state: &State, show_choreo_apis: bool, is_choreo: impl Fn(&ObjectKey) ->
     let label = |o: &Value, k: &ObjectKey| {
         format!("{}.{} {}", k.kind, o.get("apiVersion").and_then(Value::as_str).unwrap_or(""), k.name).to_lowercase()
     };
+    let parsed: Vec<(&ObjectKey, Arc<Value>)> = state.objects.iter().map(|(k, o)| (k, o.value())).collect();
     let mut roots: Vec<(&ObjectKey, &Value)> = Vec::new();
     let mut children: HashMap<String, Vec<(&ObjectKey, &Value)>> = HashMap::new();
-    for (k, o) in &state.objects {
+    for (k, o) in &parsed {
+        let (k, o): (&ObjectKey, &Value) = (k, o);
         if !show_choreo_apis && is_choreo(k) {
             continue;
         }

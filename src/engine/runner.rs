@@ -134,7 +134,7 @@ pub fn seed_all(controllers: &[Controller], state: &State, only: Option<&HashSet
         let gk = c.cfg.for_.group_kind();
         let start = ObjectKey::new(&gk, "", "");
         for (k, obj) in state.objects.range(start..).take_while(|(k, _)| k.group == gk.group && k.kind == gk.kind) {
-            if c.cfg.for_selector.matches(obj) {
+            if c.cfg.for_selector.matches_everything() || c.cfg.for_selector.matches(&obj.value()) {
                 out.push((i, k.clone()));
             }
         }
@@ -171,7 +171,7 @@ pub fn dispatch(controllers: &[Controller], state: &State, events: &[Event]) -> 
                         .range(start..)
                         .take_while(|(k, _)| k.group == for_gk.group && k.kind == for_gk.kind)
                     {
-                        if c.cfg.for_selector.matches(obj) {
+                        if c.cfg.for_selector.matches_everything() || c.cfg.for_selector.matches(&obj.value()) {
                             out.push((i, k.clone()));
                         }
                     }

@@ -65,6 +65,11 @@ impl Selector {
         Selector { terms: Some(Vec::new()) }
     }
 
+    /// Whether every object matches (`{}`), which needs no look at the object.
+    pub fn matches_everything(&self) -> bool {
+        self.terms.as_ref().is_some_and(Vec::is_empty)
+    }
+
     pub fn matches_nothing(&self) -> bool {
         self.terms.is_none()
     }

@@ -77,8 +77,8 @@ impl Store {
         self.with(|state| -> Result<()> {
             list.reserve(state.objects.len());
             for (key, obj) in &state.objects {
-                let bytes = serde_json::to_vec(&**obj).unwrap_or_default();
-                let h = hash(&bytes);
+                let bytes = obj.json();
+                let h = hash(bytes);
                 if seen.insert(h) && !blobs.contains_key(h).map_err(self.db_err())? {
                     batch.insert(&h[..], bytes);
                 }

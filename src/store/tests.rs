@@ -48,7 +48,7 @@ fn crd_registers_api_and_objects_get_system_metadata() {
     assert_eq!(key.to_string(), "Widget.example.com default/a");
     let events = txn.commit().unwrap();
     assert_eq!(events.len(), 1);
-    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    let obj = store.with(|s| s.get(&key)).unwrap();
     let meta = object::metadata(&obj).unwrap();
     assert!(meta.get("uid").and_then(Value::as_str).is_some());
     assert_eq!(meta["resourceVersion"], "1");
@@ -71,7 +71,7 @@ fn no_op_write_is_suppressed_and_spec_change_bumps_generation() {
     let mut txn = store.begin();
     assert_eq!(txn.apply(&widget("a", 2), M).unwrap().1, WriteOutcome::Updated);
     txn.commit().unwrap();
-    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    let obj = store.with(|s| s.get(&key)).unwrap();
     assert_eq!(obj["metadata"]["resourceVersion"], "2");
     assert_eq!(obj["metadata"]["generation"], 2);
     let kinds: Vec<_> = rx.try_iter().map(|e| e.kind).collect();
@@ -115,7 +115,7 @@ fn finalizers_hold_deletion_until_removed() {
     let (key, _) = txn.apply(&w, M).unwrap();
     assert_eq!(txn.delete(&key).unwrap(), WriteOutcome::Deleting);
     txn.commit().unwrap();
-    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    let obj = store.with(|s| s.get(&key)).unwrap();
     assert!(object::deletion_timestamp(&obj).is_some());
     let mut txn = store.begin();
     w["metadata"]["finalizers"] = json!([]);
@@ -137,7 +137,7 @@ fn garbage_collection_follows_owner_uid() {
     let (child_key, _) = txn.apply(&child, M).unwrap();
     let mut grandchild = widget("grandchild", 3);
     txn.commit().unwrap();
-    let child_uid = store.with(|s| object::uid(&s.objects[&child_key]).unwrap().to_string());
+    let child_uid = store.with(|s| object::uid(&s.objects[&child_key].value()).unwrap().to_string());
     grandchild["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1alpha1", "kind": "Widget",
         "name": "child", "uid": child_uid}]);
     let mut txn = store.begin();
@@ -216,7 +216,7 @@ fn conflicting_managers_are_reported_and_force_takes_over() {
     txn.apply(&widget("a", 1), ApplyOptions { manager: "bob", force: false }).unwrap();
     let (key, _) = txn.apply(&widget("a", 2), ApplyOptions { manager: "bob", force: true }).unwrap();
     txn.commit().unwrap();
-    let obj = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+    let obj = store.with(|s| s.get(&key)).unwrap();
     assert_eq!(obj["spec"]["size"], 2);
     assert!(crate::api::apply::managed_paths(&obj, "alice").unwrap().is_empty());
     assert_eq!(crate::api::apply::managed_paths(&obj, "bob").unwrap(), [".spec.size"]);

@@ -5,7 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
-use super::{Event, EventType, Result, Store, StoreError};
+use super::{Event, EventType, Result, Store, StoreError, Stored};
 use crate::api::apply::{self, ApplyRequest};
 use crate::api::builtin::{CRD_GROUP, CRD_KIND};
 use crate::api::crd::{ApiResource, Registry};
@@ -66,7 +66,7 @@ impl<'s> Txn<'s> {
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         match self.writes.get(key) {
             Some(v) => v.clone(),
-            None => self.store.with(|s| s.objects.get(key).cloned()),
+            None => self.store.with(|s| s.get(key)),
         }
     }
 
@@ -92,7 +92,8 @@ impl<'s> Txn<'s> {
             s.objects
                 .range(start.clone()..)
                 .take_while(|(k, _)| in_range(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter(|(k, _)| !self.writes.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.value()))
                 .collect()
         });
         for (k, v) in self.writes.range(start..).take_while(|(k, _)| in_range(k)) {
@@ -107,7 +108,7 @@ impl<'s> Txn<'s> {
     /// Objects whose owner references name `uid`, as this transaction sees them, in key order.
     pub fn owned_by(&self, uid: &str) -> Vec<(ObjectKey, Arc<Value>)> {
         let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
-            s.owned_by(uid).filter_map(|k| s.objects.get(k).map(|v| (k.clone(), v.clone()))).collect()
+            s.owned_by(uid).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect()
         });
         for (k, v) in &self.writes {
             match v {
@@ -327,9 +328,8 @@ impl<'s> Txn<'s> {
                 if visited.contains(&key) {
                     continue;
                 }
-                let Some(obj) = self.get(&key) else { continue };
-                let owners = object::owner_references(&obj);
-                if owners.is_empty() || object::deletion_timestamp(&obj).is_some() {
+                let Some((_, owners, deleting)) = self.gc_info(&key) else { continue };
+                if owners.is_empty() || deleting {
                     continue;
                 }
                 let alive = owners.iter().any(|o| {
@@ -339,9 +339,8 @@ impl<'s> Txn<'s> {
                         Some(_) => "",
                         None => return false,
                     };
-                    self.get(&ObjectKey::new(&gk, ns, &o.name)).is_some_and(|owner| {
-                        (o.uid.is_empty() || object::uid(&owner) == Some(o.uid.as_str()))
-                            && object::deletion_timestamp(&owner).is_none()
+                    self.gc_info(&ObjectKey::new(&gk, ns, &o.name)).is_some_and(|(uid, _, deleting)| {
+                        (o.uid.is_empty() || uid == o.uid) && !deleting
                     })
                 });
                 if !alive {
@@ -358,6 +357,21 @@ impl<'s> Txn<'s> {
                 visited.insert(key.clone());
                 collected.push(key);
             }
+        }
+    }
+
+    /// The uid, owner references and deletion state of an object, without parsing stored ones.
+    fn gc_info(&self, key: &ObjectKey) -> Option<(String, Vec<object::OwnerRef>, bool)> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Some((
+                object::uid(v).unwrap_or("").to_string(),
+                object::owner_references(v),
+                object::deletion_timestamp(v).is_some(),
+            )),
+            Some(None) => None,
+            None => self
+                .store
+                .with(|s| s.objects.get(key).map(|st| (st.uid().to_string(), st.owners().to_vec(), st.deleting()))),
         }
     }
 
@@ -379,19 +393,23 @@ impl<'s> Txn<'s> {
         let store = self.store;
         let mut batch = sled::Batch::default();
         let mut events = Vec::with_capacity(self.writes.len());
+        let mut stored = Vec::with_capacity(self.writes.len());
         store.with(|state| {
             for (key, value) in &self.writes {
                 let before = state.objects.get(key);
                 match (value, before) {
                     (Some(v), before) => {
                         // serde_json never fails to encode a Value.
-                        batch.insert(key.to_bytes(), serde_json::to_vec(&**v).unwrap_or_default());
+                        let bytes = serde_json::to_vec(&**v).unwrap_or_default();
+                        batch.insert(key.to_bytes(), bytes.as_slice());
+                        stored.push((key.clone(), Some(Arc::new(Stored::new(v, bytes)))));
                         let kind = if before.is_some() { EventType::Modified } else { EventType::Added };
                         events.push(Event { kind, key: key.clone(), object: v.clone() });
                     }
                     (None, Some(old)) => {
                         batch.remove(key.to_bytes());
-                        events.push(Event { kind: EventType::Deleted, key: key.clone(), object: old.clone() });
+                        stored.push((key.clone(), None));
+                        events.push(Event { kind: EventType::Deleted, key: key.clone(), object: old.value() });
                     }
                     (None, None) => {}
                 }
@@ -404,7 +422,7 @@ impl<'s> Txn<'s> {
         if durable {
             store.sync()?;
         }
-        store.publish(events.clone(), self.writes, self.registry);
+        store.publish(events.clone(), stored, self.registry);
         Ok(events)
     }
 }
