@@ -42,6 +42,8 @@ pub enum WriteOutcome {
 /// A set of writes that becomes visible and durable together at [`Txn::commit`].
 pub struct Txn<'s> {
     store: &'s Store,
+    /// Stored objects this transaction parsed, so repeated reads of one object parse it once.
+    parsed: std::cell::RefCell<std::collections::HashMap<ObjectKey, Arc<Value>>>,
     writes: BTreeMap<ObjectKey, Option<Arc<Value>>>,
     /// A modified copy of the registry, when a CRD was applied or deleted.
     registry: Option<Registry>,
@@ -50,7 +52,7 @@ pub struct Txn<'s> {
 
 impl<'s> Txn<'s> {
     pub(super) fn new(store: &'s Store) -> Self {
-        Txn { store, writes: BTreeMap::new(), registry: None, now: super::now_rfc3339() }
+        Txn { store, parsed: Default::default(), writes: BTreeMap::new(), registry: None, now: super::now_rfc3339() }
     }
 
     /// The time stamped on what this transaction creates or changes.
@@ -66,7 +68,14 @@ impl<'s> Txn<'s> {
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         match self.writes.get(key) {
             Some(v) => v.clone(),
-            None => self.store.with(|s| s.get(key)),
+            None => {
+                if let Some(v) = self.parsed.borrow().get(key) {
+                    return Some(v.clone());
+                }
+                let v = self.store.with(|s| s.get(key))?;
+                self.parsed.borrow_mut().insert(key.clone(), v.clone());
+                Some(v)
+            }
         }
     }
 
