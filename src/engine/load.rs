@@ -39,22 +39,89 @@ pub struct LoadSummary {
 
 const INPUT: ApplyOptions<'static> = ApplyOptions { manager: INPUT_FIELD_MANAGER, force: true };
 
+/// What the last good load read, so the next one only parses and applies the files that
+/// changed. Any change to a CRD file makes the next load a full one (a new schema may reject or
+/// default objects of unchanged files differently).
+#[derive(Default)]
+pub struct LoadCache {
+    crd_signature: u128,
+    /// Input file (relative) → content hash and the objects it defined (key, location, index).
+    files: HashMap<PathBuf, (u128, Vec<(ObjectKey, SourceLoc, usize)>)>,
+}
+
+fn content_hash(text: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
 /// Loads the project into the store. On error nothing is committed and every problem is
-/// returned, one line each.
-pub fn load(store: &Store, layout: &Layout) -> Result<LoadSummary, Vec<String>> {
-    let (tree, diags) = project::read_tree(layout);
+/// returned, one line each. With the cache of the previous good load, files whose content did
+/// not change are neither parsed nor applied again.
+pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result<(LoadSummary, LoadCache), Vec<String>> {
+    let (crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
+    let (input_texts, d) = project::read_texts(layout, &layout.input);
+    diags.extend(d);
+    let crd_signature = {
+        let mut sig = String::new();
+        for (file, text) in &crd_texts {
+            sig.push_str(&format!("{}\0{:x}\0", file.display(), content_hash(text)));
+        }
+        content_hash(&sig)
+    };
+    let cache = cache.filter(|c| c.crd_signature == crd_signature);
+
+    let mut crd_docs = Vec::new();
+    if cache.is_none() {
+        for (file, text) in &crd_texts {
+            let (docs, d) = project::crd_documents(layout, file, text);
+            crd_docs.extend(docs);
+            diags.extend(d);
+        }
+    }
+    // Inputs: unchanged files are carried over from the cache, the others parsed (in parallel).
+    let mut reused: Vec<(ObjectKey, SourceLoc, usize)> = Vec::new();
+    let mut to_parse: Vec<&(PathBuf, String)> = Vec::new();
+    let mut hashes: HashMap<PathBuf, u128> = HashMap::new();
+    for entry in &input_texts {
+        let h = content_hash(&entry.1);
+        hashes.insert(entry.0.clone(), h);
+        // A file is carried over only when its objects are all still there: something other
+        // than the files (garbage collection of an owned input, say) may have removed one.
+        match cache.and_then(|c| c.files.get(&entry.0)) {
+            Some((old, keys)) if *old == h && store.with(|s| keys.iter().all(|(k, _, _)| s.objects.contains_key(k))) => {
+                reused.extend(keys.iter().cloned())
+            }
+            _ => to_parse.push(entry),
+        }
+    }
+    let parsed = crate::project::files::parallel_map(&to_parse, |(file, text)| project::parse_documents(file, text));
+    let mut input_docs = Vec::new();
+    for (docs, d) in parsed {
+        input_docs.extend(docs);
+        diags.extend(d);
+    }
     if !diags.is_empty() {
         return Err(diags.iter().map(ToString::to_string).collect());
     }
+
     let mut txn = store.begin();
     let mut errors = Vec::new();
-    let mut summary = LoadSummary { crds: tree.crds.len(), inputs: tree.inputs.len(), ..Default::default() };
-
+    let mut summary = LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + reused.len(), ..Default::default() };
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
-    let loaded_crds = apply_documents(&mut txn, &tree.crds, &mut errors, &mut summary);
-    summary.removed += remove_stale(&mut txn, |gk| *gk == crd_gk, &loaded_crds, &mut errors);
-    let loaded_inputs = apply_documents(&mut txn, &tree.inputs, &mut errors, &mut summary);
-    summary.removed += remove_stale(&mut txn, |gk| *gk != crd_gk, &loaded_inputs, &mut errors);
+    if cache.is_none() {
+        let loaded_crds = apply_documents(&mut txn, &crd_docs, BTreeMap::new(), &mut errors, &mut summary);
+        summary.removed += remove_stale(&mut txn, |gk| *gk == crd_gk, &loaded_crds, None, &mut errors);
+    }
+    let carried: BTreeMap<ObjectKey, (SourceLoc, usize)> = reused.into_iter().map(|(k, l, i)| (k, (l, i))).collect();
+    let loaded_inputs = apply_documents(&mut txn, &input_docs, carried, &mut errors, &mut summary);
+    // Only objects of changed or vanished files can have gone stale when the rest was carried.
+    let candidates: Option<Vec<ObjectKey>> = cache.map(|c| {
+        c.files
+            .iter()
+            .filter(|(file, (h, _))| hashes.get(*file) != Some(h))
+            .flat_map(|(_, (_, keys))| keys.iter().map(|(k, _, _)| k.clone()))
+            .collect()
+    });
+    summary.removed += remove_stale(&mut txn, |gk| *gk != crd_gk, &loaded_inputs, candidates, &mut errors);
     summary.collected = txn.collect_garbage().len();
     if !errors.is_empty() {
         return Err(errors);
@@ -62,12 +129,21 @@ pub fn load(store: &Store, layout: &Layout) -> Result<LoadSummary, Vec<String>> 
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
     summary.controllers = build_controllers(&txn, layout)?;
+    let mut new_cache = LoadCache { crd_signature, files: HashMap::new() };
+    for (key, (loc, index)) in &loaded_inputs {
+        let h = hashes.get(&loc.file).copied().unwrap_or_default();
+        new_cache.files.entry(loc.file.clone()).or_insert_with(|| (h, Vec::new())).1.push((key.clone(), loc.clone(), *index));
+    }
+    // Files without objects (only comments) are remembered too, so they are not re-read.
+    for (file, h) in &hashes {
+        new_cache.files.entry(file.clone()).or_insert_with(|| (*h, Vec::new()));
+    }
     summary.sources = loaded_inputs
         .into_iter()
         .map(|(k, loc)| (k, (layout.root.join(&loc.0.file), loc.1)))
         .collect();
     txn.commit().map_err(|e| vec![format!("cannot commit the load: {e}")])?;
-    Ok(summary)
+    Ok((summary, new_cache))
 }
 
 /// The object a document stands for, as the loader applies it: with the origin annotation.
@@ -80,10 +156,10 @@ pub fn input_object(doc: &Value) -> Value {
 fn apply_documents(
     txn: &mut Txn<'_>,
     docs: &[Document],
+    mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)>,
     errors: &mut Vec<String>,
     summary: &mut LoadSummary,
 ) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
-    let mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)> = BTreeMap::new();
     for doc in docs {
         match txn.apply(&input_object(&doc.value), INPUT) {
             Ok((key, outcome)) => {
@@ -103,15 +179,17 @@ fn apply_documents(
 }
 
 /// Deletes objects that came from project files (origin annotation and an `inputfileloader`
-/// entry) but were not loaded this time: their file or document is gone.
+/// entry) but were not loaded this time: their file or document is gone. `candidates` limits
+/// the search (default: every object).
 fn remove_stale(
     txn: &mut Txn<'_>,
     select: impl Fn(&GroupKind) -> bool,
     loaded: &BTreeMap<ObjectKey, (SourceLoc, usize)>,
+    candidates: Option<Vec<ObjectKey>>,
     errors: &mut Vec<String>,
 ) -> usize {
     let mut removed = 0;
-    for key in txn.keys() {
+    for key in candidates.unwrap_or_else(|| txn.keys()) {
         if loaded.contains_key(&key) || !select(&key.group_kind()) {
             continue;
         }

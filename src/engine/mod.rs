@@ -116,6 +116,8 @@ pub struct Engine {
     fingerprints: std::collections::HashMap<String, u128>,
     /// The work of the continuous runner, while it runs.
     work: Option<runner::Work>,
+    /// What the last good load read (see `load::LoadCache`).
+    load_cache: Option<load::LoadCache>,
     /// Told once when a client asked the server to stop.
     stop_requested: Sender<()>,
 }
@@ -149,6 +151,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         events,
         fingerprints: Default::default(),
         work: None,
+        load_cache: None,
         store,
         mode,
         status: Arc::new(Mutex::new(status)),
@@ -266,10 +269,11 @@ impl Engine {
     fn reload(&mut self) -> Result<(), ErrorReport> {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
-        let result = load::load(&self.store, &layout);
+        let result = load::load(&self.store, &layout, self.load_cache.as_ref());
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(summary) => {
+            Ok((summary, cache)) => {
+                self.load_cache = Some(cache);
                 log::info!(
                     "loaded {} CRDs and {} objects from {} in {:?} ({} changed, {} removed, {} collected)",
                     summary.crds,

@@ -114,9 +114,24 @@ pub struct Tree {
 pub fn read_tree(layout: &Layout) -> (Tree, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut tree = Tree::default();
-    let (crds, d) = read_dir_documents(layout, &layout.apis);
+    let (crd_files, d) = read_texts(layout, &layout.apis);
     diags.extend(d);
-    for doc in crds {
+    for (file, text) in &crd_files {
+        let (docs, d) = crd_documents(layout, file, text);
+        tree.crds.extend(docs);
+        diags.extend(d);
+    }
+    let (inputs, d) = read_dir_documents(layout, &layout.input);
+    diags.extend(d);
+    tree.inputs = inputs;
+    (tree, diags)
+}
+
+/// The documents of a file of the CRD directory: every one must be a CRD.
+pub fn crd_documents(layout: &Layout, file: &Path, text: &str) -> (Vec<Document>, Vec<Diagnostic>) {
+    let (docs, mut diags) = parse_documents(file, text);
+    let mut crds = Vec::new();
+    for doc in docs {
         let is_crd = doc.value.get("kind").and_then(Value::as_str) == Some(CRD_KIND)
             && doc
                 .value
@@ -124,7 +139,7 @@ pub fn read_tree(layout: &Layout) -> (Tree, Vec<Diagnostic>) {
                 .and_then(Value::as_str)
                 .is_some_and(|v| object::split_api_version(v).0 == CRD_GROUP);
         if is_crd {
-            tree.crds.push(doc);
+            crds.push(doc);
         } else {
             diags.push(Diagnostic {
                 loc: doc.loc.clone(),
@@ -137,14 +152,12 @@ pub fn read_tree(layout: &Layout) -> (Tree, Vec<Diagnostic>) {
             });
         }
     }
-    let (inputs, d) = read_dir_documents(layout, &layout.input);
-    diags.extend(d);
-    tree.inputs = inputs;
-    (tree, diags)
+    (crds, diags)
 }
 
-/// Reads every YAML document of the top-level files of one project directory.
-pub fn read_dir_documents(layout: &Layout, dir: &Path) -> (Vec<Document>, Vec<Diagnostic>) {
+/// Reads the text of every top-level YAML file of one project directory (in parallel), as
+/// (path relative to the project, text), sorted by name.
+pub fn read_texts(layout: &Layout, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<Diagnostic>) {
     let abs = layout.root.join(dir);
     let files = match files::list_yaml_files(&abs) {
         Ok(files) => files,
@@ -157,17 +170,28 @@ pub fn read_dir_documents(layout: &Layout, dir: &Path) -> (Vec<Document>, Vec<Di
     };
     let results = files::parallel_map(&files, |path| {
         let rel = layout.relative(path).to_path_buf();
-        match std::fs::read_to_string(path) {
-            Ok(text) => parse_documents(&rel, &text),
-            Err(e) => (
-                Vec::new(),
-                vec![Diagnostic { loc: SourceLoc { file: rel, line: 0, column: 0 }, message: format!("cannot read: {e}") }],
-            ),
-        }
+        std::fs::read_to_string(path).map(|t| (rel.clone(), t)).map_err(|e| Diagnostic {
+            loc: SourceLoc { file: rel, line: 0, column: 0 },
+            message: format!("cannot read: {e}"),
+        })
     });
-    let mut docs = Vec::new();
+    let mut texts = Vec::new();
     let mut diags = Vec::new();
-    for (d, g) in results {
+    for r in results {
+        match r {
+            Ok(t) => texts.push(t),
+            Err(d) => diags.push(d),
+        }
+    }
+    (texts, diags)
+}
+
+/// Reads every YAML document of the top-level files of one project directory.
+pub fn read_dir_documents(layout: &Layout, dir: &Path) -> (Vec<Document>, Vec<Diagnostic>) {
+    let (texts, mut diags) = read_texts(layout, dir);
+    let parsed = files::parallel_map(&texts, |(file, text)| parse_documents(file, text));
+    let mut docs = Vec::new();
+    for (d, g) in parsed {
         docs.extend(d);
         diags.extend(g);
     }

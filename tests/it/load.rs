@@ -145,3 +145,34 @@ fn an_invalid_object_in_a_file_fails_the_load_with_its_location_and_field() {
     );
     assert_eq!(p.cli(&["get", "sites", "ok1"]).code, 1, "nothing of a failed load is applied");
 }
+
+#[test]
+fn a_crd_change_revalidates_inputs_whose_files_did_not_change() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.cli(&["run", "load"]).ok();
+    let f = "crds/net.example.org_devices.yaml";
+    let text = std::fs::read_to_string(p.path(f)).unwrap().replace("maximum: 4294967295", "maximum: 100");
+    p.write(f, &text);
+    assert_eq!(p.cli(&["run", "load"]).code, 1);
+    let reason = status(&p)["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("in/net.example.org.device.leaf1.yaml:1:1") && reason.contains("less than or equal to 100"), "{reason}");
+}
+
+#[test]
+fn an_unchanged_file_whose_object_went_missing_is_loaded_again() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    // An input object owned by a missing owner is collected; its file did not change, and the
+    // next load must still find the object missing and apply the file again (then collect it).
+    p.write(
+        "in/owned.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: owned\n",
+    );
+    p.cli(&["run", "load"]).ok();
+    p.cli(&["delete", "sites", "owned"]).ok();
+    assert_eq!(p.cli(&["get", "sites", "owned"]).code, 1);
+    p.write("in/owned.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: owned\n");
+    p.cli(&["run", "load"]).ok();
+    p.cli(&["get", "sites", "owned"]).ok();
+}
