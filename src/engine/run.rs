@@ -50,12 +50,14 @@ impl Engine {
             .filter(|(_, c)| !req.changed_only || self.fingerprints.get(&c.cfg.name) != Some(&c.fingerprint))
             .map(|(i, _)| i)
             .collect();
-        let events: Vec<_> = self.events.try_iter().collect();
-        let seeds = self.store.with(|s| {
-            let mut seeds = runner::seed_all(&self.controllers, s, Some(&changed));
-            seeds.extend(runner::dispatch(&self.controllers, s, &events));
-            seeds
-        });
+        let seeds = {
+            let events: Vec<_> = self.events.try_iter().collect();
+            self.store.with(|s| {
+                let mut seeds = runner::seed_all(&self.controllers, s, Some(&changed));
+                seeds.extend(runner::dispatch(&self.controllers, s, &events));
+                seeds
+            })
+        };
         let opts = RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
         let mut progress_mut = progress;
         let report = runner::run(&self.store, &self.controllers, seeds, &self.events, opts, &mut progress_mut);

@@ -142,14 +142,20 @@ pub fn seed_all(controllers: &[Controller], state: &State, only: Option<&HashSet
     out
 }
 
-/// The items the handlers queue for committed events.
+/// The items the handlers queue for committed events. Objects are read from the current
+/// state (level-triggered); a deleted watched object queues every matching for-object.
 pub fn dispatch(controllers: &[Controller], state: &State, events: &[Event]) -> Vec<Item> {
     let mut out = Vec::new();
     for ev in events {
         let gk = ev.key.group_kind();
+        let current = std::cell::OnceCell::new();
+        let object = || current.get_or_init(|| state.get(&ev.key)).clone();
         for (i, c) in controllers.iter().enumerate() {
             let for_gk = c.cfg.for_.group_kind();
-            if gk == for_gk && ev.kind != EventType::Deleted && c.cfg.for_selector.matches(&ev.object) {
+            if gk == for_gk
+                && ev.kind != EventType::Deleted
+                && (c.cfg.for_selector.matches_everything() || object().is_some_and(|o| c.cfg.for_selector.matches(&o)))
+            {
                 out.push((i, ev.key.clone()));
             }
             if c.cfg.owns.iter().any(|o| o.group_kind() == gk) {
@@ -157,14 +163,16 @@ pub fn dispatch(controllers: &[Controller], state: &State, events: &[Event]) -> 
                     Some(r) if r.namespaced => ev.key.namespace.clone(),
                     _ => String::new(),
                 };
-                for r in object::owner_references(&ev.object) {
+                for r in &ev.owners {
                     if r.group == for_gk.group && r.kind == for_gk.kind {
                         out.push((i, ObjectKey::new(&for_gk, &owner_ns, &r.name)));
                     }
                 }
             }
             for (w, sel) in &c.cfg.watches {
-                if w.group_kind() == gk && sel.matches(&ev.object) {
+                let triggered = w.group_kind() == gk
+                    && (ev.kind == EventType::Deleted || object().is_some_and(|o| sel.matches(&o)));
+                if triggered {
                     let start = ObjectKey::new(&for_gk, "", "");
                     for (k, obj) in state
                         .objects

@@ -41,13 +41,16 @@ pub enum EventType {
     Deleted,
 }
 
-/// A change to one object, emitted after the transaction that made it is durable.
+/// A change to one object, emitted after the transaction that made it is committed.
+///
+/// Events are small on purpose (they queue up between runs): the object itself is read from
+/// the store when needed, which also makes handlers level-triggered.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub kind: EventType,
     pub key: ObjectKey,
-    /// The new object, or the last stored state for a deletion.
-    pub object: Arc<Value>,
+    /// The owner references of the new object, or of the last stored state for a deletion.
+    pub owners: Vec<crate::api::object::OwnerRef>,
 }
 
 /// One stored object: its compact JSON text, plus the metadata the store consults without

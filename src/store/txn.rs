@@ -413,12 +413,12 @@ impl<'s> Txn<'s> {
                         batch.insert(key.to_bytes(), bytes.as_slice());
                         stored.push((key.clone(), Some(Arc::new(Stored::new(v, bytes)))));
                         let kind = if before.is_some() { EventType::Modified } else { EventType::Added };
-                        events.push(Event { kind, key: key.clone(), object: v.clone() });
+                        events.push(Event { kind, key: key.clone(), owners: object::owner_references(v) });
                     }
                     (None, Some(old)) => {
                         batch.remove(key.to_bytes());
                         stored.push((key.clone(), None));
-                        events.push(Event { kind: EventType::Deleted, key: key.clone(), object: old.value() });
+                        events.push(Event { kind: EventType::Deleted, key: key.clone(), owners: old.owners().to_vec() });
                     }
                     (None, None) => {}
                 }
