@@ -260,6 +260,15 @@ impl Engine {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = state.to_string();
     }
 
+    /// Hands freed memory back to the operating system after a large piece of work (a load or
+    /// a run parses and drops many short-lived values; glibc keeps the pages otherwise).
+    pub(crate) fn release_memory() {
+        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     fn is_ready(&self) -> bool {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).status == "Ready"
     }
@@ -284,6 +293,7 @@ impl Engine {
                     summary.removed,
                     summary.collected
                 );
+                Self::release_memory();
                 self.sources = summary.sources;
                 self.controllers = summary.controllers;
                 status.status = "Ready".into();

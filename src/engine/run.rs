@@ -67,6 +67,7 @@ impl Engine {
             HashMap::new()
         };
         let result = self.finish_run(report);
+        Self::release_memory();
         self.set_runner("Stopped");
         result.map(Reply::Run)
     }
