@@ -58,7 +58,11 @@ impl Engine {
         // written together with one flush.
         let mut new_files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         let mut new_keys: Vec<(ObjectKey, usize)> = Vec::new();
-        let mut planned: HashSet<PathBuf> = HashSet::new();
+        // File names already used in in/ (read once) plus those this request claims.
+        let input_dir = layout.input_dir();
+        let mut taken: HashSet<String> = std::fs::read_dir(&input_dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
         let mut write_failed = false;
         for (key, value, i) in &accepted {
             let yaml = match crate::api::object::to_yaml(value) {
@@ -81,9 +85,10 @@ impl Engine {
                 }
                 continue;
             }
-            match new_file_path(&layout.root, &layout.input_dir(), key, &planned) {
-                Ok(path) => {
-                    planned.insert(path.clone());
+            match new_file_name(key, &taken) {
+                Ok(name) => {
+                    let path = input_dir.join(&name);
+                    taken.insert(name);
                     items[*i].file = Some(layout.relative(&path).display().to_string());
                     new_keys.push((key.clone(), new_files.len()));
                     new_files.push((path, yaml.into_bytes()));
@@ -114,7 +119,11 @@ impl Engine {
         txn.collect_garbage();
         txn.commit().map_err(|e| store_error(&e))?;
         for (key, n) in new_keys {
-            self.sources.insert(key, (new_files[n].0.clone(), 0));
+            let (path, bytes) = &new_files[n];
+            if let Some(cache) = self.load_cache.as_mut() {
+                cache.wrote_file(layout.relative(path).to_path_buf(), &String::from_utf8_lossy(bytes), key.clone());
+            }
+            self.sources.insert(key, (path.clone(), 0));
         }
         Ok(Reply::Items(items))
     }
@@ -228,25 +237,24 @@ impl Engine {
     }
 }
 
-/// The file a new object is written to: `in/<group>.<kind>.<name>.yaml`, or with the namespace
-/// added when that name is taken by something else. Never an existing file.
-fn new_file_path(root: &Path, input_dir: &Path, key: &ObjectKey, planned: &HashSet<PathBuf>) -> Result<PathBuf, String> {
+/// The file name a new object is written to under `in/`: `<group>.<kind>.<name>.yaml`, or with
+/// the namespace added when that name is taken by something else. Never an existing file.
+fn new_file_name(key: &ObjectKey, taken: &HashSet<String>) -> Result<String, String> {
     let base = if key.group.is_empty() {
         format!("{}.{}", key.kind.to_lowercase(), key.name)
     } else {
         format!("{}.{}.{}", key.group, key.kind.to_lowercase(), key.name)
     };
-    let taken = |p: &Path| planned.contains(p) || p.exists();
-    let file = input_dir.join(format!("{base}.yaml"));
-    if !taken(&file) {
-        return Ok(file);
+    let first = format!("{base}.yaml");
+    if !taken.contains(&first) {
+        return Ok(first);
     }
     let ns = if key.namespace.is_empty() { "object" } else { &key.namespace };
-    let file = input_dir.join(format!("{base}.{ns}.yaml"));
-    if !taken(&file) {
-        return Ok(file);
+    let second = format!("{base}.{ns}.yaml");
+    if !taken.contains(&second) {
+        return Ok(second);
     }
-    Err(format!("{} already exists and does not define {key}", file.strip_prefix(root).unwrap_or(&file).display()))
+    Err(format!("in/{second} already exists and does not define {key}"))
 }
 
 fn outcome_word(outcome: WriteOutcome, dry_run: bool) -> &'static str {

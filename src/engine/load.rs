@@ -49,6 +49,15 @@ pub struct LoadCache {
     files: HashMap<PathBuf, (u128, Vec<(ObjectKey, SourceLoc, usize)>)>,
 }
 
+impl LoadCache {
+    /// Records a file the engine wrote itself with the one object it defines, so the watcher's
+    /// reload that follows does not parse and apply it again.
+    pub fn wrote_file(&mut self, rel: PathBuf, text: &str, key: ObjectKey) {
+        let loc = SourceLoc { file: rel.clone(), line: 1, column: 1 };
+        self.files.insert(rel, (content_hash(text), vec![(key, loc, 0)]));
+    }
+}
+
 fn content_hash(text: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(text.as_bytes())
 }

@@ -133,6 +133,11 @@ impl State {
         self.objects.get(key).map(|s| s.value())
     }
 
+    /// Keys of every object that has owner references (possibly repeated).
+    pub fn owned_keys(&self) -> impl Iterator<Item = &ObjectKey> {
+        self.owners.values().flatten()
+    }
+
     /// Keys of the objects whose owner references name `uid`.
     pub fn owned_by(&self, uid: &str) -> impl Iterator<Item = &ObjectKey> {
         self.owners.get(uid).into_iter().flatten()

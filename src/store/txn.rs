@@ -333,7 +333,17 @@ impl<'s> Txn<'s> {
         let mut visited = BTreeSet::new();
         loop {
             let mut round = Vec::new();
-            for key in self.keys() {
+            // Only objects with owner references can be garbage: the owner index names them.
+            let mut candidates: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_keys().cloned().collect());
+            for (k, v) in &self.writes {
+                match v {
+                    Some(v) if !object::owner_references(v).is_empty() => {
+                        candidates.insert(k.clone());
+                    }
+                    _ => {}
+                }
+            }
+            for key in candidates {
                 if visited.contains(&key) {
                     continue;
                 }
