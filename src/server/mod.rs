@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::engine::{self, EngineError, Handle, Mode};
@@ -115,11 +115,15 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         })?;
     }
     let stopping = Arc::new(AtomicBool::new(false));
+    // Requests being answered: shutdown waits for their last frame (the reply to `server stop`
+    // among them) to be written before the process exits.
+    let inflight = Arc::new(AtomicUsize::new(0));
     let acceptor = {
         let stopping = stopping.clone();
         let handle = handle.clone();
+        let inflight = inflight.clone();
         let peers = peer::Policy { uid: unsafe_getuid(), group: config.socket_group };
-        spawn("choreo-accept", move || accept_loop(listener, handle, peers, stopping))?
+        spawn("choreo-accept", move || accept_loop(listener, handle, peers, stopping, inflight))?
     };
 
     let cause = crossbeam_channel::select! {
@@ -136,6 +140,10 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         log::error!("the engine thread panicked");
     }
     let _ = acceptor.join();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while inflight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     signals_handle.close();
     eprintln!("choreo server stopped");
     Ok(())
@@ -194,7 +202,13 @@ fn bind(socket: &Path, group: Option<u32>) -> Result<UnixListener, ServerError> 
     Ok(listener)
 }
 
-fn accept_loop(listener: UnixListener, handle: Handle, peers: peer::Policy, stopping: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: UnixListener,
+    handle: Handle,
+    peers: peer::Policy,
+    stopping: Arc<AtomicBool>,
+    inflight: Arc<AtomicUsize>,
+) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -209,9 +223,10 @@ fn accept_loop(listener: UnixListener, handle: Handle, peers: peer::Policy, stop
         };
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let handle = handle.clone();
+        let inflight = inflight.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("choreo-conn-{id}"))
-            .spawn(move || serve_connection(stream, handle, peers));
+            .spawn(move || serve_connection(stream, handle, peers, &inflight));
         if let Err(e) = spawned {
             log::error!("cannot start a connection thread: {e}");
         }
@@ -233,7 +248,7 @@ fn protocol_error(message: impl Into<String>) -> ServerMessage {
 }
 
 /// Serves one connection: peer check, hello, then requests until the client hangs up.
-fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy) {
+fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy, inflight: &AtomicUsize) {
     let mut writer = BufWriter::new(&stream);
     let mut reader = BufReader::new(&stream);
     if let Err(report) = peer::check(&stream, peers) {
@@ -286,10 +301,12 @@ fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy) {
             }
             ClientMessage::Request(request) => {
                 let mut alive = true;
+                inflight.fetch_add(1, Ordering::SeqCst);
                 handle.serve(request, &mut |msg| {
                     alive = send(&mut writer, &msg);
                     alive
                 });
+                inflight.fetch_sub(1, Ordering::SeqCst);
                 if !alive {
                     return;
                 }
