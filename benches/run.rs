@@ -13,64 +13,14 @@ use std::time::Instant;
 use choreo::cli::Client;
 use choreo::protocol::{Reply, Request, RunOnceRequest, RunSummary};
 
+mod common;
+
+use common::{CRDS, RECONCILER, SCRIPT};
+
 const BIN: &str = env!("CARGO_BIN_EXE_choreo");
 
-const CRDS: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: devices.net.example.org
-spec:
-  group: net.example.org
-  scope: Namespaced
-  names: {kind: Device, plural: devices, singular: device}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          apiVersion: {type: string}
-          kind: {type: string}
-          metadata: {type: object}
-          spec:
-            type: object
-            properties:
-              asn: {type: integer}
-          status:
-            type: object
-            x-kubernetes-preserve-unknown-fields: true
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: deviceconfigs.net.example.org
-spec:
-  group: net.example.org
-  scope: Namespaced
-  names: {kind: DeviceConfig, plural: deviceconfigs, singular: deviceconfig}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          apiVersion: {type: string}
-          kind: {type: string}
-          metadata: {type: object}
-          spec:
-            type: object
-            properties:
-              asn: {type: integer}
-              line: {type: string}
-"#;
 
-const RECONCILER: &str = "apiVersion: choreo.kform.dev/v1alpha1\nkind: Reconciler\nmetadata:\n  name: bench.config\nspec:\n  conditionType: Ready\n  for: {group: net.example.org, version: v1alpha1, kind: Device, selector: {}}\n  owns:\n  - {group: net.example.org, version: v1alpha1, kind: DeviceConfig}\n";
 
-const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n    client_create({'apiVersion': 'net.example.org/v1alpha1', 'kind': 'DeviceConfig',\n        'metadata': {'name': meta['name'], 'namespace': meta['namespace']},\n        'spec': {'asn': self['spec']['asn'], 'line': 'router bgp ' + str(self['spec']['asn'])}})\n    return reconcile_result(self, False, 0, '', False)\n";
 
 fn project(root: &Path, n: usize) -> std::path::PathBuf {
     let dir = root.join(format!("p{n}"));

@@ -1,0 +1,137 @@
+//! Watch-loop benchmarks, against the real `choreo` binary in continuous mode (`run start`).
+//!
+//! `cargo bench --bench watch` measures the latency from writing an input file to the
+//! reconciled child being readable through the socket (median and p99 over 200 edits) on a
+//! 10-object and a 10k-object project, a burst of 1k changed files until all are reconciled,
+//! and the CPU use of an idle, watching server. Under `cargo test` it runs once on tiny sizes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use choreo::cli::Client;
+use choreo::protocol::{GetRequest, Reply, Request};
+
+const BIN: &str = env!("CARGO_BIN_EXE_choreo");
+
+mod common;
+
+use common::{CRDS, RECONCILER, SCRIPT};
+
+fn device(i: usize, asn: u64) -> String {
+    format!("apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: d{i}\n  namespace: default\nspec:\n  asn: {asn}\n")
+}
+
+fn child_asn(c: &mut Client, i: usize) -> Option<u64> {
+    let req = Request::Get(GetRequest {
+        resource: "deviceconfigs".into(),
+        name: Some(format!("d{i}")),
+        namespace: Some("default".into()),
+        show_managed_fields: false,
+    });
+    match c.request(req, &mut |_| {}) {
+        Ok(Reply::Object(text)) => serde_json::from_str::<serde_json::Value>(&text).ok()?["spec"]["asn"].as_u64(),
+        _ => None,
+    }
+}
+
+fn wait_asn(c: &mut Client, i: usize, asn: u64, limit: Duration) -> Duration {
+    let t = Instant::now();
+    while child_asn(c, i) != Some(asn) {
+        assert!(t.elapsed() < limit, "d{i} never reached asn {asn}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    t.elapsed()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes: &[usize] = if full { &[10, 10_000] } else { &[3] };
+    let edits = if full { 200 } else { 3 };
+    let tmp = tempfile::tempdir().unwrap();
+    println!("| benchmark | result |\n|---|---|");
+    for &n in sizes {
+        let dir = tmp.path().join(format!("p{n}"));
+        for d in ["crds", "in", "reconcilers/config"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("crds/crds.yaml"), CRDS).unwrap();
+        std::fs::write(dir.join("reconcilers/config/config.yaml"), RECONCILER).unwrap();
+        std::fs::write(dir.join("reconcilers/config/config.star"), SCRIPT).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.join(format!("in/d{i}.yaml")), device(i, 1000 + i as u64)).unwrap();
+        }
+        let socket = tmp.path().join(format!("w{n}.sock"));
+        let mut child = Command::new(BIN)
+            .args(["server", "start"])
+            .arg(&dir)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for l in lines.by_ref() {
+            if l.unwrap_or_default().contains("listening on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let mut c = Client::connect(&socket).unwrap();
+        c.request(Request::RunStart, &mut |_| {}).unwrap();
+        wait_asn(&mut c, n - 1, 1000 + (n - 1) as u64, Duration::from_secs(300));
+
+        let mut lat = Vec::new();
+        for e in 0..edits {
+            let asn = 500_000 + e as u64;
+            let f = dir.join("in/d0.yaml");
+            let t = Instant::now();
+            write(&f, &device(0, asn));
+            wait_asn(&mut c, 0, asn, Duration::from_secs(30));
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "| edit one input file → reconciled child readable, {n}-object project ({edits} edits) | median {:.1} ms, p99 {:.1} ms |",
+            ms(lat[lat.len() / 2]),
+            ms(lat[lat.len() * 99 / 100])
+        );
+        if n == *sizes.last().unwrap() {
+            let burst = if full { 1000 } else { 3 }.min(n);
+            let t = Instant::now();
+            for i in 0..burst {
+                write(&dir.join(format!("in/d{i}.yaml")), &device(i, 900_000 + i as u64));
+            }
+            for i in 0..burst {
+                wait_asn(&mut c, i, 900_000 + i as u64, Duration::from_secs(120));
+            }
+            println!("| burst of {burst} changed files until all reconciled, {n}-object project | {:.0} ms |", ms(t.elapsed()));
+            let secs = if full { 10 } else { 1 };
+            std::thread::sleep(Duration::from_secs(1));
+            let before = cpu_ticks(child.id());
+            std::thread::sleep(Duration::from_secs(secs));
+            let used = cpu_ticks(child.id()).saturating_sub(before);
+            // Clock ticks are 1/100 s on Linux.
+            println!("| CPU of an idle, watching server ({n} objects, {secs} s) | {:.2} % |", used as f64 / secs as f64);
+        }
+        let _ = c.request(Request::ServerStop, &mut |_| {});
+        let _ = child.wait();
+    }
+    if !full {
+        println!("1 passed, 0 failed");
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
