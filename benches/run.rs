@@ -5,9 +5,7 @@
 //! then an edit of one input and a second run that reconciles only what changed. Under
 //! `cargo test` the same code runs once on a tiny project as a smoke test.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use choreo::cli::Client;
@@ -72,23 +70,7 @@ fn main() {
     for &n in sizes {
         let dir = project(tmp.path(), n);
         let socket = tmp.path().join(format!("r{n}.sock"));
-        let mut child = Command::new(BIN)
-            .args(["server", "start"])
-            .arg(&dir)
-            .arg("--socket")
-            .arg(&socket)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for l in lines.by_ref() {
-            if l.unwrap_or_default().contains("listening on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let mut child = common::start_server(BIN, &dir, &socket);
         let mut c = Client::connect(&socket).unwrap();
         let (s, secs) = run_once(&mut c, false);
         let reconciles = s.events.iter().filter(|e| e.operation == "START").count();

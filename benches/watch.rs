@@ -5,9 +5,7 @@
 //! 10-object and a 10k-object project, a burst of 1k changed files until all are reconciled,
 //! and the CPU use of an idle, watching server. Under `cargo test` it runs once on tiny sizes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use choreo::cli::Client;
@@ -69,23 +67,7 @@ fn main() {
             std::fs::write(dir.join(format!("in/d{i}.yaml")), device(i, 1000 + i as u64)).unwrap();
         }
         let socket = tmp.path().join(format!("w{n}.sock"));
-        let mut child = Command::new(BIN)
-            .args(["server", "start"])
-            .arg(&dir)
-            .arg("--socket")
-            .arg(&socket)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for l in lines.by_ref() {
-            if l.unwrap_or_default().contains("listening on") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let mut child = common::start_server(BIN, &dir, &socket);
         let mut c = Client::connect(&socket).unwrap();
         c.request(Request::RunStart, &mut |_| {}).unwrap();
         wait_asn(&mut c, n - 1, 1000 + (n - 1) as u64, Duration::from_secs(300));

@@ -59,3 +59,27 @@ spec:
 pub const RECONCILER: &str = "apiVersion: choreo.kform.dev/v1alpha1\nkind: Reconciler\nmetadata:\n  name: bench.config\nspec:\n  conditionType: Ready\n  for: {group: net.example.org, version: v1alpha1, kind: Device, selector: {}}\n  owns:\n  - {group: net.example.org, version: v1alpha1, kind: DeviceConfig}\n";
 
 pub const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n    client_create({'apiVersion': 'net.example.org/v1alpha1', 'kind': 'DeviceConfig',\n        'metadata': {'name': meta['name'], 'namespace': meta['namespace']},\n        'spec': {'asn': self['spec']['asn'], 'line': 'router bgp ' + str(self['spec']['asn'])}})\n    return reconcile_result(self, False, 0, '', False)\n";
+
+/// Starts `choreo server start DIR` on `socket` and returns once it listens; its stderr is
+/// drained on a thread so the server never blocks on a full pipe.
+pub fn start_server(bin: &str, dir: &std::path::Path, socket: &std::path::Path) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(bin)
+        .args(["server", "start"])
+        .arg(dir)
+        .arg("--socket")
+        .arg(socket)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    for l in lines.by_ref() {
+        if l.unwrap_or_default().contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
