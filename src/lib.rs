@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod project;
 pub mod protocol;
+pub mod repo;
 pub mod reconcile;
 pub mod server;
 pub mod store;

@@ -48,7 +48,11 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
         }
         None => {
             let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
-            (Mode::Dynamic { work_dir: work_dir.clone() }, work_dir, None)
+            let mut template = Layout::new(PathBuf::new());
+            template.apis = args.apis.clone();
+            template.input = args.input.clone();
+            template.refs = args.refs.clone();
+            (Mode::Dynamic { work_dir: work_dir.clone(), template }, work_dir, None)
         }
     };
     let socket_group = match &args.socket_group {

@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply, Request,
-    RunDepsRequest, RunDiffRequest, RunOnceRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply, Request,
+    RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -58,6 +58,10 @@ pub enum Command {
     /// Start, inspect and stop the server
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Branches of the project's git repository (the user's in static mode, the clone in
+    /// dynamic mode)
+    #[command(subcommand)]
+    Branch(BranchCommand),
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
@@ -120,6 +124,15 @@ pub enum RunCommand {
     },
     /// Reload the project from its files into the store
     Load,
+    /// Commit the project's files (in/, crds/, reconcilers/, libs/, refs/) on the checked-out
+    /// branch; refused in production
+    Commit {
+        /// The commit message
+        message: String,
+    },
+    /// Push the checked-out branch to its remote (credentials: ssh-agent, git credential
+    /// helpers, the user's git configuration); refused in production
+    Push,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -159,6 +172,49 @@ pub enum ServerCommand {
     },
     /// Stop the server gracefully: flush the database durably and remove the socket
     Stop,
+    /// Dynamic mode: serve directory DIR of repository URL at REF
+    ///
+    /// Clones URL into the server's work directory (or fetches it when the clone exists; when
+    /// the fetch fails the clone is used as it is, with a warning). Without BRANCH the server
+    /// runs in production: REF (a branch, tag or commit hash) is checked out detached and
+    /// reconciled continuously; applying an older REF rolls back. With BRANCH it runs in
+    /// development: BRANCH is checked out, tracking origin/BRANCH when it exists, else created
+    /// at REF; runs are on demand and commit/push are allowed. Applying the same context again
+    /// does nothing; uncommitted changes in the clone make a switch fail rather than be lost.
+    #[command(after_help = "Examples:\n  choreo server apply https://github.com/org/intent.git fabric v1.4.0\n  choreo server apply https://github.com/org/intent.git fabric main feature-x")]
+    Apply {
+        url: String,
+        /// The project directory inside the repository (`.` for its root)
+        dir: String,
+        /// A branch, tag or (short) commit hash
+        #[arg(name = "REF")]
+        reference: String,
+        /// Work on this branch (development mode)
+        branch: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BranchCommand {
+    /// List the local branches (* = checked out), or show the log of BRANCH
+    Get { branch: Option<String> },
+    /// Create BRANCH at the current commit (without checking it out)
+    Create { branch: String },
+    /// Delete BRANCH (never the checked-out one; unmerged commits need --force)
+    Delete {
+        branch: String,
+        /// Delete even when its commits are merged nowhere
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check out the existing local BRANCH, keeping uncommitted changes that do not conflict
+    Checkout { branch: String },
+    /// Show which project files differ between the tips of SRC and DST (+ added, - removed, ~ changed)
+    Diff { src: String, dst: String },
+    /// Put the uncommitted changes (untracked files too) on git's stash (`git stash pop` restores them)
+    Stash,
+    /// Fast-forward DST to SRC; anything but a fast-forward is refused
+    Merge { src: String, dst: String },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -396,6 +452,33 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dev(DevCommand::Parse { dir }) => dev_parse(&dir),
+        Command::Server(ServerCommand::Apply { url, dir, reference, branch }) => {
+            let req = ServerApplyRequest { url, directory: dir, reference, branch };
+            message(connect()?.request(Request::ServerApply(req), &mut progress)?)
+        }
+        Command::Run(RunCommand::Commit { message: m }) => {
+            message(connect()?.request(Request::RunCommit { message: m }, &mut progress)?)
+        }
+        Command::Run(RunCommand::Push) => message(connect()?.request(Request::RunPush, &mut progress)?),
+        Command::Branch(cmd) => {
+            let req = match cmd {
+                BranchCommand::Get { branch } => BranchRequest::Get { name: branch },
+                BranchCommand::Create { branch } => BranchRequest::Create { name: branch },
+                BranchCommand::Delete { branch, force } => BranchRequest::Delete { name: branch, force },
+                BranchCommand::Checkout { branch } => BranchRequest::Checkout { name: branch },
+                BranchCommand::Diff { src, dst } => BranchRequest::Diff { src, dst },
+                BranchCommand::Stash => BranchRequest::Stash,
+                BranchCommand::Merge { src, dst } => BranchRequest::Merge { src, dst },
+            };
+            match connect()?.request(Request::Branch(req), &mut progress)? {
+                Reply::Branches(list) => emit(
+                    &list.iter().map(|b| format!("{} {}\n", if b.checked_out { "*" } else { " " }, b.name)).collect::<String>(),
+                ),
+                Reply::Log(log) => emit(&output::git_log(&log)),
+                Reply::BranchDiff(items) => emit(&output::branch_diff(&items)),
+                other => message(other),
+            }
+        }
         Command::Run(RunCommand::Once { output, timeout, changed }) => {
             let reply = connect()?.request(
                 Request::RunOnce(RunOnceRequest { timeout_secs: timeout, changed_only: changed }),
@@ -461,6 +544,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Get(args) => get(connect()?, args),
         Command::Apply(args) => apply(connect, args),
         Command::Delete(args) => delete(connect, args),
+    }
+}
+
+/// Prints a one-line outcome.
+fn message(reply: Reply) -> Result<(), CliError> {
+    match reply {
+        Reply::Message(m) => emit(&format!("{m}\n")),
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other)),
     }
 }
 

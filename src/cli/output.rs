@@ -319,3 +319,21 @@ pub fn deps(nodes: &[DepNode]) -> String {
     }
     out
 }
+
+/// A branch log, as `git log` prints it.
+pub fn git_log(log: &[crate::protocol::LogEntry]) -> String {
+    let mut out = String::new();
+    for c in log {
+        out.push_str(&format!("commit {}\nAuthor: {} <{}>\nDate:   {}\n\n", c.id, c.author, c.email, c.date));
+        for line in c.message.lines() {
+            out.push_str(&format!("    {line}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// ` <symbol> <path>` lines of a branch diff.
+pub fn branch_diff(items: &[(String, String)]) -> String {
+    items.iter().map(|(symbol, path)| format!("{symbol} {path}\n")).collect()
+}

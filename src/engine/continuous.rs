@@ -12,7 +12,7 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::runner::{self, RunOptions, Step, Work};
-use super::{Engine, Mode};
+use super::Engine;
 use crate::protocol::{ErrorKind, ErrorReport, Reply};
 use crate::watch::{self, WatchConfig, WatchEvent, WatchHandle};
 
@@ -21,7 +21,7 @@ const SLICE: usize = 256;
 
 impl Engine {
     pub(super) fn watch_config(&self) -> Option<WatchConfig> {
-        let Mode::Static { layout } = &self.mode else { return None };
+        let layout = self.layout.as_ref()?;
         Some(WatchConfig {
             root: layout.root.clone(),
             dirs: vec![layout.apis.clone(), layout.input.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()],
@@ -70,6 +70,13 @@ impl Engine {
     }
 
     pub(super) fn run_stop(&mut self) -> Result<Reply, ErrorReport> {
+        if self.production() {
+            return Err(ErrorReport::new(
+                ErrorKind::Unavailable,
+                "the runner of a production server always runs (it reconciles the pinned ref continuously)",
+            )
+            .with_hint("apply a development branch to run on demand: `choreo server apply URL DIR REF BRANCH`"));
+        }
         if self.work.take().is_some() {
             // Whatever was still queued is reconciled by the next run, which starts over.
             self.fingerprints.clear();

@@ -47,6 +47,8 @@ pub struct LoadCache {
     crd_signature: u128,
     /// Input file (relative) → content hash and the objects it defined (key, location, index).
     files: HashMap<PathBuf, (u128, Vec<(ObjectKey, SourceLoc, usize)>)>,
+    /// The objects loaded from upstream packages' data.
+    upstream_keys: Vec<ObjectKey>,
 }
 
 impl LoadCache {
@@ -66,7 +68,18 @@ fn content_hash(text: &str) -> u128 {
 /// returned, one line each. With the cache of the previous good load, files whose content did
 /// not change are neither parsed nor applied again.
 pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result<(LoadSummary, LoadCache), Vec<String>> {
-    let (crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
+    let (packages, ref_docs) = super::upstream::resolve(layout, &mut |line| log::info!("{line}"))?;
+    let (mut crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
+    // Packages' CRDs count like the project's own (their content is part of the signature, so
+    // a package at a new commit makes a full load); their paths name the package.
+    for pkg in &packages {
+        let (texts, d) = project::read_texts(&pkg.layout, &pkg.layout.apis);
+        diags.extend(d.into_iter().map(|mut d| {
+            d.loc.file = PathBuf::from(&pkg.label).join(&d.loc.file);
+            d
+        }));
+        crd_texts.extend(texts.into_iter().map(|(file, text)| (PathBuf::from(&pkg.label).join(file), text)));
+    }
     let (input_texts, d) = project::read_texts(layout, &layout.input);
     diags.extend(d);
     let crd_signature = {
@@ -116,10 +129,14 @@ pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result
     let mut errors = Vec::new();
     let mut summary = LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + reused.len(), ..Default::default() };
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
+    let ref_gk = GroupKind::new(crate::api::builtin::CHOREO_GROUP, "UpstreamRef");
     if cache.is_none() {
         let loaded_crds = apply_documents(&mut txn, &crd_docs, BTreeMap::new(), &mut errors, &mut summary);
-        summary.removed += remove_stale(&mut txn, |gk| *gk == crd_gk, &loaded_crds, None, &mut errors);
+        summary.removed += remove_stale(&mut txn, |gk| *gk == crd_gk, &loaded_crds, None, from_file, &mut errors);
     }
+    // The refs themselves are objects too (`get upstreamrefs`); there are few, so always applied.
+    let loaded_refs = apply_documents(&mut txn, &ref_docs, BTreeMap::new(), &mut errors, &mut summary);
+    summary.removed += remove_stale(&mut txn, |gk| *gk == ref_gk, &loaded_refs, None, from_file, &mut errors);
     let carried: BTreeMap<ObjectKey, (SourceLoc, usize)> = reused.into_iter().map(|(k, l, i)| (k, (l, i))).collect();
     let loaded_inputs = apply_documents(&mut txn, &input_docs, carried, &mut errors, &mut summary);
     // Only objects of changed or vanished files can have gone stale when the rest was carried.
@@ -130,15 +147,20 @@ pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result
             .flat_map(|(_, (_, keys))| keys.iter().map(|(k, _, _)| k.clone()))
             .collect()
     });
-    summary.removed += remove_stale(&mut txn, |gk| *gk != crd_gk, &loaded_inputs, candidates, &mut errors);
+    summary.removed +=
+        remove_stale(&mut txn, |gk| *gk != crd_gk && *gk != ref_gk, &loaded_inputs, candidates, from_file, &mut errors);
+    let upstream_keys = load_package_data(&mut txn, &packages, &loaded_inputs, &mut errors, &mut summary);
+    let stale_candidates = cache.map(|c| c.upstream_keys.clone());
+    summary.removed += remove_stale(&mut txn, |_| true, &upstream_keys, stale_candidates, from_upstream, &mut errors);
     summary.collected = txn.collect_garbage().len();
     if !errors.is_empty() {
         return Err(errors);
     }
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
-    summary.controllers = build_controllers(&txn, layout)?;
-    let mut new_cache = LoadCache { crd_signature, files: HashMap::new() };
+    summary.controllers = build_controllers(&txn, layout, &packages)?;
+    let mut new_cache =
+        LoadCache { crd_signature, files: HashMap::new(), upstream_keys: upstream_keys.keys().cloned().collect() };
     for (key, (loc, index)) in &loaded_inputs {
         let h = hashes.get(&loc.file).copied().unwrap_or_default();
         new_cache.files.entry(loc.file.clone()).or_insert_with(|| (h, Vec::new())).1.push((key.clone(), loc.clone(), *index));
@@ -195,6 +217,7 @@ fn remove_stale(
     select: impl Fn(&GroupKind) -> bool,
     loaded: &BTreeMap<ObjectKey, (SourceLoc, usize)>,
     candidates: Option<Vec<ObjectKey>>,
+    origin: fn(Option<&str>) -> bool,
     errors: &mut Vec<String>,
 ) -> usize {
     let mut removed = 0;
@@ -203,9 +226,8 @@ fn remove_stale(
             continue;
         }
         let Some(obj) = txn.get(&key) else { continue };
-        let from_file = object::annotation(&obj, ORIGIN_ANNOTATION) == Some(ORIGIN_FILE)
-            && object::has_manager(&obj, INPUT_FIELD_MANAGER);
-        if !from_file || object::deletion_timestamp(&obj).is_some() {
+        let ours = origin(object::annotation(&obj, ORIGIN_ANNOTATION)) && object::has_manager(&obj, INPUT_FIELD_MANAGER);
+        if !ours || object::deletion_timestamp(&obj).is_some() {
             continue;
         }
         match txn.delete(&key) {
@@ -215,6 +237,53 @@ fn remove_stale(
         }
     }
     removed
+}
+
+fn from_file(origin: Option<&str>) -> bool {
+    origin == Some(ORIGIN_FILE)
+}
+
+fn from_upstream(origin: Option<&str>) -> bool {
+    origin.is_some_and(|o| o.contains(r#""kind":"Upstream""#))
+}
+
+/// Applies the `in/` data of packages of type `all`, with their `Upstream` origin annotation.
+/// The project's own objects win: a package object the project also defines is skipped.
+fn load_package_data(
+    txn: &mut Txn<'_>,
+    packages: &[super::upstream::Package],
+    project: &BTreeMap<ObjectKey, (SourceLoc, usize)>,
+    errors: &mut Vec<String>,
+    summary: &mut LoadSummary,
+) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
+    let mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)> = BTreeMap::new();
+    for pkg in packages.iter().filter(|p| p.data) {
+        let (texts, diags) = project::read_texts(&pkg.layout, &pkg.layout.input);
+        errors.extend(diags.iter().map(|d| format!("{}/{d}", pkg.label)));
+        for (file, text) in &texts {
+            let (docs, diags) = project::parse_documents(&PathBuf::from(&pkg.label).join(file), text);
+            errors.extend(diags.iter().map(ToString::to_string));
+            for doc in docs {
+                let mut v = doc.value.clone();
+                meta::set_annotation(&mut v, ORIGIN_ANNOTATION, &pkg.origin);
+                let Some(key) = ObjectKey::of(&v) else { continue };
+                if project.contains_key(&key) || loaded.contains_key(&key) {
+                    continue;
+                }
+                match txn.apply(&v, INPUT) {
+                    Ok((key, outcome)) => {
+                        if outcome != WriteOutcome::Unchanged {
+                            summary.changed += 1;
+                        }
+                        summary.inputs += 1;
+                        loaded.insert(key, (doc.loc.clone(), doc.index));
+                    }
+                    Err(e) => errors.push(describe(&doc.loc, &e)),
+                }
+            }
+        }
+    }
+    loaded
 }
 
 /// A load error with its location.
@@ -230,9 +299,28 @@ pub fn describe(loc: &SourceLoc, e: &StoreError) -> String {
 /// Reads reconciler and library sources, merges them with the compiled `Reconciler` and
 /// `Library` objects of the transaction (a source file wins over a compiled object of the same
 /// name), checks every reconciler and compiles its code. Every problem names its origin.
-fn build_controllers(txn: &Txn<'_>, layout: &Layout) -> Result<Vec<Controller>, Vec<String>> {
-    let (sources, lib_sources, diags) = read_sources(layout);
-    let mut errors: Vec<String> = diags.iter().map(ToString::to_string).collect();
+fn build_controllers(
+    txn: &Txn<'_>,
+    layout: &Layout,
+    packages: &[super::upstream::Package],
+) -> Result<Vec<Controller>, Vec<String>> {
+    let mut sources = Vec::new();
+    let mut lib_sources = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    // Packages first, the deepest first, the project last: a later source of the same name wins.
+    for pkg in packages.iter().rev() {
+        let (r, l, diags) = read_sources(&pkg.layout);
+        errors.extend(diags.iter().map(|d| format!("{}/{d}", pkg.label)));
+        sources.extend(r.into_iter().map(|mut r| {
+            r.origin = PathBuf::from(&pkg.label).join(&r.origin);
+            r
+        }));
+        lib_sources.extend(l);
+    }
+    let (r, l, diags) = read_sources(layout);
+    errors.extend(diags.iter().map(ToString::to_string));
+    sources.extend(r);
+    lib_sources.extend(l);
     let choreo = crate::api::builtin::CHOREO_GROUP;
 
     let mut reconcilers: BTreeMap<String, (Value, String)> = BTreeMap::new();

@@ -10,10 +10,12 @@
 
 mod continuous;
 mod edit;
+mod git;
 pub mod load;
 mod run;
 pub mod query;
 pub mod runner;
+mod upstream;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,9 @@ use crate::store::{Reader, Store, StoreError};
 pub enum Mode {
     /// `server start DIR`: the user owns the project directory.
     Static { layout: Layout },
-    /// `server start`: the server will manage a clone in `work_dir` (see `server apply`).
-    Dynamic { work_dir: PathBuf },
+    /// `server start`: the server manages clones in `work_dir` (see `server apply`);
+    /// `template` carries the directory names (`--apis`, `--input`, `--refs`) for them.
+    Dynamic { work_dir: PathBuf, template: Layout },
 }
 
 /// Messages to the engine thread.
@@ -106,6 +109,12 @@ fn final_message(answer: Result<Reply, ErrorReport>) -> ServerMessage {
 pub struct Engine {
     store: Store,
     mode: Mode,
+    /// The project served: fixed in static mode, set by `server apply` in dynamic mode.
+    layout: Option<Layout>,
+    /// Dynamic mode's current context.
+    dynamic: Option<git::DynamicContext>,
+    /// Set when the served directory changed, so the watcher follows it.
+    context_changed: bool,
     status: Arc<Mutex<ServerStatus>>,
     sources: load::Sources,
     /// The reconcilers of the last good load.
@@ -153,6 +162,12 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         work: None,
         load_cache: None,
         store,
+        layout: match &mode {
+            Mode::Static { layout } => Some(layout.clone()),
+            Mode::Dynamic { .. } => None,
+        },
+        dynamic: None,
+        context_changed: false,
         mode,
         status: Arc::new(Mutex::new(status)),
         sources: Default::default(),
@@ -161,6 +176,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     if matches!(engine.mode, Mode::Static { .. }) {
         // A failed initial load is a status, not a startup failure: the server still answers.
         let _ = engine.reload();
+        engine.refresh_context();
     }
     let status = engine.status.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -174,7 +190,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
 impl Engine {
     fn run(mut self, rx: Receiver<Msg>) {
         let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
-        let mut watcher = self.start_watcher(watch_tx);
+        let mut watcher = self.start_watcher(watch_tx.clone());
         loop {
             // With work ready, only peek at the channels; with work waiting, sleep until it is
             // due; otherwise block until something happens.
@@ -208,6 +224,11 @@ impl Engine {
                 }
                 recv(timer) -> _ => {}
             }
+            if self.context_changed {
+                self.context_changed = false;
+                drop(watcher.take());
+                watcher = self.start_watcher(watch_tx.clone());
+            }
             self.drive();
         }
         drop(watcher);
@@ -236,6 +257,10 @@ impl Engine {
             Request::RunDeps(req) => self.run_deps(req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
+            Request::ServerApply(req) => self.server_apply(req, reply),
+            Request::RunCommit { message } => self.run_commit(message),
+            Request::RunPush => self.run_push(reply),
+            Request::Branch(req) => self.branch(req),
             // Read-only requests are answered by `Handle::serve`; answering them here too keeps
             // the engine correct if a caller sends them anyway.
             Request::ServerStatus => Ok(Reply::Status(self.status.lock().unwrap_or_else(|p| p.into_inner()).clone())),
@@ -245,11 +270,10 @@ impl Engine {
     }
 
     fn layout(&self) -> Result<&Layout, ErrorReport> {
-        match &self.mode {
-            Mode::Static { layout } => Ok(layout),
-            Mode::Dynamic { .. } => Err(ErrorReport::new(ErrorKind::Unavailable, "no project is loaded yet")
-                .with_hint("give the server a project with `choreo server apply URL DIR REF [BRANCH]`")),
-        }
+        self.layout.as_ref().ok_or_else(|| {
+            ErrorReport::new(ErrorKind::Unavailable, "no project is loaded yet")
+                .with_hint("give the server a project with `choreo server apply URL DIR REF [BRANCH]`")
+        })
     }
 
     fn status(&self) -> ServerStatus {

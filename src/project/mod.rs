@@ -32,6 +32,8 @@ pub struct Layout {
     pub input: PathBuf,
     /// Upstream package references, relative to `root`.
     pub refs: PathBuf,
+    /// Where upstream packages are cached (absolute); default `.choreo/upstream` of the project.
+    pub upstream_cache: Option<PathBuf>,
 }
 
 impl Layout {
@@ -41,7 +43,18 @@ impl Layout {
             apis: PathBuf::from("crds"),
             input: PathBuf::from("in"),
             refs: PathBuf::from("refs"),
+            upstream_cache: None,
         }
+    }
+
+    /// The same directory names under another root (an upstream package, a new checkout).
+    pub fn with_root(&self, root: impl Into<PathBuf>) -> Layout {
+        Layout { root: root.into(), ..self.clone() }
+    }
+
+    /// Where clones and exports of upstream packages live.
+    pub fn upstream_dir(&self) -> PathBuf {
+        self.upstream_cache.clone().unwrap_or_else(|| self.state_dir().join("upstream"))
     }
 
     pub fn input_dir(&self) -> PathBuf {

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version both ends must speak; bumped on any change to the types below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest frame either end accepts (64 MiB).
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 
@@ -77,6 +77,53 @@ pub enum Request {
     RunDiff(RunDiffRequest),
     /// The ownership tree of the current objects.
     RunDeps(RunDepsRequest),
+    /// Dynamic mode: clone or fetch a repository and serve one of its directories at a ref.
+    ServerApply(ServerApplyRequest),
+    /// Commit the project's files on the checked-out branch.
+    RunCommit { message: String },
+    /// Push the checked-out branch.
+    RunPush,
+    /// Branch commands on the project's repository.
+    Branch(BranchRequest),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerApplyRequest {
+    pub url: String,
+    /// The project directory inside the repository (`.` for its root).
+    pub directory: String,
+    /// A branch, tag or (short) commit hash.
+    pub reference: String,
+    /// None: production (REF detached, continuous runner). Some: development on this branch.
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BranchRequest {
+    /// Every local branch, or the log of one.
+    Get { name: Option<String> },
+    Create { name: String },
+    Delete { name: String, force: bool },
+    Checkout { name: String },
+    Diff { src: String, dst: String },
+    Stash,
+    Merge { src: String, dst: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BranchEntry {
+    pub name: String,
+    pub checked_out: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogEntry {
+    pub id: String,
+    pub author: String,
+    pub email: String,
+    /// RFC 3339 in the author's time zone.
+    pub date: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +217,10 @@ impl Request {
             Request::RunList => "run-list",
             Request::RunDiff(_) => "run-diff",
             Request::RunDeps(_) => "run-deps",
+            Request::ServerApply(_) => "server-apply",
+            Request::RunCommit { .. } => "run-commit",
+            Request::RunPush => "run-push",
+            Request::Branch(_) => "branch",
         }
     }
 }
@@ -225,6 +276,12 @@ pub enum Reply {
     Snapshots(Vec<SnapshotInfo>),
     Diff(Vec<DiffItem>),
     Deps(Vec<DepNode>),
+    Branches(Vec<BranchEntry>),
+    Log(Vec<LogEntry>),
+    /// `(symbol, path)` pairs: `+` added, `-` removed, `~` changed.
+    BranchDiff(Vec<(String, String)>),
+    /// A one-line outcome for the user.
+    Message(String),
     Done,
 }
 

@@ -1,0 +1,348 @@
+//! Git-backed requests: `server apply` (dynamic mode's context switches), `run commit`,
+//! `run push` and the `branch` commands.
+//!
+//! A context switch prepares everything that can fail before it changes what is served: the
+//! clone or fetch, the ref, a clean work tree. Then it stops the runner, checks out, and loads;
+//! a load that fails puts the previous checkout back and reloads it, so a failed apply leaves
+//! the previous context serving and says why. In production (no branch) the runner always runs
+//! and nothing is committed or pushed; in development the runner runs on demand.
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Sender;
+
+use super::{Engine, Mode};
+use crate::protocol::{
+    BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage, StatusContext,
+};
+use crate::repo::{self, Repo, RepoError};
+
+/// The context a dynamic server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicContext {
+    pub request: ServerApplyRequest,
+    /// The clone's work tree.
+    pub clone: PathBuf,
+}
+
+impl DynamicContext {
+    pub fn production(&self) -> bool {
+        self.request.branch.is_none()
+    }
+}
+
+fn repo_error(e: RepoError) -> ErrorReport {
+    let kind = match &e {
+        RepoError::UnknownRef { .. } => ErrorKind::NotFound,
+        RepoError::NotARepo { .. } | RepoError::Dirty { .. } | RepoError::Refused(_) => ErrorKind::Invalid,
+        RepoError::Git { .. } | RepoError::Io { .. } => ErrorKind::Internal,
+    };
+    ErrorReport::new(kind, e.to_string())
+}
+
+impl Engine {
+    fn progress_to(reply: &Sender<ServerMessage>) -> impl FnMut(String) + '_ {
+        move |line: String| {
+            let _ = reply.send(ServerMessage::Progress(line));
+        }
+    }
+
+    /// The repository of the served project: the user's (static mode) or the clone.
+    fn repo(&self) -> Result<Repo, ErrorReport> {
+        let layout = self.layout()?;
+        Repo::discover(&layout.root).map_err(|e| match e {
+            RepoError::NotARepo { .. } => ErrorReport::new(
+                ErrorKind::Invalid,
+                format!("{} is not a git repository: branch, commit and push need one", layout.root.display()),
+            )
+            .with_hint("run `git init` in the project (or a directory above it)"),
+            other => repo_error(other),
+        })
+    }
+
+    pub(super) fn production(&self) -> bool {
+        self.dynamic.as_ref().is_some_and(DynamicContext::production)
+    }
+
+    fn refuse_in_production(&self, what: &str) -> Result<(), ErrorReport> {
+        match &self.dynamic {
+            Some(d) if d.production() => Err(ErrorReport::new(
+                ErrorKind::Unavailable,
+                format!("choreo in production does not allow {what}: the checkout is pinned to {}", d.request.reference),
+            )
+            .with_hint("apply a development branch: `choreo server apply URL DIR REF BRANCH`")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The project's directories relative to the repository root: what `run commit` stages.
+    fn project_paths(&self, repo: &Repo) -> Result<Vec<PathBuf>, ErrorReport> {
+        let layout = self.layout()?;
+        let root = std::fs::canonicalize(repo.root()).unwrap_or_else(|_| repo.root().to_path_buf());
+        let project = std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
+        let rel = project.strip_prefix(&root).unwrap_or(Path::new("")).to_path_buf();
+        Ok([layout.input.clone(), layout.apis.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()]
+            .into_iter()
+            .map(|d| rel.join(d))
+            .collect())
+    }
+
+    /// Updates the status context from the checkout (commit and branch move with commits and
+    /// checkouts).
+    pub(super) fn refresh_context(&self) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.dynamic {
+            Some(d) => {
+                let repo = Repo::discover(&d.clone).ok();
+                status.context = StatusContext {
+                    path: None,
+                    url: Some(d.request.url.clone()),
+                    directory: Some(d.request.directory.clone()),
+                    reference: Some(d.request.reference.clone()),
+                    commit: repo.as_ref().and_then(Repo::head_commit).map(|o| o.to_string()),
+                    branch: repo.as_ref().and_then(Repo::current_branch),
+                };
+                status.production = d.production();
+            }
+            None => {
+                if let Some(layout) = &self.layout {
+                    let repo = Repo::discover(&layout.root).ok();
+                    status.context.commit = repo.as_ref().and_then(Repo::head_commit).map(|o| o.to_string());
+                    status.context.branch = repo.as_ref().and_then(Repo::current_branch);
+                }
+            }
+        }
+    }
+
+    pub(super) fn server_apply(&mut self, req: ServerApplyRequest, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+        let Mode::Dynamic { work_dir, template } = &self.mode else {
+            return Err(ErrorReport::new(
+                ErrorKind::Invalid,
+                "this server serves a project directory (static mode); `server apply` needs a server started without one",
+            )
+            .with_hint("start it as `choreo server start` (dynamic mode)"));
+        };
+        let (work_dir, template) = (work_dir.clone(), template.clone());
+        if req.url.is_empty() || req.reference.is_empty() {
+            return Err(ErrorReport::new(ErrorKind::Invalid, "server apply needs URL, DIR and REF"));
+        }
+        if Path::new(&req.directory).is_absolute() || req.directory.split('/').any(|c| c == "..") {
+            return Err(ErrorReport::new(ErrorKind::Invalid, format!("DIR {:?} must be a directory inside the repository", req.directory)));
+        }
+        if self.dynamic.as_ref().is_some_and(|d| d.request == req) {
+            return Ok(Reply::Message("unchanged: the server already serves this context".into()));
+        }
+        let mut progress = Self::progress_to(reply);
+        let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
+        let (repo, warning) = Repo::clone_or_fetch(&req.url, &clone, &mut progress).map_err(|e| self.apply_failed(e))?;
+        if let Some(w) = warning {
+            log::warn!("{w}");
+            progress(format!("warning: {w}"));
+        }
+        repo.ensure_clean().map_err(|e| self.apply_failed(e))?;
+        // Resolve before anything moves, so an unknown ref changes nothing.
+        let target = repo.resolve(&req.reference);
+        if req.branch.is_none() || !branch_exists(&repo, req.branch.as_deref()) {
+            target.as_ref().map_err(|e| self.apply_failed(clone_err(e)))?;
+        }
+        let previous_head = repo.head().ok();
+        let previous = (self.layout.clone(), self.dynamic.clone());
+
+        // From here on the served context changes.
+        self.stop_runner();
+        let note = match &req.branch {
+            None => target.and_then(|oid| repo.checkout_detached(oid)).map(|()| None),
+            Some(b) => repo.checkout_development(b, &req.reference),
+        };
+        let note = match note {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(h) = &previous_head {
+                    let _ = repo.restore(h);
+                }
+                self.resume(previous);
+                return Err(self.apply_failed(e));
+            }
+        };
+        if let Some(n) = note {
+            progress(format!("note: {n}"));
+        }
+        let root = if req.directory == "." || req.directory.is_empty() { clone.clone() } else { clone.join(&req.directory) };
+        let mut layout = template.with_root(root.clone());
+        layout.upstream_cache = Some(work_dir.join("upstream"));
+        let loaded = if root.is_dir() {
+            self.layout = Some(layout);
+            self.dynamic = Some(DynamicContext { request: req.clone(), clone: clone.clone() });
+            progress(format!("loading {}", root.display()));
+            self.reload()
+        } else {
+            Err(ErrorReport::new(ErrorKind::NotFound, format!("{} has no directory {} at {}", req.url, req.directory, req.reference)))
+        };
+        if let Err(e) = loaded {
+            // Put the previous checkout back (same clone) and serve the previous context again.
+            if let Some(h) = &previous_head {
+                if let Err(re) = repo.restore(h) {
+                    log::error!("cannot restore the previous checkout of {}: {re}", clone.display());
+                }
+            }
+            self.resume(previous);
+            let mut report = ErrorReport::new(e.kind, format!("apply failed, the previous context is still served: {}", e.message));
+            report.causes = e.causes;
+            return Err(report);
+        }
+        self.refresh_context();
+        self.context_changed = true;
+        let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
+        let what = match &req.branch {
+            None => {
+                self.run_start()?;
+                format!("production at {} ({commit}), runner running", req.reference)
+            }
+            Some(b) => format!("development on branch {b} ({commit})"),
+        };
+        Ok(Reply::Message(format!("applied {} {}: {what}", req.url, req.directory)))
+    }
+
+    /// The status after a failed apply: an Initializing server says why; one with a context
+    /// keeps serving it.
+    fn apply_failed(&self, e: RepoError) -> ErrorReport {
+        let report = repo_error(e);
+        if self.dynamic.is_none() {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.status = "Failed".into();
+            status.reason = report.message.clone();
+        }
+        report
+    }
+
+    fn stop_runner(&mut self) {
+        self.work = None;
+        self.fingerprints.clear();
+        self.set_runner("Stopped");
+    }
+
+    /// Serves `previous` again after a failed switch.
+    fn resume(&mut self, previous: (Option<crate::project::Layout>, Option<DynamicContext>)) {
+        let was_production = previous.1.as_ref().is_some_and(DynamicContext::production);
+        (self.layout, self.dynamic) = previous;
+        if self.layout.is_some() {
+            let _ = self.reload();
+            if was_production {
+                let _ = self.run_start();
+            }
+        } else {
+            let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            status.status = "Initializing".into();
+        }
+        self.refresh_context();
+    }
+
+    pub(super) fn run_commit(&mut self, message: String) -> Result<Reply, ErrorReport> {
+        self.refuse_in_production("commits")?;
+        if message.trim().is_empty() {
+            return Err(ErrorReport::new(ErrorKind::Invalid, "a commit needs a message"));
+        }
+        let repo = self.repo()?;
+        let paths = self.project_paths(&repo)?;
+        let result = repo.commit(&paths, &message).map_err(repo_error)?;
+        self.refresh_context();
+        match result {
+            Some(oid) => Ok(Reply::Message(format!(
+                "committed {} on {}",
+                oid,
+                repo.current_branch().unwrap_or_default()
+            ))),
+            None => Err(ErrorReport::new(ErrorKind::Invalid, "nothing to commit: the project's files are as committed")),
+        }
+    }
+
+    pub(super) fn run_push(&mut self, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+        self.refuse_in_production("pushes")?;
+        let repo = self.repo()?;
+        let mut progress = Self::progress_to(reply);
+        repo.push(&mut progress).map(Reply::Message).map_err(repo_error)
+    }
+
+    pub(super) fn branch(&mut self, req: BranchRequest) -> Result<Reply, ErrorReport> {
+        let mut repo = self.repo()?;
+        match req {
+            BranchRequest::Get { name: None } => Ok(Reply::Branches(
+                repo.branches()
+                    .map_err(repo_error)?
+                    .into_iter()
+                    .map(|b| BranchEntry { name: b.name, checked_out: b.checked_out })
+                    .collect(),
+            )),
+            BranchRequest::Get { name: Some(name) } => Ok(Reply::Log(
+                repo.log(&name, 1000)
+                    .map_err(repo_error)?
+                    .into_iter()
+                    .map(|c| LogEntry { date: git_date(c.time, c.offset_minutes), id: c.id, author: c.author, email: c.email, message: c.message })
+                    .collect(),
+            )),
+            BranchRequest::Create { name } => {
+                repo.create_branch(&name).map_err(repo_error)?;
+                Ok(Reply::Message(format!("branch {name} created")))
+            }
+            BranchRequest::Delete { name, force } => {
+                repo.delete_branch(&name, force).map_err(repo_error)?;
+                Ok(Reply::Message(format!("branch {name} deleted")))
+            }
+            BranchRequest::Checkout { name } => {
+                self.refuse_in_production("branch checkouts")?;
+                repo.switch_branch(&name, false).map_err(repo_error)?;
+                if let Some(d) = &mut self.dynamic {
+                    d.request.branch = Some(name.clone());
+                }
+                self.after_tree_change();
+                Ok(Reply::Message(format!("switched to branch {name}")))
+            }
+            BranchRequest::Diff { src, dst } => {
+                let paths = self.project_paths(&repo)?;
+                let within = paths[0].parent().map(Path::to_path_buf).unwrap_or_default();
+                let diff = repo.diff(&src, &dst, &within).map_err(repo_error)?;
+                Ok(Reply::BranchDiff(diff.into_iter().map(|(s, p)| (s.to_string(), p)).collect()))
+            }
+            BranchRequest::Stash => {
+                self.refuse_in_production("stashes")?;
+                let oid = repo.stash("choreo branch stash").map_err(repo_error)?;
+                self.after_tree_change();
+                Ok(Reply::Message(format!("stashed the uncommitted changes as {oid} (bring them back with `git stash pop`)")))
+            }
+            BranchRequest::Merge { src, dst } => {
+                self.refuse_in_production("merges")?;
+                let msg = repo.merge(&src, &dst).map_err(repo_error)?;
+                self.after_tree_change();
+                Ok(Reply::Message(msg))
+            }
+        }
+    }
+
+    /// The work tree changed under the project: load it (a failure is the status, as for any
+    /// edit) and show the new commit and branch.
+    fn after_tree_change(&mut self) {
+        let _ = self.reload();
+        self.refresh_context();
+    }
+}
+
+fn branch_exists(repo: &Repo, branch: Option<&str>) -> bool {
+    let Some(b) = branch else { return false };
+    repo.branches().map(|list| list.iter().any(|x| x.name == b)).unwrap_or(false)
+        || repo.resolve(&format!("refs/remotes/origin/{b}")).is_ok()
+}
+
+fn clone_err(e: &RepoError) -> RepoError {
+    match e {
+        RepoError::UnknownRef { reference, url } => RepoError::UnknownRef { reference: reference.clone(), url: url.clone() },
+        other => RepoError::Refused(other.to_string()),
+    }
+}
+
+/// Seconds since the epoch in a time zone offset, as RFC 3339.
+fn git_date(seconds: i64, offset_minutes: i32) -> String {
+    let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.with_timezone(&offset).to_rfc3339())
+        .unwrap_or_else(|| seconds.to_string())
+}

@@ -1,0 +1,647 @@
+//! Git repositories: the clone the server manages in dynamic mode, the user's repository in
+//! static mode, and the caches of upstream packages.
+//!
+//! Everything goes through `git2` (libgit2, vendored). Network operations take the URL through
+//! git's `url.<base>.insteadOf` rewriting first (so mirrors and offline tests work) and get
+//! credentials from ssh-agent, git credential helpers and the user's git configuration — never
+//! from anything hard-coded. Nothing here discards work silently: a checkout that would lose
+//! uncommitted changes is refused ([`RepoError::Dirty`]), local branches only ever move by
+//! fast-forward, and a stash keeps what it takes.
+//!
+//! Architecture invariant: depends on no other choreo module; it knows git, not projects.
+
+mod upstream;
+
+pub use upstream::{export_commit, fetch_commit};
+
+use std::path::{Path, PathBuf};
+
+use git2::{BranchType, Oid, Repository};
+
+/// Where progress lines of a long operation go.
+pub type Progress<'a> = &'a mut dyn FnMut(String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{} is not inside a git repository", path.display())]
+    NotARepo { path: PathBuf },
+    #[error("{what}: {}", source.message())]
+    Git { what: String, source: git2::Error },
+    #[error("unknown ref {reference:?} in {url}: not a branch, tag or commit of the repository")]
+    UnknownRef { reference: String, url: String },
+    #[error("{} has uncommitted changes ({}); commit them (`choreo run commit MSG`) or stash them (`choreo branch stash`) first", root.display(), list(files))]
+    Dirty { root: PathBuf, files: Vec<String> },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn list(files: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = files.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if files.len() > SHOWN {
+        text.push_str(&format!(" and {} more", files.len() - SHOWN));
+    }
+    text
+}
+
+/// Adds what was being done to a git2 error.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, RepoError>;
+}
+
+impl<T> Context<T> for Result<T, git2::Error> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, RepoError> {
+        self.map_err(|source| RepoError::Git { what: what(), source })
+    }
+}
+
+/// One commit of a branch log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: String,
+    pub author: String,
+    pub email: String,
+    /// Seconds since the epoch and the author's offset in minutes.
+    pub time: i64,
+    pub offset_minutes: i32,
+    pub message: String,
+}
+
+/// A local branch and whether it is checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchInfo {
+    pub name: String,
+    pub checked_out: bool,
+}
+
+/// What HEAD points at, to go back to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    Branch(String),
+    Detached(Oid),
+}
+
+/// A repository with a work tree.
+pub struct Repo {
+    git: Repository,
+    root: PathBuf,
+}
+
+/// A directory name for a clone of `url`: every character that is not safe in a file name
+/// becomes `-` (as upstream does for `/` and `:`).
+pub fn cache_name(url: &str) -> String {
+    let name: String = url
+        .trim_end_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+        .collect();
+    name.trim_start_matches(['.', '-']).to_string()
+}
+
+/// `url` rewritten by the longest matching `url.<base>.insteadOf` (or, for pushes,
+/// `pushInsteadOf`) of the user's git configuration.
+pub fn rewrite_url(url: &str, push: bool) -> String {
+    match git2::Config::open_default() {
+        Ok(cfg) => rewrite_with(&cfg, url, push),
+        Err(_) => url.to_string(),
+    }
+}
+
+fn rewrite_with(cfg: &git2::Config, url: &str, push: bool) -> String {
+    // The (prefix, base) with the longest prefix that `url` starts with.
+    let best = |pattern: &str| -> Option<(String, String)> {
+        let mut best: Option<(String, String)> = None;
+        let Ok(mut entries) = cfg.entries(Some(pattern)) else { return None };
+        while let Some(Ok(entry)) = entries.next() {
+            let (Some(name), Some(prefix)) = (entry.name(), entry.value()) else { continue };
+            // name = url.<base>.insteadof
+            let Some(base) = name.strip_prefix("url.").and_then(|rest| rest.rsplit_once('.')).map(|(b, _)| b) else {
+                continue;
+            };
+            if url.starts_with(prefix) && best.as_ref().is_none_or(|(p, _)| prefix.len() > p.len()) {
+                best = Some((prefix.to_string(), base.to_string()));
+            }
+        }
+        best
+    };
+    let found = if push { best(r"^url\..*\.pushinsteadof$") } else { None };
+    match found.or_else(|| best(r"^url\..*\.insteadof$")) {
+        Some((prefix, base)) => format!("{base}{}", &url[prefix.len()..]),
+        None => url.to_string(),
+    }
+}
+
+/// Callbacks that report transfer progress and answer credential requests.
+fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::RemoteCallbacks<'a> {
+    let mut cb = git2::RemoteCallbacks::new();
+    let mut last_percent = u32::MAX;
+    cb.transfer_progress(move |stats| {
+        if stats.total_objects() > 0 {
+            let percent = (stats.received_objects() * 100 / stats.total_objects()) as u32;
+            // Report every 10 %, and the end.
+            if percent / 10 != last_percent / 10 || (percent == 100 && last_percent != 100) {
+                last_percent = percent;
+                progress(format!(
+                    "{what}: {percent}% ({}/{} objects, {} KiB)",
+                    stats.received_objects(),
+                    stats.total_objects(),
+                    stats.received_bytes() / 1024
+                ));
+            }
+        }
+        true
+    });
+    let mut attempts = 0;
+    cb.credentials(move |url, username, allowed| {
+        attempts += 1;
+        if attempts > 3 {
+            return Err(git2::Error::from_str("authentication failed (tried ssh-agent, credential helpers and defaults)"));
+        }
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            if let Ok(cfg) = git2::Config::open_default() {
+                if let Ok(c) = git2::Cred::credential_helper(&cfg, url, username) {
+                    return Ok(c);
+                }
+            }
+        }
+        if allowed.contains(git2::CredentialType::USERNAME) {
+            return git2::Cred::username(username.unwrap_or("git"));
+        }
+        git2::Cred::default()
+    });
+    cb
+}
+
+const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
+
+impl Repo {
+    /// Opens the repository that contains `path` (searching upwards).
+    pub fn discover(path: &Path) -> Result<Repo, RepoError> {
+        let git = Repository::discover(path).map_err(|_| RepoError::NotARepo { path: path.to_path_buf() })?;
+        let root = git
+            .workdir()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| RepoError::Refused(format!("{} is a bare repository", path.display())))?;
+        Ok(Repo { git, root })
+    }
+
+    /// Opens `dest` and fetches `url` into it, or clones `url` there when it does not exist.
+    /// A failed fetch of an existing clone is a warning (returned), not an error: the clone is
+    /// used as it is.
+    pub fn clone_or_fetch(url: &str, dest: &Path, progress: Progress<'_>) -> Result<(Repo, Option<String>), RepoError> {
+        let actual = rewrite_url(url, false);
+        if dest.join(".git").exists() {
+            let repo = Repo::discover(dest)?;
+            progress(format!("fetching {url}"));
+            match repo.fetch(&actual, progress) {
+                Ok(()) => Ok((repo, None)),
+                Err(e) => Ok((repo, Some(format!("cannot fetch {url} ({e}); using the existing clone at {}", dest.display())))),
+            }
+        } else {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| RepoError::Io { path: parent.to_path_buf(), source })?;
+            }
+            progress(format!("cloning {url} into {}", dest.display()));
+            // Clone into a temporary sibling and rename, so an interrupted clone leaves nothing
+            // that looks like a usable clone.
+            let tmp = dest.with_extension("partial");
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|source| RepoError::Io { path: tmp.clone(), source })?;
+            }
+            let what = format!("cloning {url}");
+            let mut fo = git2::FetchOptions::new();
+            fo.remote_callbacks(callbacks(progress, &what));
+            fo.download_tags(git2::AutotagOption::All);
+            let git = git2::build::RepoBuilder::new()
+                .fetch_options(fo)
+                .clone(&actual, &tmp)
+                .map_err(|source| {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    RepoError::Git { what: format!("cannot clone {url}"), source }
+                })?;
+            drop(git);
+            std::fs::rename(&tmp, dest).map_err(|source| RepoError::Io { path: dest.to_path_buf(), source })?;
+            let repo = Repo::discover(dest)?;
+            // Remember the URL as given, so later insteadOf changes take effect.
+            repo.git.remote_set_url("origin", url).ctx(|| "cannot record the origin URL".into())?;
+            // Every remote branch is fetched; the clone's own default branch is not needed.
+            Ok((repo, None))
+        }
+    }
+
+    fn fetch(&self, actual_url: &str, progress: Progress<'_>) -> Result<(), RepoError> {
+        let mut remote = self.git.remote_anonymous(actual_url).ctx(|| format!("cannot use remote {actual_url}"))?;
+        let what = format!("fetching {actual_url}");
+        let mut fo = git2::FetchOptions::new();
+        fo.remote_callbacks(callbacks(progress, &what));
+        fo.download_tags(git2::AutotagOption::All);
+        fo.prune(git2::FetchPrune::On);
+        remote.fetch(&FETCH_REFSPECS, Some(&mut fo), None).ctx(|| format!("cannot fetch {actual_url}"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The URL of `origin`, if any.
+    pub fn origin_url(&self) -> Option<String> {
+        self.git.find_remote("origin").ok().and_then(|r| r.url().map(str::to_string))
+    }
+
+    /// Resolves a branch (of origin first, then local), a tag (annotated too), a full or short
+    /// commit hash, or any revision git understands, to a commit.
+    pub fn resolve(&self, reference: &str) -> Result<Oid, RepoError> {
+        let candidates = [
+            format!("refs/remotes/origin/{reference}"),
+            format!("refs/tags/{reference}"),
+            format!("refs/heads/{reference}"),
+            reference.to_string(),
+        ];
+        for spec in &candidates {
+            if let Ok(obj) = self.git.revparse_single(spec) {
+                if let Ok(commit) = obj.peel_to_commit() {
+                    return Ok(commit.id());
+                }
+            }
+        }
+        Err(RepoError::UnknownRef {
+            reference: reference.to_string(),
+            url: self.origin_url().unwrap_or_else(|| self.root.display().to_string()),
+        })
+    }
+
+    /// Files with uncommitted changes (modified, added, deleted or untracked, not ignored),
+    /// relative to the repository root; choreo's own `.choreo/` directories do not count.
+    pub fn dirty_files(&self) -> Result<Vec<String>, RepoError> {
+        let mut opts = git2::StatusOptions::new();
+        opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false).exclude_submodules(true);
+        let statuses = self.git.statuses(Some(&mut opts)).ctx(|| format!("cannot read the status of {}", self.root.display()))?;
+        let mut files: Vec<String> = statuses
+            .iter()
+            .filter(|e| e.status() != git2::Status::CURRENT && !e.status().contains(git2::Status::IGNORED))
+            .filter_map(|e| e.path().map(str::to_string))
+            .filter(|p| !p.split('/').any(|c| c == ".choreo"))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Refuses with [`RepoError::Dirty`] when there is uncommitted work.
+    pub fn ensure_clean(&self) -> Result<(), RepoError> {
+        let files = self.dirty_files()?;
+        if files.is_empty() {
+            Ok(())
+        } else {
+            Err(RepoError::Dirty { root: self.root.clone(), files })
+        }
+    }
+
+    pub fn head(&self) -> Result<Head, RepoError> {
+        let head = self.git.head().ctx(|| "cannot read HEAD".into())?;
+        if self.git.head_detached().unwrap_or(false) {
+            let oid = head.target().ok_or_else(|| RepoError::Refused("HEAD does not point at a commit".into()))?;
+            Ok(Head::Detached(oid))
+        } else {
+            Ok(Head::Branch(head.shorthand().unwrap_or_default().to_string()))
+        }
+    }
+
+    /// The commit HEAD points at.
+    pub fn head_commit(&self) -> Option<Oid> {
+        self.git.head().ok().and_then(|h| h.target())
+    }
+
+    /// The checked-out branch, if HEAD is not detached.
+    pub fn current_branch(&self) -> Option<String> {
+        match self.head() {
+            Ok(Head::Branch(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Goes back to a HEAD recorded earlier (used to undo a context switch that failed).
+    pub fn restore(&self, head: &Head) -> Result<(), RepoError> {
+        match head {
+            Head::Detached(oid) => self.checkout_detached(*oid),
+            Head::Branch(b) => self.switch_branch(b, true),
+        }
+    }
+
+    /// Checks out `oid` with a detached HEAD, replacing the work tree (callers check that it is
+    /// clean first).
+    pub fn checkout_detached(&self, oid: Oid) -> Result<(), RepoError> {
+        let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
+        self.git
+            .checkout_tree(commit.as_object(), Some(git2::build::CheckoutBuilder::new().force()))
+            .ctx(|| format!("cannot check out {oid}"))?;
+        self.git.set_head_detached(oid).ctx(|| format!("cannot move HEAD to {oid}"))
+    }
+
+    /// Development checkout: the local branch `name`, tracking `origin/name` when that exists
+    /// (fast-forwarded to it when the local branch is behind; local commits are kept), else
+    /// created at `reference`. Returns a note for the user when something needs attention.
+    pub fn checkout_development(&self, name: &str, reference: &str) -> Result<Option<String>, RepoError> {
+        let remote = self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok();
+        let local = self.git.refname_to_id(&format!("refs/heads/{name}")).ok();
+        let mut note = None;
+        match (local, remote) {
+            (None, Some(r)) => {
+                let commit = self.git.find_commit(r).ctx(|| format!("cannot find commit {r}"))?;
+                let mut b = self.git.branch(name, &commit, false).ctx(|| format!("cannot create branch {name}"))?;
+                b.set_upstream(Some(&format!("origin/{name}"))).ctx(|| format!("cannot track origin/{name}"))?;
+            }
+            (None, None) => {
+                let oid = self.resolve(reference)?;
+                let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
+                self.git.branch(name, &commit, false).ctx(|| format!("cannot create branch {name}"))?;
+                // Pushing creates origin/<name>; record where it goes now.
+                let mut cfg = self.git.config().ctx(|| "cannot open the repository configuration".into())?;
+                cfg.set_str(&format!("branch.{name}.remote"), "origin").ctx(|| "cannot set the branch remote".into())?;
+                cfg.set_str(&format!("branch.{name}.merge"), &format!("refs/heads/{name}"))
+                    .ctx(|| "cannot set the branch upstream".into())?;
+            }
+            (Some(l), Some(r)) if l != r => {
+                if self.git.graph_descendant_of(r, l).unwrap_or(false) {
+                    self.git
+                        .reference(&format!("refs/heads/{name}"), r, true, "choreo: fast-forward to origin")
+                        .ctx(|| format!("cannot fast-forward {name}"))?;
+                } else if self.git.graph_descendant_of(l, r).unwrap_or(false) {
+                    note = Some(format!("branch {name} has local commits that origin/{name} does not have; push them with `choreo run push`"));
+                } else {
+                    note = Some(format!(
+                        "branch {name} and origin/{name} have diverged; the local branch is kept as it is (merge them with git)"
+                    ));
+                }
+            }
+            (Some(_), _) => {}
+        }
+        self.switch_branch(name, true)?;
+        Ok(note)
+    }
+
+    /// Checks out the existing local branch `name`. With `replace` the work tree is replaced
+    /// (callers made sure it is clean); otherwise local changes are kept and a conflicting
+    /// checkout is refused.
+    pub fn switch_branch(&self, name: &str, replace: bool) -> Result<(), RepoError> {
+        let refname = format!("refs/heads/{name}");
+        let oid = self.git.refname_to_id(&refname).map_err(|_| RepoError::Refused(format!("branch {name} does not exist")))?;
+        let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
+        let mut cb = git2::build::CheckoutBuilder::new();
+        if replace {
+            cb.force();
+        } else {
+            cb.safe();
+        }
+        self.git.checkout_tree(commit.as_object(), Some(&mut cb)).ctx(|| format!("cannot check out branch {name}"))?;
+        self.git.set_head(&refname).ctx(|| format!("cannot move HEAD to {name}"))
+    }
+
+    pub fn branches(&self) -> Result<Vec<BranchInfo>, RepoError> {
+        let mut out = Vec::new();
+        for b in self.git.branches(Some(BranchType::Local)).ctx(|| "cannot list branches".into())? {
+            let (b, _) = b.ctx(|| "cannot read a branch".into())?;
+            let name = b.name().ok().flatten().unwrap_or_default().to_string();
+            out.push(BranchInfo { name, checked_out: b.is_head() });
+        }
+        // An unborn branch (a new repository) has no ref yet but is what HEAD names.
+        if let Ok(head) = self.git.find_reference("HEAD") {
+            if let Some(target) = head.symbolic_target().and_then(|t| t.strip_prefix("refs/heads/")) {
+                if !out.iter().any(|b| b.name == target) {
+                    out.push(BranchInfo { name: target.to_string(), checked_out: true });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn branch_tip(&self, name: &str) -> Result<Oid, RepoError> {
+        self.git
+            .refname_to_id(&format!("refs/heads/{name}"))
+            .map_err(|_| RepoError::Refused(format!("branch {name} does not exist")))
+    }
+
+    /// The commits reachable from branch `name`, newest first.
+    pub fn log(&self, name: &str, limit: usize) -> Result<Vec<CommitInfo>, RepoError> {
+        let tip = self.branch_tip(name)?;
+        let mut walk = self.git.revwalk().ctx(|| "cannot walk the history".into())?;
+        walk.push(tip).ctx(|| "cannot walk the history".into())?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME).ctx(|| "cannot walk the history".into())?;
+        let mut out = Vec::new();
+        for oid in walk.take(limit) {
+            let oid = oid.ctx(|| "cannot walk the history".into())?;
+            let c = self.git.find_commit(oid).ctx(|| format!("cannot read commit {oid}"))?;
+            let author = c.author();
+            out.push(CommitInfo {
+                id: oid.to_string(),
+                author: author.name().unwrap_or_default().to_string(),
+                email: author.email().unwrap_or_default().to_string(),
+                time: author.when().seconds(),
+                offset_minutes: author.when().offset_minutes(),
+                message: c.message().unwrap_or_default().trim_end().to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates branch `name` at HEAD without checking it out.
+    pub fn create_branch(&self, name: &str) -> Result<(), RepoError> {
+        if self.git.refname_to_id(&format!("refs/heads/{name}")).is_ok() {
+            return Err(RepoError::Refused(format!("branch {name} already exists")));
+        }
+        let head = self.head_commit().ok_or_else(|| RepoError::Refused("HEAD has no commit yet; commit first".into()))?;
+        let commit = self.git.find_commit(head).ctx(|| format!("cannot find commit {head}"))?;
+        self.git.branch(name, &commit, false).ctx(|| format!("cannot create branch {name}"))?;
+        Ok(())
+    }
+
+    /// Deletes branch `name`. The checked-out branch is never deleted; a branch with commits
+    /// that neither HEAD nor its upstream has is deleted only with `force`.
+    pub fn delete_branch(&self, name: &str, force: bool) -> Result<(), RepoError> {
+        let mut b = self
+            .git
+            .find_branch(name, BranchType::Local)
+            .map_err(|_| RepoError::Refused(format!("branch {name} does not exist")))?;
+        if b.is_head() {
+            return Err(RepoError::Refused(format!("cannot delete branch {name}: it is checked out")));
+        }
+        let tip = b.get().target().ok_or_else(|| RepoError::Refused(format!("branch {name} has no commit")))?;
+        if !force {
+            let mut homes = vec![self.head_commit()];
+            homes.push(b.upstream().ok().and_then(|u| u.get().target()));
+            let merged = homes.into_iter().flatten().any(|h| h == tip || self.git.graph_descendant_of(h, tip).unwrap_or(false));
+            if !merged {
+                return Err(RepoError::Refused(format!(
+                    "branch {name} has commits that are not merged into HEAD or its upstream; delete it with --force to lose them"
+                )));
+            }
+        }
+        b.delete().ctx(|| format!("cannot delete branch {name}"))
+    }
+
+    /// What differs between the tips of two branches within `within` (relative to the
+    /// repository root; empty = everything): (symbol `+ - ~`, path).
+    pub fn diff(&self, src: &str, dst: &str, within: &Path) -> Result<Vec<(char, String)>, RepoError> {
+        let tree = |name: &str| -> Result<git2::Tree<'_>, RepoError> {
+            let oid = match self.branch_tip(name) {
+                Ok(o) => o,
+                Err(_) => self.resolve(name)?,
+            };
+            self.git.find_commit(oid).and_then(|c| c.tree()).ctx(|| format!("cannot read the tree of {name}"))
+        };
+        let (a, b) = (tree(src)?, tree(dst)?);
+        let mut opts = git2::DiffOptions::new();
+        if !within.as_os_str().is_empty() {
+            opts.pathspec(within);
+        }
+        let diff = self.git.diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts)).ctx(|| format!("cannot diff {src} and {dst}"))?;
+        let mut out = Vec::new();
+        for d in diff.deltas() {
+            let symbol = match d.status() {
+                git2::Delta::Added | git2::Delta::Copied => '+',
+                git2::Delta::Deleted => '-',
+                _ => '~',
+            };
+            let path = d.new_file().path().or(d.old_file().path()).map(|p| p.display().to_string()).unwrap_or_default();
+            out.push((symbol, path));
+        }
+        out.sort_by(|x, y| x.1.cmp(&y.1));
+        Ok(out)
+    }
+
+    /// Stashes the uncommitted work (untracked files included); `git stash pop` brings it back.
+    pub fn stash(&mut self, message: &str) -> Result<Oid, RepoError> {
+        if self.dirty_files()?.is_empty() {
+            return Err(RepoError::Refused("nothing to stash: the work tree is clean".into()));
+        }
+        let sig = self.signature()?;
+        self.git
+            .stash_save(&sig, message, Some(git2::StashFlags::INCLUDE_UNTRACKED))
+            .ctx(|| "cannot stash the changes".into())
+    }
+
+    /// Fast-forwards branch `dst` to `src`; refuses anything else.
+    pub fn merge(&self, src: &str, dst: &str) -> Result<String, RepoError> {
+        let from = match self.branch_tip(src) {
+            Ok(o) => o,
+            Err(_) => self.resolve(src)?,
+        };
+        let to = self.branch_tip(dst)?;
+        if from == to || self.git.graph_descendant_of(to, from).unwrap_or(false) {
+            return Ok(format!("{dst} is already up to date with {src}"));
+        }
+        if !self.git.graph_descendant_of(from, to).unwrap_or(false) {
+            return Err(RepoError::Refused(format!(
+                "cannot merge {src} into {dst}: not a fast-forward ({dst} has commits {src} lacks); merge them with git"
+            )));
+        }
+        let is_head = self.current_branch().as_deref() == Some(dst);
+        if is_head {
+            // Move the work tree first: a conflict with local changes refuses before any ref moves.
+            let commit = self.git.find_commit(from).ctx(|| format!("cannot find commit {from}"))?;
+            self.git
+                .checkout_tree(commit.as_object(), Some(git2::build::CheckoutBuilder::new().safe()))
+                .ctx(|| format!("cannot update the work tree to {src}"))?;
+        }
+        self.git
+            .reference(&format!("refs/heads/{dst}"), from, true, &format!("choreo: fast-forward {dst} to {src}"))
+            .ctx(|| format!("cannot move {dst}"))?;
+        Ok(format!("{dst} fast-forwarded to {src} ({})", &from.to_string()[..12]))
+    }
+
+    fn signature(&self) -> Result<git2::Signature<'static>, RepoError> {
+        match self.git.signature() {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => git2::Signature::now("choreo", "choreo@localhost").ctx(|| "cannot make a commit signature".into()),
+        }
+    }
+
+    /// Stages everything under `paths` (relative to the repository root; deletions too) and
+    /// commits it on the checked-out branch. `Ok(None)`: nothing to commit.
+    pub fn commit(&self, paths: &[PathBuf], message: &str) -> Result<Option<Oid>, RepoError> {
+        let branch = self
+            .current_branch()
+            .ok_or_else(|| RepoError::Refused("HEAD is detached: check out a branch before committing".into()))?;
+        let mut index = self.git.index().ctx(|| "cannot open the index".into())?;
+        let specs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        index.add_all(specs.iter(), git2::IndexAddOption::DEFAULT, None).ctx(|| "cannot stage the project files".into())?;
+        index.update_all(specs.iter(), None).ctx(|| "cannot stage removed files".into())?;
+        index.write().ctx(|| "cannot write the index".into())?;
+        let tree_id = index.write_tree().ctx(|| "cannot write the tree".into())?;
+        let parent = match self.head_commit() {
+            Some(oid) => Some(self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?),
+            None => None,
+        };
+        if parent.as_ref().is_some_and(|p| p.tree_id() == tree_id) {
+            return Ok(None);
+        }
+        let tree = self.git.find_tree(tree_id).ctx(|| "cannot read the tree".into())?;
+        let sig = self.signature()?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let oid = self
+            .git
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .ctx(|| format!("cannot commit on {branch}"))?;
+        Ok(Some(oid))
+    }
+
+    /// Pushes the checked-out branch to its remote (origin by default) under the same name.
+    pub fn push(&self, progress: Progress<'_>) -> Result<String, RepoError> {
+        let branch = self
+            .current_branch()
+            .ok_or_else(|| RepoError::Refused("HEAD is detached: there is no branch to push".into()))?;
+        let refname = format!("refs/heads/{branch}");
+        let remote_name = self
+            .git
+            .branch_upstream_remote(&refname)
+            .ok()
+            .and_then(|b| b.as_str().map(str::to_string))
+            .unwrap_or_else(|| "origin".to_string());
+        let url = self
+            .git
+            .find_remote(&remote_name)
+            .ok()
+            .and_then(|r| r.pushurl().or(r.url()).map(str::to_string))
+            .ok_or_else(|| RepoError::Refused(format!("the repository has no remote {remote_name} to push to")))?;
+        let actual = rewrite_url(&url, true);
+        let mut remote = self.git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {url}"))?;
+        let what = format!("pushing {branch} to {url}");
+        progress(what.clone());
+        let mut rejected: Option<String> = None;
+        {
+            let mut cb = callbacks(progress, &what);
+            cb.push_update_reference(|name, status| {
+                if let Some(s) = status {
+                    rejected = Some(format!("{name}: {s}"));
+                }
+                Ok(())
+            });
+            let mut po = git2::PushOptions::new();
+            po.remote_callbacks(cb);
+            remote
+                .push(&[format!("{refname}:{refname}")], Some(&mut po))
+                .ctx(|| format!("cannot push {branch} to {url}"))?;
+        }
+        if let Some(r) = rejected {
+            return Err(RepoError::Refused(format!("the remote rejected the push of {branch}: {r}")));
+        }
+        let tip = self.branch_tip(&branch)?;
+        self.git
+            .reference(&format!("refs/remotes/{remote_name}/{branch}"), tip, true, "choreo: push")
+            .ctx(|| "cannot record the pushed branch".into())?;
+        let mut cfg = self.git.config().ctx(|| "cannot open the repository configuration".into())?;
+        if cfg.get_string(&format!("branch.{branch}.remote")).is_err() {
+            cfg.set_str(&format!("branch.{branch}.remote"), &remote_name).ctx(|| "cannot set the branch remote".into())?;
+            cfg.set_str(&format!("branch.{branch}.merge"), &refname).ctx(|| "cannot set the branch upstream".into())?;
+        }
+        Ok(format!("pushed {branch} ({}) to {url}", &tip.to_string()[..12]))
+    }
+}
+
+#[cfg(test)]
+mod tests;

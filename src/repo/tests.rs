@@ -1,0 +1,204 @@
+use std::path::Path;
+
+use super::*;
+
+/// A bare "remote" with one commit on `main` (`file.txt` = `one`) and the work clone it came
+/// from.
+fn remote(tmp: &Path) -> (PathBuf, Repository) {
+    let work_path = tmp.join("seed");
+    let work = Repository::init_opts(&work_path, git2::RepositoryInitOptions::new().initial_head("main")).unwrap();
+    commit_file(&work, "file.txt", "one", "first");
+    let bare = tmp.join("remote.git");
+    Repository::init_bare(&bare).unwrap();
+    work.remote("origin", bare.to_str().unwrap()).unwrap();
+    push_main(&work);
+    (bare, work)
+}
+
+fn commit_file(repo: &Repository, name: &str, text: &str, msg: &str) -> Oid {
+    let root = repo.workdir().unwrap();
+    std::fs::create_dir_all(root.join(name).parent().unwrap()).unwrap();
+    std::fs::write(root.join(name), text).unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_path(Path::new(name)).unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.target()).map(|o| repo.find_commit(o).unwrap());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &parents).unwrap()
+}
+
+fn push_main(repo: &Repository) {
+    repo.find_remote("origin").unwrap().push(&["refs/heads/main:refs/heads/main"], None).unwrap();
+}
+
+fn url(bare: &Path) -> String {
+    format!("file://{}", bare.display())
+}
+
+#[test]
+fn cache_names_are_file_names() {
+    assert_eq!(cache_name("https://github.com/kform-dev/choreo-examples.git"), "https---github.com-kform-dev-choreo-examples.git");
+    assert_eq!(cache_name("file:///tmp/x/remote.git/"), "file----tmp-x-remote.git");
+    assert!(!cache_name("../../etc").contains('/'));
+}
+
+#[test]
+fn instead_of_takes_the_longest_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config");
+    std::fs::write(
+        &path,
+        "[url \"file:///mirror/\"]\n\tinsteadOf = https://example.com/\n[url \"file:///special/\"]\n\tinsteadOf = https://example.com/team/\n[url \"ssh://push/\"]\n\tpushInsteadOf = https://example.com/\n",
+    )
+    .unwrap();
+    let cfg = git2::Config::open(&path).unwrap();
+    assert_eq!(rewrite_with(&cfg, "https://example.com/a.git", false), "file:///mirror/a.git");
+    assert_eq!(rewrite_with(&cfg, "https://example.com/team/b.git", false), "file:///special/b.git");
+    assert_eq!(rewrite_with(&cfg, "https://example.com/a.git", true), "ssh://push/a.git");
+    assert_eq!(rewrite_with(&cfg, "https://other.org/a.git", false), "https://other.org/a.git");
+}
+
+#[test]
+fn clone_resolve_and_production_checkout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, work) = remote(tmp.path());
+    let first = work.head().unwrap().target().unwrap();
+    let second = commit_file(&work, "file.txt", "two", "second");
+    push_main(&work);
+    let c = work.find_commit(first).unwrap();
+    work.tag("v1", c.as_object(), &git2::Signature::now("t", "t@x").unwrap(), "annotated", false).unwrap();
+    work.find_remote("origin").unwrap().push(&["refs/tags/v1:refs/tags/v1"], None).unwrap();
+
+    let mut lines = Vec::new();
+    let dest = tmp.path().join("clone");
+    let (repo, warning) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |l| lines.push(l)).unwrap();
+    assert!(warning.is_none());
+    assert!(lines.iter().any(|l| l.starts_with("cloning")), "{lines:?}");
+    assert_eq!(repo.resolve("main").unwrap(), second);
+    assert_eq!(repo.resolve("v1").unwrap(), first, "annotated tags peel to their commit");
+    assert_eq!(repo.resolve(&first.to_string()[..8]).unwrap(), first, "short hashes");
+    assert!(matches!(repo.resolve("nope"), Err(RepoError::UnknownRef { .. })));
+
+    repo.checkout_detached(first).unwrap();
+    assert_eq!(std::fs::read_to_string(dest.join("file.txt")).unwrap(), "one");
+    assert_eq!(repo.head().unwrap(), Head::Detached(first));
+    assert!(repo.current_branch().is_none());
+
+    // Uncommitted work is reported; choreo's own state is not.
+    std::fs::create_dir_all(dest.join(".choreo")).unwrap();
+    std::fs::write(dest.join(".choreo/x"), "state").unwrap();
+    repo.ensure_clean().unwrap();
+    std::fs::write(dest.join("file.txt"), "edited").unwrap();
+    std::fs::write(dest.join("new.txt"), "new").unwrap();
+    match repo.ensure_clean() {
+        Err(RepoError::Dirty { files, .. }) => assert_eq!(files, vec!["file.txt", "new.txt"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn fetching_an_unreachable_remote_keeps_the_clone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, _work) = remote(tmp.path());
+    let dest = tmp.path().join("clone");
+    Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    std::fs::rename(&bare, tmp.path().join("gone.git")).unwrap();
+    let (_, warning) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    assert!(warning.unwrap().contains("using the existing clone"));
+    let err = Repo::clone_or_fetch(&url(&bare), &tmp.path().join("other"), &mut |_| {}).err().unwrap();
+    assert!(err.to_string().contains("cannot clone"), "{err}");
+    assert!(!tmp.path().join("other").exists() && !tmp.path().join("other.partial").exists());
+}
+
+#[test]
+fn development_branch_commit_push_and_fast_forward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, work) = remote(tmp.path());
+    let dest = tmp.path().join("clone");
+    let (repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    assert!(repo.checkout_development("feature", "main").unwrap().is_none());
+    assert_eq!(repo.current_branch().as_deref(), Some("feature"));
+
+    std::fs::create_dir_all(dest.join("proj/in")).unwrap();
+    std::fs::write(dest.join("proj/in/a.yaml"), "a: 1\n").unwrap();
+    std::fs::write(dest.join("outside.txt"), "not staged").unwrap();
+    let oid = repo.commit(&[PathBuf::from("proj/in")], "add a").unwrap().unwrap();
+    assert!(repo.commit(&[PathBuf::from("proj/in")], "again").unwrap().is_none(), "nothing left to commit");
+    assert_eq!(repo.dirty_files().unwrap(), vec!["outside.txt"]);
+    std::fs::remove_file(dest.join("outside.txt")).unwrap();
+
+    let mut lines = Vec::new();
+    repo.push(&mut |l| lines.push(l)).unwrap();
+    let remote_repo = Repository::open_bare(&bare).unwrap();
+    assert_eq!(remote_repo.refname_to_id("refs/heads/feature").unwrap(), oid);
+    let log = repo.log("feature", 10).unwrap();
+    assert_eq!(log[0].message, "add a");
+    assert_eq!(log.len(), 2);
+
+    // Someone else moves main; a development checkout of main fast-forwards the local branch.
+    repo.checkout_development("main", "main").unwrap();
+    let newer = commit_file(&work, "file.txt", "three", "third");
+    push_main(&work);
+    Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    repo.switch_branch("feature", false).unwrap();
+    repo.checkout_development("main", "main").unwrap();
+    assert_eq!(repo.head_commit(), Some(newer));
+
+    // feature and main diverged: merging is refused, never forced.
+    let err = repo.merge("feature", "main").unwrap_err();
+    assert!(err.to_string().contains("not a fast-forward"), "{err}");
+    assert!(repo.delete_branch("main", false).unwrap_err().to_string().contains("checked out"));
+    let diff = repo.diff("main", "feature", Path::new("")).unwrap();
+    assert!(diff.contains(&('+', "proj/in/a.yaml".to_string())), "{diff:?}");
+    assert!(diff.contains(&('~', "file.txt".to_string())), "{diff:?}");
+}
+
+#[test]
+fn fast_forward_merge_and_stash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, _work) = remote(tmp.path());
+    let dest = tmp.path().join("clone");
+    let (mut repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    repo.checkout_development("main", "main").unwrap();
+    repo.create_branch("topic").unwrap();
+    assert!(repo.create_branch("topic").is_err());
+    repo.switch_branch("topic", false).unwrap();
+    std::fs::write(dest.join("file.txt"), "topic").unwrap();
+    let tip = repo.commit(&[PathBuf::from("file.txt")], "topic work").unwrap().unwrap();
+    repo.switch_branch("main", false).unwrap();
+    assert_eq!(std::fs::read_to_string(dest.join("file.txt")).unwrap(), "one");
+    assert!(repo.merge("topic", "main").unwrap().contains("fast-forwarded"));
+    assert_eq!(repo.head_commit(), Some(tip));
+    assert_eq!(std::fs::read_to_string(dest.join("file.txt")).unwrap(), "topic");
+
+    std::fs::write(dest.join("file.txt"), "wip").unwrap();
+    repo.stash("wip").unwrap();
+    assert!(repo.dirty_files().unwrap().is_empty());
+    assert!(repo.stash("again").is_err());
+    repo.delete_branch("topic", false).unwrap();
+}
+
+#[test]
+fn upstream_packages_are_read_at_the_pinned_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, work) = remote(tmp.path());
+    let first = work.head().unwrap().target().unwrap();
+    commit_file(&work, "pkg/crds/a.yaml", "kind: A\n", "pkg");
+    push_main(&work);
+    let cache = tmp.path().join("cache");
+    let mut lines = Vec::new();
+    let (path, oid) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, &mut |l| lines.push(l)).unwrap();
+    assert_eq!(oid, first);
+    assert_eq!(lines.len(), 1, "fetched once: {lines:?}");
+    let (_, again) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, &mut |l| lines.push(l)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(lines.len(), 1, "the second lookup is local: {lines:?}");
+    let dest = cache.join("export");
+    export_commit(&path, oid, &dest).unwrap();
+    assert_eq!(std::fs::read_to_string(dest.join("file.txt")).unwrap(), "one");
+    assert!(!dest.join("pkg").exists(), "the newer commit's files are not there");
+    let err = fetch_commit(&url(&bare), "tag", "v9", &cache, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, RepoError::UnknownRef { .. }), "{err}");
+}

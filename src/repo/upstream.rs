@@ -1,0 +1,100 @@
+//! Caches of upstream packages: a bare clone per URL and, per pinned commit, an exported copy
+//! of that commit's files. A package is read at the commit its ref names (not at the tip of
+//! some branch, upstream bug B7), and the network is used only when the commit is not in the
+//! cache yet, so reloads on every file edit stay local.
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository};
+
+use super::{callbacks, cache_name, rewrite_url, Context, Progress, RepoError, FETCH_REFSPECS};
+
+/// Makes sure the commit `reference` names (`kind` = `hash`, `tag` or `branch`) is in the bare
+/// cache of `url` under `cache_dir`, fetching only when it is not (so a `branch` ref stays at
+/// the commit first fetched until the cache is removed). Returns the cache and the commit.
+pub fn fetch_commit(
+    url: &str,
+    kind: &str,
+    reference: &str,
+    cache_dir: &Path,
+    progress: Progress<'_>,
+) -> Result<(PathBuf, Oid), RepoError> {
+    let path = cache_dir.join(format!("{}.git", cache_name(url)));
+    let git = if path.exists() {
+        Repository::open_bare(&path).ctx(|| format!("cannot open the cache {}", path.display()))?
+    } else {
+        std::fs::create_dir_all(cache_dir).map_err(|source| RepoError::Io { path: cache_dir.to_path_buf(), source })?;
+        Repository::init_bare(&path).ctx(|| format!("cannot create the cache {}", path.display()))?
+    };
+    if let Some(oid) = lookup(&git, kind, reference) {
+        return Ok((path, oid));
+    }
+    let actual = rewrite_url(url, false);
+    progress(format!("fetching {url} for {kind} {reference}"));
+    let mut remote = git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {url}"))?;
+    let what = format!("fetching {url}");
+    let mut fo = git2::FetchOptions::new();
+    fo.remote_callbacks(callbacks(progress, &what));
+    fo.download_tags(git2::AutotagOption::All);
+    remote.fetch(&FETCH_REFSPECS, Some(&mut fo), None).ctx(|| format!("cannot fetch {url}"))?;
+    // A commit that no branch or tag reaches any more may still be fetched by its hash.
+    if lookup(&git, kind, reference).is_none() && kind != "tag" && Oid::from_str(reference).is_ok() && reference.len() == 40 {
+        let _ = remote.fetch(&[reference], Some(&mut git2::FetchOptions::new()), None);
+    }
+    lookup(&git, kind, reference)
+        .map(|oid| (path, oid))
+        .ok_or_else(|| RepoError::UnknownRef { reference: format!("{kind} {reference}"), url: url.to_string() })
+}
+
+fn lookup(git: &Repository, kind: &str, reference: &str) -> Option<Oid> {
+    let spec = match kind {
+        "tag" => format!("refs/tags/{reference}"),
+        "branch" => format!("refs/remotes/origin/{reference}"),
+        _ => reference.to_string(),
+    };
+    let obj = git.revparse_single(&spec).ok()?;
+    obj.peel_to_commit().ok().map(|c| c.id())
+}
+
+/// Writes the files of commit `oid` of the bare repository `cache` into `dest` (once: an
+/// existing `dest` is a finished export, written through a temporary directory and a rename).
+pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoError> {
+    if dest.is_dir() {
+        return Ok(());
+    }
+    let git = Repository::open_bare(cache).ctx(|| format!("cannot open the cache {}", cache.display()))?;
+    let tree = git.find_commit(oid).and_then(|c| c.tree()).ctx(|| format!("cannot read commit {oid}"))?;
+    let tmp = dest.with_extension("partial");
+    let io = |path: &Path, source| RepoError::Io { path: path.to_path_buf(), source };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let mut failure: Option<RepoError> = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let Some(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+        let path = tmp.join(dir).join(name);
+        let result = match entry.kind() {
+            Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| io(&path, e)),
+            Some(git2::ObjectType::Blob) => match git.find_blob(entry.id()) {
+                Ok(blob) => std::fs::write(&path, blob.content()).map_err(|e| io(&path, e)),
+                Err(source) => Err(RepoError::Git { what: format!("cannot read {}", path.display()), source }),
+            },
+            _ => Ok(()), // submodules and the like are not package content
+        };
+        match result {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failure = Some(e);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })
+    .ctx(|| format!("cannot export commit {oid}"))?;
+    if let Some(e) = failure {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| io(dest, e))
+}
