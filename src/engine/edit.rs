@@ -21,6 +21,10 @@ use crate::store::{ApplyOptions, StoreError, WriteOutcome};
 impl Engine {
     pub(super) fn apply(&mut self, req: ApplyRequest) -> Result<Reply, ErrorReport> {
         let layout = self.layout()?.clone();
+        if !req.dry_run {
+            // A production checkout is what git says; an edit would also block every rollback.
+            self.refuse_in_production("apply")?;
+        }
         let mut items = Vec::new();
         let mut accepted: Vec<(ObjectKey, Value, usize)> = Vec::new();
         // One transaction for the whole request: each object is validated against the store plus
@@ -130,6 +134,7 @@ impl Engine {
 
     pub(super) fn delete(&mut self, req: DeleteRequest) -> Result<Reply, ErrorReport> {
         let layout = self.layout()?.clone();
+        self.refuse_in_production("delete")?;
         let mut items = Vec::new();
         let mut edited_files = false;
         let mut txn = self.store.begin();

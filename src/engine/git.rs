@@ -64,7 +64,7 @@ impl Engine {
         self.dynamic.as_ref().is_some_and(DynamicContext::production)
     }
 
-    fn refuse_in_production(&self, what: &str) -> Result<(), ErrorReport> {
+    pub(super) fn refuse_in_production(&self, what: &str) -> Result<(), ErrorReport> {
         match &self.dynamic {
             Some(d) if d.production() => Err(ErrorReport::new(
                 ErrorKind::Unavailable,
@@ -192,6 +192,7 @@ impl Engine {
         }
         self.refresh_context();
         self.context_changed = true;
+        save_context(&work_dir, &req);
         let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
         let what = match &req.branch {
             None => {
@@ -323,6 +324,63 @@ impl Engine {
     fn after_tree_change(&mut self) {
         let _ = self.reload();
         self.refresh_context();
+    }
+}
+
+/// The file that remembers the last applied context, so a restarted server (a systemd service
+/// after a reboot, say) serves it again instead of waiting for `server apply`.
+fn context_file(work_dir: &Path) -> PathBuf {
+    work_dir.join("context.json")
+}
+
+fn save_context(work_dir: &Path, req: &ServerApplyRequest) {
+    let text = serde_json::json!({
+        "url": req.url, "directory": req.directory, "ref": req.reference, "branch": req.branch,
+    })
+    .to_string();
+    if let Err(e) = crate::project::files::write_atomic(&context_file(work_dir), text.as_bytes()) {
+        log::warn!("cannot remember the applied context in {}: {e}", context_file(work_dir).display());
+    }
+}
+
+/// The context a previous run of the server applied last, if any.
+pub(super) fn saved_context(work_dir: &Path) -> Option<ServerApplyRequest> {
+    let path = context_file(work_dir);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("ignoring {}: {e}", path.display());
+            return None;
+        }
+    };
+    Some(ServerApplyRequest {
+        url: v["url"].as_str()?.to_string(),
+        directory: v["directory"].as_str().unwrap_or(".").to_string(),
+        reference: v["ref"].as_str()?.to_string(),
+        branch: v["branch"].as_str().map(str::to_string),
+    })
+}
+
+impl Engine {
+    /// Serves the context a previous run applied last (logged, not fatal when it fails).
+    pub(super) fn resume_saved_context(&mut self) {
+        let Mode::Dynamic { work_dir, .. } = &self.mode else { return };
+        let Some(req) = saved_context(work_dir) else { return };
+        log::info!("serving the last applied context again: {} {} {}", req.url, req.directory, req.reference);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let result = self.server_apply(req, &tx);
+        drop(tx);
+        for msg in rx.try_iter() {
+            if let ServerMessage::Progress(line) = msg {
+                log::info!("{line}");
+            }
+        }
+        match result {
+            Ok(Reply::Message(m)) => log::info!("{m}"),
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot serve the last applied context: {e}"),
+        }
     }
 }
 

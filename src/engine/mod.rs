@@ -66,7 +66,13 @@ impl Handle {
         let answer = match &request {
             Request::ServerStatus => Some(Ok(Reply::Status(self.status()))),
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
-            Request::Get(get) => Some(self.reader.with(|s| query::get(s, get))),
+            Request::Get(get) => Some(self.reader.with(|s| query::get(s, get)).map_err(|e| {
+                if self.status().status == "Initializing" {
+                    e.with_hint("this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`")
+                } else {
+                    e
+                }
+            })),
             _ => None,
         };
         if let Some(answer) = answer {
@@ -178,6 +184,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         let _ = engine.reload();
         engine.refresh_context();
     }
+    engine.resume_saved_context();
     let status = engine.status.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()

@@ -139,11 +139,23 @@ impl Server {
 
     /// Starts a server and reports whether it came up (false: it exited first).
     pub fn spawn(socket: &Path, args: &[&str]) -> (Server, bool) {
+        Server::spawn_env(socket, args, &[])
+    }
+
+    /// Starts the server with extra environment variables (a git HOME, say).
+    pub fn start_env(socket: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
+        let (server, listening) = Server::spawn_env(socket, args, env);
+        assert!(listening, "server did not start; log:\n{}", server.log.lock().unwrap());
+        server
+    }
+
+    pub fn spawn_env(socket: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Server, bool) {
         let mut child = Command::new(BIN)
             .args(["server", "start"])
             .args(args)
             .arg("--socket")
             .arg(socket)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,341 @@
+//! Git: dynamic mode (`server apply` in production and development, rollback, refusals),
+//! branch commands, commit and push, and upstream refs — with local bare repositories made
+//! here and a git configuration of the test's own (HOME), never the user's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A scratch area with its own git identity and configuration.
+struct Git {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+}
+
+impl Git {
+    fn new() -> Git {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(
+            home.join(".gitconfig"),
+            "[user]\n\tname = Tester\n\temail = tester@example.com\n[init]\n\tdefaultBranch = main\n",
+        )
+        .unwrap();
+        Git { tmp, home }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn add_config(&self, text: &str) {
+        let p = self.home.join(".gitconfig");
+        let mut cfg = std::fs::read_to_string(&p).unwrap();
+        cfg.push_str(text);
+        std::fs::write(p, cfg).unwrap();
+    }
+
+    fn env(&self) -> Vec<(&'static str, &Path)> {
+        vec![("HOME", self.home.as_path()), ("XDG_CONFIG_HOME", self.home.as_path())]
+    }
+
+    fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", &self.home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_CONFIG_GLOBAL")
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A bare repository `name.git` and a work clone `name` whose directory `dir` holds the
+    /// fixture; returns (bare, work, first commit).
+    fn remote(&self, name: &str, fixture: &str, dir: &str) -> (PathBuf, PathBuf, String) {
+        let bare = self.path(&format!("{name}.git"));
+        let work = self.path(name);
+        self.git(self.tmp.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+        self.git(self.tmp.path(), &["init", "-q", work.to_str().unwrap()]);
+        copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(fixture), &work.join(dir));
+        let head = self.commit_all(&work, "initial");
+        self.git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        self.git(&work, &["push", "-q", "origin", "main"]);
+        (bare, work, head)
+    }
+
+    fn commit_all(&self, work: &Path, msg: &str) -> String {
+        self.git(work, &["add", "-A"]);
+        self.git(work, &["commit", "-q", "-m", msg]);
+        self.git(work, &["rev-parse", "HEAD"])
+    }
+
+    fn edit(&self, file: &Path, from: &str, to: &str) {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains(from), "{} lacks {from}", file.display());
+        std::fs::write(file, text.replace(from, to)).unwrap();
+    }
+
+    /// A dynamic server with its own work directory.
+    fn dynamic_server(&self) -> Server {
+        let work_dir = self.path("state");
+        Server::start_env(&self.path("s.sock"), &["--work-dir", work_dir.to_str().unwrap()], &self.env())
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn url(bare: &Path) -> String {
+    format!("file://{}", bare.display())
+}
+
+fn status(s: &Server) -> Value {
+    s.cli(&["server", "get", "-o", "json"]).ok().json()
+}
+
+fn welcome(s: &Server, name: &str) -> Option<String> {
+    let r = s.cli(&["get", "welcomes", name, "-o", "json"]);
+    (r.code == 0).then(|| r.json()["spec"]["text"].as_str().map(str::to_string)).flatten()
+}
+
+fn wait_welcome(s: &Server, name: &str, want: &str) {
+    wait_for(&format!("welcome {name} = {want:?}"), 20, || (welcome(s, name).as_deref() == Some(want)).then_some(()));
+}
+
+#[test]
+fn production_follows_the_applied_ref_and_rolls_back() {
+    let g = Git::new();
+    let (bare, work, first) = g.remote("intent", "greeter", "greeter");
+    g.edit(&work.join("greeter/in/demo.choreo.dev.greeter.alice.yaml"), "greeting: hello", "greeting: hi");
+    let second = g.commit_all(&work, "friendlier");
+    g.git(&work, &["tag", "-a", "v2", "-m", "release 2"]);
+    g.git(&work, &["push", "-q", "origin", "main", "--tags"]);
+
+    let s = g.dynamic_server();
+    assert_eq!(status(&s)["status"], "Initializing");
+    let r = s.cli(&["get", "welcomes"]);
+    assert_eq!(r.code, 1, "nothing is served before apply: {r:?}");
+    assert!(r.stderr.contains("server apply"), "{}", r.stderr);
+
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "v2"]).ok();
+    assert!(r.stderr.contains("cloning"), "clone progress is streamed: {}", r.stderr);
+    let st = status(&s);
+    assert_eq!(st["status"], "Ready", "{st}");
+    assert_eq!(st["production"], true);
+    assert_eq!(st["runner"], "Running");
+    assert_eq!(st["context"]["ref"], "v2");
+    assert_eq!(st["context"]["commit"], second.as_str());
+    assert_eq!(st["context"]["branch"], Value::Null);
+    wait_welcome(&s, "alice", "hi, Alice");
+
+    // Roll back by the short hash of the first commit, then forward again.
+    s.cli(&["server", "apply", &url(&bare), "greeter", &first[..10]]).ok();
+    wait_welcome(&s, "alice", "hello, Alice");
+    assert_eq!(status(&s)["context"]["commit"], first.as_str());
+    s.cli(&["server", "apply", &url(&bare), "greeter", &second]).ok();
+    wait_welcome(&s, "alice", "hi, Alice");
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", &second]).ok();
+    assert!(r.stdout.contains("unchanged"), "{}", r.stdout);
+
+    // Production refuses what would change the pinned checkout.
+    for args in [&["run", "commit", "nope"][..], &["run", "push"], &["run", "stop"], &["run", "once"]] {
+        let r = s.cli(args);
+        assert_eq!(r.code, 1, "{args:?} was accepted in production: {r:?}");
+    }
+    assert!(s.cli(&["run", "commit", "nope"]).stderr.contains("production"));
+    let edit = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: eve\n  namespace: default\nspec:\n  name: Eve\n";
+    let r = crate::support::cli(&s.socket, &["apply", "-f", "-"], Some(edit));
+    assert_eq!(r.code, 1, "production checkouts are edited through git: {r:?}");
+    assert_eq!(status(&s)["runner"], "Running");
+
+    // A restarted server (a service after a reboot) serves the last applied context again.
+    drop(s);
+    let s = g.dynamic_server();
+    wait_for("the restarted server to serve the last context", 20, || (status(&s)["status"] == "Ready").then_some(()));
+    let st = status(&s);
+    assert_eq!(st["context"]["commit"], second.as_str(), "{st}");
+    assert_eq!(st["runner"], "Running");
+    wait_welcome(&s, "alice", "hi, Alice");
+}
+
+#[test]
+fn development_branch_commit_and_push() {
+    let g = Git::new();
+    let (bare, _work, first) = g.remote("intent", "greeter", "greeter");
+    let s = g.dynamic_server();
+    s.cli(&["server", "apply", &url(&bare), "greeter", &first, "feature"]).ok();
+    let st = status(&s);
+    assert_eq!(st["production"], false, "{st}");
+    assert_eq!(st["runner"], "Stopped");
+    assert_eq!(st["context"]["branch"], "feature");
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "alice").as_deref(), Some("hello, Alice"));
+
+    let carol = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: carol\n  namespace: default\nspec:\n  name: Carol\n  greeting: hey\n";
+    crate::support::cli(&s.socket, &["apply", "-f", "-"], Some(carol)).ok();
+    let r = s.cli(&["run", "commit", "add carol"]).ok();
+    assert!(r.stdout.contains("committed"), "{}", r.stdout);
+    assert_eq!(s.cli(&["run", "commit", "again"]).code, 1, "nothing left to commit");
+    s.cli(&["run", "push"]).ok();
+    assert_eq!(g.git(&bare, &["log", "--format=%s", "-1", "feature"]), "add carol");
+    assert_eq!(g.git(&bare, &["log", "--format=%an", "-1", "feature"]), "Tester", "the user's identity");
+
+    let r = s.cli(&["branch", "get"]).ok();
+    assert!(r.stdout.lines().any(|l| l == "* feature"), "{}", r.stdout);
+    let r = s.cli(&["branch", "get", "feature"]).ok();
+    assert!(r.stdout.contains("    add carol") && r.stdout.contains("Author: Tester <tester@example.com>"), "{}", r.stdout);
+    let r = s.cli(&["branch", "diff", "main", "feature"]).ok();
+    assert_eq!(r.stdout.trim(), "+ greeter/in/demo.choreo.dev.greeter.carol.yaml");
+
+    // Branches: create, fast-forward merge, refusals, delete.
+    s.cli(&["branch", "create", "topic"]).ok();
+    assert_eq!(s.cli(&["branch", "create", "topic"]).code, 1);
+    let r = s.cli(&["branch", "merge", "feature", "main"]).ok();
+    assert!(r.stdout.contains("fast-forwarded"), "{}", r.stdout);
+    assert_eq!(s.cli(&["branch", "delete", "feature"]).code, 1, "the checked-out branch stays");
+    s.cli(&["branch", "checkout", "topic"]).ok();
+    assert_eq!(status(&s)["context"]["branch"], "topic");
+    s.cli(&["branch", "delete", "feature"]).ok();
+
+    // A new development server on the same remote branch tracks it (fresh work dir).
+    drop(s);
+    let work_dir = g.path("state2");
+    let s2 = Server::start_env(&g.path("s2.sock"), &["--work-dir", work_dir.to_str().unwrap()], &g.env());
+    s2.cli(&["server", "apply", &url(&bare), "greeter", "main", "feature"]).ok();
+    s2.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s2, "carol").as_deref(), Some("hey, Carol"), "the pushed branch was checked out");
+}
+
+#[test]
+fn refusals_leave_the_previous_context_serving() {
+    let g = Git::new();
+    let (bare, work, first) = g.remote("intent", "greeter", "greeter");
+    g.edit(&work.join("greeter/in/demo.choreo.dev.greeter.alice.yaml"), "greeting: hello", "greeting: hi");
+    let second = g.commit_all(&work, "friendlier");
+    g.git(&work, &["push", "-q", "origin", "main"]);
+    let s = g.dynamic_server();
+
+    // An unreachable URL without a clone: the server says why and stays Initializing-failed.
+    let r = s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("cannot clone"), "{}", r.stderr);
+    assert_eq!(status(&s)["status"], "Failed");
+
+    s.cli(&["server", "apply", &url(&bare), "greeter", &first, "dev"]).ok();
+    s.cli(&["run", "once"]).ok();
+
+    // An unknown ref changes nothing.
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown ref"), "{}", r.stderr);
+    assert_eq!(status(&s)["context"]["branch"], "dev");
+
+    // A directory that is not in the repository changes nothing either.
+    let r = s.cli(&["server", "apply", &url(&bare), "nowhere", &second]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("nowhere"), "{}", r.stderr);
+    assert_eq!(status(&s)["context"]["directory"], "greeter");
+    assert_eq!(status(&s)["status"], "Ready");
+
+    // Uncommitted work in the clone is never discarded by a switch.
+    let dave = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: dave\n  namespace: default\nspec:\n  name: Dave\n";
+    crate::support::cli(&s.socket, &["apply", "-f", "-"], Some(dave)).ok();
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", &second]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("uncommitted changes") && r.stderr.contains("dave"), "{}", r.stderr);
+    assert_eq!(status(&s)["context"]["branch"], "dev");
+    s.cli(&["branch", "stash"]).ok();
+
+    // Offline: the remote is gone, the existing clone is used with a warning.
+    std::fs::rename(&bare, g.path("moved.git")).unwrap();
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", &second]).ok();
+    assert!(r.stderr.contains("warning") && r.stderr.contains("existing clone"), "{}", r.stderr);
+    wait_welcome(&s, "alice", "hi, Alice");
+
+    // Static mode on a plain directory: git commands say what is missing.
+    let p = TestProject::new("greeter");
+    let _st = p.start();
+    let r = p.cli(&["branch", "get"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not a git repository"), "{}", r.stderr);
+    let r = p.cli(&["server", "apply", &url(&bare), "greeter", "main"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("static mode"), "{}", r.stderr);
+}
+
+#[test]
+fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
+    let g = Git::new();
+    // Deepest package: the Greeter API and its reconciler. A later commit breaks the
+    // reconciler; the pinned (first) commit must be what is loaded.
+    let (bare_b, work_b, pinned_b) = g.remote("pkg-b", "greeter", "greeter");
+    std::fs::remove_dir_all(work_b.join("greeter/in")).unwrap();
+    std::fs::remove_file(work_b.join("greeter/crds/demo.choreo.dev_welcomes.yaml")).unwrap();
+    let b_without_in = g.commit_all(&work_b, "package: no data, no Welcome API");
+    g.edit(&work_b.join("greeter/reconcilers/demo.choreo.dev.greeters.welcome.star"), "\", \"", "\" BROKEN \"");
+    g.commit_all(&work_b, "breaks the reconciler");
+    g.git(&work_b, &["push", "-q", "origin", "main"]);
+    let _ = pinned_b;
+
+    // Middle package: the Welcome API, and a ref to pkg-b through a URL that only an insteadOf
+    // rule makes reachable.
+    let (bare_a, work_a, _) = g.remote("pkg-a", "greeter", "a");
+    for d in ["in", "reconcilers", "libs"] {
+        std::fs::remove_dir_all(work_a.join("a").join(d)).unwrap();
+    }
+    std::fs::remove_file(work_a.join("a/crds/demo.choreo.dev_greeters.yaml")).unwrap();
+    std::fs::create_dir_all(work_a.join("a/refs")).unwrap();
+    std::fs::write(
+        work_a.join("a/refs/pkg-b.yaml"),
+        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-b\nspec:\n  url: https://mirror.invalid/pkg-b.git\n  directory: greeter\n  ref:\n    type: hash\n    name: {b_without_in}\n"),
+    )
+    .unwrap();
+    g.commit_all(&work_a, "package a");
+    g.git(&work_a, &["tag", "v1"]);
+    g.git(&work_a, &["push", "-q", "origin", "main", "--tags"]);
+    g.add_config(&format!("[url \"{}\"]\n\tinsteadOf = https://mirror.invalid/pkg-b.git\n", url(&bare_b)));
+
+    // The project: only data and a ref to pkg-a by tag.
+    let p = TestProject::new("greeter");
+    for d in ["crds", "reconcilers", "libs"] {
+        std::fs::remove_dir_all(p.path(d)).unwrap();
+    }
+    p.write(
+        "refs/pkg-a.yaml",
+        &format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-a\nspec:\n  url: {}\n  directory: a\n  ref:\n    type: tag\n    name: v1\n", url(&bare_a)),
+    );
+    let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
+    let st = status(&s);
+    assert_eq!(st["status"], "Ready", "{st}");
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "alice").as_deref(), Some("hello, Alice"), "pkg-b's reconciler at the pinned commit");
+    let refs = s.cli(&["get", "upstreamrefs", "-o", "name"]).ok();
+    assert!(refs.stdout.contains("pkg-a"), "{}", refs.stdout);
+
+    // A second ref to the same package at another commit is a conflict, named.
+    p.write(
+        "refs/pkg-b-too.yaml",
+        &format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-b-too\nspec:\n  url: https://mirror.invalid/pkg-b.git\n  directory: greeter\n  ref:\n    type: hash\n    name: {}\n", pinned_b),
+    );
+    let r = s.cli(&["run", "load"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("pins it at"), "{}", r.stderr);
+}
