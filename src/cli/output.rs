@@ -156,6 +156,14 @@ pub fn status_text(s: &ServerStatus) -> String {
         },
     };
     lines.push(("context", context));
+    if let Some(commit) = &c.commit {
+        lines.push(("commit", commit.clone()));
+    }
+    if c.path.is_some() {
+        if let Some(branch) = &c.branch {
+            lines.push(("branch", branch.clone()));
+        }
+    }
     lines.push(("runner", s.runner.clone()));
     if let Some(last) = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
         let outcome = if last["success"] == true { "success".to_string() } else { format!("failed: {}", last["message"].as_str().unwrap_or("")) };

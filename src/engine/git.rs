@@ -149,6 +149,7 @@ impl Engine {
         let previous = (self.layout.clone(), self.dynamic.clone());
 
         // From here on the served context changes.
+        let was_running = self.work.is_some();
         self.stop_runner();
         let note = match &req.branch {
             None => target.and_then(|oid| repo.checkout_detached(oid)).map(|()| None),
@@ -198,6 +199,10 @@ impl Engine {
             None => {
                 self.run_start()?;
                 format!("production at {} ({commit}), runner running", req.reference)
+            }
+            Some(b) if was_running => {
+                self.run_start()?;
+                format!("development on branch {b} ({commit}), runner running again")
             }
             Some(b) => format!("development on branch {b} ({commit})"),
         };

@@ -86,6 +86,11 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         fs::remove_file(&socket).map_err(io_err(&socket))?;
     }
     fs::create_dir_all(&config.state_dir).map_err(io_err(&config.state_dir))?;
+    // Server state is never project content: keep it out of `git status` and `run commit`.
+    let ignore = config.state_dir.join(".gitignore");
+    if !ignore.exists() {
+        fs::write(&ignore, "# choreo's server state (database, socket, caches)\n*\n").map_err(io_err(&ignore))?;
+    }
 
     let (handle, engine_thread, stop_requested) = engine::start(config.mode.clone(), config.state_dir.clone())?;
     let listener = match bind(&socket, config.socket_group) {

@@ -339,3 +339,54 @@ fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("pins it at"), "{}", r.stderr);
 }
+
+#[test]
+fn static_mode_commits_on_the_users_repository() {
+    let g = Git::new();
+    let p = TestProject::new("greeter");
+    g.git(&p.dir, &["init", "-q"]);
+    g.commit_all(&p.dir, "project");
+    let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
+    let carol = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: carol\n  namespace: default\nspec:\n  name: Carol\n";
+    crate::support::cli(&s.socket, &["apply", "-f", "-"], Some(carol)).ok();
+    // Files outside the project's directories are the user's business, not choreo's commit.
+    std::fs::write(p.path("notes.txt"), "mine").unwrap();
+    s.cli(&["run", "commit", "carol"]).ok();
+    assert_eq!(g.git(&p.dir, &["log", "--format=%s", "-1"]), "carol");
+    assert_eq!(g.git(&p.dir, &["status", "--porcelain"]), "?? notes.txt");
+    assert_eq!(s.cli(&["branch", "get"]).ok().stdout, "* main\n");
+    let st = s.cli(&["server", "get"]).ok().stdout;
+    assert!(st.contains("branch") && st.contains("main"), "{st}");
+    // No remote: push says so.
+    let r = s.cli(&["run", "push"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no remote"), "{}", r.stderr);
+}
+
+#[test]
+fn upstream_data_of_type_all_loads_and_goes_with_its_ref() {
+    let g = Git::new();
+    let (bare, _work, commit) = g.remote("pkg", "greeter", "greeter");
+    let p = TestProject::new("greeter");
+    for d in ["crds", "reconcilers", "libs", "in"] {
+        std::fs::remove_dir_all(p.path(d)).unwrap();
+    }
+    let r#ref = |kind: &str| {
+        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg\nspec:\n  type: {kind}\n  url: {}\n  directory: greeter\n  ref:\n    name: {commit}\n", url(&bare))
+    };
+    p.write("refs/pkg.yaml", &r#ref("all"));
+    let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "bob").as_deref(), Some("welcome, Bob"));
+    let alice = s.cli(&["get", "greeters", "alice", "-o", "json"]).ok().json();
+    let origin = alice["metadata"]["annotations"]["api.choreo.kform.dev/origin"].as_str().unwrap().to_string();
+    assert!(origin.contains("\"kind\":\"Upstream\"") && origin.contains("\"directory\":\"greeter\""), "{origin}");
+    assert!(p.path(".choreo/upstream").is_dir(), "the package is cached in the project's .choreo/");
+
+    // Type crd: the package's data is no longer part of the project.
+    p.write("refs/pkg.yaml", &r#ref("crd"));
+    // The greeters carry the reconciler's finalizer: the run that follows the load lets them go.
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(s.cli(&["get", "greeters", "alice"]).code, 1, "the package's data went with its type");
+    assert_eq!(s.cli(&["get", "welcomes", "bob"]).code, 1, "and so did the children");
+}
