@@ -61,12 +61,17 @@ impl Engine {
             other => return Err(ErrorReport::new(ErrorKind::Unavailable, format!("runner is already running, status {other}"))),
         }
         self.reload()?;
+        self.start_work();
+        Ok(Reply::Done)
+    }
+
+    /// Starts the continuous runner on what is loaded now (every for-object is reconciled).
+    pub(super) fn start_work(&mut self) {
         let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, None));
         // Everything is reconciled from the current state; older events are covered by that.
         let _ = self.events.try_iter().count();
         self.work = Some(Work::new(&self.controllers, seeds));
         self.set_runner("Running");
-        Ok(Reply::Done)
     }
 
     pub(super) fn run_stop(&mut self) -> Result<Reply, ErrorReport> {

@@ -133,12 +133,14 @@ impl Engine {
             return Ok(Reply::Message("unchanged: the server already serves this context".into()));
         }
         let mut progress = Self::progress_to(reply);
+        let started = std::time::Instant::now();
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
         let (repo, warning) = Repo::clone_or_fetch(&req.url, &clone, &mut progress).map_err(|e| self.apply_failed(e))?;
         if let Some(w) = warning {
             log::warn!("{w}");
             progress(format!("warning: {w}"));
         }
+        let fetched = started.elapsed();
         repo.ensure_clean().map_err(|e| self.apply_failed(e))?;
         // Resolve before anything moves, so an unknown ref changes nothing.
         let target = repo.resolve(&req.reference);
@@ -168,6 +170,7 @@ impl Engine {
         if let Some(n) = note {
             progress(format!("note: {n}"));
         }
+        let checked_out = started.elapsed();
         let root = if req.directory == "." || req.directory.is_empty() { clone.clone() } else { clone.join(&req.directory) };
         let mut layout = template.with_root(root.clone());
         layout.upstream_cache = Some(work_dir.join("upstream"));
@@ -191,17 +194,26 @@ impl Engine {
             report.causes = e.causes;
             return Err(report);
         }
+        log::info!(
+            "applied {} {} {}: fetch {:?}, checkout {:?}, load {:?}",
+            req.url,
+            req.directory,
+            req.reference,
+            fetched,
+            checked_out - fetched,
+            started.elapsed() - checked_out
+        );
         self.refresh_context();
         self.context_changed = true;
         save_context(&work_dir, &req);
         let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
         let what = match &req.branch {
             None => {
-                self.run_start()?;
+                self.start_work();
                 format!("production at {} ({commit}), runner running", req.reference)
             }
             Some(b) if was_running => {
-                self.run_start()?;
+                self.start_work();
                 format!("development on branch {b} ({commit}), runner running again")
             }
             Some(b) => format!("development on branch {b} ({commit})"),
