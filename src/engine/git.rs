@@ -190,6 +190,16 @@ impl Engine {
                 }
             }
             self.resume(previous);
+            if self.dynamic.is_none() {
+                // Nothing was served before: the status says why nothing is served now.
+                let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                status.status = "Failed".into();
+                status.reason = std::iter::once(e.message.clone()).chain(e.causes.iter().cloned()).collect::<Vec<_>>().join("\n");
+                drop(status);
+                let mut report = ErrorReport::new(e.kind, format!("apply failed: {}", e.message));
+                report.causes = e.causes;
+                return Err(report);
+            }
             let mut report = ErrorReport::new(e.kind, format!("apply failed, the previous context is still served: {}", e.message));
             report.causes = e.causes;
             return Err(report);

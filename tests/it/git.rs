@@ -231,7 +231,19 @@ fn refusals_leave_the_previous_context_serving() {
     g.edit(&work.join("greeter/in/demo.choreo.dev.greeter.alice.yaml"), "greeting: hello", "greeting: hi");
     let second = g.commit_all(&work, "friendlier");
     g.git(&work, &["push", "-q", "origin", "main"]);
+    g.git(&work, &["checkout", "-q", "-b", "broken"]);
+    std::fs::write(work.join("greeter/in/bad.yaml"), "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata: {name: bad\n").unwrap();
+    g.commit_all(&work, "a file that does not parse");
+    g.git(&work, &["push", "-q", "origin", "broken"]);
     let s = g.dynamic_server();
+
+    // A first apply at a ref where the project does not load: Failed, with the file named.
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "broken"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("in/bad.yaml:"), "{}", r.stderr);
+    let st = status(&s);
+    assert_eq!(st["status"], "Failed", "{st}");
+    assert!(st["reason"].as_str().unwrap().contains("in/bad.yaml"), "{st}");
 
     // An unreachable URL without a clone: the server says why and stays Initializing-failed.
     let r = s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]);
@@ -247,6 +259,15 @@ fn refusals_leave_the_previous_context_serving() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("unknown ref"), "{}", r.stderr);
     assert_eq!(status(&s)["context"]["branch"], "dev");
+
+    // A ref where the project does not load: the previous context stays, checkout included.
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "broken"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("previous context is still served") && r.stderr.contains("in/bad.yaml:"), "{}", r.stderr);
+    let st = status(&s);
+    assert_eq!((st["status"].as_str(), st["context"]["branch"].as_str()), (Some("Ready"), Some("dev")), "{st}");
+    assert_eq!(st["context"]["commit"], first.as_str());
+    s.cli(&["run", "once"]).ok();
 
     // A directory that is not in the repository changes nothing either.
     let r = s.cli(&["server", "apply", &url(&bare), "nowhere", &second]);
