@@ -33,34 +33,14 @@ fn git(dir: &Path, home: &Path, args: &[&str]) -> String {
 }
 
 fn start(work_dir: &Path, socket: &Path, home: &Path) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(BIN)
-        .args(["server", "start", "--work-dir"])
-        .arg(work_dir)
-        .arg("--socket")
-        .arg(socket)
-        .env("HOME", home)
-        // The engine logs each apply's phases (fetch, checkout, load): shown with --verbose.
-        .env("RUST_LOG", "warn,choreo::engine::git=info")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    for l in lines.by_ref() {
-        if l.unwrap_or_default().contains("listening on") {
-            break;
-        }
-    }
     let verbose = std::env::args().any(|a| a == "--verbose");
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            if verbose && l.contains("applied") {
-                eprintln!("{l}");
-            }
+    // The engine logs each apply's phases (fetch, checkout, load): shown with --verbose.
+    let env = [("HOME", home.as_os_str()), ("RUST_LOG", std::ffi::OsStr::new("warn,choreo::engine::git=info"))];
+    common::start_server_with(BIN, &["--work-dir".as_ref(), work_dir.as_os_str()], socket, &env, move |l| {
+        if verbose && l.contains("applied") {
+            eprintln!("{l}");
         }
-    });
-    child
+    })
 }
 
 fn apply(c: &mut Client, url: &str, reference: &str) -> Duration {

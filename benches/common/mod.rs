@@ -63,13 +63,26 @@ pub const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n   
 /// Starts `choreo server start DIR` on `socket` and returns once it listens; its stderr is
 /// drained on a thread so the server never blocks on a full pipe.
 pub fn start_server(bin: &str, dir: &std::path::Path, socket: &std::path::Path) -> std::process::Child {
+    start_server_with(bin, &[dir.as_os_str()], socket, &[], |_| {})
+}
+
+/// Starts `choreo server start ARGS` with extra environment variables; every stderr line after
+/// the listening line goes to `line`.
+pub fn start_server_with(
+    bin: &str,
+    args: &[&std::ffi::OsStr],
+    socket: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    mut line: impl FnMut(String) + Send + 'static,
+) -> std::process::Child {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(bin)
         .args(["server", "start"])
-        .arg(dir)
+        .args(args)
         .arg("--socket")
         .arg(socket)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -80,6 +93,6 @@ pub fn start_server(bin: &str, dir: &std::path::Path, socket: &std::path::Path) 
             break;
         }
     }
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(&mut line));
     child
 }

@@ -64,7 +64,7 @@ impl Git {
         let work = self.path(name);
         self.git(self.tmp.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
         self.git(self.tmp.path(), &["init", "-q", work.to_str().unwrap()]);
-        copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(fixture), &work.join(dir));
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(fixture), &work.join(dir));
         let head = self.commit_all(&work, "initial");
         self.git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         self.git(&work, &["push", "-q", "origin", "main"]);
@@ -87,19 +87,6 @@ impl Git {
     fn dynamic_server(&self) -> Server {
         let work_dir = self.path("state");
         Server::start_env(&self.path("s.sock"), &["--work-dir", work_dir.to_str().unwrap()], &self.env())
-    }
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
