@@ -6,7 +6,8 @@ CARGO ?= cargo
 build:
 	$(CARGO) build --release
 
-## Build, start a server on a copy of fixtures/network and show it working end to end.
+## Build, start a server on a copy of fixtures/fabric and show it working end to end, then
+## the same project served from a git repository in dynamic mode (production, rollback).
 run: build
 	./scripts/demo.sh target/release/choreo
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: start a choreo server on a copy of the bundled fabric fixture (two Starlark
-# reconcilers over network devices) and drive it with the CLI, end to end. Leaves nothing behind.
+# reconcilers over network devices) and drive it with the CLI, end to end; then serve the same
+# project from a local git repository in dynamic mode (apply v2, roll back to v1). Leaves
+# nothing behind.
 set -euo pipefail
 bin=$(realpath "${1:-target/release/choreo}")
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,4 +35,34 @@ step run diff -a
 printf 'apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: leaf2\nspec:\n  asn: 0\n' > "$work/bad.yaml"
 step apply -f "$work/bad.yaml" || echo "(rejected as expected: nothing was written)"
 step run list
+step server stop
+
+printf '\n# dynamic mode: the server manages a clone of a git repository itself\n'
+repo="$work/intent"
+export HOME="$work/home" GIT_CONFIG_NOSYSTEM=1
+unset GIT_CONFIG_GLOBAL
+mkdir -p "$HOME"
+printf '[user]\n\tname = demo\n\temail = demo@example.com\n[init]\n\tdefaultBranch = main\n' > "$HOME/.gitconfig"
+git init -q "$repo"
+cp -r "$root/fixtures/fabric" "$repo/fabric"
+git -C "$repo" add -A && git -C "$repo" commit -qm "fabric" && git -C "$repo" tag v1
+sed -i 's/asn: 64601/asn: 64611/' "$repo/fabric/in/devices.yaml"
+git -C "$repo" commit -qam "spine1: new AS" && git -C "$repo" tag v2
+git clone -q --bare "$repo" "$work/intent.git"
+sock="$work/dynamic.sock"
+"$bin" server start --work-dir "$work/state" --socket "$sock" 2>"$work/dynamic.log" &
+server=$!
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+step server get
+step server apply "file://$work/intent.git" fabric v2
+step server get
+for _ in $(seq 1 100); do "$bin" --socket "$sock" get deviceconfigs spine1 >/dev/null 2>&1 && break; sleep 0.1; done
+step get deviceconfigs
+printf '\n# roll back to v1\n'
+step server apply "file://$work/intent.git" fabric v1
+for _ in $(seq 1 100); do
+    "$bin" --socket "$sock" get devices spine1 -o json 2>/dev/null | grep -q '"asn": 64601' && break; sleep 0.1
+done
+step get devices spine1 -o yaml
+step run commit "not in production" || echo "(refused as expected: production serves the pinned ref)"
 step server stop
