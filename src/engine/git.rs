@@ -142,20 +142,30 @@ impl Engine {
         }
         let fetched = started.elapsed();
         repo.ensure_clean().map_err(|e| self.apply_failed(e))?;
-        // Resolve before anything moves, so an unknown ref changes nothing.
-        let target = repo.resolve(&req.reference);
-        if req.branch.is_none() || !branch_exists(&repo, req.branch.as_deref()) {
-            target.as_ref().map_err(|e| self.apply_failed(clone_err(e)))?;
+        // Resolve before anything moves, so an unknown ref changes nothing. (An existing
+        // development branch is checked out as it is; REF only matters for a new one.)
+        enum Plan {
+            Detached(repo::Oid),
+            Branch(String),
         }
+        let plan = match &req.branch {
+            None => Plan::Detached(repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?),
+            Some(b) => {
+                if !branch_exists(&repo, b) {
+                    repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?;
+                }
+                Plan::Branch(b.clone())
+            }
+        };
         let previous_head = repo.head().ok();
         let previous = (self.layout.clone(), self.dynamic.clone());
 
         // From here on the served context changes.
         let was_running = self.work.is_some();
         self.stop_runner();
-        let note = match &req.branch {
-            None => target.and_then(|oid| repo.checkout_detached(oid)).map(|()| None),
-            Some(b) => repo.checkout_development(b, &req.reference),
+        let note = match &plan {
+            Plan::Detached(oid) => repo.checkout_detached(*oid).map(|()| None),
+            Plan::Branch(b) => repo.checkout_development(b, &req.reference),
         };
         let note = match note {
             Ok(n) => n,
@@ -411,17 +421,10 @@ impl Engine {
     }
 }
 
-fn branch_exists(repo: &Repo, branch: Option<&str>) -> bool {
-    let Some(b) = branch else { return false };
-    repo.branches().map(|list| list.iter().any(|x| x.name == b)).unwrap_or(false)
-        || repo.resolve(&format!("refs/remotes/origin/{b}")).is_ok()
-}
-
-fn clone_err(e: &RepoError) -> RepoError {
-    match e {
-        RepoError::UnknownRef { reference, url } => RepoError::UnknownRef { reference: reference.clone(), url: url.clone() },
-        other => RepoError::Refused(other.to_string()),
-    }
+/// Whether `branch` exists locally or on origin.
+fn branch_exists(repo: &Repo, branch: &str) -> bool {
+    repo.branches().map(|list| list.iter().any(|x| x.name == branch)).unwrap_or(false)
+        || repo.resolve(&format!("refs/remotes/origin/{branch}")).is_ok()
 }
 
 /// Seconds since the epoch in a time zone offset, as RFC 3339.

@@ -12,11 +12,12 @@
 
 mod upstream;
 
+pub use git2::Oid;
 pub use upstream::{export_commit, fetch_commit};
 
 use std::path::{Path, PathBuf};
 
-use git2::{BranchType, Oid, Repository};
+use git2::{BranchType, Repository};
 
 /// Where progress lines of a long operation go.
 pub type Progress<'a> = &'a mut dyn FnMut(String);
