@@ -400,7 +400,9 @@ impl<'s> Txn<'s> {
     }
 
     /// Makes the transaction visible without waiting for the disk: for the many small commits of
-    /// a run, which is made durable as a whole with [`Store::sync`] before it is reported.
+    /// a run, which is made durable as a whole with [`Store::sync`] before it is reported. Its
+    /// writes may reach sled only with a later commit or sync, which then reports a database
+    /// error.
     pub fn commit_unsynced(self) -> Result<Vec<Event>> {
         self.commit_inner(false)
     }
@@ -410,7 +412,7 @@ impl<'s> Txn<'s> {
             return Ok(Vec::new());
         }
         let store = self.store;
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::with_capacity(self.writes.len());
         let mut events = Vec::with_capacity(self.writes.len());
         let mut stored = Vec::with_capacity(self.writes.len());
         store.with(|state| {
@@ -419,14 +421,14 @@ impl<'s> Txn<'s> {
                 match (value, before) {
                     (Some(v), before) => {
                         // serde_json never fails to encode a Value.
-                        let bytes = serde_json::to_vec(&**v).unwrap_or_default();
-                        batch.insert(key.to_bytes(), bytes.as_slice());
-                        stored.push((key.clone(), Some(Arc::new(Stored::new(v, bytes)))));
+                        let new = Arc::new(Stored::new(v, serde_json::to_vec(&**v).unwrap_or_default()));
+                        batch.push((key.to_bytes(), Some(sled::IVec::from(new.json()))));
+                        stored.push((key.clone(), Some(new)));
                         let kind = if before.is_some() { EventType::Modified } else { EventType::Added };
                         events.push(Event { kind, key: key.clone(), owners: object::owner_references(v) });
                     }
                     (None, Some(old)) => {
-                        batch.remove(key.to_bytes());
+                        batch.push((key.to_bytes(), None));
                         stored.push((key.clone(), None));
                         events.push(Event { kind: EventType::Deleted, key: key.clone(), owners: old.owners().to_vec() });
                     }
@@ -434,10 +436,7 @@ impl<'s> Txn<'s> {
                 }
             }
         });
-        store
-            .objects
-            .apply_batch(batch)
-            .map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
+        store.write_objects(batch, durable)?;
         if durable {
             store.sync()?;
         }
