@@ -337,11 +337,12 @@ impl Engine {
     }
 }
 
-/// Caps glibc's malloc arenas at two. By default each thread that allocates may get an arena
-/// of its own (up to eight per core), and memory freed in one arena is never reused by another:
-/// the first load runs on the calling thread, runs on the engine thread, sled's flusher on its
-/// own. On a 10k-object run this lowered the peak resident memory by 10–20 MB; two arenas
-/// rather than one keep the busiest threads from contending on a single lock.
+/// Caps glibc's malloc arenas at two: the calling thread's and the engine thread's (the first
+/// thread spawned that allocates). By default each thread may get an arena of its own (up to
+/// eight per core) and memory freed in one arena is never reused by another, so the parse
+/// threads of a load and sled's flusher spread a 10k-object run's memory over several; two
+/// rather than one keep the parse threads of a load from contending on a single lock (one
+/// arena made a 10k-object load ~1.5 times slower).
 fn limit_malloc_arenas() {
     // SAFETY: mallopt only changes an allocator parameter; M_ARENA_MAX applies to arenas
     // created afterwards and may be set while other threads allocate.
