@@ -161,7 +161,9 @@ impl Engine {
         let previous = (self.layout.clone(), self.dynamic.clone());
 
         // From here on the served context changes.
-        let was_running = self.work.is_some();
+        // A development runner started with `run start` keeps running on the new context; a
+        // production runner belongs to production.
+        let was_running = self.work.is_some() && !self.production();
         self.stop_runner();
         let note = match &plan {
             Plan::Detached(oid) => repo.checkout_detached(*oid).map(|()| None),

@@ -6,7 +6,10 @@
 //! transaction see them, and [`Txn::commit`] writes one sled batch, flushes, fsyncs the database
 //! files (sled's own flush does not fsync on Linux) and only then publishes the new state to
 //! readers and emits the change events. A transaction that is dropped leaves no trace, which is
-//! how a failed load keeps the last good state.
+//! how a failed load keeps the last good state. The many small commits of a run
+//! ([`Txn::commit_unsynced`]) are published at once but gathered for sled in batches of several
+//! hundred writes (each commit whole inside one), which the next durable commit or
+//! [`Store::sync`] hands over first.
 //!
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
@@ -205,6 +208,20 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Unsynced commits not yet handed to sled: more than this many object writes are applied as
+/// one sled batch. Every sled batch allocates two fresh 512 KiB log buffers (it rolls the log
+/// before and after), so a batch per reconcile churned 40k of them through malloc in a
+/// 10k-object run, fragmenting the heap by tens of megabytes; one batch per this many writes
+/// also keeps the memory a batch pins (see `snapshots::BLOB_BATCH`) small.
+const PENDING_WRITES: usize = 512;
+
+/// Object writes of unsynced commits, gathered for one sled batch.
+#[derive(Default)]
+struct Pending {
+    batch: sled::Batch,
+    writes: usize,
+}
+
 /// The single writer of the API store.
 pub struct Store {
     dir: PathBuf,
@@ -212,6 +229,9 @@ pub struct Store {
     objects: sled::Tree,
     state: Arc<RwLock<State>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
+    /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
+    /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
+    pending: Mutex<Pending>,
 }
 
 impl Store {
@@ -291,6 +311,7 @@ impl Store {
             objects,
             state: Arc::new(RwLock::new(state)),
             subscribers: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
         };
         store.sync()?;
         Ok(store)
@@ -322,10 +343,33 @@ impl Store {
         rx
     }
 
-    /// Makes everything written so far durable: sled flush, then fsync of the database files.
+    /// Makes everything written so far durable: pending writes to sled, sled flush, then fsync
+    /// of the database files.
     pub fn sync(&self) -> Result<()> {
+        self.write_objects(Vec::new(), true)?;
         self.db.flush().map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
         fsync_dir_files(&self.dir)
+    }
+
+    /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
+    /// hands the batch to sled when `now` or when it has grown large. A commit's writes always
+    /// go in one sled batch together, so each commit stays atomic on disk.
+    fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, now: bool) -> Result<()> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.writes += writes.len();
+        for (key, value) in writes {
+            match value {
+                Some(v) => pending.batch.insert(key, v),
+                None => pending.batch.remove(key),
+            }
+        }
+        if pending.writes == 0 || !(now || pending.writes > PENDING_WRITES) {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut *pending);
+        self.objects
+            .apply_batch(batch.batch)
+            .map_err(|source| StoreError::Db { path: self.dir.clone(), source })
     }
 
     fn publish(&self, events: Vec<Event>, writes: Vec<(ObjectKey, Option<Arc<Stored>>)>, registry: Option<Registry>) {
@@ -344,6 +388,16 @@ impl Store {
         let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         // A subscriber that went away is dropped rather than failing the commit.
         subs.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+    }
+}
+
+impl Drop for Store {
+    /// Hands pending writes to sled, which writes them back on its own (not durably: only
+    /// [`Store::sync`] is), so a store dropped without a sync loses no more than sled would.
+    fn drop(&mut self) {
+        if let Err(e) = self.write_objects(Vec::new(), true) {
+            log::error!("cannot write the last changes to {}: {e}", self.dir.display());
+        }
     }
 }
 

@@ -18,6 +18,12 @@ use crate::api::object::ObjectKey;
 /// How many snapshots are kept.
 pub const RETAINED: usize = 50;
 
+/// Blobs written per sled batch. A sled batch pins the log and one epoch until it ends, so
+/// every node version and log buffer it creates stays in memory meanwhile: one batch of the
+/// 20k bodies of a 10k-object run held about 190 MB. Blobs are content-addressed and only
+/// referenced once the object list is written after them, so they need no atomicity.
+const BLOB_BATCH: usize = 256;
+
 /// A snapshot without its objects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotMeta {
@@ -73,6 +79,7 @@ impl Store {
         };
         let mut list = Vec::new();
         let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
         let mut seen = HashSet::new();
         self.with(|state| -> Result<()> {
             list.reserve(state.objects.len());
@@ -81,6 +88,11 @@ impl Store {
                 let h = hash(bytes);
                 if seen.insert(h) && !blobs.contains_key(h).map_err(self.db_err())? {
                     batch.insert(&h[..], bytes);
+                    in_batch += 1;
+                    if in_batch == BLOB_BATCH {
+                        blobs.apply_batch(std::mem::take(&mut batch)).map_err(self.db_err())?;
+                        in_batch = 0;
+                    }
                 }
                 list.push((key.to_bytes(), h));
             }

@@ -221,3 +221,36 @@ fn conflicting_managers_are_reported_and_force_takes_over() {
     assert!(crate::api::apply::managed_paths(&obj, "alice").unwrap().is_empty());
     assert_eq!(crate::api::apply::managed_paths(&obj, "bob").unwrap(), [".spec.size"]);
 }
+
+#[test]
+fn unsynced_commits_reach_the_database_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let n = PENDING_WRITES + 10;
+    {
+        let store = Store::open(&path).unwrap();
+        with_crd(&store);
+        // More writes than one pending batch holds, then rewrites and a deletion of early ones,
+        // all unsynced: the last write of each key must win on disk.
+        for i in 0..n {
+            let mut txn = store.begin();
+            txn.apply(&widget(&format!("w{i}"), 1), M).unwrap();
+            txn.commit_unsynced().unwrap();
+        }
+        let mut txn = store.begin();
+        txn.apply(&widget("w0", 2), M).unwrap();
+        txn.commit_unsynced().unwrap();
+        let mut txn = store.begin();
+        let key = ObjectKey::new(&GroupKind::new("example.com", "Widget"), "default", "w1");
+        txn.delete(&key).unwrap();
+        txn.commit_unsynced().unwrap();
+        // Dropped without a sync: the pending writes still go to sled.
+    }
+    let store = Store::open(&path).unwrap();
+    let gk = GroupKind::new("example.com", "Widget");
+    let widgets = store.with(|s| s.list(&gk, None));
+    assert_eq!(widgets.len(), n - 1);
+    let w0 = store.with(|s| s.get(&ObjectKey::new(&gk, "default", "w0"))).unwrap();
+    assert_eq!(w0["spec"]["size"], 2);
+    assert!(store.with(|s| s.get(&ObjectKey::new(&gk, "default", "w1"))).is_none());
+}

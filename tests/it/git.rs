@@ -161,6 +161,12 @@ fn production_follows_the_applied_ref_and_rolls_back() {
     assert_eq!(st["context"]["commit"], second.as_str(), "{st}");
     assert_eq!(st["runner"], "Running");
     wait_welcome(&s, "alice", "hi, Alice");
+
+    // From production to development: the runner stops and runs on demand again.
+    s.cli(&["server", "apply", &url(&bare), "greeter", "main", "dev"]).ok();
+    let st = status(&s);
+    assert_eq!((st["production"].as_bool(), st["runner"].as_str()), (Some(false), Some("Stopped")), "{st}");
+    s.cli(&["run", "once"]).ok();
 }
 
 #[test]

@@ -188,7 +188,11 @@ fn runs_are_deterministic() {
         }
         // Owner references carry uids too; everything else must match exactly.
         out.lines()
-            .filter(|l| !["uid:", "creationTimestamp:", "lastTransitionTime:"].iter().any(|k| l.trim_start().starts_with(k)))
+            // A condition's first field follows its list dash (`- lastTransitionTime: ...`).
+            .filter(|l| {
+                let field = l.trim_start().trim_start_matches("- ");
+                !["uid:", "creationTimestamp:", "lastTransitionTime:"].iter().any(|k| field.starts_with(k))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
