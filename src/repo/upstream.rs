@@ -73,6 +73,10 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
     let mut failure: Option<RepoError> = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
         let Some(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+        // A hostile tree must not write outside the export (git itself refuses such names).
+        if name == "." || name == ".." || name.contains('/') || name.eq_ignore_ascii_case(".git") {
+            return git2::TreeWalkResult::Skip;
+        }
         let path = tmp.join(dir).join(name);
         let result = match entry.kind() {
             Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| io(&path, e)),
