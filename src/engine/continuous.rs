@@ -27,6 +27,7 @@ impl Engine {
             dirs: vec![layout.apis.clone(), layout.input.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()],
             window: std::time::Duration::from_millis(20),
             max_window: std::time::Duration::from_millis(50),
+            quiet: std::time::Duration::from_millis(2),
         })
     }
 

@@ -158,6 +158,10 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         sources: Default::default(),
         stop_requested: stop_tx,
     };
+    // The watcher starts before the initial load, so a change made while that load runs (or
+    // right after the socket appears) is seen.
+    let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
+    let watcher = engine.start_watcher(watch_tx);
     if matches!(engine.mode, Mode::Static { .. }) {
         // A failed initial load is a status, not a startup failure: the server still answers.
         let _ = engine.reload();
@@ -166,15 +170,18 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     let (tx, rx) = crossbeam_channel::unbounded();
     let thread = std::thread::Builder::new()
         .name("choreo-engine".into())
-        .spawn(move || engine.run(rx))
+        .spawn(move || engine.run(rx, watch_rx, watcher))
         .map_err(EngineError::Thread)?;
     Ok((Handle { tx, reader, status }, thread, stop_rx))
 }
 
 impl Engine {
-    fn run(mut self, rx: Receiver<Msg>) {
-        let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
-        let mut watcher = self.start_watcher(watch_tx);
+    fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        watch_rx: Receiver<crate::watch::WatchEvent>,
+        mut watcher: Option<crate::watch::WatchHandle>,
+    ) {
         loop {
             // With work ready, only peek at the channels; with work waiting, sleep until it is
             // due; otherwise block until something happens.
