@@ -283,13 +283,17 @@ impl Engine {
     /// Loads the project; on failure the status becomes `Failed` with every problem as the
     /// reason, and the store keeps its last good state.
     fn reload(&mut self) -> Result<(), ErrorReport> {
+        self.reload_scope(load::Scope::Full)
+    }
+
+    /// [`Engine::reload`] reading only what `scope` names.
+    fn reload_scope(&mut self, scope: load::Scope<'_>) -> Result<(), ErrorReport> {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
-        let result = load::load(&self.store, &layout, self.load_cache.as_ref());
+        let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok((summary, cache)) => {
-                self.load_cache = Some(cache);
+            Ok(summary) => {
                 log::info!(
                     "loaded {} CRDs and {} objects from {} in {:?} ({} changed, {} removed, {} collected)",
                     summary.crds,
@@ -300,9 +304,13 @@ impl Engine {
                     summary.removed,
                     summary.collected
                 );
-                Self::release_memory();
-                self.sources = summary.sources;
-                self.controllers = summary.controllers;
+                if matches!(scope, load::Scope::Full) {
+                    // A partial load frees little; trimming a large heap would cost more.
+                    Self::release_memory();
+                }
+                if let Some(controllers) = summary.controllers {
+                    self.controllers = controllers;
+                }
                 status.status = "Ready".into();
                 status.reason.clear();
                 Ok(())
