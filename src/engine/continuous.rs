@@ -2,17 +2,22 @@
 //!
 //! In static mode the engine watches the project (`watch`); every batch of changed files
 //! reloads the project (a half-written or invalid file fails the load, names the file, keeps the
-//! last good state and is retried on the next event). While the continuous runner runs
+//! last good state and is retried on the next event). A batch of input files only reads those
+//! files ([`Scope::Inputs`]); anything else (CRDs, reconcilers, libraries, `.ignore`, a
+//! directory appearing, a rescan) reloads everything. While the continuous runner runs
 //! (`run start`), every change the store commits — a reload, an `apply`, a `delete` — is
 //! dispatched to the reconcilers and worked off between requests, a bounded slice at a time so
 //! the engine keeps answering.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
 use super::runner::{self, RunOptions, Step, Work};
+use super::load::Scope;
 use super::Engine;
+use crate::project::Layout;
 use crate::protocol::{ErrorKind, ErrorReport, Reply};
 use crate::watch::{self, WatchConfig, WatchEvent, WatchHandle};
 
@@ -27,6 +32,7 @@ impl Engine {
             dirs: vec![layout.apis.clone(), layout.input.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()],
             window: std::time::Duration::from_millis(20),
             max_window: std::time::Duration::from_millis(50),
+            quiet: std::time::Duration::from_millis(2),
         })
     }
 
@@ -46,11 +52,20 @@ impl Engine {
             WatchEvent::Changed(paths) => log::debug!("{} changed paths, first {}", paths.len(), paths[0].display()),
             WatchEvent::Rescan(why) => log::info!("rescanning the project: {why}"),
         }
-        if let (Some(w), Some(cfg)) = (watcher, self.watch_config()) {
-            // A watched directory may have just appeared.
-            w.refresh(&cfg);
-        }
-        let _ = self.reload();
+        let inputs = match (&ev, self.layout()) {
+            (WatchEvent::Changed(paths), Ok(layout)) => input_files(layout, paths),
+            _ => None,
+        };
+        let _ = match inputs {
+            Some(files) => self.reload_scope(Scope::Inputs(&files)),
+            None => {
+                if let (Some(w), Some(cfg)) = (watcher, self.watch_config()) {
+                    // A watched directory may have just appeared.
+                    w.refresh(&cfg);
+                }
+                self.reload()
+            }
+        };
     }
 
     pub(super) fn run_start(&mut self) -> Result<Reply, ErrorReport> {
@@ -148,5 +163,43 @@ impl Engine {
             work.reset_counts();
         }
         self.work = Some(work);
+    }
+}
+
+/// The input files (relative to the project) a batch changed, when that is all it changed:
+/// then only those need reading. `None` when anything else is among the changes (CRDs,
+/// reconcilers, libraries, an `.ignore` file, a directory itself): a full load decides.
+/// Paths below the input directory's top level are no project content and are skipped.
+fn input_files(layout: &Layout, paths: &[PathBuf]) -> Option<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        let rel = p.strip_prefix(&layout.root).ok()?;
+        let Ok(inside) = rel.strip_prefix(&layout.input) else { return None };
+        let mut parts = inside.components();
+        match (parts.next(), parts.next()) {
+            (Some(name), None) if name.as_os_str() != ".ignore" => files.push(rel.to_path_buf()),
+            (Some(_), Some(_)) => {}
+            // The input directory itself appeared, went or moved.
+            _ => return None,
+        }
+    }
+    Some(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_top_level_input_files_make_a_partial_load() {
+        let layout = Layout::new("/p");
+        let abs = |names: &[&str]| names.iter().map(|n| PathBuf::from("/p").join(n)).collect::<Vec<_>>();
+        assert_eq!(
+            input_files(&layout, &abs(&["in/a.yaml", "in/sub/b.yaml", "in/c.txt"])),
+            Some(vec![PathBuf::from("in/a.yaml"), PathBuf::from("in/c.txt")])
+        );
+        for full in [&["in/a.yaml", "crds/x.yaml"][..], &["in"], &["in/.ignore"], &["reconcilers/r/config.yaml"], &["libs/l.star"]] {
+            assert_eq!(input_files(&layout, &abs(full)), None, "{full:?}");
+        }
     }
 }

@@ -5,8 +5,13 @@
 //! but are no longer in any file are deleted, and garbage collection removes orphans. Any problem
 //! anywhere drops the whole transaction: the store keeps the last good state and the caller gets
 //! every diagnostic, each naming file, line and column.
+//!
+//! A full load lists and reads every file and skips the unchanged ones by content hash; a
+//! partial load ([`Scope::Inputs`], what the watcher asks for when only input files changed)
+//! reads just the named files and takes everything else from the [`LoadCache`]. A file that
+//! failed a partial load is read again by every following one until it loads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,11 +38,22 @@ pub struct LoadSummary {
     pub changed: usize,
     pub removed: usize,
     pub collected: usize,
-    pub sources: Sources,
-    pub controllers: Vec<Controller>,
+    /// The reconcilers of this load; `None` when a partial load left them as they were.
+    pub controllers: Option<Vec<Controller>>,
 }
 
 const INPUT: ApplyOptions<'static> = ApplyOptions { manager: INPUT_FIELD_MANAGER, force: true };
+
+/// Which files a load reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every file of the project.
+    Full,
+    /// Only these input files (relative to the project, top level of the input directory),
+    /// which changed, appeared or disappeared; everything else is as the last good load left
+    /// it. Without a last good load this is a full load.
+    Inputs(&'a [PathBuf]),
+}
 
 /// What the last good load read, so the next one only parses and applies the files that
 /// changed. Any change to a CRD file makes the next load a full one (a new schema may reject or
@@ -45,10 +61,26 @@ const INPUT: ApplyOptions<'static> = ApplyOptions { manager: INPUT_FIELD_MANAGER
 #[derive(Default)]
 pub struct LoadCache {
     crd_signature: u128,
-    /// Input file (relative) → content hash and the objects it defined (key, location, index).
-    files: HashMap<PathBuf, (u128, Vec<(ObjectKey, SourceLoc, usize)>)>,
+    /// Input file (relative) → content hash and the objects it defined.
+    files: HashMap<PathBuf, (u128, Vec<ObjectKey>)>,
+    /// Every input object → where it is defined (file relative) and its document index.
+    objects: HashMap<ObjectKey, (SourceLoc, usize)>,
+    /// What loads since the last good one failed on: a partial load looks at these again, so a
+    /// broken file keeps failing until it is fixed, whichever file changes next.
+    retry: Retry,
+    /// The upstream packages of the last good full load (a partial load builds reconcilers
+    /// from them too).
+    packages: Vec<super::upstream::Package>,
     /// The objects loaded from upstream packages' data.
     upstream_keys: Vec<ObjectKey>,
+}
+
+#[derive(Default)]
+enum Retry {
+    #[default]
+    Nothing,
+    Inputs(BTreeSet<PathBuf>),
+    Everything,
 }
 
 impl LoadCache {
@@ -56,7 +88,20 @@ impl LoadCache {
     /// reload that follows does not parse and apply it again.
     pub fn wrote_file(&mut self, rel: PathBuf, text: &str, key: ObjectKey) {
         let loc = SourceLoc { file: rel.clone(), line: 1, column: 1 };
-        self.files.insert(rel, (content_hash(text), vec![(key, loc, 0)]));
+        if let Some((_, old)) = self.files.insert(rel, (content_hash(text), vec![key.clone()])) {
+            for k in old {
+                self.objects.remove(&k);
+            }
+        }
+        self.objects.insert(key, (loc, 0));
+    }
+
+    fn failed(&mut self, scope: &[PathBuf]) {
+        match &mut self.retry {
+            Retry::Everything => {}
+            Retry::Nothing => self.retry = Retry::Inputs(scope.iter().cloned().collect()),
+            Retry::Inputs(set) => set.extend(scope.iter().cloned()),
+        }
     }
 }
 
@@ -65,9 +110,48 @@ fn content_hash(text: &str) -> u128 {
 }
 
 /// Loads the project into the store. On error nothing is committed and every problem is
-/// returned, one line each. With the cache of the previous good load, files whose content did
-/// not change are neither parsed nor applied again.
-pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result<(LoadSummary, LoadCache), Vec<String>> {
+/// returned, one line each; `cache` then remembers what to look at again. With the cache of the
+/// previous good load, files whose content did not change are neither parsed nor applied
+/// again, and a [`Scope::Inputs`] load reads only the named files. On success `sources` is
+/// updated to what the project now defines.
+pub fn load(
+    store: &Store,
+    layout: &Layout,
+    cache: &mut Option<LoadCache>,
+    sources: &mut Sources,
+    scope: Scope<'_>,
+) -> Result<LoadSummary, Vec<String>> {
+    let partial = match (scope, cache.as_ref().map(|c| &c.retry)) {
+        (Scope::Inputs(paths), Some(Retry::Nothing)) => Some(paths.to_vec()),
+        (Scope::Inputs(paths), Some(Retry::Inputs(again))) => {
+            let mut all: BTreeSet<PathBuf> = again.clone();
+            all.extend(paths.iter().cloned());
+            Some(all.into_iter().collect())
+        }
+        _ => None,
+    };
+    let result = match (&partial, cache.as_mut()) {
+        (Some(paths), Some(c)) => load_inputs(store, layout, c, sources, paths),
+        _ => load_full(store, layout, cache, sources),
+    };
+    if result.is_err() {
+        if let Some(c) = cache.as_mut() {
+            match &partial {
+                Some(paths) => c.failed(paths),
+                None => c.retry = Retry::Everything,
+            }
+        }
+    }
+    result
+}
+
+/// A full load: every file is listed and read; unchanged ones (by content hash) are carried.
+fn load_full(
+    store: &Store,
+    layout: &Layout,
+    cache_slot: &mut Option<LoadCache>,
+    sources: &mut Sources,
+) -> Result<LoadSummary, Vec<String>> {
     let (packages, ref_docs) = super::upstream::resolve(layout, &mut |line| log::info!("{line}"))?;
     let (mut crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
     // Packages' CRDs count like the project's own (their content is part of the signature, so
@@ -89,7 +173,7 @@ pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result
         }
         content_hash(&sig)
     };
-    let cache = cache.filter(|c| c.crd_signature == crd_signature);
+    let cache = cache_slot.as_ref().filter(|c| c.crd_signature == crd_signature);
 
     let mut crd_docs = Vec::new();
     if cache.is_none() {
@@ -100,81 +184,193 @@ pub fn load(store: &Store, layout: &Layout, cache: Option<&LoadCache>) -> Result
         }
     }
     // Inputs: unchanged files are carried over from the cache, the others parsed (in parallel).
-    let mut reused: Vec<(ObjectKey, SourceLoc, usize)> = Vec::new();
+    let mut carried: BTreeMap<ObjectKey, (SourceLoc, usize)> = BTreeMap::new();
     let mut to_parse: Vec<&(PathBuf, String)> = Vec::new();
     let mut hashes: HashMap<PathBuf, u128> = HashMap::new();
     for entry in &input_texts {
         let h = content_hash(&entry.1);
         hashes.insert(entry.0.clone(), h);
-        // A file is carried over only when its objects are all still there: something other
-        // than the files (garbage collection of an owned input, say) may have removed one.
-        match cache.and_then(|c| c.files.get(&entry.0)) {
-            Some((old, keys)) if *old == h && store.with(|s| keys.iter().all(|(k, _, _)| s.objects.contains_key(k))) => {
-                reused.extend(keys.iter().cloned())
+        match cache.and_then(|c| c.files.get(&entry.0).map(|f| (c, f))) {
+            Some((c, (old, keys))) if *old == h && all_present(store, keys) => {
+                for k in keys {
+                    if let Some(at) = c.objects.get(k) {
+                        carried.insert(k.clone(), at.clone());
+                    }
+                }
             }
             _ => to_parse.push(entry),
         }
     }
-    let parsed = crate::project::files::parallel_map(&to_parse, |(file, text)| project::parse_documents(file, text));
-    let mut input_docs = Vec::new();
-    for (docs, d) in parsed {
-        input_docs.extend(docs);
-        diags.extend(d);
-    }
+    let input_docs = parse_all(&to_parse, &mut diags);
     if !diags.is_empty() {
         return Err(diags.iter().map(ToString::to_string).collect());
     }
 
     let mut txn = store.begin();
     let mut errors = Vec::new();
-    let mut summary = LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + reused.len(), ..Default::default() };
+    let mut summary = LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + carried.len(), ..Default::default() };
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
     let ref_gk = GroupKind::new(crate::api::builtin::CHOREO_GROUP, "UpstreamRef");
     if cache.is_none() {
-        let loaded_crds = apply_documents(&mut txn, &crd_docs, BTreeMap::new(), &mut errors, &mut summary);
-        summary.removed += remove_stale(&mut txn, |gk| *gk == crd_gk, &loaded_crds, None, from_file, &mut errors);
+        let loaded_crds = apply_documents(&mut txn, &crd_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
+        summary.removed +=
+            remove_stale(&mut txn, |gk| *gk == crd_gk, |k| loaded_crds.contains_key(k), None, from_file, &mut errors);
     }
     // The refs themselves are objects too (`get upstreamrefs`); there are few, so always applied.
-    let loaded_refs = apply_documents(&mut txn, &ref_docs, BTreeMap::new(), &mut errors, &mut summary);
-    summary.removed += remove_stale(&mut txn, |gk| *gk == ref_gk, &loaded_refs, None, from_file, &mut errors);
-    let carried: BTreeMap<ObjectKey, (SourceLoc, usize)> = reused.into_iter().map(|(k, l, i)| (k, (l, i))).collect();
-    let loaded_inputs = apply_documents(&mut txn, &input_docs, carried, &mut errors, &mut summary);
+    let loaded_refs = apply_documents(&mut txn, &ref_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
+    summary.removed +=
+        remove_stale(&mut txn, |gk| *gk == ref_gk, |k| loaded_refs.contains_key(k), None, from_file, &mut errors);
+    let loaded_inputs = apply_documents(&mut txn, &input_docs, carried, |_| None, &mut errors, &mut summary);
     // Only objects of changed or vanished files can have gone stale when the rest was carried.
     let candidates: Option<Vec<ObjectKey>> = cache.map(|c| {
         c.files
             .iter()
             .filter(|(file, (h, _))| hashes.get(*file) != Some(h))
-            .flat_map(|(_, (_, keys))| keys.iter().map(|(k, _, _)| k.clone()))
+            .flat_map(|(_, (_, keys))| keys.iter().cloned())
             .collect()
     });
-    summary.removed +=
-        remove_stale(&mut txn, |gk| *gk != crd_gk && *gk != ref_gk, &loaded_inputs, candidates, from_file, &mut errors);
+    summary.removed += remove_stale(
+        &mut txn,
+        |gk| *gk != crd_gk && *gk != ref_gk,
+        |k| loaded_inputs.contains_key(k),
+        candidates,
+        from_file,
+        &mut errors,
+    );
     let upstream_keys = load_package_data(&mut txn, &packages, &loaded_inputs, &mut errors, &mut summary);
     let stale_candidates = cache.map(|c| c.upstream_keys.clone());
-    summary.removed += remove_stale(&mut txn, |_| true, &upstream_keys, stale_candidates, from_upstream, &mut errors);
+    summary.removed +=
+        remove_stale(&mut txn, |_| true, |k| upstream_keys.contains_key(k), stale_candidates, from_upstream, &mut errors);
     summary.collected = txn.collect_garbage().len();
     if !errors.is_empty() {
         return Err(errors);
     }
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
-    summary.controllers = build_controllers(&txn, layout, &packages)?;
+    summary.controllers = Some(build_controllers(&txn, layout, &packages)?);
     let mut new_cache =
-        LoadCache { crd_signature, files: HashMap::new(), upstream_keys: upstream_keys.keys().cloned().collect() };
-    for (key, (loc, index)) in &loaded_inputs {
+        LoadCache { crd_signature, upstream_keys: upstream_keys.into_keys().collect(), ..Default::default() };
+    for (key, (loc, _)) in &loaded_inputs {
         let h = hashes.get(&loc.file).copied().unwrap_or_default();
-        new_cache.files.entry(loc.file.clone()).or_insert_with(|| (h, Vec::new())).1.push((key.clone(), loc.clone(), *index));
+        new_cache.files.entry(loc.file.clone()).or_insert_with(|| (h, Vec::new())).1.push(key.clone());
     }
     // Files without objects (only comments) are remembered too, so they are not re-read.
     for (file, h) in &hashes {
         new_cache.files.entry(file.clone()).or_insert_with(|| (*h, Vec::new()));
     }
-    summary.sources = loaded_inputs
-        .into_iter()
-        .map(|(k, loc)| (k, (layout.root.join(&loc.0.file), loc.1)))
-        .collect();
     txn.commit().map_err(|e| vec![format!("cannot commit the load: {e}")])?;
-    Ok((summary, new_cache))
+    *sources = loaded_inputs.iter().map(|(k, (loc, i))| (k.clone(), (layout.root.join(&loc.file), *i))).collect();
+    new_cache.objects = loaded_inputs.into_iter().collect();
+    new_cache.packages = packages;
+    *cache_slot = Some(new_cache);
+    Ok(summary)
+}
+
+/// A partial load: only `paths` (input files, relative) are read; every other file is as the
+/// cache says. Unlike a full load it does not look for objects of unread files that went
+/// missing from the store (garbage collection of an owned input, say): checking every object
+/// would cost what this load saves; the next full load restores them.
+fn load_inputs(
+    store: &Store,
+    layout: &Layout,
+    cache: &mut LoadCache,
+    sources: &mut Sources,
+    paths: &[PathBuf],
+) -> Result<LoadSummary, Vec<String>> {
+    let (texts, gone, mut diags) = project::read_some_texts(layout, &layout.input, paths);
+    let mut hashes: HashMap<PathBuf, u128> = HashMap::new();
+    let mut to_parse: Vec<&(PathBuf, String)> = Vec::new();
+    for entry in &texts {
+        let h = content_hash(&entry.1);
+        hashes.insert(entry.0.clone(), h);
+        match cache.files.get(&entry.0) {
+            Some((old, keys)) if *old == h && all_present(store, keys) => {}
+            _ => to_parse.push(entry),
+        }
+    }
+    // The files whose objects this load replaces: the re-parsed and the vanished ones.
+    let touched: HashSet<&PathBuf> = to_parse.iter().map(|(f, _)| f).chain(gone.iter().filter(|f| cache.files.contains_key(*f))).collect();
+    let input_docs = parse_all(&to_parse, &mut diags);
+    if !diags.is_empty() {
+        return Err(diags.iter().map(ToString::to_string).collect());
+    }
+    let old_keys: Vec<ObjectKey> =
+        touched.iter().filter_map(|f| cache.files.get(*f)).flat_map(|(_, keys)| keys.iter().cloned()).collect();
+    if touched.is_empty() {
+        // Nothing changed (a metadata change, or an edit the engine made itself).
+        cache.retry = Retry::Nothing;
+        let inputs = cache.objects.len();
+        return Ok(LoadSummary { inputs, ..Default::default() });
+    }
+
+    let mut txn = store.begin();
+    let mut errors = Vec::new();
+    let mut summary = LoadSummary::default();
+    // An object defined by a file this load does not read is still defined there.
+    let elsewhere = |k: &ObjectKey| cache.objects.get(k).filter(|(loc, _)| !touched.contains(&loc.file)).map(|(loc, _)| loc.clone());
+    let loaded = apply_documents(&mut txn, &input_docs, BTreeMap::new(), elsewhere, &mut errors, &mut summary);
+    let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
+    summary.removed += remove_stale(
+        &mut txn,
+        |gk| *gk != crd_gk,
+        |k| loaded.contains_key(k),
+        Some(old_keys.clone()),
+        from_file,
+        &mut errors,
+    );
+    // Garbage appears only where an object went or one names owners; a full collection walks
+    // every owned object, which on a large project costs more than the rest of this load.
+    let owners_named = input_docs.iter().any(|d| d.value.pointer("/metadata/ownerReferences").is_some_and(|o| o != &Value::Null));
+    let collected = if summary.removed > 0 || owners_named { txn.collect_garbage() } else { Vec::new() };
+    summary.collected = collected.len();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Reconcilers depend on the files only through Reconciler and Library objects (sources and
+    // CRDs are outside this scope): rebuilt only when one of those is among the changes.
+    let choreo = crate::api::builtin::CHOREO_GROUP;
+    let is_code = |k: &ObjectKey| k.group == choreo && (k.kind == "Reconciler" || k.kind == "Library");
+    if old_keys.iter().chain(loaded.keys()).chain(collected.iter()).any(is_code) {
+        summary.controllers = Some(build_controllers(&txn, layout, &cache.packages)?);
+    }
+    txn.commit().map_err(|e| vec![format!("cannot commit the load: {e}")])?;
+
+    for key in &old_keys {
+        cache.objects.remove(key);
+        sources.remove(key);
+    }
+    for file in &gone {
+        cache.files.remove(file);
+    }
+    for (file, _) in &to_parse {
+        cache.files.insert(file.clone(), (hashes.get(file).copied().unwrap_or_default(), Vec::new()));
+    }
+    for (key, (loc, index)) in loaded {
+        if let Some((_, keys)) = cache.files.get_mut(&loc.file) {
+            keys.push(key.clone());
+        }
+        sources.insert(key.clone(), (layout.root.join(&loc.file), index));
+        cache.objects.insert(key, (loc, index));
+    }
+    cache.retry = Retry::Nothing;
+    summary.inputs = cache.objects.len();
+    Ok(summary)
+}
+
+/// Whether every object a cached file defined is still in the store.
+fn all_present(store: &Store, keys: &[ObjectKey]) -> bool {
+    store.with(|s| keys.iter().all(|k| s.objects.contains_key(k)))
+}
+
+/// Parses files (in parallel), collecting their diagnostics.
+fn parse_all(files: &[&(PathBuf, String)], diags: &mut Vec<project::Diagnostic>) -> Vec<Document> {
+    let parsed = crate::project::files::parallel_map(files, |(file, text)| project::parse_documents(file, text));
+    let mut docs = Vec::new();
+    for (d, g) in parsed {
+        docs.extend(d);
+        diags.extend(g);
+    }
+    docs
 }
 
 /// The object a document stands for, as the loader applies it: with the origin annotation.
@@ -184,17 +380,20 @@ pub fn input_object(doc: &Value) -> Value {
     v
 }
 
+/// Applies documents; `loaded` holds objects already defined (carried over), `elsewhere` finds
+/// objects defined by files this load does not read. A second definition is an error.
 fn apply_documents(
     txn: &mut Txn<'_>,
     docs: &[Document],
     mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)>,
+    elsewhere: impl Fn(&ObjectKey) -> Option<SourceLoc>,
     errors: &mut Vec<String>,
     summary: &mut LoadSummary,
 ) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
     for doc in docs {
         match txn.apply(&input_object(&doc.value), INPUT) {
             Ok((key, outcome)) => {
-                if let Some((first, _)) = loaded.get(&key) {
+                if let Some(first) = loaded.get(&key).map(|(l, _)| l.clone()).or_else(|| elsewhere(&key)) {
                     errors.push(format!("{}: {key} is also defined at {first}", doc.loc));
                     continue;
                 }
@@ -215,14 +414,14 @@ fn apply_documents(
 fn remove_stale(
     txn: &mut Txn<'_>,
     select: impl Fn(&GroupKind) -> bool,
-    loaded: &BTreeMap<ObjectKey, (SourceLoc, usize)>,
+    loaded: impl Fn(&ObjectKey) -> bool,
     candidates: Option<Vec<ObjectKey>>,
     origin: fn(Option<&str>) -> bool,
     errors: &mut Vec<String>,
 ) -> usize {
     let mut removed = 0;
     for key in candidates.unwrap_or_else(|| txn.keys()) {
-        if loaded.contains_key(&key) || !select(&key.group_kind()) {
+        if loaded(&key) || !select(&key.group_kind()) {
             continue;
         }
         let Some(obj) = txn.get(&key) else { continue };
@@ -391,5 +590,139 @@ fn build_controllers(
         Ok(controllers)
     } else {
         Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.org\nspec:\n  group: example.org\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets, singular: widget}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            type: object\n            properties:\n              size: {type: integer}\n";
+
+    fn widget(name: &str, size: i64) -> String {
+        format!("apiVersion: example.org/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  size: {size}\n")
+    }
+
+    struct Project {
+        dir: tempfile::TempDir,
+        layout: Layout,
+        store: Store,
+        cache: Option<LoadCache>,
+        sources: Sources,
+    }
+
+    impl Project {
+        fn new(files: &[(&str, String)]) -> Project {
+            let dir = tempfile::tempdir().unwrap();
+            for d in ["crds", "in"] {
+                std::fs::create_dir(dir.path().join(d)).unwrap();
+            }
+            std::fs::write(dir.path().join("crds/widgets.yaml"), CRD).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.path().join("in").join(name), text).unwrap();
+            }
+            let store = Store::open(&dir.path().join(".choreo/db")).unwrap();
+            let layout = Layout::new(dir.path());
+            Project { dir, layout, store, cache: None, sources: Sources::new() }
+        }
+
+        fn load(&mut self, scope: Scope<'_>) -> Result<LoadSummary, Vec<String>> {
+            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope)
+        }
+
+        fn fails(&mut self, names: &[&str]) -> Vec<String> {
+            match self.changed(names) {
+                Ok(_) => panic!("the load of {names:?} should fail"),
+                Err(errors) => errors,
+            }
+        }
+
+        fn changed(&mut self, names: &[&str]) -> Result<LoadSummary, Vec<String>> {
+            let paths: Vec<PathBuf> = names.iter().map(|n| PathBuf::from("in").join(n)).collect();
+            self.load(Scope::Inputs(&paths))
+        }
+
+        fn size(&self, name: &str) -> Option<i64> {
+            let key = ObjectKey::new(&GroupKind::new("example.org", "Widget"), "default", name);
+            self.store.with(|s| s.objects.contains_key(&key).then_some(()))?;
+            let txn = self.store.begin();
+            txn.get(&key)?["spec"]["size"].as_i64()
+        }
+
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.dir.path().join("in").join(name), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_partial_load_applies_only_the_named_files() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1)), ("b.yaml", widget("b", 1))]);
+        p.load(Scope::Full).unwrap();
+        p.write("a.yaml", &widget("a", 2));
+        // b changed too, but only a is named: b stays as loaded until it is named.
+        p.write("b.yaml", &widget("b", 2));
+        let s = p.changed(&["a.yaml"]).unwrap();
+        assert_eq!((s.inputs, s.changed), (2, 1));
+        assert_eq!((p.size("a"), p.size("b")), (Some(2), Some(1)));
+        assert!(s.controllers.is_none(), "no reconciler changed");
+        p.changed(&["b.yaml"]).unwrap();
+        assert_eq!(p.size("b"), Some(2));
+        assert_eq!(p.sources.len(), 2);
+    }
+
+    #[test]
+    fn a_partial_load_adds_and_removes_files() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1))]);
+        p.load(Scope::Full).unwrap();
+        p.write("c.yaml", &widget("c", 3));
+        p.changed(&["c.yaml"]).unwrap();
+        assert_eq!(p.size("c"), Some(3));
+        std::fs::remove_file(p.dir.path().join("in/a.yaml")).unwrap();
+        let s = p.changed(&["a.yaml"]).unwrap();
+        assert_eq!((s.inputs, s.removed), (1, 1));
+        assert_eq!(p.size("a"), None);
+        assert!(!p.sources.keys().any(|k| k.name == "a"));
+        // A non-YAML file and a noise file are no project content.
+        p.write("notes.txt", "not: [yaml");
+        p.write(".c.yaml.swp", "not: [yaml");
+        p.changed(&["notes.txt", ".c.yaml.swp"]).unwrap();
+    }
+
+    #[test]
+    fn a_second_definition_in_another_file_is_an_error() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1))]);
+        p.load(Scope::Full).unwrap();
+        p.write("dup.yaml", &widget("a", 5));
+        let errors = p.fails(&["dup.yaml"]);
+        assert!(errors[0].starts_with("in/dup.yaml:1:1: ") && errors[0].contains("also defined at in/a.yaml"), "{errors:?}");
+        assert_eq!(p.size("a"), Some(1));
+    }
+
+    #[test]
+    fn a_broken_file_keeps_failing_until_it_is_fixed() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1)), ("b.yaml", widget("b", 1))]);
+        p.load(Scope::Full).unwrap();
+        p.write("a.yaml", "apiVersion: example.org/v1\nkind: Widget\nmetadata: {name: a, namespace: default\n");
+        let errors = p.fails(&["a.yaml"]);
+        assert!(errors[0].starts_with("in/a.yaml:"), "{errors:?}");
+        // Another file's change does not hide the broken one.
+        p.write("b.yaml", &widget("b", 2));
+        let errors = p.fails(&["b.yaml"]);
+        assert!(errors[0].starts_with("in/a.yaml:"), "{errors:?}");
+        assert_eq!((p.size("a"), p.size("b")), (Some(1), Some(1)));
+        p.write("a.yaml", &widget("a", 3));
+        p.changed(&["a.yaml"]).unwrap();
+        assert_eq!((p.size("a"), p.size("b")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn after_a_failed_full_load_the_next_load_is_full() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1))]);
+        p.load(Scope::Full).unwrap();
+        std::fs::write(p.dir.path().join("crds/widgets.yaml"), "kind: [").unwrap();
+        assert!(p.load(Scope::Full).is_err());
+        p.write("a.yaml", &widget("a", 2));
+        let errors = p.fails(&["a.yaml"]);
+        assert!(errors[0].starts_with("crds/widgets.yaml:"), "{errors:?}");
     }
 }

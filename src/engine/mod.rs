@@ -123,6 +123,8 @@ pub struct Engine {
     dynamic: Option<git::DynamicContext>,
     /// Set when the served directory changed, so the watcher follows it.
     context_changed: bool,
+    /// Where watchers send their batches (kept to start a new watcher after a context switch).
+    watch_tx: Sender<crate::watch::WatchEvent>,
     status: Arc<Mutex<ServerStatus>>,
     sources: load::Sources,
     /// The reconcilers of the last good load.
@@ -153,9 +155,9 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     let thread = std::thread::Builder::new()
         .name("choreo-engine".into())
         .spawn(move || match Engine::open(mode, &state_dir, stop_tx) {
-            Ok(engine) => {
+            Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
-                engine.run(rx);
+                engine.run(rx, watch_rx, watcher);
             }
             Err(e) => {
                 let _ = ready_tx.send(Err(e));
@@ -168,7 +170,12 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
 
 impl Engine {
     /// Opens the store and, in static mode, loads the project.
-    fn open(mode: Mode, state_dir: &std::path::Path, stop_requested: Sender<()>) -> Result<Engine, EngineError> {
+    #[allow(clippy::type_complexity)]
+    fn open(
+        mode: Mode,
+        state_dir: &std::path::Path,
+        stop_requested: Sender<()>,
+    ) -> Result<(Engine, Receiver<crate::watch::WatchEvent>, Option<crate::watch::WatchHandle>), EngineError> {
         let store = Store::open(&state_dir.join("db"))?;
         let mut status = ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -188,7 +195,9 @@ impl Engine {
             }
         }
         let events = store.subscribe();
+        let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
         let mut engine = Engine {
+            watch_tx,
             controllers: Vec::new(),
             events,
             fingerprints: Default::default(),
@@ -206,23 +215,28 @@ impl Engine {
             sources: Default::default(),
             stop_requested,
         };
+        // The watcher starts before the initial load, so a change made while that load runs
+        // (or right after the socket appears) is seen.
+        let watcher = engine.start_watcher(engine.watch_tx.clone());
         if matches!(engine.mode, Mode::Static { .. }) {
             // A failed initial load is a status, not a startup failure: the server still answers.
             let _ = engine.reload();
             engine.refresh_context();
         }
-        Ok(engine)
+        Ok((engine, watch_rx, watcher))
     }
 }
 
 impl Engine {
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        watch_rx: Receiver<crate::watch::WatchEvent>,
+        mut watcher: Option<crate::watch::WatchHandle>,
+    ) {
         // Dynamic mode: serve the last applied context again. This runs once the server
         // listens, so a slow fetch does not keep it from answering `server get`.
         self.resume_saved_context();
-        let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
-        let mut watcher = self.start_watcher(watch_tx.clone());
-        self.context_changed = false;
         loop {
             // With work ready, only peek at the channels; with work waiting, sleep until it is
             // due; otherwise block until something happens.
@@ -259,7 +273,7 @@ impl Engine {
             if self.context_changed {
                 self.context_changed = false;
                 drop(watcher.take());
-                watcher = self.start_watcher(watch_tx.clone());
+                watcher = self.start_watcher(self.watch_tx.clone());
             }
             self.drive();
         }
@@ -332,13 +346,17 @@ impl Engine {
     /// Loads the project; on failure the status becomes `Failed` with every problem as the
     /// reason, and the store keeps its last good state.
     fn reload(&mut self) -> Result<(), ErrorReport> {
+        self.reload_scope(load::Scope::Full)
+    }
+
+    /// [`Engine::reload`] reading only what `scope` names.
+    fn reload_scope(&mut self, scope: load::Scope<'_>) -> Result<(), ErrorReport> {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
-        let result = load::load(&self.store, &layout, self.load_cache.as_ref());
+        let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok((summary, cache)) => {
-                self.load_cache = Some(cache);
+            Ok(summary) => {
                 log::info!(
                     "loaded {} CRDs and {} objects from {} in {:?} ({} changed, {} removed, {} collected)",
                     summary.crds,
@@ -349,9 +367,13 @@ impl Engine {
                     summary.removed,
                     summary.collected
                 );
-                Self::release_memory();
-                self.sources = summary.sources;
-                self.controllers = summary.controllers;
+                if matches!(scope, load::Scope::Full) {
+                    // A partial load frees little; trimming a large heap would cost more.
+                    Self::release_memory();
+                }
+                if let Some(controllers) = summary.controllers {
+                    self.controllers = controllers;
+                }
                 status.status = "Ready".into();
                 status.reason.clear();
                 Ok(())

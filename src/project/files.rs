@@ -64,6 +64,17 @@ pub fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// Whether `path`, a top-level entry of `dir`, is one of the files [`list_yaml_files`] lists:
+/// the same rules for one path, without reading the directory.
+pub fn is_listed(dir: &Path, path: &Path) -> Result<bool, String> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(false) };
+    if path.parent() != Some(dir) || is_noise(name) || !is_yaml(name) || !path.is_file() {
+        return Ok(false);
+    }
+    let rules = ignore_rules(dir)?;
+    Ok(!rules.as_ref().is_some_and(|r| r.matched(path, false).is_ignore()))
+}
+
 /// Maps `f` over `items` on up to as many threads as there are cores, keeping order. Small
 /// inputs run inline, where threads would cost more than they save.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {

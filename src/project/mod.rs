@@ -199,6 +199,35 @@ pub fn read_texts(layout: &Layout, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<D
     (texts, diags)
 }
 
+/// Reads the given files of one project directory (paths relative to the project), as
+/// [`read_texts`] would if it listed them. Returns the texts, the paths that are not (or no
+/// longer) listed files, and a diagnostic for each file that could not be read.
+pub fn read_some_texts(
+    layout: &Layout,
+    dir: &Path,
+    rels: &[PathBuf],
+) -> (Vec<(PathBuf, String)>, Vec<PathBuf>, Vec<Diagnostic>) {
+    let abs_dir = layout.root.join(dir);
+    let mut texts = Vec::new();
+    let mut gone = Vec::new();
+    let mut diags = Vec::new();
+    let diag = |rel: &Path, message: String| Diagnostic { loc: SourceLoc { file: rel.to_path_buf(), line: 0, column: 0 }, message };
+    for rel in rels {
+        let path = layout.root.join(rel);
+        match files::is_listed(&abs_dir, &path) {
+            Ok(false) => gone.push(rel.clone()),
+            Ok(true) => match std::fs::read_to_string(&path) {
+                Ok(t) => texts.push((rel.clone(), t)),
+                // Removed between the check and the read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(rel.clone()),
+                Err(e) => diags.push(diag(rel, format!("cannot read: {e}"))),
+            },
+            Err(e) => diags.push(diag(dir, e)),
+        }
+    }
+    (texts, gone, diags)
+}
+
 /// Reads every YAML document of the top-level files of one project directory.
 pub fn read_dir_documents(layout: &Layout, dir: &Path) -> (Vec<Document>, Vec<Diagnostic>) {
     let (texts, mut diags) = read_texts(layout, dir);

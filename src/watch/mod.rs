@@ -1,8 +1,14 @@
 //! The file watcher: `notify` events over a project's directories, batched and filtered.
 //!
 //! The notify callback only forwards raw events into a bounded channel (never blocking, never
-//! parsing); a named thread (`choreo-watch`) batches them: the first event opens a window of
-//! [`WatchConfig::window`], extended while a burst keeps arriving up to
+//! parsing); a named thread (`choreo-watch`) batches them. Reads are no changes: inotify
+//! reports every open (notify 8 always subscribes to `IN_OPEN`), and choreo's own loads open
+//! every file they read, so counting opens would make each load trigger the next, forever.
+//! The first change opens a batch. It goes out after a short quiet gap
+//! ([`WatchConfig::quiet`]) once every file written to in it was closed (`IN_CLOSE_WRITE`), so
+//! an edit is picked up within milliseconds but a burst stays one batch; with a file still open
+//! for writing (half-written), or a writer that never closes, it waits for the window
+//! ([`WatchConfig::window`]), extended while a burst keeps arriving up to
 //! [`WatchConfig::max_window`], measured from the first event so a constantly saving editor
 //! cannot starve the engine. A batch is the de-duplicated set of changed paths inside the
 //! watched directories, minus editor noise and choreo's own state. When the raw channel
@@ -19,7 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use notify::{RecursiveMode, Watcher as _};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher as _};
 
 use crate::project::files::is_noise;
 
@@ -43,6 +50,8 @@ pub struct WatchConfig {
     pub window: Duration,
     /// The longest a burst may extend a batch.
     pub max_window: Duration,
+    /// The quiet gap after which a batch whose writes are all closed goes out early.
+    pub quiet: Duration,
 }
 
 /// A running watcher; dropping it stops the thread.
@@ -126,32 +135,98 @@ struct Batcher {
     overflow: Arc<AtomicBool>,
 }
 
+/// What one raw event means for batching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Not a change: a file was opened or read (choreo's own loads cause these, so counting
+    /// them would make every load trigger the next one, forever).
+    Ignore,
+    /// A writer has the file open: its content may be incomplete until it is closed.
+    Writing,
+    /// A writer closed the file: its content is complete as far as the writer is concerned.
+    Closed,
+    /// Any other change (create of a directory, rename, removal, metadata): complete at once.
+    Changed,
+}
+
+fn effect(kind: &EventKind) -> Effect {
+    match kind {
+        // `IN_CLOSE_WRITE`: the end of every write, in place or not.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Effect::Closed,
+        // `IN_OPEN`, `IN_ACCESS`, `IN_CLOSE_NOWRITE`: reads change nothing.
+        EventKind::Access(_) => Effect::Ignore,
+        // `IN_MODIFY` (a truncate or a write) and `IN_CREATE` of a file: a `close` follows.
+        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => Effect::Writing,
+        _ => Effect::Changed,
+    }
+}
+
+/// One batch being gathered.
+struct Pending {
+    opened: Instant,
+    /// The window deadline: `window` after the first event, extended by a burst.
+    deadline: Instant,
+    last: Instant,
+    paths: BTreeSet<PathBuf>,
+    /// Paths written to but not closed yet.
+    writing: BTreeSet<PathBuf>,
+    rescan: Option<String>,
+}
+
+impl Pending {
+    fn new(now: Instant, window: Duration) -> Pending {
+        Pending {
+            opened: now,
+            deadline: now + window,
+            last: now,
+            paths: BTreeSet::new(),
+            writing: BTreeSet::new(),
+            rescan: None,
+        }
+    }
+
+    /// When the batch is due: after a short quiet gap once every write is closed, else at the
+    /// window's end (a writer that never closes, a link, a half-written file).
+    fn due(&self, quiet: Duration) -> Instant {
+        if self.writing.is_empty() {
+            (self.last + quiet).min(self.deadline)
+        } else {
+            self.deadline
+        }
+    }
+}
+
 impl Batcher {
     fn run(self) {
         while let Ok(first) = self.raw.recv() {
-            let opened = Instant::now();
-            let mut paths = BTreeSet::new();
-            let mut rescan: Option<String> = None;
-            self.take(first, &mut paths, &mut rescan);
-            let mut deadline = opened + self.cfg.window;
+            let mut batch = Pending::new(Instant::now(), self.cfg.window);
+            if !self.take(first, &mut batch) {
+                // Only reads: no batch was opened.
+                continue;
+            }
             loop {
-                match self.raw.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                let due = batch.due(self.cfg.quiet);
+                match self.raw.recv_timeout(due.saturating_duration_since(Instant::now())) {
                     Ok(ev) => {
-                        self.take(ev, &mut paths, &mut rescan);
-                        // A burst keeps the window open a little longer, never past the maximum.
-                        deadline = (Instant::now() + self.cfg.window / 4).min(opened + self.cfg.max_window).max(deadline);
+                        if self.take(ev, &mut batch) {
+                            // A burst keeps the window open a little longer, never past the maximum.
+                            let now = Instant::now();
+                            batch.last = now;
+                            batch.deadline =
+                                (now + self.cfg.window / 4).min(batch.opened + self.cfg.max_window).max(batch.deadline);
+                        }
                     }
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             if self.overflow.swap(false, Ordering::SeqCst) {
-                rescan = Some("the file event queue overflowed".into());
+                batch.rescan = Some("the file event queue overflowed".into());
             }
-            let event = match rescan {
+            let event = match batch.rescan {
                 Some(reason) => WatchEvent::Rescan(reason),
-                None if paths.is_empty() => continue,
-                None => WatchEvent::Changed(paths.into_iter().collect()),
+                None if batch.paths.is_empty() => continue,
+                None => WatchEvent::Changed(batch.paths.into_iter().collect()),
             };
             if self.out.send(event).is_err() {
                 return;
@@ -159,21 +234,41 @@ impl Batcher {
         }
     }
 
-    fn take(&self, ev: notify::Result<notify::Event>, paths: &mut BTreeSet<PathBuf>, rescan: &mut Option<String>) {
+    /// Adds one raw event to the batch; false if it was no change at all.
+    fn take(&self, ev: notify::Result<notify::Event>, batch: &mut Pending) -> bool {
         match ev {
             Ok(ev) => {
                 if ev.need_rescan() {
-                    *rescan = Some("the operating system asked for a rescan".into());
+                    batch.rescan = Some("the operating system asked for a rescan".into());
+                    return true;
                 }
+                let effect = effect(&ev.kind);
+                if effect == Effect::Ignore {
+                    return false;
+                }
+                let mut any = false;
                 for p in ev.paths {
-                    if relevant(&self.cfg, &p) {
-                        paths.insert(p);
+                    if !relevant(&self.cfg, &p) {
+                        continue;
                     }
+                    any = true;
+                    match effect {
+                        Effect::Writing => {
+                            batch.writing.insert(p.clone());
+                        }
+                        Effect::Closed => {
+                            batch.writing.remove(&p);
+                        }
+                        Effect::Changed | Effect::Ignore => {}
+                    }
+                    batch.paths.insert(p);
                 }
+                any
             }
             Err(e) => {
                 log::warn!("file watcher error: {e}");
-                *rescan = Some(format!("file watcher error: {e}"));
+                batch.rescan = Some(format!("file watcher error: {e}"));
+                true
             }
         }
     }
@@ -188,7 +283,8 @@ pub fn relevant(cfg: &WatchConfig, path: &Path) -> bool {
     }
     !rel.components().any(|c| {
         let s = c.as_os_str().to_string_lossy();
-        s == ".choreo" || s == ".git" || is_noise(&s)
+        // `.ignore` is hidden but decides which files count.
+        s == ".choreo" || s == ".git" || (is_noise(&s) && s != ".ignore")
     })
 }
 
@@ -202,6 +298,7 @@ mod tests {
             dirs: vec!["in".into(), "crds".into()],
             window: Duration::from_millis(20),
             max_window: Duration::from_millis(50),
+            quiet: Duration::from_millis(2),
         }
     }
 
@@ -215,6 +312,47 @@ mod tests {
         assert!(!relevant(&c, Path::new("/p/.choreo/db/x")));
         assert!(!relevant(&c, Path::new("/p/README.md")));
         assert!(!relevant(&c, Path::new("/elsewhere/in/a.yaml")));
+    }
+
+    #[test]
+    fn reads_are_not_changes_but_a_closed_write_is() {
+        use notify::event::{DataChange, RemoveKind};
+        assert_eq!(effect(&EventKind::Access(AccessKind::Open(AccessMode::Any))), Effect::Ignore);
+        assert_eq!(effect(&EventKind::Access(AccessKind::Close(AccessMode::Read))), Effect::Ignore);
+        assert_eq!(effect(&EventKind::Access(AccessKind::Read)), Effect::Ignore);
+        assert_eq!(effect(&EventKind::Access(AccessKind::Close(AccessMode::Write))), Effect::Closed);
+        assert_eq!(effect(&EventKind::Modify(ModifyKind::Data(DataChange::Any))), Effect::Writing);
+        assert_eq!(effect(&EventKind::Create(CreateKind::File)), Effect::Writing);
+        assert_eq!(effect(&EventKind::Remove(RemoveKind::File)), Effect::Changed);
+    }
+
+    #[test]
+    fn a_batch_waits_for_open_writes_until_its_window_ends() {
+        let t = Instant::now();
+        let (quiet, window) = (Duration::from_millis(2), Duration::from_millis(20));
+        let mut b = Pending::new(t, window);
+        assert_eq!(b.due(quiet), t + quiet);
+        b.writing.insert("/p/in/a.yaml".into());
+        assert_eq!(b.due(quiet), t + window, "a half-written file waits");
+        b.writing.clear();
+        b.last = t + Duration::from_millis(19);
+        assert_eq!(b.due(quiet), t + window, "never past the window");
+    }
+
+    #[test]
+    fn reading_a_file_opens_no_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        let read = dir.path().join("in/read.yaml");
+        std::fs::write(&read, "a: 1\n").unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let _h = spawn(cfg(dir.path()), tx).unwrap();
+        std::fs::read_to_string(&read).unwrap();
+        let written = dir.path().join("in/written.yaml");
+        std::fs::write(&written, "b: 1\n").unwrap();
+        // The first batch is the write's: the read before it was no change.
+        let ev = rx.recv_timeout(Duration::from_secs(10)).expect("a batch");
+        assert_eq!(ev, WatchEvent::Changed(vec![written]));
     }
 
     #[test]

@@ -109,3 +109,14 @@ fn continuous_mode_reconciles_each_change() {
     assert_eq!(status(&p)["runner"], "Stopped");
     assert_eq!(status(&p)["lastRun"]["success"], true);
 }
+
+#[test]
+fn an_ignore_file_is_picked_up() {
+    let p = TestProject::new("network");
+    let _s = p.start();
+    p.cli(&["get", "devices", "leaf1"]).ok();
+    // Hidden, but it decides which files count: its change is a full reload.
+    p.write("in/.ignore", "net.example.org.device.leaf1.yaml\n");
+    wait_for("the ignored file's object to go", 10, || (p.cli(&["get", "devices", "leaf1"]).code == 1).then_some(()));
+    assert_eq!(status(&p)["status"], "Ready");
+}
