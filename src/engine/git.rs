@@ -151,7 +151,9 @@ impl Engine {
         let plan = match &req.branch {
             None => Plan::Detached(repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?),
             Some(b) => {
-                if !branch_exists(&repo, b) {
+                if branch_exists(&repo, b) {
+                    progress(format!("branch {b} exists: it is checked out as it is ({} only seeds a new branch)", req.reference));
+                } else {
                     repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?;
                 }
                 Plan::Branch(b.clone())
@@ -163,7 +165,8 @@ impl Engine {
         // From here on the served context changes.
         // A development runner started with `run start` keeps running on the new context; a
         // production runner belongs to production.
-        let was_running = self.work.is_some() && !self.production();
+        let runner_was_on = self.work.is_some();
+        let was_running = runner_was_on && !self.production();
         self.stop_runner();
         let note = match &plan {
             Plan::Detached(oid) => repo.checkout_detached(*oid).map(|()| None),
@@ -175,7 +178,7 @@ impl Engine {
                 if let Some(h) = &previous_head {
                     let _ = repo.restore(h);
                 }
-                self.resume(previous);
+                self.resume(previous, runner_was_on);
                 return Err(self.apply_failed(e));
             }
         };
@@ -201,7 +204,7 @@ impl Engine {
                     log::error!("cannot restore the previous checkout of {}: {re}", clone.display());
                 }
             }
-            self.resume(previous);
+            self.resume(previous, runner_was_on);
             if self.dynamic.is_none() {
                 // Nothing was served before: the status says why nothing is served now.
                 let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,14 +264,12 @@ impl Engine {
         self.set_runner("Stopped");
     }
 
-    /// Serves `previous` again after a failed switch.
-    fn resume(&mut self, previous: (Option<crate::project::Layout>, Option<DynamicContext>)) {
-        let was_production = previous.1.as_ref().is_some_and(DynamicContext::production);
+    /// Serves `previous` again after a failed switch (with its runner, if it had one on).
+    fn resume(&mut self, previous: (Option<crate::project::Layout>, Option<DynamicContext>), runner_was_on: bool) {
         (self.layout, self.dynamic) = previous;
         if self.layout.is_some() {
-            let _ = self.reload();
-            if was_production {
-                let _ = self.run_start();
+            if self.reload().is_ok() && runner_was_on {
+                self.start_work();
             }
         } else {
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
