@@ -120,6 +120,7 @@ pub fn load(
     cache: &mut Option<LoadCache>,
     sources: &mut Sources,
     scope: Scope<'_>,
+    progress: &mut dyn FnMut(String),
 ) -> Result<LoadSummary, Vec<String>> {
     let partial = match (scope, cache.as_ref().map(|c| &c.retry)) {
         (Scope::Inputs(paths), Some(Retry::Nothing)) => Some(paths.to_vec()),
@@ -132,7 +133,7 @@ pub fn load(
     };
     let result = match (&partial, cache.as_mut()) {
         (Some(paths), Some(c)) => load_inputs(store, layout, c, sources, paths),
-        _ => load_full(store, layout, cache, sources),
+        _ => load_full(store, layout, cache, sources, progress),
     };
     if result.is_err() {
         if let Some(c) = cache.as_mut() {
@@ -151,8 +152,9 @@ fn load_full(
     layout: &Layout,
     cache_slot: &mut Option<LoadCache>,
     sources: &mut Sources,
+    progress: &mut dyn FnMut(String),
 ) -> Result<LoadSummary, Vec<String>> {
-    let (packages, ref_docs) = super::upstream::resolve(layout, &mut |line| log::info!("{line}"))?;
+    let (packages, ref_docs) = super::upstream::resolve(layout, progress)?;
     let (mut crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
     // Packages' CRDs count like the project's own (their content is part of the signature, so
     // a package at a new commit makes a full load); their paths name the package.
@@ -627,7 +629,7 @@ mod tests {
         }
 
         fn load(&mut self, scope: Scope<'_>) -> Result<LoadSummary, Vec<String>> {
-            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope)
+            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope, &mut |_| {})
         }
 
         fn fails(&mut self, names: &[&str]) -> Vec<String> {

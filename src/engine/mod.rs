@@ -125,6 +125,9 @@ pub struct Engine {
     context_changed: bool,
     /// Where watchers send their batches (kept to start a new watcher after a context switch).
     watch_tx: Sender<crate::watch::WatchEvent>,
+    /// The reply channel of the request being handled: loads stream their progress (fetches of
+    /// upstream packages) to it.
+    progress: Option<Sender<ServerMessage>>,
     status: Arc<Mutex<ServerStatus>>,
     sources: load::Sources,
     /// The reconcilers of the last good load.
@@ -198,6 +201,7 @@ impl Engine {
         let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
         let mut engine = Engine {
             watch_tx,
+            progress: None,
             controllers: Vec::new(),
             events,
             fingerprints: Default::default(),
@@ -254,7 +258,9 @@ impl Engine {
                     Ok(Msg::Request { request, reply }) => {
                         log::debug!("engine: {}", request.name());
                         let stop = matches!(request, Request::ServerStop);
+                        self.progress = Some(reply.clone());
                         let answer = self.handle(request, &reply);
+                        self.progress = None;
                         let _ = reply.send(final_message(answer));
                         if stop {
                             let _ = self.stop_requested.try_send(());
@@ -353,7 +359,14 @@ impl Engine {
     fn reload_scope(&mut self, scope: load::Scope<'_>) -> Result<(), ErrorReport> {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
-        let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope);
+        let sink = self.progress.clone();
+        let mut progress = |line: String| {
+            log::info!("{line}");
+            if let Some(s) = &sink {
+                let _ = s.send(ServerMessage::Progress(line));
+            }
+        };
+        let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope, &mut progress);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(summary) => {

@@ -404,3 +404,27 @@ fn upstream_data_of_type_all_loads_and_goes_with_its_ref() {
     assert_eq!(s.cli(&["get", "greeters", "alice"]).code, 1, "the package's data went with its type");
     assert_eq!(s.cli(&["get", "welcomes", "bob"]).code, 1, "and so did the children");
 }
+
+#[test]
+fn upstream_fetches_of_an_apply_stream_to_the_cli() {
+    let g = Git::new();
+    let (pkg, _pw, pinned) = g.remote("pkg", "greeter", "greeter");
+    let (proj, work, _) = g.remote("proj", "greeter", "p");
+    for d in ["crds", "reconcilers", "libs", "in"] {
+        std::fs::remove_dir_all(work.join("p").join(d)).unwrap();
+    }
+    std::fs::create_dir_all(work.join("p/refs")).unwrap();
+    std::fs::write(
+        work.join("p/refs/pkg.yaml"),
+        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg\nspec:\n  type: all\n  url: {}\n  directory: greeter\n  ref:\n    name: {pinned}\n", url(&pkg)),
+    )
+    .unwrap();
+    g.commit_all(&work, "only a ref");
+    g.git(&work, &["push", "-q", "origin", "main"]);
+    let s = g.dynamic_server();
+    let r = s.cli(&["server", "apply", &url(&proj), "p", "main", "dev"]).ok();
+    assert!(r.stderr.contains(&format!("fetching {}", url(&pkg))), "{}", r.stderr);
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "alice").as_deref(), Some("hello, Alice"));
+    assert!(g.path("state/upstream").is_dir(), "dynamic mode caches packages in its work directory");
+}
