@@ -149,6 +149,7 @@ pub struct Engine {
 /// that fires when a client asks the server to stop.
 pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, Receiver<()>), EngineError> {
     limit_malloc_arenas();
+    crate::repo::enable_fsync();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (tx, rx) = crossbeam_channel::unbounded();
