@@ -100,8 +100,10 @@ impl Handle {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Asks the engine to stop; it syncs the store before its thread ends.
+    /// Asks the engine to stop; it syncs the store before its thread ends. A clone or fetch in
+    /// progress is cancelled (its partial clone is discarded; the next apply starts over).
     pub fn shutdown(&self) {
+        crate::repo::cancel_transfers();
         let _ = self.tx.send(Msg::Shutdown);
     }
 }

@@ -148,11 +148,27 @@ fn rewrite_with(cfg: &git2::Config, url: &str, push: bool) -> String {
     }
 }
 
+/// Set once the server is shutting down: transfers in progress stop at their next progress
+/// callback instead of holding the shutdown up for as long as a large clone takes.
+static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops every clone, fetch and push of this process (they fail with "cancelled").
+pub fn cancel_transfers() {
+    CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn cancelled() -> bool {
+    CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Callbacks that report transfer progress and answer credential requests.
 fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::RemoteCallbacks<'a> {
     let mut cb = git2::RemoteCallbacks::new();
     let mut last_percent = u32::MAX;
     cb.transfer_progress(move |stats| {
+        if cancelled() {
+            return false;
+        }
         if stats.total_objects() > 0 {
             let percent = (stats.received_objects() * 100 / stats.total_objects()) as u32;
             // Report every 10 %, and the end.
@@ -168,6 +184,7 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
         }
         true
     });
+    cb.sideband_progress(|_| !cancelled());
     let mut attempts = 0;
     cb.credentials(move |url, username, allowed| {
         attempts += 1;
