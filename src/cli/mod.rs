@@ -453,6 +453,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Dev(DevCommand::Parse { dir }) => dev_parse(&dir),
         Command::Server(ServerCommand::Apply { url, dir, reference, branch }) => {
+            // A local path means the client's directory, not the server's.
+            let url = match std::fs::canonicalize(&url) {
+                Ok(abs) if !url.contains("://") => abs.display().to_string(),
+                _ => url,
+            };
             let req = ServerApplyRequest { url, directory: dir, reference, branch };
             message(connect()?.request(Request::ServerApply(req), &mut progress)?)
         }

@@ -115,6 +115,18 @@ impl Engine {
     }
 
     pub(super) fn server_apply(&mut self, req: ServerApplyRequest, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+        self.apply_context(req, None, reply)
+    }
+
+    /// `server apply`; `pinned` (a restart serving the remembered production context) checks
+    /// out the commit served before instead of resolving REF again, so a moving branch does
+    /// not roll forward without an apply.
+    fn apply_context(
+        &mut self,
+        req: ServerApplyRequest,
+        pinned: Option<repo::Oid>,
+        reply: &Sender<ServerMessage>,
+    ) -> Result<Reply, ErrorReport> {
         let Mode::Dynamic { work_dir, template } = &self.mode else {
             return Err(ErrorReport::new(
                 ErrorKind::Invalid,
@@ -125,6 +137,13 @@ impl Engine {
         let (work_dir, template) = (work_dir.clone(), template.clone());
         if req.url.is_empty() || req.reference.is_empty() {
             return Err(ErrorReport::new(ErrorKind::Invalid, "server apply needs URL, DIR and REF"));
+        }
+        if is_relative_path(&req.url) {
+            return Err(ErrorReport::new(
+                ErrorKind::Invalid,
+                format!("URL {:?} is a relative path: the server cannot know what it is relative to", req.url),
+            )
+            .with_hint("give an absolute path or a URL (`choreo server apply` makes existing local paths absolute)"));
         }
         if Path::new(&req.directory).is_absolute() || req.directory.split('/').any(|c| c == "..") {
             return Err(ErrorReport::new(ErrorKind::Invalid, format!("DIR {:?} must be a directory inside the repository", req.directory)));
@@ -141,24 +160,35 @@ impl Engine {
             progress(format!("warning: {w}"));
         }
         let fetched = started.elapsed();
-        repo.ensure_clean().map_err(|e| self.apply_failed(e))?;
-        // Resolve before anything moves, so an unknown ref changes nothing. (An existing
-        // development branch is checked out as it is; REF only matters for a new one.)
+        // Decide what to check out before anything moves, so an unknown ref changes nothing.
+        // REF is checked even for an existing development branch (which is then checked out
+        // as it is: REF only seeds a new branch).
         enum Plan {
             Detached(repo::Oid),
             Branch(String),
         }
+        let target = match pinned {
+            Some(oid) => oid,
+            None => repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?,
+        };
         let plan = match &req.branch {
-            None => Plan::Detached(repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?),
+            None => Plan::Detached(target),
             Some(b) => {
                 if branch_exists(&repo, b) {
                     progress(format!("branch {b} exists: it is checked out as it is ({} only seeds a new branch)", req.reference));
-                } else {
-                    repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?;
                 }
                 Plan::Branch(b.clone())
             }
         };
+        // A checkout that changes nothing needs no clean tree: a development clone with
+        // uncommitted edits stays servable (after a restart, say).
+        let unchanged = match &plan {
+            Plan::Detached(oid) => repo.is_detached_at(*oid),
+            Plan::Branch(b) => repo.is_current_development(b),
+        };
+        if !unchanged {
+            repo.ensure_clean().map_err(|e| self.apply_failed(e))?;
+        }
         let previous_head = repo.head().ok();
         let previous = (self.layout.clone(), self.dynamic.clone());
 
@@ -168,16 +198,29 @@ impl Engine {
         let runner_was_on = self.work.is_some();
         let was_running = runner_was_on && !self.production();
         self.stop_runner();
-        let note = match &plan {
-            Plan::Detached(oid) => repo.checkout_detached(*oid).map(|()| None),
-            Plan::Branch(b) => repo.checkout_development(b, &req.reference),
+        let checkout = match (&plan, unchanged) {
+            (_, true) => Ok((None, false)),
+            (Plan::Detached(oid), false) => repo.checkout_detached(*oid).map(|()| (None, false)),
+            (Plan::Branch(b), false) => repo.checkout_development(b, &req.reference),
         };
-        let note = match note {
-            Ok(n) => n,
-            Err(e) => {
-                if let Some(h) = &previous_head {
-                    let _ = repo.restore(h);
+        // Undoes the checkout: the previous HEAD, and no branch left behind that this apply
+        // created (a corrected REF would otherwise find it and be ignored).
+        let undo = |repo: &Repo, created: bool| {
+            if let Some(h) = &previous_head {
+                if let Err(e) = repo.restore(h) {
+                    log::error!("cannot restore the previous checkout of {}: {e}", clone.display());
                 }
+            }
+            if let (true, Plan::Branch(b)) = (created, &plan) {
+                if let Err(e) = repo.delete_branch(b, true) {
+                    log::warn!("cannot remove branch {b} created by the failed apply: {e}");
+                }
+            }
+        };
+        let (note, created) = match checkout {
+            Ok(c) => c,
+            Err(e) => {
+                undo(&repo, false);
                 self.resume(previous, runner_was_on);
                 return Err(self.apply_failed(e));
             }
@@ -199,11 +242,7 @@ impl Engine {
         };
         if let Err(e) = loaded {
             // Put the previous checkout back (same clone) and serve the previous context again.
-            if let Some(h) = &previous_head {
-                if let Err(re) = repo.restore(h) {
-                    log::error!("cannot restore the previous checkout of {}: {re}", clone.display());
-                }
-            }
+            undo(&repo, created);
             self.resume(previous, runner_was_on);
             if self.dynamic.is_none() {
                 // Nothing was served before: the status says why nothing is served now.
@@ -230,7 +269,7 @@ impl Engine {
         );
         self.refresh_context();
         self.context_changed = true;
-        save_context(&work_dir, &req);
+        self.save_context();
         let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
         let what = match &req.branch {
             None => {
@@ -268,7 +307,10 @@ impl Engine {
     fn resume(&mut self, previous: (Option<crate::project::Layout>, Option<DynamicContext>), runner_was_on: bool) {
         (self.layout, self.dynamic) = previous;
         if self.layout.is_some() {
-            if self.reload().is_ok() && runner_was_on {
+            // Production always reconciles: even when the reload fails, the last good state is
+            // served and its reconcilers run on it.
+            let reloaded = self.reload().is_ok();
+            if runner_was_on && (reloaded || self.production()) {
                 self.start_work();
             }
         } else {
@@ -335,6 +377,7 @@ impl Engine {
                 if let Some(d) = &mut self.dynamic {
                     d.request.branch = Some(name.clone());
                 }
+                self.save_context();
                 self.after_tree_change();
                 Ok(Reply::Message(format!("switched to branch {name}")))
             }
@@ -373,18 +416,8 @@ fn context_file(work_dir: &Path) -> PathBuf {
     work_dir.join("context.json")
 }
 
-fn save_context(work_dir: &Path, req: &ServerApplyRequest) {
-    let text = serde_json::json!({
-        "url": req.url, "directory": req.directory, "ref": req.reference, "branch": req.branch,
-    })
-    .to_string();
-    if let Err(e) = crate::project::files::write_atomic(&context_file(work_dir), text.as_bytes()) {
-        log::warn!("cannot remember the applied context in {}: {e}", context_file(work_dir).display());
-    }
-}
-
 /// The context a previous run of the server applied last, if any.
-pub(super) fn saved_context(work_dir: &Path) -> Option<ServerApplyRequest> {
+pub(super) fn saved_context(work_dir: &Path) -> Option<(ServerApplyRequest, Option<repo::Oid>)> {
     let path = context_file(work_dir);
     let text = std::fs::read_to_string(&path).ok()?;
     let v: serde_json::Value = match serde_json::from_str(&text) {
@@ -394,22 +427,47 @@ pub(super) fn saved_context(work_dir: &Path) -> Option<ServerApplyRequest> {
             return None;
         }
     };
-    Some(ServerApplyRequest {
+    let req = ServerApplyRequest {
         url: v["url"].as_str()?.to_string(),
         directory: v["directory"].as_str().unwrap_or(".").to_string(),
         reference: v["ref"].as_str()?.to_string(),
         branch: v["branch"].as_str().map(str::to_string),
-    })
+    };
+    let commit = v["commit"].as_str().and_then(|c| repo::Oid::from_str(c).ok());
+    Some((req, commit))
+}
+
+/// A local path that is neither absolute nor a URL (`scheme://…`, or scp-like `host:path`).
+fn is_relative_path(url: &str) -> bool {
+    let scp_like = url.find(':').is_some_and(|colon| url.find('/').is_none_or(|slash| colon < slash));
+    !url.contains("://") && !url.starts_with('/') && !scp_like
 }
 
 impl Engine {
+    /// Remembers the served context (and, for production, the commit it serves).
+    fn save_context(&self) {
+        let (Mode::Dynamic { work_dir, .. }, Some(d)) = (&self.mode, &self.dynamic) else { return };
+        let commit = Repo::discover(&d.clone).ok().and_then(|r| r.head_commit()).map(|o| o.to_string());
+        let req = &d.request;
+        let text = serde_json::json!({
+            "url": req.url, "directory": req.directory, "ref": req.reference, "branch": req.branch, "commit": commit,
+        })
+        .to_string();
+        let path = context_file(work_dir);
+        if let Err(e) = crate::project::files::write_atomic(&path, text.as_bytes()) {
+            log::warn!("cannot remember the applied context in {}: {e}", path.display());
+        }
+    }
+
     /// Serves the context a previous run applied last (logged, not fatal when it fails).
     pub(super) fn resume_saved_context(&mut self) {
         let Mode::Dynamic { work_dir, .. } = &self.mode else { return };
-        let Some(req) = saved_context(work_dir) else { return };
+        let Some((req, commit)) = saved_context(work_dir) else { return };
         log::info!("serving the last applied context again: {} {} {}", req.url, req.directory, req.reference);
+        // Production serves the commit it served before; development its branch as it is.
+        let pinned = if req.branch.is_none() { commit } else { None };
         let (tx, rx) = crossbeam_channel::unbounded();
-        let result = self.server_apply(req, &tx);
+        let result = self.apply_context(req, pinned, &tx);
         drop(tx);
         for msg in rx.try_iter() {
             if let ServerMessage::Progress(line) = msg {

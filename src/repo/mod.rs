@@ -107,12 +107,15 @@ pub fn enable_fsync() {
 /// A directory name for a clone of `url`: every character that is not safe in a file name
 /// becomes `-` (as upstream does for `/` and `:`).
 pub fn cache_name(url: &str) -> String {
-    let name: String = url
+    let readable: String = url
         .trim_end_matches('/')
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
         .collect();
-    name.trim_start_matches(['.', '-']).to_string()
+    // Different URLs can sanitise alike (`group/sub-proj`, `group-sub/proj`): a hash of the
+    // exact URL keeps their clones apart.
+    let hash = xxhash_rust::xxh3::xxh3_64(url.as_bytes()) as u32;
+    format!("{}-{hash:08x}", readable.trim_start_matches(['.', '-']))
 }
 
 /// `url` rewritten by the longest matching `url.<base>.insteadOf` (or, for pushes,
@@ -152,7 +155,8 @@ fn rewrite_with(cfg: &git2::Config, url: &str, push: bool) -> String {
 /// callback instead of holding the shutdown up for as long as a large clone takes.
 static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Stops every clone, fetch and push of this process (they fail with "cancelled").
+/// Stops every clone and fetch of this process (they fail with "cancelled"; libgit2 offers no
+/// way to interrupt a push).
 pub fn cancel_transfers() {
     CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
@@ -232,6 +236,7 @@ impl Repo {
             progress(format!("fetching {url}"));
             match repo.fetch(&actual, progress) {
                 Ok(()) => Ok((repo, None)),
+                Err(_) if cancelled() => Err(RepoError::Refused(format!("fetching {url} was cancelled: the server is stopping"))),
                 Err(e) => Ok((repo, Some(format!("cannot fetch {url} ({e}); using the existing clone at {}", dest.display())))),
             }
         } else {
@@ -352,8 +357,33 @@ impl Repo {
     pub fn current_branch(&self) -> Option<String> {
         match self.head() {
             Ok(Head::Branch(b)) => Some(b),
-            _ => None,
+            Ok(Head::Detached(_)) => None,
+            // An unborn branch (a fresh `git init`): HEAD names it before it has a commit.
+            Err(_) => self
+                .git
+                .find_reference("HEAD")
+                .ok()
+                .and_then(|h| h.symbolic_target().and_then(|t| t.strip_prefix("refs/heads/")).map(str::to_string)),
         }
+    }
+
+    /// Whether a development checkout of `name` would change nothing: HEAD is on it and
+    /// origin/`name` has nothing it lacks.
+    pub fn is_current_development(&self, name: &str) -> bool {
+        if self.current_branch().as_deref() != Some(name) {
+            return false;
+        }
+        let local = self.git.refname_to_id(&format!("refs/heads/{name}")).ok();
+        match (local, self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok()) {
+            (Some(l), Some(r)) => l == r || !self.git.graph_descendant_of(r, l).unwrap_or(false),
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether HEAD is detached at `oid`.
+    pub fn is_detached_at(&self, oid: Oid) -> bool {
+        matches!(self.head(), Ok(Head::Detached(h)) if h == oid)
     }
 
     /// Goes back to a HEAD recorded earlier (used to undo a context switch that failed).
@@ -376,11 +406,13 @@ impl Repo {
 
     /// Development checkout: the local branch `name`, tracking `origin/name` when that exists
     /// (fast-forwarded to it when the local branch is behind; local commits are kept), else
-    /// created at `reference`. Returns a note for the user when something needs attention.
-    pub fn checkout_development(&self, name: &str, reference: &str) -> Result<Option<String>, RepoError> {
+    /// created at `reference`. Returns a note for the user when something needs attention, and
+    /// whether the local branch was created (so a failed switch can remove it again).
+    pub fn checkout_development(&self, name: &str, reference: &str) -> Result<(Option<String>, bool), RepoError> {
         let remote = self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok();
         let local = self.git.refname_to_id(&format!("refs/heads/{name}")).ok();
         let mut note = None;
+        let created = local.is_none();
         match (local, remote) {
             (None, Some(r)) => {
                 let commit = self.git.find_commit(r).ctx(|| format!("cannot find commit {r}"))?;
@@ -412,8 +444,13 @@ impl Repo {
             }
             (Some(_), _) => {}
         }
-        self.switch_branch(name, true)?;
-        Ok(note)
+        if let Err(e) = self.switch_branch(name, true) {
+            if created {
+                let _ = self.delete_branch(name, true);
+            }
+            return Err(e);
+        }
+        Ok((note, created))
     }
 
     /// Checks out the existing local branch `name`. With `replace` the work tree is replaced

@@ -39,9 +39,15 @@ fn url(bare: &Path) -> String {
 
 #[test]
 fn cache_names_are_file_names() {
-    assert_eq!(cache_name("https://github.com/kform-dev/choreo-examples.git"), "https---github.com-kform-dev-choreo-examples.git");
-    assert_eq!(cache_name("file:///tmp/x/remote.git/"), "file----tmp-x-remote.git");
+    let name = cache_name("https://github.com/kform-dev/choreo-examples.git");
+    assert!(name.starts_with("https---github.com-kform-dev-choreo-examples.git-"), "{name}");
+    assert!(cache_name("file:///tmp/x/remote.git/").starts_with("file----tmp-x-remote.git-"));
     assert!(!cache_name("../../etc").contains('/'));
+    assert_ne!(
+        cache_name("https://gitlab.com/group/sub-proj"),
+        cache_name("https://gitlab.com/group-sub/proj"),
+        "URLs that sanitise alike get their own clones"
+    );
 }
 
 #[test]
@@ -118,7 +124,8 @@ fn development_branch_commit_push_and_fast_forward() {
     let (bare, work) = remote(tmp.path());
     let dest = tmp.path().join("clone");
     let (repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
-    assert!(repo.checkout_development("feature", "main").unwrap().is_none());
+    assert_eq!(repo.checkout_development("feature", "main").unwrap(), (None, true));
+    assert!(repo.is_current_development("feature"));
     assert_eq!(repo.current_branch().as_deref(), Some("feature"));
 
     std::fs::create_dir_all(dest.join("proj/in")).unwrap();
@@ -202,4 +209,33 @@ fn upstream_packages_are_read_at_the_pinned_commit() {
     assert!(!dest.join("pkg").exists(), "the newer commit's files are not there");
     let err = fetch_commit(&url(&bare), "tag", "v9", &cache, &mut |_| {}).unwrap_err();
     assert!(matches!(err, RepoError::UnknownRef { .. }), "{err}");
+}
+
+#[test]
+fn the_first_commit_of_a_new_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    Repository::init_opts(tmp.path(), git2::RepositoryInitOptions::new().initial_head("main")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    std::fs::write(tmp.path().join("in/a.yaml"), "a: 1\n").unwrap();
+    let repo = Repo::discover(tmp.path()).unwrap();
+    assert_eq!(repo.current_branch().as_deref(), Some("main"), "an unborn branch is still the branch");
+    let oid = repo.commit(&[PathBuf::from("in")], "first").unwrap().unwrap();
+    assert_eq!(repo.head_commit(), Some(oid));
+}
+
+#[test]
+fn an_upstream_branch_ref_stays_where_it_was_first_resolved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, work) = remote(tmp.path());
+    let first = work.head().unwrap().target().unwrap();
+    let cache = tmp.path().join("cache");
+    let (_, oid) = fetch_commit(&url(&bare), "branch", "main", &cache, &mut |_| {}).unwrap();
+    assert_eq!(oid, first);
+    // main moves on and another ref of the same URL makes the cache fetch again.
+    let second = commit_file(&work, "file.txt", "two", "second");
+    push_main(&work);
+    let (_, again) = fetch_commit(&url(&bare), "hash", &second.to_string(), &cache, &mut |_| {}).unwrap();
+    assert_eq!(again, second);
+    let (_, still) = fetch_commit(&url(&bare), "branch", "main", &cache, &mut |_| {}).unwrap();
+    assert_eq!(still, first);
 }

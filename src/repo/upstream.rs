@@ -26,8 +26,22 @@ pub fn fetch_commit(
         std::fs::create_dir_all(cache_dir).map_err(|source| RepoError::Io { path: cache_dir.to_path_buf(), source })?;
         Repository::init_bare(&path).ctx(|| format!("cannot create the cache {}", path.display()))?
     };
+    // A branch ref stays where it was first resolved, whatever later fetches of the same URL
+    // (for other refs) do to the remote-tracking branches.
+    let pin = format!("refs/choreo/pins/{reference}");
+    if kind == "branch" {
+        if let Ok(oid) = git.refname_to_id(&pin) {
+            return Ok((path, oid));
+        }
+    }
+    let pinned = |oid: Oid| {
+        if kind == "branch" {
+            let _ = git.reference(&pin, oid, false, "choreo: first resolution of an upstream branch ref");
+        }
+        oid
+    };
     if let Some(oid) = lookup(&git, kind, reference) {
-        return Ok((path, oid));
+        return Ok((path, pinned(oid)));
     }
     let actual = rewrite_url(url, false);
     progress(format!("fetching {url} for {kind} {reference}"));
@@ -42,7 +56,7 @@ pub fn fetch_commit(
         let _ = remote.fetch(&[reference], Some(&mut git2::FetchOptions::new()), None);
     }
     lookup(&git, kind, reference)
-        .map(|oid| (path, oid))
+        .map(|oid| (path.clone(), pinned(oid)))
         .ok_or_else(|| RepoError::UnknownRef { reference: format!("{kind} {reference}"), url: url.to_string() })
 }
 
@@ -81,7 +95,10 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
         let result = match entry.kind() {
             Some(git2::ObjectType::Tree) => std::fs::create_dir_all(&path).map_err(|e| io(&path, e)),
             Some(git2::ObjectType::Blob) => match git.find_blob(entry.id()) {
-                Ok(blob) => std::fs::write(&path, blob.content()).map_err(|e| io(&path, e)),
+                // Synced: an export that exists is trusted as complete, also after a power loss.
+                Ok(blob) => std::fs::File::create(&path)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, blob.content()).and_then(|()| f.sync_all()))
+                    .map_err(|e| io(&path, e)),
                 Err(source) => Err(RepoError::Git { what: format!("cannot read {}", path.display()), source }),
             },
             _ => Ok(()), // submodules and the like are not package content
@@ -100,5 +117,9 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, dest).map_err(|e| io(dest, e))
+    std::fs::rename(&tmp, dest).map_err(|e| io(dest, e))?;
+    if let Some(parent) = dest.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io(parent, e))?;
+    }
+    Ok(())
 }

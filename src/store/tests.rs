@@ -179,7 +179,7 @@ fn state_survives_reopen_and_registry_is_rebuilt() {
         txn.apply(&widget("a", 7), M).unwrap();
         txn.commit().unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     let gk = GroupKind::new("example.com", "Widget");
     assert!(store.with(|s| s.registry.get(&gk).is_some()));
     let items = store.with(|s| s.list(&gk, None));
@@ -246,11 +246,26 @@ fn unsynced_commits_reach_the_database_in_order() {
         txn.commit_unsynced().unwrap();
         // Dropped without a sync: the pending writes still go to sled.
     }
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     let gk = GroupKind::new("example.com", "Widget");
     let widgets = store.with(|s| s.list(&gk, None));
     assert_eq!(widgets.len(), n - 1);
     let w0 = store.with(|s| s.get(&ObjectKey::new(&gk, "default", "w0"))).unwrap();
     assert_eq!(w0["spec"]["size"], 2);
     assert!(store.with(|s| s.get(&ObjectKey::new(&gk, "default", "w1"))).is_none());
+}
+
+/// Opens a database a dropped `Store` just closed: sled's background flusher lets go of the
+/// file lock a moment after the drop, so `Locked` is waited out (with a deadline).
+fn reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("reopen {}: {e}", path.display()),
+        }
+    }
 }

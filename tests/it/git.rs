@@ -284,6 +284,22 @@ fn refusals_leave_the_previous_context_serving() {
     assert!(r.stderr.contains("warning") && r.stderr.contains("existing clone"), "{}", r.stderr);
     wait_welcome(&s, "alice", "hi, Alice");
 
+    // A development branch created at a ref that fails to load is not left behind: the same
+    // branch at a good ref is created there.
+    assert_eq!(s.cli(&["server", "apply", &url(&bare), "greeter", "broken", "fix"]).code, 1);
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", &second, "fix"]).ok();
+    assert!(!r.stderr.contains("exists"), "{}", r.stderr);
+    let st = status(&s);
+    assert_eq!((st["context"]["branch"].as_str(), st["context"]["commit"].as_str()), (Some("fix"), Some(second.as_str())), "{st}");
+    // An existing branch with a REF that names nothing is refused too.
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref", "fix"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown ref"), "{}", r.stderr);
+    // A relative path means nothing to the server.
+    let r = s.cli(&["server", "apply", "no/such/relative/repo", "greeter", "main"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("relative path"), "{}", r.stderr);
+
     // Static mode on a plain directory: git commands say what is missing.
     let p = TestProject::new("greeter");
     let _st = p.start();
@@ -427,4 +443,27 @@ fn upstream_fetches_of_an_apply_stream_to_the_cli() {
     s.cli(&["run", "once"]).ok();
     assert_eq!(welcome(&s, "alice").as_deref(), Some("hello, Alice"));
     assert!(g.path("state/upstream").is_dir(), "dynamic mode caches packages in its work directory");
+}
+
+#[test]
+fn a_development_clone_with_uncommitted_work_is_served_again_after_a_restart() {
+    let g = Git::new();
+    let (bare, _work, first) = g.remote("intent", "greeter", "greeter");
+    let s = g.dynamic_server();
+    s.cli(&["server", "apply", &url(&bare), "greeter", &first, "dev"]).ok();
+    let carol = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: carol\n  namespace: default\nspec:\n  name: Carol\n";
+    crate::support::cli(&s.socket, &["apply", "-f", "-"], Some(carol)).ok();
+    s.cli(&["branch", "create", "other"]).ok();
+    s.cli(&["branch", "checkout", "other"]).ok();
+    drop(s);
+
+    // The uncommitted file does not stop the restarted server from serving its own clone, on
+    // the branch checked out last.
+    let s = g.dynamic_server();
+    wait_for("the restarted server to serve its clone", 20, || (status(&s)["status"] == "Ready").then_some(()));
+    let st = status(&s);
+    assert_eq!(st["context"]["branch"], "other", "{st}");
+    assert_eq!(s.cli(&["get", "greeters", "carol"]).code, 0, "the uncommitted object is served");
+    s.cli(&["run", "commit", "carol"]).ok();
+    assert_eq!(g.git(&g.path("state/repos").read_dir().unwrap().next().unwrap().unwrap().path(), &["log", "--format=%s", "-1"]), "carol");
 }
