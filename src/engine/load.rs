@@ -122,6 +122,10 @@ pub fn load(
     scope: Scope<'_>,
     progress: &mut dyn FnMut(String),
 ) -> Result<LoadSummary, Vec<String>> {
+    // With packages that bring data, an input file removed may uncover a package object it
+    // shadowed: only a full load knows, so every load is one.
+    let packages_bring_data = cache.as_ref().is_some_and(|c| c.packages.iter().any(|p| p.data));
+    let scope = if packages_bring_data { Scope::Full } else { scope };
     let partial = match (scope, cache.as_ref().map(|c| &c.retry)) {
         (Scope::Inputs(paths), Some(Retry::Nothing)) => Some(paths.to_vec()),
         (Scope::Inputs(paths), Some(Retry::Inputs(again))) => {
@@ -231,15 +235,17 @@ fn load_full(
             .flat_map(|(_, (_, keys))| keys.iter().cloned())
             .collect()
     });
+    // Package data first: an object whose project file went but which a package still defines
+    // is taken over by the package instead of being deleted.
+    let upstream_keys = load_package_data(&mut txn, &packages, &loaded_inputs, &mut errors, &mut summary);
     summary.removed += remove_stale(
         &mut txn,
         |gk| *gk != crd_gk && *gk != ref_gk,
-        |k| loaded_inputs.contains_key(k),
+        |k| loaded_inputs.contains_key(k) || upstream_keys.contains_key(k),
         candidates,
         from_file,
         &mut errors,
     );
-    let upstream_keys = load_package_data(&mut txn, &packages, &loaded_inputs, &mut errors, &mut summary);
     let stale_candidates = cache.map(|c| c.upstream_keys.clone());
     summary.removed +=
         remove_stale(&mut txn, |_| true, |k| upstream_keys.contains_key(k), stale_candidates, from_upstream, &mut errors);
@@ -467,8 +473,19 @@ fn load_package_data(
             for doc in docs {
                 let mut v = doc.value.clone();
                 meta::set_annotation(&mut v, ORIGIN_ANNOTATION, &pkg.origin);
-                let Some(key) = ObjectKey::of(&v) else { continue };
-                if project.contains_key(&key) || loaded.contains_key(&key) {
+                let Some(mut key) = ObjectKey::of(&v) else {
+                    errors.push(format!("{}: a document needs apiVersion, kind and metadata.name", doc.loc));
+                    continue;
+                };
+                // As the store will key it: namespaced objects default to `default`.
+                if key.namespace.is_empty() && txn.resource(&key.group_kind()).is_some_and(|r| r.namespaced) {
+                    key.namespace = "default".into();
+                }
+                if project.contains_key(&key) {
+                    continue; // the project's own definition wins
+                }
+                if let Some((first, _)) = loaded.get(&key) {
+                    errors.push(format!("{}: {key} is also defined at {first}", doc.loc));
                     continue;
                 }
                 match txn.apply(&v, INPUT) {

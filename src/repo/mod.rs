@@ -189,24 +189,36 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
         true
     });
     cb.sideband_progress(|_| !cancelled());
-    let mut attempts = 0;
+    // libgit2 asks again after a refusal: each kind of credential is offered once, then the
+    // refusal is reported with what was tried.
+    let (mut ssh_tries, mut helper_tries, mut default_tries) = (0, 0, 0);
     cb.credentials(move |url, username, allowed| {
-        attempts += 1;
-        if attempts > 3 {
-            return Err(git2::Error::from_str("authentication failed (tried ssh-agent, credential helpers and defaults)"));
-        }
+        let user = username.unwrap_or("git");
+        let fail = |msg: String| Err(git2::Error::from_str(&msg));
         if allowed.contains(git2::CredentialType::SSH_KEY) {
-            return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+            ssh_tries += 1;
+            if ssh_tries > 1 {
+                return fail(format!("{url} refused the keys of ssh-agent for user {user} (is the key loaded? `ssh-add -l`)"));
+            }
+            return git2::Cred::ssh_key_from_agent(user)
+                .or_else(|e| fail(format!("cannot use ssh-agent for {url}: {}", e.message())));
         }
         if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            if let Ok(cfg) = git2::Config::open_default() {
-                if let Ok(c) = git2::Cred::credential_helper(&cfg, url, username) {
-                    return Ok(c);
-                }
+            helper_tries += 1;
+            if helper_tries > 1 {
+                return fail(format!("{url} refused the credentials of the git credential helper"));
             }
+            let helper = git2::Config::open_default().and_then(|cfg| git2::Cred::credential_helper(&cfg, url, username));
+            return helper.or_else(|_| {
+                fail(format!("no credentials for {url}: configure a git credential helper (`git config --global credential.helper ...`)"))
+            });
         }
         if allowed.contains(git2::CredentialType::USERNAME) {
-            return git2::Cred::username(username.unwrap_or("git"));
+            return git2::Cred::username(user);
+        }
+        default_tries += 1;
+        if default_tries > 1 {
+            return fail(format!("{url} refused the default credentials"));
         }
         git2::Cred::default()
     });

@@ -413,6 +413,14 @@ fn upstream_data_of_type_all_loads_and_goes_with_its_ref() {
     assert!(origin.contains("\"kind\":\"Upstream\"") && origin.contains("\"directory\":\"greeter\""), "{origin}");
     assert!(p.path(".choreo/upstream").is_dir(), "the package is cached in the project's .choreo/");
 
+    // The project's own definition wins; when its file goes, the package's takes over again.
+    p.write("in/alice.yaml", "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: alice\n  namespace: default\nspec:\n  name: Alice\n  greeting: howdy\n");
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "alice").as_deref(), Some("howdy, Alice"));
+    p.remove("in/alice.yaml");
+    s.cli(&["run", "once"]).ok();
+    assert_eq!(welcome(&s, "alice").as_deref(), Some("hello, Alice"), "the package's alice, not a deleted one");
+
     // Type crd: the package's data is no longer part of the project.
     p.write("refs/pkg.yaml", &r#ref("crd"));
     // The greeters carry the reconciler's finalizer: the run that follows the load lets them go.
