@@ -227,6 +227,35 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
 
 const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
 
+/// Fetch options for every transfer: progress, credentials, all tags.
+fn fetch_options<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::FetchOptions<'a> {
+    let mut fo = git2::FetchOptions::new();
+    fo.remote_callbacks(callbacks(progress, what));
+    fo.download_tags(git2::AutotagOption::All);
+    fo
+}
+
+/// Fetches `refspecs` of `url` (rewritten by `insteadOf`) into `git`. Errors name the URL as
+/// given, and the one used when a rule rewrote it.
+fn fetch_into(git: &Repository, url: &str, refspecs: &[&str], prune: bool, progress: Progress<'_>) -> Result<(), RepoError> {
+    let actual = rewrite_url(url, false);
+    let shown = if actual == url { url.to_string() } else { format!("{url} (as {actual})") };
+    let mut remote = git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {shown}"))?;
+    let what = format!("fetching {url}");
+    let mut fo = fetch_options(progress, &what);
+    if prune {
+        fo.prune(git2::FetchPrune::On);
+    }
+    remote.fetch(refspecs, Some(&mut fo), None).ctx(|| format!("cannot fetch {shown}"))
+}
+
+/// Where a directory is built before it is renamed into place at `dest`.
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
 impl Repo {
     /// Opens the repository that contains `path` (searching upwards).
     pub fn discover(path: &Path) -> Result<Repo, RepoError> {
@@ -242,11 +271,10 @@ impl Repo {
     /// A failed fetch of an existing clone is a warning (returned), not an error: the clone is
     /// used as it is.
     pub fn clone_or_fetch(url: &str, dest: &Path, progress: Progress<'_>) -> Result<(Repo, Option<String>), RepoError> {
-        let actual = rewrite_url(url, false);
         if dest.join(".git").exists() {
             let repo = Repo::discover(dest)?;
             progress(format!("fetching {url}"));
-            match repo.fetch(&actual, progress) {
+            match fetch_into(&repo.git, url, &FETCH_REFSPECS, true, progress) {
                 Ok(()) => Ok((repo, None)),
                 Err(_) if cancelled() => Err(RepoError::Refused(format!("fetching {url} was cancelled: the server is stopping"))),
                 Err(e) => Ok((repo, Some(format!("cannot fetch {url} ({e}); using the existing clone at {}", dest.display())))),
@@ -258,17 +286,14 @@ impl Repo {
             progress(format!("cloning {url} into {}", dest.display()));
             // Clone into a temporary sibling and rename, so an interrupted clone leaves nothing
             // that looks like a usable clone.
-            let tmp = dest.with_extension("partial");
+            let tmp = partial_path(dest);
             if tmp.exists() {
                 std::fs::remove_dir_all(&tmp).map_err(|source| RepoError::Io { path: tmp.clone(), source })?;
             }
             let what = format!("cloning {url}");
-            let mut fo = git2::FetchOptions::new();
-            fo.remote_callbacks(callbacks(progress, &what));
-            fo.download_tags(git2::AutotagOption::All);
             let git = git2::build::RepoBuilder::new()
-                .fetch_options(fo)
-                .clone(&actual, &tmp)
+                .fetch_options(fetch_options(progress, &what))
+                .clone(&rewrite_url(url, false), &tmp)
                 .map_err(|source| {
                     let _ = std::fs::remove_dir_all(&tmp);
                     RepoError::Git { what: format!("cannot clone {url}"), source }
@@ -283,18 +308,34 @@ impl Repo {
         }
     }
 
-    fn fetch(&self, actual_url: &str, progress: Progress<'_>) -> Result<(), RepoError> {
-        let mut remote = self.git.remote_anonymous(actual_url).ctx(|| format!("cannot use remote {actual_url}"))?;
-        let what = format!("fetching {actual_url}");
-        let mut fo = git2::FetchOptions::new();
-        fo.remote_callbacks(callbacks(progress, &what));
-        fo.download_tags(git2::AutotagOption::All);
-        fo.prune(git2::FetchPrune::On);
-        remote.fetch(&FETCH_REFSPECS, Some(&mut fo), None).ctx(|| format!("cannot fetch {actual_url}"))
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The tip of local branch `name`.
+    fn local_tip(&self, name: &str) -> Option<Oid> {
+        self.git.refname_to_id(&format!("refs/heads/{name}")).ok()
+    }
+
+    /// The tip of `origin/name` as last fetched.
+    fn remote_tip(&self, name: &str) -> Option<Oid> {
+        self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok()
+    }
+
+    /// Whether branch `name` exists locally or on origin.
+    pub fn has_branch(&self, name: &str) -> bool {
+        self.local_tip(name).is_some() || self.remote_tip(name).is_some()
+    }
+
+    /// Whether `commit` is `tip` or one of its ancestors.
+    fn reaches(&self, tip: Oid, commit: Oid) -> bool {
+        tip == commit || self.git.graph_descendant_of(tip, commit).unwrap_or(false)
+    }
+
+    /// The branch HEAD names, even before it has a commit (a fresh `git init`).
+    fn head_branch_name(&self) -> Option<String> {
+        let head = self.git.find_reference("HEAD").ok()?;
+        head.symbolic_target().and_then(|t| t.strip_prefix("refs/heads/")).map(str::to_string)
     }
 
     /// The URL of `origin`, if any.
@@ -370,12 +411,8 @@ impl Repo {
         match self.head() {
             Ok(Head::Branch(b)) => Some(b),
             Ok(Head::Detached(_)) => None,
-            // An unborn branch (a fresh `git init`): HEAD names it before it has a commit.
-            Err(_) => self
-                .git
-                .find_reference("HEAD")
-                .ok()
-                .and_then(|h| h.symbolic_target().and_then(|t| t.strip_prefix("refs/heads/")).map(str::to_string)),
+            // An unborn branch: HEAD names it before it has a commit.
+            Err(_) => self.head_branch_name(),
         }
     }
 
@@ -385,9 +422,9 @@ impl Repo {
         if self.current_branch().as_deref() != Some(name) {
             return false;
         }
-        let local = self.git.refname_to_id(&format!("refs/heads/{name}")).ok();
-        match (local, self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok()) {
-            (Some(l), Some(r)) => l == r || !self.git.graph_descendant_of(r, l).unwrap_or(false),
+        match (self.local_tip(name), self.remote_tip(name)) {
+            // Equal, ahead or diverged: a checkout would not move the local branch.
+            (Some(l), Some(r)) => !self.reaches(r, l) || l == r,
             (Some(_), None) => true,
             _ => false,
         }
@@ -421,8 +458,7 @@ impl Repo {
     /// created at `reference`. Returns a note for the user when something needs attention, and
     /// whether the local branch was created (so a failed switch can remove it again).
     pub fn checkout_development(&self, name: &str, reference: &str) -> Result<(Option<String>, bool), RepoError> {
-        let remote = self.git.refname_to_id(&format!("refs/remotes/origin/{name}")).ok();
-        let local = self.git.refname_to_id(&format!("refs/heads/{name}")).ok();
+        let (local, remote) = (self.local_tip(name), self.remote_tip(name));
         let mut note = None;
         let created = local.is_none();
         match (local, remote) {
@@ -442,11 +478,11 @@ impl Repo {
                     .ctx(|| "cannot set the branch upstream".into())?;
             }
             (Some(l), Some(r)) if l != r => {
-                if self.git.graph_descendant_of(r, l).unwrap_or(false) {
+                if self.reaches(r, l) {
                     self.git
                         .reference(&format!("refs/heads/{name}"), r, true, "choreo: fast-forward to origin")
                         .ctx(|| format!("cannot fast-forward {name}"))?;
-                } else if self.git.graph_descendant_of(l, r).unwrap_or(false) {
+                } else if self.reaches(l, r) {
                     note = Some(format!("branch {name} has local commits that origin/{name} does not have; push them with `choreo run push`"));
                 } else {
                     note = Some(format!(
@@ -470,7 +506,7 @@ impl Repo {
     /// checkout is refused.
     pub fn switch_branch(&self, name: &str, replace: bool) -> Result<(), RepoError> {
         let refname = format!("refs/heads/{name}");
-        let oid = self.git.refname_to_id(&refname).map_err(|_| RepoError::Refused(format!("branch {name} does not exist")))?;
+        let oid = self.branch_tip(name)?;
         let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
         let mut cb = git2::build::CheckoutBuilder::new();
         if replace {
@@ -490,11 +526,9 @@ impl Repo {
             out.push(BranchInfo { name, checked_out: b.is_head() });
         }
         // An unborn branch (a new repository) has no ref yet but is what HEAD names.
-        if let Ok(head) = self.git.find_reference("HEAD") {
-            if let Some(target) = head.symbolic_target().and_then(|t| t.strip_prefix("refs/heads/")) {
-                if !out.iter().any(|b| b.name == target) {
-                    out.push(BranchInfo { name: target.to_string(), checked_out: true });
-                }
+        if let Some(name) = self.head_branch_name() {
+            if !out.iter().any(|b| b.name == name) {
+                out.push(BranchInfo { name, checked_out: true });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -502,9 +536,7 @@ impl Repo {
     }
 
     fn branch_tip(&self, name: &str) -> Result<Oid, RepoError> {
-        self.git
-            .refname_to_id(&format!("refs/heads/{name}"))
-            .map_err(|_| RepoError::Refused(format!("branch {name} does not exist")))
+        self.local_tip(name).ok_or_else(|| RepoError::Refused(format!("branch {name} does not exist")))
     }
 
     /// The commits reachable from branch `name`, newest first.
@@ -532,7 +564,7 @@ impl Repo {
 
     /// Creates branch `name` at HEAD without checking it out.
     pub fn create_branch(&self, name: &str) -> Result<(), RepoError> {
-        if self.git.refname_to_id(&format!("refs/heads/{name}")).is_ok() {
+        if self.local_tip(name).is_some() {
             return Err(RepoError::Refused(format!("branch {name} already exists")));
         }
         let head = self.head_commit().ok_or_else(|| RepoError::Refused("HEAD has no commit yet; commit first".into()))?;
@@ -555,7 +587,7 @@ impl Repo {
         if !force {
             let mut homes = vec![self.head_commit()];
             homes.push(b.upstream().ok().and_then(|u| u.get().target()));
-            let merged = homes.into_iter().flatten().any(|h| h == tip || self.git.graph_descendant_of(h, tip).unwrap_or(false));
+            let merged = homes.into_iter().flatten().any(|h| self.reaches(h, tip));
             if !merged {
                 return Err(RepoError::Refused(format!(
                     "branch {name} has commits that are not merged into HEAD or its upstream; delete it with --force to lose them"
@@ -613,10 +645,10 @@ impl Repo {
             Err(_) => self.resolve(src)?,
         };
         let to = self.branch_tip(dst)?;
-        if from == to || self.git.graph_descendant_of(to, from).unwrap_or(false) {
+        if self.reaches(to, from) {
             return Ok(format!("{dst} is already up to date with {src}"));
         }
-        if !self.git.graph_descendant_of(from, to).unwrap_or(false) {
+        if !self.reaches(from, to) {
             return Err(RepoError::Refused(format!(
                 "cannot merge {src} into {dst}: not a fast-forward ({dst} has commits {src} lacks); merge them with git"
             )));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
-use super::{callbacks, cache_name, rewrite_url, Context, Progress, RepoError, FETCH_REFSPECS};
+use super::{cache_name, fetch_into, partial_path, Context, Progress, RepoError, FETCH_REFSPECS};
 
 /// Makes sure the commit `reference` names (`kind` = `hash`, `tag` or `branch`) is in the bare
 /// cache of `url` under `cache_dir`, fetching only when it is not (so a `branch` ref stays at
@@ -43,17 +43,11 @@ pub fn fetch_commit(
     if let Some(oid) = lookup(&git, kind, reference) {
         return Ok((path, pinned(oid)));
     }
-    let actual = rewrite_url(url, false);
     progress(format!("fetching {url} for {kind} {reference}"));
-    let mut remote = git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {url}"))?;
-    let what = format!("fetching {url}");
-    let mut fo = git2::FetchOptions::new();
-    fo.remote_callbacks(callbacks(progress, &what));
-    fo.download_tags(git2::AutotagOption::All);
-    remote.fetch(&FETCH_REFSPECS, Some(&mut fo), None).ctx(|| format!("cannot fetch {url}"))?;
+    fetch_into(&git, url, &FETCH_REFSPECS, false, progress)?;
     // A commit that no branch or tag reaches any more may still be fetched by its hash.
-    if lookup(&git, kind, reference).is_none() && kind != "tag" && Oid::from_str(reference).is_ok() && reference.len() == 40 {
-        let _ = remote.fetch(&[reference], Some(&mut git2::FetchOptions::new()), None);
+    if lookup(&git, kind, reference).is_none() && kind == "hash" && reference.len() == 40 && Oid::from_str(reference).is_ok() {
+        let _ = fetch_into(&git, url, &[reference], false, progress);
     }
     lookup(&git, kind, reference)
         .map(|oid| (path.clone(), pinned(oid)))
@@ -78,7 +72,7 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
     }
     let git = Repository::open_bare(cache).ctx(|| format!("cannot open the cache {}", cache.display()))?;
     let tree = git.find_commit(oid).and_then(|c| c.tree()).ctx(|| format!("cannot read commit {oid}"))?;
-    let tmp = dest.with_extension("partial");
+    let tmp = partial_path(dest);
     let io = |path: &Path, source| RepoError::Io { path: path.to_path_buf(), source };
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
