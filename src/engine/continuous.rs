@@ -97,12 +97,17 @@ impl Engine {
             )
             .with_hint("apply a development branch to run on demand: `choreo server apply URL DIR REF BRANCH`"));
         }
+        self.stop_runner();
+        Ok(Reply::Done)
+    }
+
+    /// Stops the continuous runner, if it runs.
+    pub(super) fn stop_runner(&mut self) {
         if self.work.take().is_some() {
             // Whatever was still queued is reconciled by the next run, which starts over.
             self.fingerprints.clear();
         }
         self.set_runner("Stopped");
-        Ok(Reply::Done)
     }
 
     /// Works off a slice of the continuous runner's queue.

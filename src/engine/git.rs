@@ -9,12 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
 
-use super::{Engine, Mode};
-use crate::protocol::{
-    BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage, StatusContext,
-};
+use super::{progress_sink, Engine, Mode};
+use crate::protocol::{BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, StatusContext};
 use crate::repo::{self, Repo, RepoError};
 
 /// The context a dynamic server serves.
@@ -41,12 +39,6 @@ fn repo_error(e: RepoError) -> ErrorReport {
 }
 
 impl Engine {
-    fn progress_to(reply: &Sender<ServerMessage>) -> impl FnMut(String) + '_ {
-        move |line: String| {
-            let _ = reply.send(ServerMessage::Progress(line));
-        }
-    }
-
     /// The repository of the served project: the user's (static mode) or the clone.
     fn repo(&self) -> Result<Repo, ErrorReport> {
         let layout = self.layout()?;
@@ -75,13 +67,19 @@ impl Engine {
         }
     }
 
-    /// The project's directories relative to the repository root: what `run commit` stages.
-    fn project_paths(&self, repo: &Repo) -> Result<Vec<PathBuf>, ErrorReport> {
+    /// The project directory relative to the repository root (empty at the root).
+    fn project_in_repo(&self, repo: &Repo) -> Result<PathBuf, ErrorReport> {
         let layout = self.layout()?;
         let root = std::fs::canonicalize(repo.root()).unwrap_or_else(|_| repo.root().to_path_buf());
         let project = std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
-        let rel = project.strip_prefix(&root).unwrap_or(Path::new("")).to_path_buf();
-        Ok([layout.input.clone(), layout.apis.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()]
+        Ok(project.strip_prefix(&root).unwrap_or(Path::new("")).to_path_buf())
+    }
+
+    /// The project's directories relative to the repository root: what `run commit` stages.
+    fn project_paths(&self, repo: &Repo) -> Result<Vec<PathBuf>, ErrorReport> {
+        let layout = self.layout()?;
+        let rel = self.project_in_repo(repo)?;
+        Ok([&layout.input, &layout.apis, Path::new("reconcilers"), Path::new("libs"), &layout.refs]
             .into_iter()
             .map(|d| rel.join(d))
             .collect())
@@ -114,8 +112,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn server_apply(&mut self, req: ServerApplyRequest, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
-        self.apply_context(req, None, reply)
+    pub(super) fn server_apply(&mut self, req: ServerApplyRequest) -> Result<Reply, ErrorReport> {
+        let mut progress = progress_sink(self.progress.clone());
+        self.apply_context(req, None, &mut progress)
     }
 
     /// `server apply`; `pinned` (a restart serving the remembered production context) checks
@@ -125,7 +124,7 @@ impl Engine {
         &mut self,
         req: ServerApplyRequest,
         pinned: Option<repo::Oid>,
-        reply: &Sender<ServerMessage>,
+        progress: &mut dyn FnMut(String),
     ) -> Result<Reply, ErrorReport> {
         let Mode::Dynamic { work_dir, template } = &self.mode else {
             return Err(ErrorReport::new(
@@ -145,18 +144,16 @@ impl Engine {
             )
             .with_hint("give an absolute path or a URL (`choreo server apply` makes existing local paths absolute)"));
         }
-        if Path::new(&req.directory).is_absolute() || req.directory.split('/').any(|c| c == "..") {
+        if !repo::stays_inside(&req.directory) {
             return Err(ErrorReport::new(ErrorKind::Invalid, format!("DIR {:?} must be a directory inside the repository", req.directory)));
         }
         if self.dynamic.as_ref().is_some_and(|d| d.request == req) {
             return Ok(Reply::Message("unchanged: the server already serves this context".into()));
         }
-        let mut progress = Self::progress_to(reply);
         let started = std::time::Instant::now();
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
-        let (repo, warning) = Repo::clone_or_fetch(&req.url, &clone, &mut progress).map_err(|e| self.apply_failed(e))?;
+        let (repo, warning) = Repo::clone_or_fetch(&req.url, &clone, progress).map_err(|e| self.apply_failed(e))?;
         if let Some(w) = warning {
-            log::warn!("{w}");
             progress(format!("warning: {w}"));
         }
         let fetched = started.elapsed();
@@ -174,7 +171,7 @@ impl Engine {
         let plan = match &req.branch {
             None => Plan::Detached(target),
             Some(b) => {
-                if branch_exists(&repo, b) {
+                if repo.has_branch(b) {
                     progress(format!("branch {b} exists: it is checked out as it is ({} only seeds a new branch)", req.reference));
                 }
                 Plan::Branch(b.clone())
@@ -297,12 +294,6 @@ impl Engine {
         report
     }
 
-    fn stop_runner(&mut self) {
-        self.work = None;
-        self.fingerprints.clear();
-        self.set_runner("Stopped");
-    }
-
     /// Serves `previous` again after a failed switch (with its runner, if it had one on).
     fn resume(&mut self, previous: (Option<crate::project::Layout>, Option<DynamicContext>), runner_was_on: bool) {
         (self.layout, self.dynamic) = previous;
@@ -339,10 +330,10 @@ impl Engine {
         }
     }
 
-    pub(super) fn run_push(&mut self, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+    pub(super) fn run_push(&mut self) -> Result<Reply, ErrorReport> {
         self.refuse_in_production("pushes")?;
         let repo = self.repo()?;
-        let mut progress = Self::progress_to(reply);
+        let mut progress = progress_sink(self.progress.clone());
         repo.push(&mut progress).map(Reply::Message).map_err(repo_error)
     }
 
@@ -382,9 +373,7 @@ impl Engine {
                 Ok(Reply::Message(format!("switched to branch {name}")))
             }
             BranchRequest::Diff { src, dst } => {
-                let paths = self.project_paths(&repo)?;
-                let within = paths[0].parent().map(Path::to_path_buf).unwrap_or_default();
-                let diff = repo.diff(&src, &dst, &within).map_err(repo_error)?;
+                let diff = repo.diff(&src, &dst, &self.project_in_repo(&repo)?).map_err(repo_error)?;
                 Ok(Reply::BranchDiff(diff.into_iter().map(|(s, p)| (s.to_string(), p)).collect()))
             }
             BranchRequest::Stash => {
@@ -416,25 +405,23 @@ fn context_file(work_dir: &Path) -> PathBuf {
     work_dir.join("context.json")
 }
 
+/// What `context.json` holds.
+#[derive(Serialize, Deserialize)]
+struct SavedContext {
+    url: String,
+    directory: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    branch: Option<String>,
+    /// The commit served, which a restarted production server serves again.
+    commit: Option<String>,
+}
+
 /// The context a previous run of the server applied last, if any.
-pub(super) fn saved_context(work_dir: &Path) -> Option<(ServerApplyRequest, Option<repo::Oid>)> {
+fn saved_context(work_dir: &Path) -> Option<SavedContext> {
     let path = context_file(work_dir);
     let text = std::fs::read_to_string(&path).ok()?;
-    let v: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            log::warn!("ignoring {}: {e}", path.display());
-            return None;
-        }
-    };
-    let req = ServerApplyRequest {
-        url: v["url"].as_str()?.to_string(),
-        directory: v["directory"].as_str().unwrap_or(".").to_string(),
-        reference: v["ref"].as_str()?.to_string(),
-        branch: v["branch"].as_str().map(str::to_string),
-    };
-    let commit = v["commit"].as_str().and_then(|c| repo::Oid::from_str(c).ok());
-    Some((req, commit))
+    serde_json::from_str(&text).map_err(|e| log::warn!("ignoring {}: {e}", path.display())).ok()
 }
 
 /// A local path that is neither absolute nor a URL (`scheme://…`, or scp-like `host:path`).
@@ -447,12 +434,15 @@ impl Engine {
     /// Remembers the served context (and, for production, the commit it serves).
     fn save_context(&self) {
         let (Mode::Dynamic { work_dir, .. }, Some(d)) = (&self.mode, &self.dynamic) else { return };
-        let commit = Repo::discover(&d.clone).ok().and_then(|r| r.head_commit()).map(|o| o.to_string());
         let req = &d.request;
-        let text = serde_json::json!({
-            "url": req.url, "directory": req.directory, "ref": req.reference, "branch": req.branch, "commit": commit,
-        })
-        .to_string();
+        let saved = SavedContext {
+            url: req.url.clone(),
+            directory: req.directory.clone(),
+            reference: req.reference.clone(),
+            branch: req.branch.clone(),
+            commit: Repo::discover(&d.clone).ok().and_then(|r| r.head_commit()).map(|o| o.to_string()),
+        };
+        let text = serde_json::to_string(&saved).unwrap_or_default();
         let path = context_file(work_dir);
         if let Err(e) = crate::project::files::write_atomic(&path, text.as_bytes()) {
             log::warn!("cannot remember the applied context in {}: {e}", path.display());
@@ -462,19 +452,15 @@ impl Engine {
     /// Serves the context a previous run applied last (logged, not fatal when it fails).
     pub(super) fn resume_saved_context(&mut self) {
         let Mode::Dynamic { work_dir, .. } = &self.mode else { return };
-        let Some((req, commit)) = saved_context(work_dir) else { return };
-        log::info!("serving the last applied context again: {} {} {}", req.url, req.directory, req.reference);
+        let Some(saved) = saved_context(work_dir) else { return };
+        log::info!("serving the last applied context again: {} {} {}", saved.url, saved.directory, saved.reference);
         // Production serves the commit it served before; development its branch as it is.
-        let pinned = if req.branch.is_none() { commit } else { None };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let result = self.apply_context(req, pinned, &tx);
-        drop(tx);
-        for msg in rx.try_iter() {
-            if let ServerMessage::Progress(line) = msg {
-                log::info!("{line}");
-            }
-        }
-        match result {
+        let pinned = match &saved.branch {
+            None => saved.commit.as_deref().and_then(|c| repo::Oid::from_str(c).ok()),
+            Some(_) => None,
+        };
+        let req = ServerApplyRequest { url: saved.url, directory: saved.directory, reference: saved.reference, branch: saved.branch };
+        match self.apply_context(req, pinned, &mut progress_sink(None)) {
             Ok(Reply::Message(m)) => log::info!("{m}"),
             Ok(_) => {}
             Err(e) => log::warn!("cannot serve the last applied context: {e}"),
@@ -482,15 +468,10 @@ impl Engine {
     }
 }
 
-/// Whether `branch` exists locally or on origin.
-fn branch_exists(repo: &Repo, branch: &str) -> bool {
-    repo.branches().map(|list| list.iter().any(|x| x.name == branch)).unwrap_or(false)
-        || repo.resolve(&format!("refs/remotes/origin/{branch}")).is_ok()
-}
-
 /// Seconds since the epoch in a time zone offset, as RFC 3339.
 fn git_date(seconds: i64, offset_minutes: i32) -> String {
-    let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    use chrono::Offset;
+    let offset = chrono::FixedOffset::east_opt(offset_minutes * 60).unwrap_or_else(|| chrono::Utc.fix());
     chrono::DateTime::from_timestamp(seconds, 0)
         .map(|t| t.with_timezone(&offset).to_rfc3339())
         .unwrap_or_else(|| seconds.to_string())

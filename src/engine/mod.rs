@@ -312,9 +312,9 @@ impl Engine {
             Request::RunDeps(req) => self.run_deps(req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
-            Request::ServerApply(req) => self.server_apply(req, reply),
+            Request::ServerApply(req) => self.server_apply(req),
             Request::RunCommit { message } => self.run_commit(message),
-            Request::RunPush => self.run_push(reply),
+            Request::RunPush => self.run_push(),
             Request::Branch(req) => self.branch(req),
             // Read-only requests are answered by `Handle::serve`; answering them here too keeps
             // the engine correct if a caller sends them anyway.
@@ -362,13 +362,7 @@ impl Engine {
     fn reload_scope(&mut self, scope: load::Scope<'_>) -> Result<(), ErrorReport> {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
-        let sink = self.progress.clone();
-        let mut progress = |line: String| {
-            log::info!("{line}");
-            if let Some(s) = &sink {
-                let _ = s.send(ServerMessage::Progress(line));
-            }
-        };
+        let mut progress = progress_sink(self.progress.clone());
         let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope, &mut progress);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
@@ -420,6 +414,17 @@ fn limit_malloc_arenas() {
     // created afterwards and may be set while other threads allocate.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Where the progress lines of engine work go: the log, and the client of the request being
+/// handled when there is one.
+fn progress_sink(client: Option<Sender<ServerMessage>>) -> impl FnMut(String) {
+    move |line: String| {
+        log::info!("{line}");
+        if let Some(c) = &client {
+            let _ = c.send(ServerMessage::Progress(line));
+        }
     }
 }
 

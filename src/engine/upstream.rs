@@ -88,7 +88,7 @@ fn collect(
             errors.push(format!("{at}: upstream ref {name}: spec.ref.type must be hash, tag or branch, not {kind:?}"));
             continue;
         }
-        if directory.split('/').any(|c| c == "..") || directory.starts_with('/') {
+        if !repo::stays_inside(directory) {
             errors.push(format!("{at}: upstream ref {name}: spec.directory {directory:?} must stay inside the repository"));
             continue;
         }

@@ -118,6 +118,11 @@ pub fn cache_name(url: &str) -> String {
     format!("{}-{hash:08x}", readable.trim_start_matches(['.', '-']))
 }
 
+/// Whether `dir`, a directory named inside a repository, stays inside it (relative, no `..`).
+pub fn stays_inside(dir: &str) -> bool {
+    !Path::new(dir).is_absolute() && !dir.split('/').any(|c| c == "..")
+}
+
 /// `url` rewritten by the longest matching `url.<base>.insteadOf` (or, for pushes,
 /// `pushInsteadOf`) of the user's git configuration.
 pub fn rewrite_url(url: &str, push: bool) -> String {
