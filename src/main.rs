@@ -32,6 +32,11 @@ fn main() -> ExitCode {
 }
 
 fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), CliError> {
+    // The directory names of the flags; the root is the project (static) or each checkout.
+    let mut names = Layout::new(PathBuf::new());
+    names.apis = args.apis.clone();
+    names.input = args.input.clone();
+    names.refs = args.refs.clone();
     let (mode, state_dir, project) = match &args.dir {
         Some(dir) => {
             let root = std::fs::canonicalize(dir)
@@ -39,20 +44,13 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
             if !root.is_dir() {
                 return Err(CliError::Usage(format!("invalid project directory {}: not a directory", dir.display())));
             }
-            let mut layout = Layout::new(root.clone());
-            layout.apis = args.apis.clone();
-            layout.input = args.input.clone();
-            layout.refs = args.refs.clone();
+            let layout = names.with_root(root.clone());
             let state = layout.state_dir();
             (Mode::Static { layout }, state, Some(root))
         }
         None => {
             let work_dir = args.work_dir.clone().unwrap_or_else(default_work_dir);
-            let mut template = Layout::new(PathBuf::new());
-            template.apis = args.apis.clone();
-            template.input = args.input.clone();
-            template.refs = args.refs.clone();
-            (Mode::Dynamic { work_dir: work_dir.clone(), template }, work_dir, None)
+            (Mode::Dynamic { work_dir: work_dir.clone(), template: names }, work_dir, None)
         }
     };
     let socket_group = match &args.socket_group {

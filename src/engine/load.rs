@@ -163,12 +163,9 @@ fn load_full(
     // Packages' CRDs count like the project's own (their content is part of the signature, so
     // a package at a new commit makes a full load); their paths name the package.
     for pkg in &packages {
-        let (texts, d) = project::read_texts(&pkg.layout, &pkg.layout.apis);
-        diags.extend(d.into_iter().map(|mut d| {
-            d.loc.file = PathBuf::from(&pkg.label).join(&d.loc.file);
-            d
-        }));
-        crd_texts.extend(texts.into_iter().map(|(file, text)| (PathBuf::from(&pkg.label).join(file), text)));
+        let (texts, d) = pkg.read_texts(&pkg.layout.apis);
+        diags.extend(d);
+        crd_texts.extend(texts);
     }
     let (input_texts, d) = project::read_texts(layout, &layout.input);
     diags.extend(d);
@@ -465,10 +462,10 @@ fn load_package_data(
 ) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
     let mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)> = BTreeMap::new();
     for pkg in packages.iter().filter(|p| p.data) {
-        let (texts, diags) = project::read_texts(&pkg.layout, &pkg.layout.input);
-        errors.extend(diags.iter().map(|d| format!("{}/{d}", pkg.label)));
+        let (texts, diags) = pkg.read_texts(&pkg.layout.input);
+        errors.extend(diags.iter().map(ToString::to_string));
         for (file, text) in &texts {
-            let (docs, diags) = project::parse_documents(&PathBuf::from(&pkg.label).join(file), text);
+            let (docs, diags) = project::parse_documents(file, text);
             errors.extend(diags.iter().map(ToString::to_string));
             for doc in docs {
                 let mut v = doc.value.clone();
@@ -530,7 +527,7 @@ fn build_controllers(
         let (r, l, diags) = read_sources(&pkg.layout);
         errors.extend(diags.iter().map(|d| format!("{}/{d}", pkg.label)));
         sources.extend(r.into_iter().map(|mut r| {
-            r.origin = PathBuf::from(&pkg.label).join(&r.origin);
+            r.origin = pkg.path(&r.origin);
             r
         }));
         lib_sources.extend(l);

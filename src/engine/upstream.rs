@@ -9,7 +9,7 @@
 //! origin annotation. Two refs to the same URL and directory at different commits conflict.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -30,6 +30,23 @@ pub struct Package {
     pub origin: String,
     /// For messages: `URL@commit/directory`.
     pub label: String,
+}
+
+impl Package {
+    /// A path of the package as messages show it: below its label.
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        Path::new(&self.label).join(rel)
+    }
+
+    /// [`project::read_texts`] of one of the package's directories, paths (of texts and
+    /// diagnostics alike) below the package's label.
+    pub fn read_texts(&self, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<project::Diagnostic>) {
+        let (texts, mut diags) = project::read_texts(&self.layout, dir);
+        for d in &mut diags {
+            d.loc.file = self.path(&d.loc.file);
+        }
+        (texts.into_iter().map(|(file, text)| (self.path(&file), text)).collect(), diags)
+    }
 }
 
 /// Resolves the refs of `layout` (and of the packages they name). `progress` hears about
