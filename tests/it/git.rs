@@ -90,6 +90,26 @@ impl Git {
     }
 }
 
+/// An `UpstreamRef` document; `None` leaves a field to its default.
+fn upstream_ref(name: &str, url: &str, directory: &str, ref_type: Option<&str>, reference: &str, pkg_type: Option<&str>) -> String {
+    let mut yaml = format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: {name}\nspec:\n");
+    if let Some(t) = pkg_type {
+        yaml.push_str(&format!("  type: {t}\n"));
+    }
+    yaml.push_str(&format!("  url: {url}\n  directory: {directory}\n  ref:\n"));
+    if let Some(t) = ref_type {
+        yaml.push_str(&format!("    type: {t}\n"));
+    }
+    yaml + &format!("    name: {reference}\n")
+}
+
+/// Removes these directories of `root`.
+fn remove_dirs(root: &Path, dirs: &[&str]) {
+    for d in dirs {
+        std::fs::remove_dir_all(root.join(d)).unwrap();
+    }
+}
+
 fn url(bare: &Path) -> String {
     format!("file://{}", bare.display())
 }
@@ -323,35 +343,24 @@ fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
     g.edit(&work_b.join("greeter/reconcilers/demo.choreo.dev.greeters.welcome.star"), "\", \"", "\" BROKEN \"");
     g.commit_all(&work_b, "breaks the reconciler");
     g.git(&work_b, &["push", "-q", "origin", "main"]);
-    let _ = pinned_b;
 
     // Middle package: the Welcome API, and a ref to pkg-b through a URL that only an insteadOf
     // rule makes reachable.
     let (bare_a, work_a, _) = g.remote("pkg-a", "greeter", "a");
-    for d in ["in", "reconcilers", "libs"] {
-        std::fs::remove_dir_all(work_a.join("a").join(d)).unwrap();
-    }
+    remove_dirs(&work_a.join("a"), &["in", "reconcilers", "libs"]);
     std::fs::remove_file(work_a.join("a/crds/demo.choreo.dev_greeters.yaml")).unwrap();
     std::fs::create_dir_all(work_a.join("a/refs")).unwrap();
-    std::fs::write(
-        work_a.join("a/refs/pkg-b.yaml"),
-        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-b\nspec:\n  url: https://mirror.invalid/pkg-b.git\n  directory: greeter\n  ref:\n    type: hash\n    name: {b_without_in}\n"),
-    )
-    .unwrap();
+    let mirrored = "https://mirror.invalid/pkg-b.git";
+    std::fs::write(work_a.join("a/refs/pkg-b.yaml"), upstream_ref("pkg-b", mirrored, "greeter", Some("hash"), &b_without_in, None)).unwrap();
     g.commit_all(&work_a, "package a");
     g.git(&work_a, &["tag", "v1"]);
     g.git(&work_a, &["push", "-q", "origin", "main", "--tags"]);
-    g.add_config(&format!("[url \"{}\"]\n\tinsteadOf = https://mirror.invalid/pkg-b.git\n", url(&bare_b)));
+    g.add_config(&format!("[url \"{}\"]\n\tinsteadOf = {mirrored}\n", url(&bare_b)));
 
     // The project: only data and a ref to pkg-a by tag.
     let p = TestProject::new("greeter");
-    for d in ["crds", "reconcilers", "libs"] {
-        std::fs::remove_dir_all(p.path(d)).unwrap();
-    }
-    p.write(
-        "refs/pkg-a.yaml",
-        &format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-a\nspec:\n  url: {}\n  directory: a\n  ref:\n    type: tag\n    name: v1\n", url(&bare_a)),
-    );
+    remove_dirs(&p.dir, &["crds", "reconcilers", "libs"]);
+    p.write("refs/pkg-a.yaml", &upstream_ref("pkg-a", &url(&bare_a), "a", Some("tag"), "v1", None));
     let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
     let st = status(&s);
     assert_eq!(st["status"], "Ready", "{st}");
@@ -361,10 +370,7 @@ fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
     assert!(refs.stdout.contains("pkg-a"), "{}", refs.stdout);
 
     // A second ref to the same package at another commit is a conflict, named.
-    p.write(
-        "refs/pkg-b-too.yaml",
-        &format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg-b-too\nspec:\n  url: https://mirror.invalid/pkg-b.git\n  directory: greeter\n  ref:\n    type: hash\n    name: {}\n", pinned_b),
-    );
+    p.write("refs/pkg-b-too.yaml", &upstream_ref("pkg-b-too", mirrored, "greeter", Some("hash"), &pinned_b, None));
     let r = s.cli(&["run", "load"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("pins it at"), "{}", r.stderr);
@@ -398,12 +404,8 @@ fn upstream_data_of_type_all_loads_and_goes_with_its_ref() {
     let g = Git::new();
     let (bare, _work, commit) = g.remote("pkg", "greeter", "greeter");
     let p = TestProject::new("greeter");
-    for d in ["crds", "reconcilers", "libs", "in"] {
-        std::fs::remove_dir_all(p.path(d)).unwrap();
-    }
-    let r#ref = |kind: &str| {
-        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg\nspec:\n  type: {kind}\n  url: {}\n  directory: greeter\n  ref:\n    name: {commit}\n", url(&bare))
-    };
+    remove_dirs(&p.dir, &["crds", "reconcilers", "libs", "in"]);
+    let r#ref = |kind: &str| upstream_ref("pkg", &url(&bare), "greeter", None, &commit, Some(kind));
     p.write("refs/pkg.yaml", &r#ref("all"));
     let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
     s.cli(&["run", "once"]).ok();
@@ -434,15 +436,9 @@ fn upstream_fetches_of_an_apply_stream_to_the_cli() {
     let g = Git::new();
     let (pkg, _pw, pinned) = g.remote("pkg", "greeter", "greeter");
     let (proj, work, _) = g.remote("proj", "greeter", "p");
-    for d in ["crds", "reconcilers", "libs", "in"] {
-        std::fs::remove_dir_all(work.join("p").join(d)).unwrap();
-    }
+    remove_dirs(&work.join("p"), &["crds", "reconcilers", "libs", "in"]);
     std::fs::create_dir_all(work.join("p/refs")).unwrap();
-    std::fs::write(
-        work.join("p/refs/pkg.yaml"),
-        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: pkg\nspec:\n  type: all\n  url: {}\n  directory: greeter\n  ref:\n    name: {pinned}\n", url(&pkg)),
-    )
-    .unwrap();
+    std::fs::write(work.join("p/refs/pkg.yaml"), upstream_ref("pkg", &url(&pkg), "greeter", None, &pinned, Some("all"))).unwrap();
     g.commit_all(&work, "only a ref");
     g.git(&work, &["push", "-q", "origin", "main"]);
     let s = g.dynamic_server();
