@@ -41,38 +41,39 @@ pub fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read directory: {e}")),
     };
-    let rules = ignore_rules(dir)?;
+    let listing = Listing::new(dir)?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read directory: {e}"))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if is_noise(name) || !is_yaml(name) {
-            continue;
+        let path = entry.map_err(|e| format!("cannot read directory: {e}"))?.path();
+        if listing.contains(&path) {
+            files.push(path);
         }
-        let path = entry.path();
-        // Follow symlinks: a linked file is content like any other.
-        if !path.is_file() {
-            continue;
-        }
-        if rules.as_ref().is_some_and(|r| r.matched(&path, false).is_ignore()) {
-            continue;
-        }
-        files.push(path);
     }
     files.sort();
     Ok(files)
 }
 
-/// Whether `path`, a top-level entry of `dir`, is one of the files [`list_yaml_files`] lists:
-/// the same rules for one path, without reading the directory.
-pub fn is_listed(dir: &Path, path: &Path) -> Result<bool, String> {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(false) };
-    if path.parent() != Some(dir) || is_noise(name) || !is_yaml(name) || !path.is_file() {
-        return Ok(false);
+/// The rules [`list_yaml_files`] applies, for checking single paths of `dir` without reading
+/// the directory (its `.ignore` file is read once, here).
+pub struct Listing {
+    dir: PathBuf,
+    rules: Option<Gitignore>,
+}
+
+impl Listing {
+    pub fn new(dir: &Path) -> Result<Listing, String> {
+        Ok(Listing { dir: dir.to_path_buf(), rules: ignore_rules(dir)? })
     }
-    let rules = ignore_rules(dir)?;
-    Ok(!rules.as_ref().is_some_and(|r| r.matched(path, false).is_ignore()))
+
+    /// Whether `path`, a top-level entry of the directory, is one of the files it lists.
+    pub fn contains(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+        // `is_file` follows symlinks: a linked file is content like any other.
+        if path.parent() != Some(self.dir.as_path()) || is_noise(name) || !is_yaml(name) || !path.is_file() {
+            return false;
+        }
+        !self.rules.as_ref().is_some_and(|r| r.matched(path, false).is_ignore())
+    }
 }
 
 /// Maps `f` over `items` on up to as many threads as there are cores, keeping order. Small

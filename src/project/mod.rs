@@ -212,17 +212,24 @@ pub fn read_some_texts(
     let mut gone = Vec::new();
     let mut diags = Vec::new();
     let diag = |rel: &Path, message: String| Diagnostic { loc: SourceLoc { file: rel.to_path_buf(), line: 0, column: 0 }, message };
+    let listing = match files::Listing::new(&abs_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            diags.push(diag(dir, e));
+            return (texts, gone, diags);
+        }
+    };
     for rel in rels {
         let path = layout.root.join(rel);
-        match files::is_listed(&abs_dir, &path) {
-            Ok(false) => gone.push(rel.clone()),
-            Ok(true) => match std::fs::read_to_string(&path) {
-                Ok(t) => texts.push((rel.clone(), t)),
-                // Removed between the check and the read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(rel.clone()),
-                Err(e) => diags.push(diag(rel, format!("cannot read: {e}"))),
-            },
-            Err(e) => diags.push(diag(dir, e)),
+        if !listing.contains(&path) {
+            gone.push(rel.clone());
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(t) => texts.push((rel.clone(), t)),
+            // Removed between the check and the read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(rel.clone()),
+            Err(e) => diags.push(diag(rel, format!("cannot read: {e}"))),
         }
     }
     (texts, gone, diags)
