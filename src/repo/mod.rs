@@ -264,7 +264,11 @@ fn partial_path(dest: &Path) -> PathBuf {
 impl Repo {
     /// Opens the repository that contains `path` (searching upwards).
     pub fn discover(path: &Path) -> Result<Repo, RepoError> {
-        let git = Repository::discover(path).map_err(|_| RepoError::NotARepo { path: path.to_path_buf() })?;
+        let git = Repository::discover(path).map_err(|source| match source.code() {
+            git2::ErrorCode::NotFound => RepoError::NotARepo { path: path.to_path_buf() },
+            // A repository that exists but cannot be opened: say why.
+            _ => RepoError::Git { what: format!("cannot open the repository of {}", path.display()), source },
+        })?;
         let root = git
             .workdir()
             .map(Path::to_path_buf)
