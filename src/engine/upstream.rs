@@ -109,6 +109,11 @@ fn collect(
             errors.push(format!("{at}: upstream ref {name}: spec.directory {directory:?} must stay inside the repository"));
             continue;
         }
+        if depth + 1 >= MAX_DEPTH {
+            // Before any fetch: a cycle would otherwise fetch until the limit.
+            errors.push(format!("{at}: upstream refs nest deeper than {MAX_DEPTH} levels (a cycle?)"));
+            continue;
+        }
         let data = matches!(spec.get("type").and_then(Value::as_str), Some("all" | "full"));
         let (bare, oid) = match repo::fetch_commit(url, kind, reference, &cache.join("git"), progress) {
             Ok(r) => r,
@@ -148,10 +153,6 @@ fn collect(
             origin: origin.to_string(),
             label: format!("{url}@{}/{directory}", &commit[..12]),
         };
-        if depth + 1 >= MAX_DEPTH {
-            errors.push(format!("{at}: upstream refs nest deeper than {MAX_DEPTH} levels (a cycle?)"));
-            continue;
-        }
         let child = pkg.layout.clone();
         out.push(pkg);
         collect(project, &child, depth + 1, out, seen, errors, progress);
