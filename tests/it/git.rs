@@ -90,6 +90,12 @@ impl Git {
     }
 }
 
+/// Asserts that a command failed (exit 1) and said `needle`.
+fn fails_with(r: Run, needle: &str) {
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(needle), "expected {needle:?} in: {}", r.stderr);
+}
+
 /// An `UpstreamRef` document; `None` leaves a field to its default.
 fn upstream_ref(name: &str, url: &str, directory: &str, ref_type: Option<&str>, reference: &str, pkg_type: Option<&str>) -> String {
     let mut yaml = format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: {name}\nspec:\n");
@@ -251,26 +257,20 @@ fn refusals_leave_the_previous_context_serving() {
     let s = g.dynamic_server();
 
     // A first apply at a ref where the project does not load: Failed, with the file named.
-    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "broken"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("in/bad.yaml:"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", &url(&bare), "greeter", "broken"]), "in/bad.yaml:");
     let st = status(&s);
     assert_eq!(st["status"], "Failed", "{st}");
     assert!(st["reason"].as_str().unwrap().contains("in/bad.yaml"), "{st}");
 
     // An unreachable URL without a clone: the server says why and stays Initializing-failed.
-    let r = s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("cannot clone"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]), "cannot clone");
     assert_eq!(status(&s)["status"], "Failed");
 
     s.cli(&["server", "apply", &url(&bare), "greeter", &first, "dev"]).ok();
     s.cli(&["run", "once"]).ok();
 
     // An unknown ref changes nothing.
-    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown ref"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref"]), "unknown ref");
     assert_eq!(status(&s)["context"]["branch"], "dev");
 
     // A ref where the project does not load: the previous context stays, checkout included.
@@ -283,9 +283,7 @@ fn refusals_leave_the_previous_context_serving() {
     s.cli(&["run", "once"]).ok();
 
     // A directory that is not in the repository changes nothing either.
-    let r = s.cli(&["server", "apply", &url(&bare), "nowhere", &second]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("nowhere"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", &url(&bare), "nowhere", &second]), "nowhere");
     assert_eq!(status(&s)["context"]["directory"], "greeter");
     assert_eq!(status(&s)["status"], "Ready");
 
@@ -312,23 +310,15 @@ fn refusals_leave_the_previous_context_serving() {
     let st = status(&s);
     assert_eq!((st["context"]["branch"].as_str(), st["context"]["commit"].as_str()), (Some("fix"), Some(second.as_str())), "{st}");
     // An existing branch with a REF that names nothing is refused too.
-    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref", "fix"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown ref"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref", "fix"]), "unknown ref");
     // A relative path means nothing to the server.
-    let r = s.cli(&["server", "apply", "no/such/relative/repo", "greeter", "main"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("relative path"), "{}", r.stderr);
+    fails_with(s.cli(&["server", "apply", "no/such/relative/repo", "greeter", "main"]), "relative path");
 
     // Static mode on a plain directory: git commands say what is missing.
     let p = TestProject::new("greeter");
     let _st = p.start();
-    let r = p.cli(&["branch", "get"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("not a git repository"), "{}", r.stderr);
-    let r = p.cli(&["server", "apply", &url(&bare), "greeter", "main"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("static mode"), "{}", r.stderr);
+    fails_with(p.cli(&["branch", "get"]), "not a git repository");
+    fails_with(p.cli(&["server", "apply", &url(&bare), "greeter", "main"]), "static mode");
 }
 
 #[test]
@@ -371,9 +361,7 @@ fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
 
     // A second ref to the same package at another commit is a conflict, named.
     p.write("refs/pkg-b-too.yaml", &upstream_ref("pkg-b-too", mirrored, "greeter", Some("hash"), &pinned_b, None));
-    let r = s.cli(&["run", "load"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("pins it at"), "{}", r.stderr);
+    fails_with(s.cli(&["run", "load"]), "pins it at");
 }
 
 #[test]
@@ -394,9 +382,7 @@ fn static_mode_commits_on_the_users_repository() {
     let st = s.cli(&["server", "get"]).ok().stdout;
     assert!(st.contains("branch") && st.contains("main"), "{st}");
     // No remote: push says so.
-    let r = s.cli(&["run", "push"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no remote"), "{}", r.stderr);
+    fails_with(s.cli(&["run", "push"]), "no remote");
 }
 
 #[test]
