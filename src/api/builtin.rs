@@ -80,6 +80,12 @@ spec:
             properties:
               conditionType: {type: string}
               specUpdate: {type: boolean}
+              limits:
+                type: object
+                properties:
+                  timeoutSeconds: {type: integer, minimum: 1, maximum: 86400}
+                  memoryMiB: {type: integer, minimum: 1, maximum: 16384}
+                  steps: {type: integer, minimum: 1000}
               type:
                 type: string
                 enum: [starlark, kform, gotemplate, jinjatemplate, internal]

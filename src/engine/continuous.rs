@@ -135,7 +135,7 @@ impl Engine {
         let started = Instant::now();
         let mut failure = None;
         for _ in 0..SLICE {
-            let step = work.step(&self.store, &self.controllers, opts);
+            let step = work.step(&self.store, &self.controllers, opts, &self.cancel);
             work.absorb(&self.store, &self.controllers, &self.events);
             match step {
                 Step::Ran => {}

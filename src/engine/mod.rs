@@ -60,6 +60,8 @@ pub struct Handle {
     tx: Sender<Msg>,
     reader: Reader,
     status: Arc<Mutex<ServerStatus>>,
+    /// Set at shutdown: a reconcile in progress stops at its next check.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handle {
@@ -103,6 +105,7 @@ impl Handle {
     /// Asks the engine to stop; it syncs the store before its thread ends. A clone or fetch in
     /// progress is cancelled (its partial clone is discarded; the next apply starts over).
     pub fn shutdown(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         crate::repo::cancel_transfers();
         let _ = self.tx.send(Msg::Shutdown);
     }
@@ -144,6 +147,10 @@ pub struct Engine {
     load_cache: Option<load::LoadCache>,
     /// Told once when a client asked the server to stop.
     stop_requested: Sender<()>,
+    /// The server's own state directory (store, staging of file edits).
+    state_dir: PathBuf,
+    /// Set by [`Handle::shutdown`]: reconciles stop at their next check.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -155,12 +162,14 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (tx, rx) = crossbeam_channel::unbounded();
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let engine_cancel = cancel.clone();
     // The store is opened and first loaded on the engine thread itself: the memory that work
     // frees then lies in the malloc arena the engine's runs allocate from, instead of in the
     // calling thread's, where a run could not reuse it.
     let thread = std::thread::Builder::new()
         .name("choreo-engine".into())
-        .spawn(move || match Engine::open(mode, &state_dir, stop_tx) {
+        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_cancel) {
             Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
                 engine.run(rx, watch_rx, watcher);
@@ -171,7 +180,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         })
         .map_err(EngineError::Thread)?;
     let (reader, status) = ready_rx.recv().map_err(|_| EngineError::Startup)??;
-    Ok((Handle { tx, reader, status }, thread, stop_rx))
+    Ok((Handle { tx, reader, status, cancel }, thread, stop_rx))
 }
 
 impl Engine {
@@ -181,6 +190,7 @@ impl Engine {
         mode: Mode,
         state_dir: &std::path::Path,
         stop_requested: Sender<()>,
+        cancel: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<(Engine, Receiver<crate::watch::WatchEvent>, Option<crate::watch::WatchHandle>), EngineError> {
         let store = Store::open(&state_dir.join("db"))?;
         let mut status = ServerStatus {
@@ -221,7 +231,11 @@ impl Engine {
             status: Arc::new(Mutex::new(status)),
             sources: Default::default(),
             stop_requested,
+            state_dir: state_dir.to_path_buf(),
+            cancel,
         };
+        // An edit a crash interrupted is undone before anything reads the files.
+        engine.recover_edits();
         // The watcher starts before the initial load, so a change made while that load runs
         // (or right after the socket appears) is seen.
         let watcher = engine.start_watcher(engine.watch_tx.clone());

@@ -60,7 +60,7 @@ impl Engine {
         };
         let opts = RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
         let mut progress_mut = progress;
-        let report = runner::run(&self.store, &self.controllers, seeds, &self.events, opts, &mut progress_mut);
+        let report = runner::run(&self.store, &self.controllers, seeds, &self.events, opts, &self.cancel, &mut progress_mut);
         self.fingerprints = if report.success {
             self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect()
         } else {

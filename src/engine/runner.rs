@@ -15,13 +15,14 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::api::object::{self, GroupKind, ObjectKey};
-use crate::reconcile::{Client, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
+use crate::reconcile::{Budget, Client, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
 use crate::store::{ApplyOptions, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
 
 /// A loaded reconciler: its configuration and compiled code.
@@ -36,13 +37,15 @@ pub struct Controller {
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     pub timeout: Duration,
+    /// When the run must end (`None`: never, also for a timeout too large for the clock).
+    pub deadline: Option<Instant>,
     /// Reconciles of one object by one reconciler beyond which the run fails as not converging.
     pub max_reconciles_per_object: u32,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { timeout: Duration::from_secs(30), max_reconciles_per_object: 100 }
+        RunOptions { timeout: Duration::from_secs(30), deadline: None, max_reconciles_per_object: 100 }
     }
 }
 
@@ -256,7 +259,7 @@ impl Work {
     }
 
     /// Runs the next ready item, if any, and queues what its writes trigger.
-    pub fn step(&mut self, store: &Store, controllers: &[Controller], opts: RunOptions) -> Step {
+    pub fn step(&mut self, store: &Store, controllers: &[Controller], opts: RunOptions, cancel: &AtomicBool) -> Step {
         self.queue.promote(Instant::now());
         let Some(item) = self.queue.pop() else { return Step::Idle };
         let n = self.counts.entry(item.clone()).or_insert(0);
@@ -291,7 +294,7 @@ impl Work {
         };
         self.events.push(event("START", String::new()));
         self.reconciles += 1;
-        let outcome = reconcile_one(store, c, key);
+        let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, cancel));
         let step = match outcome {
             Outcome::Error(message) => {
                 self.events.push(event("ERROR", message.clone()));
@@ -347,10 +350,13 @@ pub fn run(
     seeds: Vec<Item>,
     events: &crossbeam_channel::Receiver<Event>,
     opts: RunOptions,
+    cancel: &AtomicBool,
     progress: &mut dyn FnMut(&str),
 ) -> RunReport {
     let started = Instant::now();
-    let deadline = started + opts.timeout;
+    // A timeout too large for the clock means no deadline.
+    let deadline = started.checked_add(opts.timeout);
+    let opts = RunOptions { deadline, ..opts };
     let mut work = Work::new(controllers, seeds);
     let mut report = RunReport {
         success: true,
@@ -362,13 +368,13 @@ pub fn run(
     };
     let mut last_progress = Instant::now();
     loop {
-        if Instant::now() >= deadline && !work.is_quiescent() {
+        if deadline.is_some_and(|d| Instant::now() >= d) && !work.is_quiescent() {
             report.success = false;
             report.message =
                 format!("the run did not finish within {:?}; still to reconcile: {}", opts.timeout, work.pending(controllers));
             break;
         }
-        let step = work.step(store, controllers, opts);
+        let step = work.step(store, controllers, opts, cancel);
         work.absorb(store, controllers, events);
         match step {
             Step::Ran => {}
@@ -381,7 +387,10 @@ pub fn run(
             Step::Idle => match work.next_deadline() {
                 None => break,
                 // Only waiting items remain: sleep until the first is due, never past the deadline.
-                Some(at) => std::thread::sleep(at.min(deadline).saturating_duration_since(Instant::now())),
+                Some(at) => {
+                    let until = deadline.map_or(at, |d| at.min(d));
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()))
+                }
             },
         }
         if last_progress.elapsed() > Duration::from_secs(1) {
@@ -406,14 +415,14 @@ fn task_id(reconciler: &str, key: &ObjectKey) -> String {
 
 /// Runs one reconcile in its own transaction, committed unless it failed (then its writes are
 /// dropped).
-fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey) -> Outcome {
+fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget<'_>) -> Outcome {
     let mut txn = store.begin();
     let Some(obj) = txn.get(key) else {
         return Outcome::Done;
     };
     let outcome = {
         let mut client = TxnClient { txn: &mut txn };
-        match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client))) {
+        match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client, budget))) {
             Ok(o) => o,
             Err(panic) => {
                 let what = panic

@@ -7,7 +7,7 @@
 //! for-object (uid match) and was not produced this time, then applies the new ones in creation
 //! order as the reconciler's field manager.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
@@ -19,7 +19,10 @@ pub struct Children {
     owner_ref: Value,
     owner_uid: String,
     owner_namespace: String,
-    created: Vec<Value>,
+    /// Children in creation order; a child produced again leaves a hole where it was.
+    created: Vec<Option<Value>>,
+    /// Child → its slot in `created`, so recording a child costs the same at the 10,000th.
+    slots: HashMap<ObjectKey, usize>,
 }
 
 impl Children {
@@ -37,6 +40,7 @@ impl Children {
             owner_uid: uid,
             owner_namespace: object::namespace(owner).to_string(),
             created: Vec::new(),
+            slots: HashMap::new(),
         }
     }
 
@@ -51,27 +55,29 @@ impl Children {
             meta.insert("namespace".into(), Value::String(self.owner_namespace.clone()));
         }
         let key = child_key(&child)?;
-        // Producing the same child twice in one reconcile keeps the last version.
-        self.created.retain(|c| child_key(c).ok().as_ref() != Some(&key));
-        self.created.push(child.clone());
+        // Producing the same child twice in one reconcile keeps the last version, in the place
+        // of the last creation.
+        if let Some(old) = self.slots.insert(key, self.created.len()) {
+            self.created[old] = None;
+        }
+        self.created.push(Some(child.clone()));
         Ok(child)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.created.is_empty()
+        self.slots.is_empty()
     }
 
     /// Deletes stale children, then applies the recorded ones as `cfg.name`.
     pub fn apply(&mut self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
-        let keep: BTreeSet<ObjectKey> = self.created.iter().filter_map(|c| child_key(c).ok()).collect();
         for child in self.existing(cfg, client)? {
             if let Some(key) = ObjectKey::of(&child) {
-                if !keep.contains(&key) {
+                if !self.slots.contains_key(&key) {
                     delete_object(client, &child)?;
                 }
             }
         }
-        for child in &self.created {
+        for child in self.created.iter().flatten() {
             client.apply(child, &cfg.name)?;
         }
         Ok(())

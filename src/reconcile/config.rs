@@ -73,6 +73,8 @@ pub struct ReconcilerConfig {
     pub lang: Lang,
     /// File name → source.
     pub code: BTreeMap<String, String>,
+    /// What each reconcile may use (`spec.limits`).
+    pub limits: super::Limits,
 }
 
 impl ReconcilerConfig {
@@ -148,6 +150,7 @@ impl ReconcilerConfig {
             spec_update: spec.get("specUpdate").and_then(Value::as_bool).unwrap_or(false),
             lang,
             code,
+            limits: super::Limits::from_spec(spec.get("limits"))?,
         })
     }
 

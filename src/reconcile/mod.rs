@@ -11,6 +11,7 @@
 
 pub mod children;
 pub mod config;
+pub mod limits;
 pub mod selector;
 pub mod starlark;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use config::{Lang, ReconcilerConfig, ResourceRef};
+pub use limits::{Budget, Exhausted, Limits};
 pub use selector::Selector;
 
 /// What one reconcile asks of the engine.
@@ -91,6 +93,7 @@ pub trait Client {
 
 /// A compiled reconciler, ready to run any number of times (from one thread at a time).
 pub trait Runtime: Send {
-    /// Reconciles `object` (the current for-object, with `managedFields`).
-    fn reconcile(&self, object: &Value, client: &mut dyn Client) -> Outcome;
+    /// Reconciles `object` (the current for-object, with `managedFields`), stopping with an
+    /// error when `budget` runs out.
+    fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome;
 }

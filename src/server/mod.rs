@@ -47,6 +47,8 @@ pub enum ServerError {
     PathTooLong(PathBuf),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    #[error("{} exists and is not a socket; choose another --socket path (or $CHOREO_SOCKET)", .0.display())]
+    NotASocket(PathBuf),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("cannot install signal handlers: {0}")]
@@ -77,8 +79,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         // A directory we create for the socket is ours alone.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
     }
+    check_socket_path(&socket)?;
     let _lock = lock_socket(&socket)?;
-    if socket.exists() {
+    if socket_exists(&socket)? {
         if UnixStream::connect(&socket).is_ok() {
             return Err(ServerError::AlreadyRunning(socket));
         }
@@ -185,6 +188,23 @@ fn lock_socket(socket: &Path) -> Result<File, ServerError> {
     Ok(file)
 }
 
+/// Refuses a socket path that holds anything but a socket: only a socket that does not answer
+/// is ever removed (a regular file, a directory or a symlink at the path is the user's).
+fn check_socket_path(socket: &Path) -> Result<(), ServerError> {
+    socket_exists(socket).map(|_| ())
+}
+
+/// Whether a socket exists at `socket`; an error when something else does.
+fn socket_exists(socket: &Path) -> Result<bool, ServerError> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => Ok(true),
+        Ok(_) => Err(ServerError::NotASocket(socket.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ServerError::Io { path: socket.to_path_buf(), source }),
+    }
+}
+
 /// Binds under a temporary name, sets the mode, then renames into place, so the socket never
 /// exists at its public path with looser permissions or before the server can answer.
 fn bind(socket: &Path, group: Option<u32>) -> Result<UnixListener, ServerError> {
@@ -215,14 +235,24 @@ fn accept_loop(
     inflight: Arc<AtomicUsize>,
 ) {
     static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut backoff = AcceptBackoff::default();
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             break;
         }
         let stream = match conn {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff.reset();
+                s
+            }
             Err(e) => {
-                log::warn!("accept failed: {e}");
+                // Out of file descriptors (or another transient failure): the pending connection
+                // stays queued, so retrying at once would spin. Wait, doubling, as Go's net/http.
+                let delay = backoff.next();
+                if backoff.should_log() {
+                    log::warn!("accept failed: {e}; retrying in {delay:?}");
+                }
+                std::thread::sleep(delay);
                 continue;
             }
         };
@@ -235,6 +265,38 @@ fn accept_loop(
         if let Err(e) = spawned {
             log::error!("cannot start a connection thread: {e}");
         }
+    }
+}
+
+/// The wait after a failed `accept`: 5 ms doubling to 1 s, reset by the next success. Only the
+/// first failure of a streak and then one a minute are logged.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    delay: Option<std::time::Duration>,
+    failures: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn next(&mut self) -> std::time::Duration {
+        let delay = match self.delay {
+            None => Self::FIRST,
+            Some(d) => (d * 2).min(Self::MAX),
+        };
+        self.delay = Some(delay);
+        self.failures += 1;
+        delay
+    }
+
+    fn should_log(&self) -> bool {
+        self.failures == 1 || self.failures % 60 == 0
+    }
+
+    fn reset(&mut self) {
+        self.delay = None;
+        self.failures = 0;
     }
 }
 
@@ -317,5 +379,38 @@ fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy, inf
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let delays: Vec<u128> = (0..10).map(|_| b.next().as_millis()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert!(!b.should_log());
+        b.reset();
+        assert_eq!(b.next().as_millis(), 5);
+        assert!(b.should_log());
+    }
+
+    #[test]
+    fn only_a_socket_counts_as_a_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        fs::write(&file, "mine").unwrap();
+        assert!(matches!(socket_exists(&file), Err(ServerError::NotASocket(_))));
+        assert!(matches!(socket_exists(dir.path()), Err(ServerError::NotASocket(_))));
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(matches!(socket_exists(&link), Err(ServerError::NotASocket(_))));
+        assert!(!socket_exists(&dir.path().join("missing.sock")).unwrap());
+        let sock = dir.path().join("s.sock");
+        let _listener = UnixListener::bind(&sock).unwrap();
+        assert!(socket_exists(&sock).unwrap());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
     }
 }

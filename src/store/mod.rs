@@ -227,6 +227,8 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     objects: sled::Tree,
+    /// Format version and the edit intent (see [`Store::record_intent`]).
+    meta: sled::Tree,
     state: Arc<RwLock<State>>,
     subscribers: Mutex<Vec<Sender<Event>>>,
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
@@ -309,6 +311,7 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             objects,
+            meta,
             state: Arc::new(RwLock::new(state)),
             subscribers: Mutex::new(Vec::new()),
             pending: Mutex::new(Pending::default()),
@@ -349,6 +352,29 @@ impl Store {
         self.write_objects(Vec::new(), true)?;
         self.db.flush().map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
         fsync_dir_files(&self.dir)
+    }
+
+    /// Durably records an opaque intent: what a caller must undo if the process dies before
+    /// the matching [`Txn::commit_clearing_intent`] or [`Store::clear_intent`]. The engine
+    /// keeps in it how to restore the files an edit is about to change; the store does not
+    /// look inside. One intent at a time: a new one replaces the old.
+    pub fn record_intent(&self, intent: &[u8]) -> Result<()> {
+        self.meta.insert(INTENT_KEY, intent).map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
+        self.sync()
+    }
+
+    /// The intent recorded and not cleared, if any (after a crash: work to undo).
+    pub fn pending_intent(&self) -> Result<Option<Vec<u8>>> {
+        let found = self.meta.get(INTENT_KEY).map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
+        Ok(found.map(|v| v.to_vec()))
+    }
+
+    /// Durably removes the recorded intent.
+    pub fn clear_intent(&self) -> Result<()> {
+        if self.meta.remove(INTENT_KEY).map_err(|source| StoreError::Db { path: self.dir.clone(), source })?.is_none() {
+            return Ok(());
+        }
+        self.sync()
     }
 
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
@@ -400,6 +426,9 @@ impl Drop for Store {
         }
     }
 }
+
+/// The `meta` key of the edit intent.
+const INTENT_KEY: &str = "edit-intent";
 
 /// fsyncs every regular file of sled's directory (and `blobs/`), then the directory itself, so a
 /// power loss after a commit returns cannot lose it.

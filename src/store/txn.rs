@@ -420,7 +420,18 @@ impl<'s> Txn<'s> {
 
     /// Makes the transaction durable and visible; returns the events it produced.
     pub fn commit(self) -> Result<Vec<Event>> {
-        self.commit_inner(true)
+        self.commit_inner(Durability::Durable)
+    }
+
+    /// [`Txn::commit`] that also removes the recorded intent, in the same durable step: after
+    /// a crash either both the writes and the removal are on disk, or the intent is still
+    /// there (and the writes, if on disk, are undone by whoever recorded it).
+    pub fn commit_clearing_intent(self) -> Result<Vec<Event>> {
+        if self.is_empty() {
+            self.store.clear_intent()?;
+            return Ok(Vec::new());
+        }
+        self.commit_inner(Durability::ClearingIntent)
     }
 
     /// Makes the transaction visible without waiting for the disk: for the many small commits of
@@ -428,10 +439,11 @@ impl<'s> Txn<'s> {
     /// writes may reach sled only with a later commit or sync, which then reports a database
     /// error.
     pub fn commit_unsynced(self) -> Result<Vec<Event>> {
-        self.commit_inner(false)
+        self.commit_inner(Durability::Unsynced)
     }
 
-    fn commit_inner(self, durable: bool) -> Result<Vec<Event>> {
+    fn commit_inner(self, durability: Durability) -> Result<Vec<Event>> {
+        let durable = durability != Durability::Unsynced;
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -459,12 +471,23 @@ impl<'s> Txn<'s> {
             }
         });
         store.write_objects(batch, durable)?;
+        if durability == Durability::ClearingIntent {
+            store.meta.remove(super::INTENT_KEY).map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
+        }
         if durable {
             store.sync()?;
         }
         store.publish(events.clone(), stored, self.registry);
         Ok(events)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Unsynced,
+    Durable,
+    /// Durable, with the intent record removed in the same sync.
+    ClearingIntent,
 }
 
 fn copy_system_fields(live: &Value, merged: &mut Value) {

@@ -154,7 +154,10 @@ pub(crate) fn evaluate(ast: AstModule, loader: &Loader) -> starlark::Result<Froz
         {
             let mut eval = Evaluator::new(&module);
             eval.set_loader(loader);
-            limit_evaluator(&mut eval);
+            limit_evaluator(&mut eval, &crate::reconcile::Limits::default());
+            // A module's top level gets the default reconcile timeout too.
+            let deadline = std::time::Instant::now() + crate::reconcile::Limits::DEFAULT_TIMEOUT;
+            eval.set_check_cancelled(Box::new(move || std::time::Instant::now() >= deadline));
             eval.eval_module(ast, globals())?;
         }
         Ok(module.freeze()?)

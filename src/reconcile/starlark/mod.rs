@@ -36,7 +36,7 @@ use starlark::values::{OwnedFrozenValue, Value};
 pub use libraries::Libraries;
 
 use super::children::{self, Children};
-use super::{Client, ClientError, Outcome, ReconcilerConfig, Runtime};
+use super::{Budget, Client, ClientError, Limits, Outcome, ReconcilerConfig, Runtime};
 use crate::api::object;
 use builtins::Ctx;
 use libraries::{Loader, FORM_HEAD};
@@ -48,10 +48,6 @@ const MAIN_FILE: &str = "reconciler.star";
 /// `if`/`for`. Re-exporting loaded names is allowed (Go forbids it; harmless).
 pub(crate) const DIALECT: Dialect = Dialect::Standard;
 
-/// A script that runs longer than this many function calls plus loop iterations is stopped:
-/// generous for any reconciler, and it turns an accidental endless loop into an error instead
-/// of a hung engine.
-const MAX_TICKS: u64 = 10_000_000;
 
 /// The builtins plus Starlark's standard functions, built once per process.
 pub(crate) fn globals() -> &'static Globals {
@@ -75,11 +71,34 @@ impl starlark::PrintHandler for LogPrint {
 
 static LOG_PRINT: LogPrint = LogPrint;
 
-/// Settings every evaluator gets, whether it loads a module or runs a reconcile.
-pub(crate) fn limit_evaluator(eval: &mut Evaluator) {
+/// Settings every evaluator gets, whether it loads a module or runs a reconcile: `print` to
+/// the log, and the step and heap limits (a module's top level gets the defaults).
+pub(crate) fn limit_evaluator(eval: &mut Evaluator, limits: &Limits) {
     eval.set_print_handler(&LOG_PRINT);
-    // Only fails when a limit was already set, which never happens on a fresh evaluator.
-    let _ = eval.set_max_tick_count(MAX_TICKS);
+    // Only fail when a limit was already set, which never happens on a fresh evaluator.
+    let _ = eval.set_max_tick_count(limits.steps);
+    let _ = eval.set_max_heap_size(limits.memory);
+}
+
+/// The error of a script stopped by a limit, naming the limit; `None` for any other error.
+fn limit_error(eval: &Evaluator, budget: &Budget<'_>) -> Option<String> {
+    if let Some(why) = budget.exhausted() {
+        return Some(why.to_string());
+    }
+    let limits = &budget.limits;
+    if eval.get_total_tick_count() > limits.steps {
+        return Some(format!(
+            "the reconcile took more than its limit of {} steps (function calls and loop iterations; spec.limits.steps)",
+            limits.steps
+        ));
+    }
+    if eval.heap().peak_allocated_bytes() > limits.memory {
+        return Some(format!(
+            "the script's heap grew past its limit of {} MiB (spec.limits.memoryMiB)",
+            limits.memory >> 20
+        ));
+    }
+    None
 }
 
 /// A Starlark error as one line: `file:LINE:COL: message`, with the reconciler.star line that
@@ -181,7 +200,7 @@ impl StarlarkRuntime {
     }
 
     /// Calls `reconcile(self)` and reads back what it returned.
-    fn run(&self, object: &Json, ctx: &Ctx) -> Result<ScriptResult, String> {
+    fn run(&self, object: &Json, ctx: &Ctx, budget: &Budget<'_>) -> Result<ScriptResult, String> {
         Module::with_temp_heap(|module| {
             let heap = module.heap();
             let this = convert::to_starlark(object, heap)
@@ -189,10 +208,20 @@ impl StarlarkRuntime {
             let function = heap.access_owned_frozen_value(&self.reconcile);
             let mut eval = Evaluator::new(&module);
             eval.extra = Some(ctx);
-            limit_evaluator(&mut eval);
-            let returned = eval
-                .eval_function(function, &[this], &[])
-                .map_err(|e| error_line(&e))?;
+            limit_evaluator(&mut eval, &budget.limits);
+            // Checked every thousand steps inside the interpreter.
+            eval.set_check_cancelled(Box::new(|| budget.exhausted().is_some()));
+            let returned = match eval.eval_function(function, &[this], &[]) {
+                Ok(v) => v,
+                Err(e) => {
+                    let place = error_line(&e);
+                    return Err(match limit_error(&eval, budget) {
+                        // Keep the place (file:line:col) the script was stopped at.
+                        Some(limit) => format!("{}: {limit}", place.split(": ").next().unwrap_or(MAIN_FILE)),
+                        None => place,
+                    });
+                }
+            };
             ScriptResult::read(returned)
         })
     }
@@ -284,7 +313,7 @@ impl StarlarkRuntime {
 }
 
 impl Runtime for StarlarkRuntime {
-    fn reconcile(&self, object: &Json, client: &mut dyn Client) -> Outcome {
+    fn reconcile(&self, object: &Json, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         if object::deletion_timestamp(object).is_some() && !self.script_on_delete {
             return self.finish_delete(object, client);
         }
@@ -295,7 +324,7 @@ impl Runtime for StarlarkRuntime {
             children: RefCell::new(Children::new(object)),
             children_applied: Cell::new(false),
         };
-        let run = self.run(object, &ctx);
+        let run = self.run(object, &ctx, budget);
         let Ctx {
             client,
             children,

@@ -181,7 +181,58 @@ fn reconcile(rt: &StarlarkRuntime, client: &mut FakeClient) -> Outcome {
         .object("HelloWorld", "default", "test")
         .cloned()
         .expect("the HelloWorld exists");
-    rt.reconcile(&live, client)
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    rt.reconcile(&live, client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &cancel))
+}
+
+/// A 6-argument-less script body run under `limits` (and `run_deadline`).
+fn run_limited(body: &str, limits: Json) -> Outcome {
+    let script = format!("def reconcile(self):\n{body}\n  return reconcile_result(self, False, 0, \"\", False)\n");
+    let rt = runtime(&script, json!({"limits": limits}), &[]);
+    let mut client = FakeClient::with(&[hello(json!({}))]);
+    reconcile(&rt, &mut client)
+}
+
+fn error_of(o: Outcome) -> String {
+    match o {
+        Outcome::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reconcile_stuck_inside_builtins_stops_at_its_timeout() {
+    // Each iteration is one step but a long scan: the step limit is far away, the clock is not.
+    let started = std::time::Instant::now();
+    let e = error_of(run_limited(
+        "  big = list(range(200000))\n  n = 0\n  for i in range(100000000):\n    if -1 in big:\n      n += 1",
+        json!({"timeoutSeconds": 1}),
+    ));
+    assert!(e.contains("longer than its limit of 1s") && e.contains("spec.limits.timeoutSeconds"), "{e}");
+    assert!(e.starts_with("reconciler.star:"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn the_step_and_heap_limits_fail_the_reconcile_naming_the_limit() {
+    let e = error_of(run_limited("  for i in range(100000000):\n    pass", json!({"steps": 10000})));
+    assert!(e.contains("limit of 10000 steps") && e.contains("spec.limits.steps"), "{e}");
+    let e = error_of(run_limited(
+        "  keep = []\n  for i in range(10000000):\n    keep.append(\"x%d\" % i)",
+        json!({"memoryMiB": 16}),
+    ));
+    assert!(e.contains("limit of 16 MiB") && e.contains("spec.limits.memoryMiB"), "{e}");
+}
+
+#[test]
+fn a_cancelled_reconcile_stops_in_the_middle() {
+    let script = "def reconcile(self):\n  for i in range(100000000):\n    pass\n  return reconcile_result(self, False, 0, \"\", False)\n";
+    let rt = runtime(script, json!({}), &[]);
+    let mut client = FakeClient::with(&[hello(json!({}))]);
+    let live = client.object("HelloWorld", "default", "test").cloned().unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let e = error_of(rt.reconcile(&live, &mut client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &cancel)));
+    assert!(e.contains("cancelled"), "{e}");
 }
 
 /// A 5-argument script whose `reconcile` stores `expr` (a Starlark expression over `self`) in
@@ -386,7 +437,9 @@ fn libraries_load_libraries_and_are_compiled_once() {
     assert_eq!(libs.compiled(), 2);
     for rt in [&first, &second] {
         let mut client = FakeClient::with(&[hello(json!({}))]);
-        assert_eq!(rt.reconcile(&hello(json!({})), &mut client), Outcome::Done);
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let budget = crate::reconcile::Budget::unbounded(&cancel);
+        assert_eq!(rt.reconcile(&hello(json!({})), &mut client, &budget), Outcome::Done);
         assert_eq!(
             client
                 .object("HelloWorld", "default", "test")
@@ -527,7 +580,7 @@ fn runtime_errors_point_at_the_failing_line() {
     let Outcome::Error(e) = reconcile(&rt, &mut client) else {
         panic!("expected an error")
     };
-    assert!(e.contains("tick"), "{e}");
+    assert!(e.contains("limit of 10000000 steps"), "{e}");
 }
 
 const HEAD_SCRIPT: &str = r#"
