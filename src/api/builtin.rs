@@ -84,7 +84,7 @@ spec:
                 type: object
                 properties:
                   timeoutSeconds: {type: integer, minimum: 1, maximum: 86400}
-                  memoryMiB: {type: integer, minimum: 1, maximum: 16384}
+                  memoryMiB: {type: integer, minimum: 1, maximum: 192}
                   steps: {type: integer, minimum: 1000}
               type:
                 type: string

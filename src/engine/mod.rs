@@ -169,6 +169,9 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     // calling thread's, where a run could not reuse it.
     let thread = std::thread::Builder::new()
         .name("choreo-engine".into())
+        // Reconciles run here: a stack deep enough for the deepest value a script's memory
+        // limit lets it build (see `Limits::STACK`).
+        .stack_size(crate::reconcile::Limits::STACK)
         .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_cancel) {
             Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));

@@ -25,11 +25,18 @@ pub struct Limits {
 
 impl Limits {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MEMORY: usize = 256 << 20;
+    pub const DEFAULT_MEMORY: usize = 128 << 20;
     pub const DEFAULT_STEPS: u64 = 10_000_000;
     /// Upper bounds of what `spec.limits` accepts: beyond them the protection is gone.
     const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
-    const MAX_MEMORY_MIB: u64 = 16 << 10;
+    /// The memory limit also bounds how deeply a script can nest values (a one-element tuple
+    /// costs 32 bytes of heap a level), and Starlark's `str()`, `repr()` and hashing recurse
+    /// natively over that nesting (about 130 bytes of stack a level for tuples, measured). At
+    /// 192 MiB the deepest value a script can build needs about 800 MiB of stack: within
+    /// [`Limits::STACK`].
+    pub const MAX_MEMORY_MIB: u64 = 192;
+    /// The stack reconciles run on (reserved address space; only what is used is memory).
+    pub const STACK: usize = 1 << 30;
 
     /// Reads `spec.limits` (`timeoutSeconds`, `memoryMiB`, `steps`); a missing field keeps its
     /// default. Errors name the field.

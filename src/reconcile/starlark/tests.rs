@@ -870,3 +870,31 @@ fn six_argument_apply_errors_surface_verbatim() {
         }
     );
 }
+
+#[test]
+fn the_deepest_value_a_script_can_build_does_not_overflow_the_reconcile_stack() {
+    // Starlark's str(), repr(), % formatting and hashing recurse natively over nested values;
+    // the memory limit bounds the nesting, and Limits::STACK is sized for the worst case. Build
+    // values as deep as the largest memory limit allows (one-element tuples are the cheapest
+    // level) on a thread with the engine's stack, and format and hash them.
+    let worker = std::thread::Builder::new()
+        .stack_size(crate::reconcile::Limits::STACK)
+        .spawn(|| {
+            let max = crate::reconcile::Limits::MAX_MEMORY_MIB;
+            // Heap bytes a level costs (measured); build to 70% of the limit, so the value is
+            // complete and its text still fits when it is formatted.
+            let cases = [
+                ("(x,)", 32, "str(x)"),
+                ("(x,)", 32, "len({x: 1})"),
+                ("[x]", 64, "\"%s\" % [x]"),
+                ("{\"a\": x}", 72, "repr(x)"),
+            ];
+            for (level, cost, op) in cases {
+                let levels = (max << 20) / cost * 7 / 10;
+                let body = format!("  x = 0\n  for i in range({levels}):\n    x = {level}\n  s = {op}");
+                assert_eq!(run_limited(&body, json!({"memoryMiB": max})), Outcome::Done, "{level} {op}");
+            }
+        })
+        .unwrap();
+    worker.join().expect("no stack overflow");
+}
