@@ -3,6 +3,8 @@
 
 mod support;
 
+// Edits of the project's files by apply and delete: identity, all-or-nothing, crashes.
+mod edits;
 // Git: dynamic mode (server apply), branches, commit and push, upstream refs.
 mod git;
 // Loading projects: CRDs, inputs, load errors, removal and garbage collection.

@@ -73,7 +73,7 @@ impl Engine {
 
             // Objects already defined in a file are edited in place (found again by identity in
             // the file's current text); new ones get files of their own.
-            let mut plan = FilePlan::default();
+            let mut plan = FilePlan::new(&layout.root);
             let input_dir = layout.input_dir();
             let mut created: Vec<(ObjectKey, PathBuf)> = Vec::new();
             let before = refused.len();
@@ -91,7 +91,7 @@ impl Engine {
                 match planned {
                     Ok(file) => items[*i].file = Some(layout.relative(&file).display().to_string()),
                     Err(e) => {
-                        refused.insert(*i, format!("{key}: {e}"));
+                        refused.insert(*i, e);
                     }
                 }
             }
@@ -111,7 +111,7 @@ impl Engine {
         let layout = self.layout()?.clone();
         self.refuse_in_production("delete")?;
         let mut items = Vec::new();
-        let mut plan = FilePlan::default();
+        let mut plan = FilePlan::new(&layout.root);
         let mut txn = self.store.begin();
         for target in &req.targets {
             let key = match self.delete_key(target) {

@@ -32,6 +32,8 @@ pub(super) struct PlannedFile {
 /// Planned file changes, by absolute path.
 #[derive(Debug, Default)]
 pub(super) struct FilePlan {
+    /// The project directory: messages name files relative to it.
+    root: PathBuf,
     files: BTreeMap<PathBuf, PlannedFile>,
     /// File names of the input directory already in use (read once) plus those this plan
     /// creates.
@@ -39,13 +41,21 @@ pub(super) struct FilePlan {
 }
 
 impl FilePlan {
+    pub fn new(root: &Path) -> FilePlan {
+        FilePlan { root: root.to_path_buf(), ..FilePlan::default() }
+    }
+
+    /// `path` as messages show it: relative to the project.
+    fn show<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
+        path.strip_prefix(&self.root).unwrap_or(path).display()
+    }
     /// The current text of `path` in this plan (read from disk the first time).
     fn text(&mut self, path: &Path) -> Result<Option<&str>, String> {
         if !self.files.contains_key(path) {
             let before = match std::fs::read_to_string(path) {
                 Ok(t) => Some(t),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                Err(e) => return Err(format!("cannot read {}: {e}", self.show(path))),
             };
             self.files.insert(path.to_path_buf(), PlannedFile { after: before.clone(), before });
         }
@@ -54,8 +64,9 @@ impl FilePlan {
 
     /// Replaces the document of `key` in `path` with `yaml`, keeping every other byte.
     pub fn replace(&mut self, path: &Path, key: &ObjectKey, yaml: &str) -> Result<(), String> {
-        let text = self.text(path)?.ok_or_else(|| gone(path, key))?;
-        let span = find_document(path, text, key)?;
+        let shown = self.show(path).to_string();
+        let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
+        let span = find_document(&shown, text, key)?;
         let mut out = String::with_capacity(text.len() + yaml.len());
         out.push_str(&text[..span.start]);
         if text[span.clone()].starts_with("---") {
@@ -69,8 +80,9 @@ impl FilePlan {
 
     /// Cuts the document of `key` from `path`; the file goes when no document is left.
     pub fn cut(&mut self, path: &Path, key: &ObjectKey) -> Result<(), String> {
-        let text = self.text(path)?.ok_or_else(|| gone(path, key))?;
-        let span = find_document(path, text, key)?;
+        let shown = self.show(path).to_string();
+        let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
+        let span = find_document(&shown, text, key)?;
         let mut out = String::with_capacity(text.len());
         out.push_str(&text[..span.start]);
         out.push_str(&text[span.end..]);
@@ -108,25 +120,21 @@ impl FilePlan {
     }
 }
 
-fn gone(path: &Path, key: &ObjectKey) -> String {
-    format!("{} no longer exists, so it no longer defines {key}; run `choreo run load` and retry", path.display())
+fn gone(shown: &str, key: &ObjectKey) -> String {
+    format!("{shown} no longer exists, so it no longer defines {key}; run `choreo run load` and retry")
 }
 
 /// The byte range of the one document of `text` that is the object `key`. Documents that do
 /// not parse are skipped (they cannot be the object); none or several matches are errors.
-fn find_document(path: &Path, text: &str, key: &ObjectKey) -> Result<std::ops::Range<usize>, String> {
-    let (docs, _) = project::parse_documents(path, text);
+fn find_document(shown: &str, text: &str, key: &ObjectKey) -> Result<std::ops::Range<usize>, String> {
+    let (docs, _) = project::parse_documents(Path::new(shown), text);
     let mut found = docs.iter().filter(|d| is_object(&d.value, key));
     match (found.next(), found.next()) {
         (Some(doc), None) => Ok(doc.span.clone()),
         (None, _) => Err(format!(
-            "{} no longer defines {key} (it changed since it was loaded); run `choreo run load` and retry",
-            path.display()
+            "{shown} no longer defines {key} (it changed since it was loaded); run `choreo run load` and retry"
         )),
-        (Some(_), Some(_)) => Err(format!(
-            "{} defines {key} more than once; fix the file before applying or deleting it",
-            path.display()
-        )),
+        (Some(_), Some(_)) => Err(format!("{shown} defines {key} more than once; fix the file before applying or deleting it")),
     }
 }
 
