@@ -492,6 +492,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let Reply::Run(summary) = reply else { return Err(unexpected(&reply)) };
             emit(&output::run_summary(&summary, output))?;
             if summary.success {
+                // JSON output stays one JSON document.
+                if output == SummaryFormat::Json {
+                    return Ok(());
+                }
                 emit("completed\n")
             } else {
                 Err(CliError::Reported)

@@ -135,7 +135,10 @@ impl Engine {
         let started = Instant::now();
         let mut failure = None;
         for _ in 0..SLICE {
-            let step = work.step(&self.store, &self.controllers, opts, &self.cancel);
+            if self.interrupt.raised().is_some() {
+                break;
+            }
+            let step = work.step(&self.store, &self.controllers, opts, &self.interrupt);
             work.absorb(&self.store, &self.controllers, &self.events);
             match step {
                 Step::Ran => {}

@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{progress_sink, Engine, Mode};
-use crate::protocol::{BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, StatusContext};
+use crossbeam_channel::Sender;
+
+use super::{internal, progress_sink, Engine, Mode};
+use crate::protocol::{
+    BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage, StatusContext,
+};
 use crate::repo::{self, Repo, RepoError};
 
 /// The context a dynamic server serves.
@@ -112,28 +116,35 @@ impl Engine {
         }
     }
 
-    pub(super) fn server_apply(&mut self, req: ServerApplyRequest) -> Result<Reply, ErrorReport> {
-        let mut progress = progress_sink(self.progress.clone());
-        self.apply_context(req, None, &mut progress)
+    /// `server apply`: checks the request, then clones or fetches on a worker thread
+    /// (`choreo-fetch`), so the engine keeps answering; the rest happens in
+    /// [`Engine::finish_apply`] when the worker reports back. `None`: the answer goes to
+    /// `reply` later.
+    pub(super) fn server_apply(&mut self, req: ServerApplyRequest, reply: Sender<ServerMessage>) -> Option<Result<Reply, ErrorReport>> {
+        match self.start_apply(req, None, Some(reply)) {
+            Ok(None) => None,
+            Ok(Some(done)) => Some(Ok(done)),
+            Err(e) => Some(Err(e)),
+        }
     }
 
-    /// `server apply`; `pinned` (a restart serving the remembered production context) checks
-    /// out the commit served before instead of resolving REF again, so a moving branch does
-    /// not roll forward without an apply.
-    fn apply_context(
+    /// The checks of `server apply` and the start of its fetch; `pinned` (a restart serving
+    /// the remembered production context) checks out the commit served before instead of
+    /// resolving REF again, so a moving branch does not roll forward without an apply.
+    fn start_apply(
         &mut self,
         req: ServerApplyRequest,
         pinned: Option<repo::Oid>,
-        progress: &mut dyn FnMut(String),
-    ) -> Result<Reply, ErrorReport> {
-        let Mode::Dynamic { work_dir, template } = &self.mode else {
+        reply: Option<Sender<ServerMessage>>,
+    ) -> Result<Option<Reply>, ErrorReport> {
+        let Mode::Dynamic { work_dir, .. } = &self.mode else {
             return Err(ErrorReport::new(
                 ErrorKind::Invalid,
                 "this server serves a project directory (static mode); `server apply` needs a server started without one",
             )
             .with_hint("start it as `choreo server start` (dynamic mode)"));
         };
-        let (work_dir, template) = (work_dir.clone(), template.clone());
+        let work_dir = work_dir.clone();
         if req.url.is_empty() || req.reference.is_empty() {
             return Err(ErrorReport::new(ErrorKind::Invalid, "server apply needs URL, DIR and REF"));
         }
@@ -148,11 +159,63 @@ impl Engine {
             return Err(ErrorReport::new(ErrorKind::Invalid, format!("DIR {:?} must be a directory inside the repository", req.directory)));
         }
         if self.dynamic.as_ref().is_some_and(|d| d.request == req) {
-            return Ok(Reply::Message("unchanged: the server already serves this context".into()));
+            return Ok(Some(Reply::Message("unchanged: the server already serves this context".into())));
         }
         let started = std::time::Instant::now();
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
-        let (repo, warning) = Repo::clone_or_fetch(&req.url, &clone, progress).map_err(|e| self.apply_failed(e))?;
+        let engine = self.own_tx.clone();
+        let spawned = std::thread::Builder::new().name("choreo-fetch".into()).spawn(move || {
+            let mut progress = |line: String| match &reply {
+                Some(r) => {
+                    let _ = r.send(ServerMessage::Progress(line));
+                }
+                None => log::info!("{line}"),
+            };
+            let result = Repo::clone_or_fetch(&req.url, &clone, &mut progress);
+            let done = Fetched { req, pinned, reply, result, started };
+            // The engine is gone only when the server stops: then nothing waits for this.
+            let _ = engine.send(super::Msg::Fetched(Box::new(done)));
+        });
+        spawned.map_err(|e| internal(format!("cannot start a thread for the fetch: {e}")))?;
+        self.fetching = true;
+        Ok(None)
+    }
+
+    /// The rest of `server apply` once its clone or fetch is done; answers its request.
+    pub(super) fn finish_apply(&mut self, fetched: Fetched) {
+        self.fetching = false;
+        let Fetched { req, pinned, reply, result, started } = fetched;
+        let mut progress = progress_sink(reply.clone());
+        // Loads stream their progress (upstream fetches) to the request's client too.
+        self.progress = reply.clone();
+        let answer = self.apply_fetched(req, pinned, result, started, &mut progress);
+        self.progress = None;
+        match reply {
+            Some(r) => {
+                let _ = r.send(super::final_message(answer));
+            }
+            None => match answer {
+                Ok(Reply::Message(m)) => log::info!("{m}"),
+                Ok(_) => {}
+                Err(e) => log::warn!("cannot serve the last applied context: {e}"),
+            },
+        }
+    }
+
+    fn apply_fetched(
+        &mut self,
+        req: ServerApplyRequest,
+        pinned: Option<repo::Oid>,
+        result: Result<(Repo, Option<String>), RepoError>,
+        started: std::time::Instant,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<Reply, ErrorReport> {
+        let Mode::Dynamic { work_dir, template } = &self.mode else {
+            return Err(internal("a fetch finished on a static-mode server"));
+        };
+        let (work_dir, template) = (work_dir.clone(), template.clone());
+        let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
+        let (repo, warning) = result.map_err(|e| self.apply_failed(e))?;
         if let Some(w) = warning {
             progress(format!("warning: {w}"));
         }
@@ -460,12 +523,21 @@ impl Engine {
             Some(_) => None,
         };
         let req = ServerApplyRequest { url: saved.url, directory: saved.directory, reference: saved.reference, branch: saved.branch };
-        match self.apply_context(req, pinned, &mut progress_sink(None)) {
-            Ok(Reply::Message(m)) => log::info!("{m}"),
+        match self.start_apply(req, pinned, None) {
+            Ok(Some(Reply::Message(m))) => log::info!("{m}"),
             Ok(_) => {}
             Err(e) => log::warn!("cannot serve the last applied context: {e}"),
         }
     }
+}
+
+/// A clone or fetch done by the worker, on its way back to the engine.
+pub struct Fetched {
+    req: ServerApplyRequest,
+    pinned: Option<repo::Oid>,
+    reply: Option<Sender<ServerMessage>>,
+    result: Result<(Repo, Option<String>), RepoError>,
+    started: std::time::Instant,
 }
 
 /// Seconds since the epoch in a time zone offset, as RFC 3339.

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::project::Layout;
+use crate::reconcile::Interrupt;
 use crate::protocol::{ErrorKind, ErrorReport, Reply, Request, ServerMessage, ServerStatus, StatusContext};
 use crate::store::{Reader, Store, StoreError};
 
@@ -40,6 +41,8 @@ pub enum Mode {
 /// Messages to the engine thread.
 pub enum Msg {
     Request { request: Request, reply: Sender<ServerMessage> },
+    /// A `server apply`'s clone or fetch finished on its worker thread.
+    Fetched(Box<git::Fetched>),
     Shutdown,
 }
 
@@ -60,8 +63,8 @@ pub struct Handle {
     tx: Sender<Msg>,
     reader: Reader,
     status: Arc<Mutex<ServerStatus>>,
-    /// Set at shutdown: a reconcile in progress stops at its next check.
-    cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Raised at shutdown and by `run stop`: a reconcile in progress stops at its next check.
+    interrupt: Arc<Interrupt>,
 }
 
 impl Handle {
@@ -70,6 +73,11 @@ impl Handle {
         let answer = match &request {
             Request::ServerStatus => Some(Ok(Reply::Status(self.status()))),
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
+            // Run history is read from the store's snapshots, never waiting for a run.
+            Request::RunResult => Some(run::run_result(&self.reader)),
+            Request::RunList => Some(run::run_list(&self.reader)),
+            Request::RunDiff(req) => Some(run::run_diff(&self.reader, req.clone())),
+            Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
             Request::Get(get) => Some(self.reader.with(|s| query::get(s, get)).map_err(|e| {
                 if self.status().status == "Initializing" {
                     e.with_hint("this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`")
@@ -83,12 +91,43 @@ impl Handle {
             emit(final_message(answer));
             return;
         }
+        // Stops are answered at once, even in the middle of a long reconcile: the engine thread
+        // is told through its queue, the reconcile through the interrupt it checks.
+        match &request {
+            Request::ServerStop => self.interrupt.shutdown(),
+            Request::RunStop => {
+                let status = self.status();
+                if status.runner == "Once" || (status.runner == "Running" && !status.production) {
+                    self.interrupt.stop_run();
+                }
+            }
+            _ => {}
+        }
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         if self.tx.send(Msg::Request { request, reply: reply_tx }).is_err() {
             emit(ServerMessage::Error(ErrorReport::new(ErrorKind::Unavailable, "the server is shutting down")));
             return;
         }
-        for msg in reply_rx {
+        // The engine may be in the middle of a long reconcile: say so instead of going quiet.
+        let mut told = false;
+        loop {
+            let msg = match reply_rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(msg) => msg,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if !told {
+                        told = true;
+                        let busy = match self.status().runner.as_str() {
+                            "Stopped" => "the engine is busy (a load or an earlier request)".to_string(),
+                            runner => format!("the engine is busy with a reconcile (runner {runner})"),
+                        };
+                        if !emit(ServerMessage::Progress(format!("waiting: {busy}"))) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
             let last = msg.is_final();
             if !emit(msg) || last {
                 return;
@@ -105,7 +144,7 @@ impl Handle {
     /// Asks the engine to stop; it syncs the store before its thread ends. A clone or fetch in
     /// progress is cancelled (its partial clone is discarded; the next apply starts over).
     pub fn shutdown(&self) {
-        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.interrupt.shutdown();
         crate::repo::cancel_transfers();
         let _ = self.tx.send(Msg::Shutdown);
     }
@@ -149,8 +188,19 @@ pub struct Engine {
     stop_requested: Sender<()>,
     /// The server's own state directory (store, staging of file edits).
     state_dir: PathBuf,
-    /// Set by [`Handle::shutdown`]: reconciles stop at their next check.
-    cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Raised by [`Handle::shutdown`] and by `run stop` on a connection thread: reconciles
+    /// stop at their next check.
+    interrupt: Arc<Interrupt>,
+    /// The `run once` in progress, driven a slice at a time by the loop.
+    once: Option<run::OnceJob>,
+    /// Requests held back until the `run once` in progress is over.
+    deferred: std::collections::VecDeque<(Request, Sender<ServerMessage>)>,
+    /// File changes held back until the `run once` in progress is over.
+    deferred_watch: Vec<crate::watch::WatchEvent>,
+    /// A `server apply`'s clone or fetch runs on a worker thread.
+    fetching: bool,
+    /// The engine's own queue, for workers to report back on.
+    own_tx: Sender<Msg>,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -162,8 +212,9 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let engine_cancel = cancel.clone();
+    let interrupt = Arc::new(Interrupt::default());
+    let engine_interrupt = interrupt.clone();
+    let own_tx = tx.clone();
     // The store is opened and first loaded on the engine thread itself: the memory that work
     // frees then lies in the malloc arena the engine's runs allocate from, instead of in the
     // calling thread's, where a run could not reuse it.
@@ -172,7 +223,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         // Reconciles run here: a stack deep enough for the deepest value a script's memory
         // limit lets it build (see `Limits::STACK`).
         .stack_size(crate::reconcile::Limits::STACK)
-        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_cancel) {
+        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx) {
             Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
                 engine.run(rx, watch_rx, watcher);
@@ -183,7 +234,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         })
         .map_err(EngineError::Thread)?;
     let (reader, status) = ready_rx.recv().map_err(|_| EngineError::Startup)??;
-    Ok((Handle { tx, reader, status, cancel }, thread, stop_rx))
+    Ok((Handle { tx, reader, status, interrupt }, thread, stop_rx))
 }
 
 impl Engine {
@@ -193,7 +244,8 @@ impl Engine {
         mode: Mode,
         state_dir: &std::path::Path,
         stop_requested: Sender<()>,
-        cancel: Arc<std::sync::atomic::AtomicBool>,
+        interrupt: Arc<Interrupt>,
+        own_tx: Sender<Msg>,
     ) -> Result<(Engine, Receiver<crate::watch::WatchEvent>, Option<crate::watch::WatchHandle>), EngineError> {
         let store = Store::open(&state_dir.join("db"))?;
         let mut status = ServerStatus {
@@ -235,7 +287,12 @@ impl Engine {
             sources: Default::default(),
             stop_requested,
             state_dir: state_dir.to_path_buf(),
-            cancel,
+            interrupt,
+            once: None,
+            deferred: Default::default(),
+            deferred_watch: Vec::new(),
+            fetching: false,
+            own_tx,
         };
         // An edit a crash interrupted is undone before anything reads the files.
         engine.recover_edits();
@@ -262,36 +319,51 @@ impl Engine {
         // listens, so a slow fetch does not keep it from answering `server get`.
         self.resume_saved_context();
         loop {
+            // Requests and file changes held back by a `run once` go once it is over.
+            if self.once.is_none() && !self.fetching {
+                if let Some((request, reply)) = self.deferred.pop_front() {
+                    if self.serve_request(request, reply) {
+                        break;
+                    }
+                    continue;
+                }
+                for ev in std::mem::take(&mut self.deferred_watch) {
+                    self.on_files(ev, watcher.as_mut());
+                }
+            }
             // With work ready, only peek at the channels; with work waiting, sleep until it is
             // due; otherwise block until something happens.
-            let wait = match &self.work {
+            let now = std::time::Instant::now();
+            let once_wait = self.once.as_ref().map(|j| j.wake.map_or(std::time::Duration::ZERO, |at| at.saturating_duration_since(now)));
+            let work_wait = match &self.work {
                 Some(w) if w.has_ready() => Some(std::time::Duration::ZERO),
-                Some(w) => w.next_deadline().map(|at| at.saturating_duration_since(std::time::Instant::now())),
+                Some(w) => w.next_deadline().map(|at| at.saturating_duration_since(now)),
                 None => None,
             };
-            let timer = match wait {
+            let timer = match [once_wait, work_wait].into_iter().flatten().min() {
                 Some(d) => crossbeam_channel::after(d),
                 None => crossbeam_channel::never(),
             };
             crossbeam_channel::select! {
                 recv(rx) -> msg => match msg {
                     Ok(Msg::Request { request, reply }) => {
-                        log::debug!("engine: {}", request.name());
-                        let stop = matches!(request, Request::ServerStop);
-                        self.progress = Some(reply.clone());
-                        let answer = self.handle(request, &reply);
-                        self.progress = None;
-                        let _ = reply.send(final_message(answer));
-                        if stop {
-                            let _ = self.stop_requested.try_send(());
+                        if self.serve_request(request, reply) {
                             break;
                         }
                     }
-                    Ok(Msg::Shutdown) | Err(_) => break,
+                    Ok(Msg::Fetched(done)) => self.finish_apply(*done),
+                    Ok(Msg::Shutdown) | Err(_) => {
+                        self.abort_once("the server is stopping");
+                        break;
+                    }
                 },
                 recv(watch_rx) -> ev => {
                     if let Ok(ev) = ev {
-                        self.on_files(ev, watcher.as_mut());
+                        if self.once.is_some() {
+                            self.deferred_watch.push(ev);
+                        } else {
+                            self.on_files(ev, watcher.as_mut());
+                        }
                     }
                 }
                 recv(timer) -> _ => {}
@@ -301,6 +373,7 @@ impl Engine {
                 drop(watcher.take());
                 watcher = self.start_watcher(self.watch_tx.clone());
             }
+            self.drive_once();
             self.drive();
         }
         drop(watcher);
@@ -310,7 +383,80 @@ impl Engine {
         log::debug!("engine stopped");
     }
 
-    fn handle(&mut self, request: Request, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+    /// Answers one request (or holds it back while a `run once` is in progress); returns
+    /// whether the server must stop.
+    fn serve_request(&mut self, request: Request, reply: Sender<ServerMessage>) -> bool {
+        log::debug!("engine: {}", request.name());
+        let stop = matches!(request, Request::ServerStop);
+        if let Some(wait) = self.must_wait(&request) {
+            match &request {
+                Request::ServerStop => self.abort_once("the server is stopping (`choreo server stop`)"),
+                Request::RunStop if self.once.is_some() => {
+                    self.interrupt.clear_stop_run();
+                    self.abort_once("stopped by `choreo run stop`");
+                    let _ = reply.send(ServerMessage::Reply(Reply::Done));
+                    return false;
+                }
+                _ => {
+                    let _ = reply.send(ServerMessage::Progress(wait));
+                    self.deferred.push_back((request, reply));
+                    return false;
+                }
+            }
+        }
+        self.progress = Some(reply.clone());
+        let answer = match request {
+            Request::RunOnce(req) => match self.start_once(req, reply.clone()) {
+                // The reply goes when the run ends.
+                Ok(()) => None,
+                Err(e) => Some(Err(e)),
+            },
+            // The reply goes when the fetch is done.
+            Request::ServerApply(req) => self.server_apply(req, reply.clone()),
+            other => Some(self.handle(other)),
+        };
+        self.progress = None;
+        if let Some(answer) = answer {
+            let _ = reply.send(final_message(answer));
+        }
+        if stop {
+            let _ = self.stop_requested.try_send(());
+        }
+        stop
+    }
+
+    /// Why `request` must wait (held back until the run or fetch in progress is over), if it
+    /// must. Reads never wait; during a `run once`, edits of objects interleave with it; stops
+    /// are answered at once.
+    fn must_wait(&self, request: &Request) -> Option<String> {
+        let read_only = matches!(
+            request,
+            Request::RunResult
+                | Request::RunList
+                | Request::RunDiff(_)
+                | Request::RunDeps(_)
+                | Request::ServerStatus
+                | Request::ApiResources
+                | Request::Get(_)
+        );
+        if read_only {
+            return None;
+        }
+        if let Some(job) = &self.once {
+            if !matches!(request, Request::Apply(_) | Request::Delete(_)) {
+                return Some(format!(
+                    "waiting for the run in progress to finish ({} reconciles so far)",
+                    job.run.reconciles()
+                ));
+            }
+        }
+        if self.fetching && !matches!(request, Request::ServerStop | Request::RunStop) {
+            return Some("waiting for the clone or fetch of a `server apply` in progress".into());
+        }
+        None
+    }
+
+    fn handle(&mut self, request: Request) -> Result<Reply, ErrorReport> {
         match request {
             Request::ServerStop => {
                 self.store.sync().map_err(internal)?;
@@ -320,16 +466,19 @@ impl Engine {
                 self.layout()?;
                 self.reload().map(|()| Reply::Done)
             }
-            Request::RunOnce(req) => self.run_once(req, reply),
+            Request::RunOnce(_) => Err(internal("run once is started by serve_request")),
             Request::RunStart => self.run_start(),
-            Request::RunStop => self.run_stop(),
-            Request::RunResult => self.run_result(),
-            Request::RunList => self.run_list(),
-            Request::RunDiff(req) => self.run_diff(req),
-            Request::RunDeps(req) => self.run_deps(req),
+            Request::RunStop => {
+                self.interrupt.clear_stop_run();
+                self.run_stop()
+            }
+            Request::RunResult => run::run_result(&self.store.reader()),
+            Request::RunList => run::run_list(&self.store.reader()),
+            Request::RunDiff(req) => run::run_diff(&self.store.reader(), req),
+            Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
-            Request::ServerApply(req) => self.server_apply(req),
+            Request::ServerApply(_) => Err(internal("server apply is started by serve_request")),
             Request::RunCommit { message } => self.run_commit(message),
             Request::RunPush => self.run_push(),
             Request::Branch(req) => self.branch(req),

@@ -10,20 +10,33 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+
+/// Reconciles of a `run once` between two looks at the engine's channels.
+const SLICE: usize = 256;
+
+/// A `run once` in progress and the request waiting for its end.
+pub(super) struct OnceJob {
+    pub run: OnceRun,
+    reply: Sender<ServerMessage>,
+    /// When the next slice is due (`None`: now).
+    pub wake: Option<std::time::Instant>,
+}
 use serde_json::Value;
 
 use super::query::without_managed_fields;
-use super::runner::{self, RunOptions, RunReport};
+use super::runner::{self, OnceRun, RunOptions, RunReport, Slice};
 use super::{internal, Engine};
 use crate::api::object::{self, ObjectKey};
 use crate::protocol::{
     DepNode, DiffItem, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunEvent, RunOnceRequest,
     RunSummary, ServerMessage, SnapshotInfo,
 };
-use crate::store::State;
+use crate::store::{Reader, State};
 
 impl Engine {
-    pub(super) fn run_once(&mut self, req: RunOnceRequest, reply: &Sender<ServerMessage>) -> Result<Reply, ErrorReport> {
+    /// Starts `run once`: loads, seeds the work and leaves it to [`Engine::drive_once`]; the
+    /// reply goes to `reply` when the run ends.
+    pub(super) fn start_once(&mut self, req: RunOnceRequest, reply: Sender<ServerMessage>) -> Result<(), ErrorReport> {
         let progress = |line: &str| {
             let _ = reply.send(ServerMessage::Progress(line.to_string()));
         };
@@ -58,9 +71,45 @@ impl Engine {
                 seeds
             })
         };
+        // Any number of seconds is accepted: a timeout beyond the clock's range is no deadline.
         let opts = RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
-        let mut progress_mut = progress;
-        let report = runner::run(&self.store, &self.controllers, seeds, &self.events, opts, &self.cancel, &mut progress_mut);
+        self.once = Some(OnceJob { run: OnceRun::new(&self.controllers, seeds, opts), reply, wake: None });
+        Ok(())
+    }
+
+    /// Works off a slice of the `run once` in progress; answers its request when it ends.
+    pub(super) fn drive_once(&mut self) {
+        let Some(mut job) = self.once.take() else { return };
+        if job.wake.is_some_and(|at| at > std::time::Instant::now()) {
+            self.once = Some(job);
+            return;
+        }
+        let reply = job.reply.clone();
+        let mut progress = |line: &str| {
+            let _ = reply.send(ServerMessage::Progress(line.to_string()));
+        };
+        match job.run.slice(&self.store, &self.controllers, &self.events, &self.interrupt, SLICE, &mut progress) {
+            Slice::More => {
+                job.wake = None;
+                self.once = Some(job);
+            }
+            Slice::WaitUntil(at) => {
+                job.wake = Some(at);
+                self.once = Some(job);
+            }
+            Slice::Done(report) => self.finish_once(job.reply, report),
+        }
+    }
+
+    /// Ends the `run once` in progress now, answering it with `why`.
+    pub(super) fn abort_once(&mut self, why: &str) {
+        if let Some(mut job) = self.once.take() {
+            let report = job.run.abort(why.to_string());
+            self.finish_once(job.reply, report);
+        }
+    }
+
+    fn finish_once(&mut self, reply: Sender<ServerMessage>, report: RunReport) {
         self.fingerprints = if report.success {
             self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect()
         } else {
@@ -69,7 +118,11 @@ impl Engine {
         let result = self.finish_run(report);
         Self::release_memory();
         self.set_runner("Stopped");
-        result.map(Reply::Run)
+        let message = match result {
+            Ok(summary) => ServerMessage::Reply(Reply::Run(summary)),
+            Err(report) => ServerMessage::Error(report),
+        };
+        let _ = reply.send(message);
     }
 
     /// Makes the run durable, stores its snapshot and records it as the last run.
@@ -112,91 +165,92 @@ impl Engine {
         Ok(summary)
     }
 
-    pub(super) fn run_result(&self) -> Result<Reply, ErrorReport> {
-        let latest = self.store.snapshots().map_err(internal)?;
-        let meta = latest.first().ok_or_else(no_snapshot)?;
-        let summary: RunSummary = serde_json::from_str(&meta.summary)
-            .map_err(|e| internal(format!("snapshot {} has an unreadable summary: {e}", meta.id)))?;
-        Ok(Reply::Run(summary))
-    }
+}
 
-    pub(super) fn run_list(&self) -> Result<Reply, ErrorReport> {
-        let list = self.store.snapshots().map_err(internal)?;
-        Ok(Reply::Snapshots(
-            list.into_iter()
-                .map(|m| SnapshotInfo { success: m.success, id: m.id, time: m.time })
-                .collect(),
-        ))
-    }
+/// `run result`: the summary of the last run (answered without the engine thread).
+pub(super) fn run_result(reader: &Reader) -> Result<Reply, ErrorReport> {
+    let latest = reader.snapshots().map_err(internal)?;
+    let meta = latest.first().ok_or_else(no_snapshot)?;
+    let summary: RunSummary = serde_json::from_str(&meta.summary)
+        .map_err(|e| internal(format!("snapshot {} has an unreadable summary: {e}", meta.id)))?;
+    Ok(Reply::Run(summary))
+}
 
-    pub(super) fn run_diff(&self, req: RunDiffRequest) -> Result<Reply, ErrorReport> {
-        let snaps = self.store.latest_snapshots(2).map_err(internal)?;
-        let latest = snaps.first().ok_or_else(no_snapshot)?;
-        let empty = BTreeMap::new();
-        let previous = snaps.get(1).map(|s| &s.objects).unwrap_or(&empty);
-        let shown = |key: &ObjectKey| req.show_choreo_apis || !self.is_choreo_api(key);
-        let render = |v: &Value| {
-            let v = if req.show_managed_fields { v.clone() } else { without_managed_fields(v) };
-            crate::api::object::to_yaml(&v).unwrap_or_default()
-        };
-        let mut items = Vec::new();
-        let mut push = |symbol: &str, obj: &Value, key: &ObjectKey, details: Option<String>| {
-            items.push(DiffItem {
-                symbol: symbol.to_string(),
-                api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-                kind: key.kind.clone(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                details,
-            })
-        };
-        let unified = |a: &str, b: &str| {
-            similar::TextDiff::from_lines(a, b).unified_diff().context_radius(3).header("previous", "latest").to_string()
-        };
-        for (key, new) in &latest.objects {
-            if !shown(key) {
-                continue;
-            }
-            match previous.get(key) {
-                Some(old) if object::uid(old) != object::uid(new) => {
-                    push("-", old, key, None);
-                    push("+", new, key, req.details.then(|| unified("", &render(new))));
-                }
-                Some(old) => {
-                    let (a, b) = (render(old), render(new));
-                    if a == b {
-                        push("=", new, key, None);
-                    } else {
-                        push("~", new, key, req.details.then(|| unified(&a, &b)));
-                    }
-                }
-                None => push("+", new, key, req.details.then(|| unified("", &render(new)))),
-            }
+/// `run list`: the stored snapshots, newest first.
+pub(super) fn run_list(reader: &Reader) -> Result<Reply, ErrorReport> {
+    let list = reader.snapshots().map_err(internal)?;
+    Ok(Reply::Snapshots(
+        list.into_iter()
+            .map(|m| SnapshotInfo { success: m.success, id: m.id, time: m.time })
+            .collect(),
+    ))
+}
+
+/// `run diff`: what the last run changed against the run before it.
+pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, ErrorReport> {
+    let snaps = reader.latest_snapshots(2).map_err(internal)?;
+    let latest = snaps.first().ok_or_else(no_snapshot)?;
+    let empty = BTreeMap::new();
+    let previous = snaps.get(1).map(|s| &s.objects).unwrap_or(&empty);
+    let shown = |key: &ObjectKey| req.show_choreo_apis || !reader.with(|s| is_choreo_api(s, key));
+    let render = |v: &Value| {
+        let v = if req.show_managed_fields { v.clone() } else { without_managed_fields(v) };
+        crate::api::object::to_yaml(&v).unwrap_or_default()
+    };
+    let mut items = Vec::new();
+    let mut push = |symbol: &str, obj: &Value, key: &ObjectKey, details: Option<String>| {
+        items.push(DiffItem {
+            symbol: symbol.to_string(),
+            api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            details,
+        })
+    };
+    let unified = |a: &str, b: &str| {
+        similar::TextDiff::from_lines(a, b).unified_diff().context_radius(3).header("previous", "latest").to_string()
+    };
+    for (key, new) in &latest.objects {
+        if !shown(key) {
+            continue;
         }
-        for (key, old) in previous {
-            if shown(key) && !latest.objects.contains_key(key) {
-                push("-", old, key, req.details.then(|| unified(&render(old), "")));
+        match previous.get(key) {
+            Some(old) if object::uid(old) != object::uid(new) => {
+                push("-", old, key, None);
+                push("+", new, key, req.details.then(|| unified("", &render(new))));
             }
+            Some(old) => {
+                let (a, b) = (render(old), render(new));
+                if a == b {
+                    push("=", new, key, None);
+                } else {
+                    push("~", new, key, req.details.then(|| unified(&a, &b)));
+                }
+            }
+            None => push("+", new, key, req.details.then(|| unified("", &render(new)))),
         }
-        items.sort_by(|a, b| {
-            (&a.api_version, &a.kind, &a.namespace, &a.name, &a.symbol).cmp(&(&b.api_version, &b.kind, &b.namespace, &b.name, &b.symbol))
-        });
-        Ok(Reply::Diff(items))
     }
+    for (key, old) in previous {
+        if shown(key) && !latest.objects.contains_key(key) {
+            push("-", old, key, req.details.then(|| unified(&render(old), "")));
+        }
+    }
+    items.sort_by(|a, b| {
+        (&a.api_version, &a.kind, &a.namespace, &a.name, &a.symbol).cmp(&(&b.api_version, &b.kind, &b.namespace, &b.name, &b.symbol))
+    });
+    Ok(Reply::Diff(items))
+}
 
-    pub(super) fn run_deps(&self, req: RunDepsRequest) -> Result<Reply, ErrorReport> {
-        Ok(Reply::Deps(self.store.with(|s| deps(s, req.show_choreo_apis, |k| self.is_choreo_api_in(s, k)))))
-    }
+/// `run deps`: the ownership forest of the current objects.
+pub(super) fn run_deps(reader: &Reader, req: RunDepsRequest) -> Result<Reply, ErrorReport> {
+    Ok(Reply::Deps(reader.with(|s| deps(s, req.show_choreo_apis, |k| is_choreo_api(s, k)))))
+}
 
-    fn is_choreo_api(&self, key: &ObjectKey) -> bool {
-        self.store.with(|s| self.is_choreo_api_in(s, key))
-    }
-
-    /// Choreo's own APIs (CRDs, reconcilers, libraries, upstream refs) are hidden from diffs and
-    /// dependency trees unless asked for.
-    fn is_choreo_api_in(&self, state: &State, key: &ObjectKey) -> bool {
-        state.registry.get(&key.group_kind()).is_none_or(|r| r.builtin)
-    }
+/// Choreo's own APIs (CRDs, reconcilers, libraries, upstream refs) are hidden from diffs and
+/// dependency trees unless asked for.
+fn is_choreo_api(state: &State, key: &ObjectKey) -> bool {
+state.registry.get(&key.group_kind()).is_none_or(|r| r.builtin)
 }
 
 fn no_snapshot() -> ErrorReport {

@@ -15,14 +15,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::api::object::{self, GroupKind, ObjectKey};
-use crate::reconcile::{Budget, Client, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
+use crate::reconcile::{Budget, Client, Interrupt, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
 use crate::store::{ApplyOptions, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
 
 /// A loaded reconciler: its configuration and compiled code.
@@ -259,7 +258,7 @@ impl Work {
     }
 
     /// Runs the next ready item, if any, and queues what its writes trigger.
-    pub fn step(&mut self, store: &Store, controllers: &[Controller], opts: RunOptions, cancel: &AtomicBool) -> Step {
+    pub fn step(&mut self, store: &Store, controllers: &[Controller], opts: RunOptions, interrupt: &Interrupt) -> Step {
         self.queue.promote(Instant::now());
         let Some(item) = self.queue.pop() else { return Step::Idle };
         let n = self.counts.entry(item.clone()).or_insert(0);
@@ -294,7 +293,7 @@ impl Work {
         };
         self.events.push(event("START", String::new()));
         self.reconciles += 1;
-        let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, cancel));
+        let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt));
         let step = match outcome {
             Outcome::Error(message) => {
                 self.events.push(event("ERROR", message.clone()));
@@ -343,58 +342,83 @@ impl Work {
     }
 }
 
-/// Runs reconcilers from `seeds` until nothing is left to do.
-pub fn run(
-    store: &Store,
-    controllers: &[Controller],
-    seeds: Vec<Item>,
-    events: &crossbeam_channel::Receiver<Event>,
+/// What a slice of a [`OnceRun`] ended with.
+#[derive(Debug)]
+pub enum Slice {
+    /// More is ready: call again (after looking at the engine's channels).
+    More,
+    /// Only waiting items remain: call again at this time (never past the run's deadline).
+    WaitUntil(Instant),
+    /// The run is over.
+    Done(RunReport),
+}
+
+/// A `run once` in progress, driven a slice at a time by the engine loop so that requests are
+/// answered while it runs.
+pub struct OnceRun {
+    work: Work,
     opts: RunOptions,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(&str),
-) -> RunReport {
-    let started = Instant::now();
-    // A timeout too large for the clock means no deadline.
-    let deadline = started.checked_add(opts.timeout);
-    let opts = RunOptions { deadline, ..opts };
-    let mut work = Work::new(controllers, seeds);
-    let mut report = RunReport {
-        success: true,
-        task: String::new(),
-        message: String::new(),
-        elapsed: Duration::ZERO,
-        events: Vec::new(),
-        reconciles: 0,
-    };
-    let mut last_progress = Instant::now();
-    loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) && !work.is_quiescent() {
-            report.success = false;
-            report.message =
-                format!("the run did not finish within {:?}; still to reconcile: {}", opts.timeout, work.pending(controllers));
-            break;
-        }
-        let step = work.step(store, controllers, opts, cancel);
-        work.absorb(store, controllers, events);
-        match step {
-            Step::Ran => {}
-            Step::Failed { task, message } => {
-                report.success = false;
-                report.task = task;
-                report.message = message;
+    started: Instant,
+    last_progress: Instant,
+}
+
+impl OnceRun {
+    pub fn new(controllers: &[Controller], seeds: Vec<Item>, opts: RunOptions) -> OnceRun {
+        let started = Instant::now();
+        // A timeout too large for the clock means no deadline.
+        let opts = RunOptions { deadline: started.checked_add(opts.timeout), ..opts };
+        OnceRun { work: Work::new(controllers, seeds), opts, started, last_progress: started }
+    }
+
+    /// Reconciles so far.
+    pub fn reconciles(&self) -> u64 {
+        self.work.reconciles
+    }
+
+    /// Runs up to `max` reconciles; `progress` gets a line about once a second.
+    pub fn slice(
+        &mut self,
+        store: &Store,
+        controllers: &[Controller],
+        events: &crossbeam_channel::Receiver<Event>,
+        interrupt: &Interrupt,
+        max: usize,
+        progress: &mut dyn FnMut(&str),
+    ) -> Slice {
+        let work = &mut self.work;
+        let deadline = self.opts.deadline;
+        let mut outcome = Slice::More;
+        for _ in 0..max {
+            if deadline.is_some_and(|d| Instant::now() >= d) && !work.is_quiescent() {
+                let message =
+                    format!("the run did not finish within {:?}; still to reconcile: {}", self.opts.timeout, work.pending(controllers));
+                outcome = Slice::Done(self.report(false, String::new(), message));
                 break;
             }
-            Step::Idle => match work.next_deadline() {
-                None => break,
-                // Only waiting items remain: sleep until the first is due, never past the deadline.
-                Some(at) => {
-                    let until = deadline.map_or(at, |d| at.min(d));
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()))
+            if let Some(why) = interrupt.raised() {
+                outcome = Slice::Done(self.report(false, String::new(), why.to_string()));
+                break;
+            }
+            let step = work.step(store, controllers, self.opts, interrupt);
+            work.absorb(store, controllers, events);
+            match step {
+                Step::Ran => {}
+                Step::Failed { task, message } => {
+                    outcome = Slice::Done(self.report(false, task, message));
+                    break;
                 }
-            },
+                Step::Idle => {
+                    outcome = match work.next_deadline() {
+                        None => Slice::Done(self.report(true, String::new(), String::new())),
+                        Some(at) => Slice::WaitUntil(deadline.map_or(at, |d| at.min(d))),
+                    };
+                    break;
+                }
+            }
         }
-        if last_progress.elapsed() > Duration::from_secs(1) {
-            last_progress = Instant::now();
+        if self.last_progress.elapsed() > Duration::from_secs(1) {
+            self.last_progress = Instant::now();
+            let work = &self.work;
             progress(&format!(
                 "{} reconciles, {} queued, {} waiting",
                 work.reconciles,
@@ -402,11 +426,45 @@ pub fn run(
                 work.queue.delayed.len()
             ));
         }
+        outcome
     }
-    report.events = std::mem::take(&mut work.events);
-    report.reconciles = work.reconciles;
-    report.elapsed = started.elapsed();
-    report
+
+    /// Ends the run now (stopped from outside) with `message`.
+    pub fn abort(&mut self, message: String) -> RunReport {
+        self.report(false, String::new(), message)
+    }
+
+    fn report(&mut self, success: bool, task: String, message: String) -> RunReport {
+        RunReport {
+            success,
+            task,
+            message,
+            elapsed: self.started.elapsed(),
+            events: std::mem::take(&mut self.work.events),
+            reconciles: self.work.reconciles,
+        }
+    }
+}
+
+/// Runs reconcilers from `seeds` until nothing is left to do, on the calling thread (tests and
+/// tools; the engine drives a [`OnceRun`] from its loop instead).
+pub fn run(
+    store: &Store,
+    controllers: &[Controller],
+    seeds: Vec<Item>,
+    events: &crossbeam_channel::Receiver<Event>,
+    opts: RunOptions,
+    interrupt: &Interrupt,
+    progress: &mut dyn FnMut(&str),
+) -> RunReport {
+    let mut run = OnceRun::new(controllers, seeds, opts);
+    loop {
+        match run.slice(store, controllers, events, interrupt, 256, progress) {
+            Slice::More => {}
+            Slice::WaitUntil(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+            Slice::Done(report) => return report,
+        }
+    }
 }
 
 fn task_id(reconciler: &str, key: &ObjectKey) -> String {
@@ -495,6 +553,10 @@ impl Client for TxnClient<'_, '_> {
         }
     }
 
+    fn apply_unread(&mut self, obj: &Value, manager: &str) -> Result<(), ClientError> {
+        self.txn.apply(obj, ApplyOptions { manager, force: false }).map(|_| ()).map_err(client_error)
+    }
+
     fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError> {
         let key = self.key(api_version, kind, namespace, name)?;
         match self.txn.delete(&key) {
@@ -506,11 +568,21 @@ impl Client for TxnClient<'_, '_> {
     fn children_of(&mut self, owner_uid: &str, kinds: &[crate::reconcile::ResourceRef]) -> Result<Vec<Value>, ClientError> {
         Ok(self
             .txn
-            .owned_by(owner_uid)
+            .owned_by_where(owner_uid, |k| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind))
             .into_iter()
-            .filter(|(k, _)| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind))
             .map(|(_, v)| (*v).clone())
             .collect())
+    }
+
+    fn child_keys_of(&mut self, owner_uid: &str, kinds: &[crate::reconcile::ResourceRef]) -> Result<Vec<ObjectKey>, ClientError> {
+        Ok(self.txn.owned_keys_where(owner_uid, |k| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind)))
+    }
+
+    fn delete_key(&mut self, key: &ObjectKey) -> Result<(), ClientError> {
+        match self.txn.delete(key) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(client_error(e)),
+        }
     }
 
     fn now(&self) -> String {

@@ -70,15 +70,15 @@ impl Children {
 
     /// Deletes stale children, then applies the recorded ones as `cfg.name`.
     pub fn apply(&mut self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
-        for child in self.existing(cfg, client)? {
-            if let Some(key) = ObjectKey::of(&child) {
+        if !self.owner_uid.is_empty() {
+            for key in client.child_keys_of(&self.owner_uid, &cfg.owns)? {
                 if !self.slots.contains_key(&key) {
-                    delete_object(client, &child)?;
+                    client.delete_key(&key)?;
                 }
             }
         }
         for child in self.created.iter().flatten() {
-            client.apply(child, &cfg.name)?;
+            client.apply_unread(child, &cfg.name)?;
         }
         Ok(())
     }

@@ -82,8 +82,10 @@ pub enum Exhausted {
     Timeout(Duration),
     /// The run's deadline (`run once --timeout`).
     RunDeadline,
-    /// The server is shutting down or the run was stopped.
-    Cancelled,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// `choreo run stop`.
+    Stopped,
 }
 
 impl std::fmt::Display for Exhausted {
@@ -95,7 +97,43 @@ impl std::fmt::Display for Exhausted {
                 d.as_secs_f64()
             ),
             Exhausted::RunDeadline => f.write_str("the run's deadline passed during the reconcile (run once --timeout)"),
-            Exhausted::Cancelled => f.write_str("the reconcile was cancelled (the server is stopping)"),
+            Exhausted::ShuttingDown => f.write_str("the reconcile was cancelled (the server is stopping)"),
+            Exhausted::Stopped => f.write_str("the reconcile was cancelled (`choreo run stop`)"),
+        }
+    }
+}
+
+/// Requests to stop work in progress, raised from other threads (a connection, the signal
+/// handler) and seen by a reconcile at its next check inside the interpreter.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    shutdown: AtomicBool,
+    stop_run: AtomicBool,
+}
+
+impl Interrupt {
+    /// The server is stopping: every reconcile from now on stops.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// `run stop`: the reconcile in progress stops; cleared once the stop is handled.
+    pub fn stop_run(&self) {
+        self.stop_run.store(true, Ordering::SeqCst);
+    }
+
+    pub fn clear_stop_run(&self) {
+        self.stop_run.store(false, Ordering::SeqCst);
+    }
+
+    /// Why work must stop now, if it must.
+    pub fn raised(&self) -> Option<Exhausted> {
+        if self.shutdown.load(Ordering::Relaxed) {
+            Some(Exhausted::ShuttingDown)
+        } else if self.stop_run.load(Ordering::Relaxed) {
+            Some(Exhausted::Stopped)
+        } else {
+            None
         }
     }
 }
@@ -108,24 +146,24 @@ pub struct Budget<'a> {
     pub deadline: Option<Instant>,
     /// The run's deadline, if earlier than never.
     pub run_deadline: Option<Instant>,
-    pub cancel: &'a AtomicBool,
+    pub interrupt: &'a Interrupt,
 }
 
 impl<'a> Budget<'a> {
     /// The budget of a reconcile starting now.
-    pub fn start(limits: Limits, run_deadline: Option<Instant>, cancel: &'a AtomicBool) -> Budget<'a> {
-        Budget { limits, deadline: Instant::now().checked_add(limits.timeout), run_deadline, cancel }
+    pub fn start(limits: Limits, run_deadline: Option<Instant>, interrupt: &'a Interrupt) -> Budget<'a> {
+        Budget { limits, deadline: Instant::now().checked_add(limits.timeout), run_deadline, interrupt }
     }
 
     /// A budget with the default limits and nothing else (tests, tools).
-    pub fn unbounded(cancel: &'a AtomicBool) -> Budget<'a> {
-        Budget { limits: Limits::default(), deadline: None, run_deadline: None, cancel }
+    pub fn unbounded(interrupt: &'a Interrupt) -> Budget<'a> {
+        Budget { limits: Limits::default(), deadline: None, run_deadline: None, interrupt }
     }
 
     /// Whether the reconcile must stop now, and why.
     pub fn exhausted(&self) -> Option<Exhausted> {
-        if self.cancel.load(Ordering::Relaxed) {
-            return Some(Exhausted::Cancelled);
+        if let Some(why) = self.interrupt.raised() {
+            return Some(why);
         }
         let now = Instant::now();
         if self.run_deadline.is_some_and(|d| now >= d) {
@@ -168,18 +206,20 @@ mod tests {
 
     #[test]
     fn a_budget_reports_the_first_limit_reached() {
-        let cancel = AtomicBool::new(false);
-        let mut b = Budget::start(Limits::default(), None, &cancel);
+        let interrupt = Interrupt::default();
+        let mut b = Budget::start(Limits::default(), None, &interrupt);
         assert_eq!(b.exhausted(), None);
         b.run_deadline = Some(Instant::now());
         assert_eq!(b.exhausted(), Some(Exhausted::RunDeadline));
         b.run_deadline = None;
         b.deadline = Some(Instant::now());
         assert!(matches!(b.exhausted(), Some(Exhausted::Timeout(_))));
-        cancel.store(true, Ordering::Relaxed);
-        assert_eq!(b.exhausted(), Some(Exhausted::Cancelled));
+        interrupt.stop_run();
+        assert_eq!(b.exhausted(), Some(Exhausted::Stopped));
+        interrupt.shutdown();
+        assert_eq!(b.exhausted(), Some(Exhausted::ShuttingDown));
         // A timeout too large for the clock is no deadline at all, not a panic.
         let huge = Limits { timeout: Duration::from_secs(u64::MAX), ..Limits::default() };
-        assert_eq!(Budget::start(huge, None, &AtomicBool::new(false)).deadline, None);
+        assert_eq!(Budget::start(huge, None, &Interrupt::default()).deadline, None);
     }
 }

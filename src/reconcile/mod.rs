@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use config::{Lang, ReconcilerConfig, ResourceRef};
-pub use limits::{Budget, Exhausted, Limits};
+pub use limits::{Budget, Exhausted, Interrupt, Limits};
 pub use selector::Selector;
 
 /// What one reconcile asks of the engine.
@@ -70,6 +70,12 @@ pub trait Client {
     /// was deleted, when the apply removed the last finalizer of a deleting object).
     fn apply(&mut self, obj: &Value, manager: &str) -> Result<Value, ClientError>;
 
+    /// [`Client::apply`] when the caller does not need the result (children), which spares
+    /// reading it back.
+    fn apply_unread(&mut self, obj: &Value, manager: &str) -> Result<(), ClientError> {
+        self.apply(obj, manager).map(|_| ())
+    }
+
     /// Deletes an object (finalizers hold it); a missing object is not an error.
     fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError>;
 
@@ -85,6 +91,19 @@ pub trait Client {
             }
         }
         Ok(out)
+    }
+
+    /// The keys of [`Client::children_of`]: stores that can answer without reading the objects
+    /// override it.
+    fn child_keys_of(&mut self, owner_uid: &str, kinds: &[ResourceRef]) -> Result<Vec<crate::api::object::ObjectKey>, ClientError> {
+        Ok(self.children_of(owner_uid, kinds)?.iter().filter_map(crate::api::object::ObjectKey::of).collect())
+    }
+
+    /// Deletes the object `key` (finalizers hold it); a missing object is not an error.
+    fn delete_key(&mut self, key: &crate::api::object::ObjectKey) -> Result<(), ClientError> {
+        // The version does not matter for finding an object: its group and kind do.
+        let api_version = crate::api::object::api_version(&key.group, "v1");
+        self.delete(&api_version, &key.kind, &key.namespace, &key.name)
     }
 
     /// The RFC 3339 time of this reconcile (for condition transition times).

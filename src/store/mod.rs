@@ -167,6 +167,9 @@ impl State {
 #[derive(Clone)]
 pub struct Reader {
     state: Arc<RwLock<State>>,
+    /// For run snapshots (sled is safe to read from any thread).
+    db: sled::Db,
+    dir: PathBuf,
 }
 
 impl Reader {
@@ -325,7 +328,7 @@ impl Store {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader { state: self.state.clone() }
+        Reader { state: self.state.clone(), db: self.db.clone(), dir: self.dir.clone() }
     }
 
     /// Runs `f` on the committed state.

@@ -63,10 +63,6 @@ impl Store {
         move |source| StoreError::Db { path: self.dir.clone(), source }
     }
 
-    fn corrupt(&self, what: String, message: String) -> StoreError {
-        StoreError::Corrupt { path: self.dir.clone(), key: what, message }
-    }
-
     /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
     /// returns. Object bodies already stored by an earlier snapshot are not written again.
     pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
@@ -120,7 +116,7 @@ impl Store {
         let mut live: HashSet<[u8; 16]> = HashSet::new();
         for item in lists.iter() {
             let (k, v) = item.map_err(self.db_err())?;
-            for (_, h) in self.decode_list(&k, &v)?.0 {
+            for (_, h) in (View { db: &self.db, dir: &self.dir }).decode_list(&k, &v)?.0 {
                 live.insert(h);
             }
         }
@@ -135,10 +131,47 @@ impl Store {
         blobs.apply_batch(batch).map_err(self.db_err())
     }
 
-    fn decode_list(&self, k: &[u8], v: &[u8]) -> Result<ObjectList> {
-        bincode::serde::decode_from_slice(v, bincode::config::standard())
-            .map(|(l, _)| l)
-            .map_err(|e| self.corrupt(format!("snapshot objects {}", u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))), e.to_string()))
+    /// Every snapshot, newest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
+        View { db: &self.db, dir: &self.dir }.snapshots()
+    }
+
+    /// The newest `n` snapshots with their objects, newest first.
+    pub fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
+        View { db: &self.db, dir: &self.dir }.latest_snapshots(n)
+    }
+}
+
+impl super::Reader {
+    /// [`Store::snapshots`], from any thread.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
+        View { db: &self.db, dir: &self.dir }.snapshots()
+    }
+
+    /// [`Store::latest_snapshots`], from any thread: a snapshot is visible once it is complete
+    /// (its meta record is written last), and the newest ones are never pruned under a reader.
+    pub fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
+        View { db: &self.db, dir: &self.dir }.latest_snapshots(n)
+    }
+}
+
+/// Reading snapshots, shared by the store's writer and its readers.
+struct View<'a> {
+    db: &'a sled::Db,
+    dir: &'a std::path::Path,
+}
+
+impl View<'_> {
+    fn tree(&self, name: &str) -> Result<sled::Tree> {
+        self.db.open_tree(name).map_err(|source| StoreError::Db { path: self.dir.to_path_buf(), source })
+    }
+
+    fn db_err(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Db { path: self.dir.to_path_buf(), source }
+    }
+
+    fn corrupt(&self, what: String, message: String) -> StoreError {
+        StoreError::Corrupt { path: self.dir.to_path_buf(), key: what, message }
     }
 
     fn decode_meta(&self, v: &[u8]) -> Result<SnapshotMeta> {
@@ -147,8 +180,13 @@ impl Store {
             .map_err(|e| self.corrupt("snapshot".into(), e.to_string()))
     }
 
-    /// Every snapshot, newest first.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
+    fn decode_list(&self, k: &[u8], bytes: &[u8]) -> Result<ObjectList> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(l, _)| l)
+            .map_err(|e| self.corrupt(format!("snapshot objects {}", u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))), e.to_string()))
+    }
+
+    fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
         let metas = self.tree("snapshots")?;
         let mut out = Vec::new();
         for item in metas.iter().rev() {
@@ -158,8 +196,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The newest `n` snapshots with their objects, newest first.
-    pub fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
+    fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
         let blobs = self.tree("snapshot_blobs")?;

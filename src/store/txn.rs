@@ -138,13 +138,40 @@ impl<'s> Txn<'s> {
 
     /// Objects whose owner references name `uid`, as this transaction sees them, in key order.
     pub fn owned_by(&self, uid: &str) -> Vec<(ObjectKey, Arc<Value>)> {
+        self.owned_by_where(uid, |_| true)
+    }
+
+    /// [`Txn::owned_by`] limited to the keys `wanted` accepts; only those objects are parsed.
+    pub fn owned_by_where(&self, uid: &str, wanted: impl Fn(&ObjectKey) -> bool) -> Vec<(ObjectKey, Arc<Value>)> {
         let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
-            s.owned_by(uid).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect()
+            s.owned_by(uid).filter(|k| wanted(k)).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect()
         });
         for (k, v) in &self.writes {
+            if !wanted(k) {
+                continue;
+            }
             match v {
                 Some(v) if v.stored.owners().iter().any(|r| r.uid == uid) => {
                     out.insert(k.clone(), v.value());
+                }
+                _ => {
+                    out.remove(k);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// The keys of [`Txn::owned_by_where`], without reading any object.
+    pub fn owned_keys_where(&self, uid: &str, wanted: impl Fn(&ObjectKey) -> bool) -> Vec<ObjectKey> {
+        let mut out: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_by(uid).filter(|k| wanted(k)).cloned().collect());
+        for (k, v) in &self.writes {
+            if !wanted(k) {
+                continue;
+            }
+            match v {
+                Some(v) if v.stored.owners().iter().any(|r| r.uid == uid) => {
+                    out.insert(k.clone());
                 }
                 _ => {
                     out.remove(k);

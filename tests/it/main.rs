@@ -3,6 +3,8 @@
 
 mod support;
 
+// Bounded reconcilers and an engine that answers during any run.
+mod bounds;
 // Edits of the project's files by apply and delete: identity, all-or-nothing, crashes.
 mod edits;
 // Git: dynamic mode (server apply), branches, commit and push, upstream refs.

@@ -181,8 +181,8 @@ fn reconcile(rt: &StarlarkRuntime, client: &mut FakeClient) -> Outcome {
         .object("HelloWorld", "default", "test")
         .cloned()
         .expect("the HelloWorld exists");
-    let cancel = std::sync::atomic::AtomicBool::new(false);
-    rt.reconcile(&live, client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &cancel))
+    let interrupt = crate::reconcile::Interrupt::default();
+    rt.reconcile(&live, client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &interrupt))
 }
 
 /// A 6-argument-less script body run under `limits` (and `run_deadline`).
@@ -230,8 +230,9 @@ fn a_cancelled_reconcile_stops_in_the_middle() {
     let rt = runtime(script, json!({}), &[]);
     let mut client = FakeClient::with(&[hello(json!({}))]);
     let live = client.object("HelloWorld", "default", "test").cloned().unwrap();
-    let cancel = std::sync::atomic::AtomicBool::new(true);
-    let e = error_of(rt.reconcile(&live, &mut client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &cancel)));
+    let interrupt = crate::reconcile::Interrupt::default();
+    interrupt.shutdown();
+    let e = error_of(rt.reconcile(&live, &mut client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &interrupt)));
     assert!(e.contains("cancelled"), "{e}");
 }
 
@@ -437,8 +438,8 @@ fn libraries_load_libraries_and_are_compiled_once() {
     assert_eq!(libs.compiled(), 2);
     for rt in [&first, &second] {
         let mut client = FakeClient::with(&[hello(json!({}))]);
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        let budget = crate::reconcile::Budget::unbounded(&cancel);
+        let interrupt = crate::reconcile::Interrupt::default();
+        let budget = crate::reconcile::Budget::unbounded(&interrupt);
         assert_eq!(rt.reconcile(&hello(json!({})), &mut client, &budget), Outcome::Done);
         assert_eq!(
             client
@@ -892,7 +893,7 @@ fn the_deepest_value_a_script_can_build_does_not_overflow_the_reconcile_stack() 
             for (level, cost, op) in cases {
                 let levels = (max << 20) / cost * 7 / 10;
                 let body = format!("  x = 0\n  for i in range({levels}):\n    x = {level}\n  s = {op}");
-                assert_eq!(run_limited(&body, json!({"memoryMiB": max})), Outcome::Done, "{level} {op}");
+                assert_eq!(run_limited(&body, json!({"memoryMiB": max, "timeoutSeconds": 3600})), Outcome::Done, "{level} {op}");
             }
         })
         .unwrap();
