@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::CliError;
 use crate::protocol::{
-    read_frame, write_frame, ClientMessage, ErrorKind, ErrorReport, Reply, Request, ServerMessage, PROTOCOL_VERSION,
+    read_message, write_frame, ClientMessage, ErrorKind, ErrorReport, Reply, Request, ServerMessage, PROTOCOL_VERSION,
 };
 
 pub struct Client {
@@ -52,7 +52,7 @@ impl Client {
     }
 
     fn recv(&mut self) -> Result<ServerMessage, CliError> {
-        match read_frame(&mut self.reader) {
+        match read_message(&mut self.reader) {
             Ok(Some(msg)) => Ok(msg),
             Ok(None) => Err(CliError::Unreachable {
                 socket: self.socket.clone(),
@@ -70,8 +70,11 @@ impl Client {
                 ServerMessage::Progress(line) => progress(&line),
                 ServerMessage::Reply(reply) => return Ok(reply),
                 ServerMessage::Error(report) => return Err(CliError::Server(report)),
-                ServerMessage::Hello { .. } => {
-                    return Err(CliError::Server(ErrorReport::new(ErrorKind::Protocol, "unexpected hello")))
+                other @ (ServerMessage::Hello { .. } | ServerMessage::Part(_)) => {
+                    return Err(CliError::Server(ErrorReport::new(
+                        ErrorKind::Protocol,
+                        format!("unexpected {} frame in answer to a request", other.name()),
+                    )))
                 }
             }
         }

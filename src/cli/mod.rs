@@ -601,7 +601,8 @@ fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
             }
         }
         Reply::List { namespaced, items, .. } => {
-            let items = items.iter().map(|t| parse_object(t)).collect::<Result<Vec<_>, _>>()?;
+            // Each text is dropped once parsed: a large list is not held twice.
+            let items = items.into_iter().map(|t| parse_object(&t)).collect::<Result<Vec<_>, _>>()?;
             match args.output {
                 Some(ObjectFormat::Json) => emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
                 Some(ObjectFormat::Yaml) => emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),

@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use crate::engine::{self, EngineError, Handle, Mode};
 use crate::protocol::{
-    read_frame, write_frame, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage, PROTOCOL_VERSION,
+    human_size, read_frame, write_message, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage,
+    MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
 /// Everything `server start` decided before the server runs.
@@ -300,9 +301,21 @@ impl AcceptBackoff {
     }
 }
 
+/// Sends one message (in parts when it is large, see `protocol::write_message`); false when the
+/// connection is no longer usable. A final message too large even for parts is replaced by an
+/// error saying so, so the client always gets its answer.
 fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
-    match write_frame(w, msg) {
+    match write_message(w, msg) {
         Ok(()) => true,
+        Err(FrameError::MessageTooLarge(len)) if msg.is_final() => {
+            log::warn!("an answer of {} is over the {} message limit; sent an error instead", human_size(len), human_size(MAX_MESSAGE_LEN));
+            let report = ErrorReport::new(
+                ErrorKind::Internal,
+                format!("the answer is {}, over the {} limit of one message", human_size(len), human_size(MAX_MESSAGE_LEN)),
+            )
+            .with_hint("narrow the request, e.g. to one namespace or one object");
+            send(w, &ServerMessage::Error(report))
+        }
         Err(e) => {
             log::debug!("client went away: {e}");
             false
