@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::engine::{self, EngineError, Handle, Mode};
 use crate::protocol::{
     human_size, read_frame, write_message, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage,
-    MAX_MESSAGE_LEN, PROTOCOL_VERSION,
+    MAX_FRAME_LEN, MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
 /// Everything `server start` decided before the server runs.
@@ -349,7 +349,15 @@ fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy, inf
                 log::debug!("connection closed: {e}");
                 return;
             }
-            // After a bad frame the stream cannot be resynchronised: answer, then hang up.
+            // After a bad frame the stream cannot be resynchronised: answer, then hang up. The
+            // client reads the answer even while it is still sending the refused frame.
+            Err(FrameError::TooLarge(len)) => {
+                log::warn!("refused a frame of {} (the limit is {})", human_size(len), human_size(MAX_FRAME_LEN));
+                let report = ErrorReport::new(ErrorKind::Protocol, FrameError::TooLarge(len).to_string())
+                    .with_hint("send the objects in smaller batches");
+                send(&mut writer, &ServerMessage::Error(report));
+                return;
+            }
             Err(e) => {
                 send(&mut writer, &protocol_error(e.to_string()));
                 return;
