@@ -5,6 +5,8 @@ mod support;
 
 // Git: dynamic mode (server apply), branches, commit and push, upstream refs.
 mod git;
+// Requests and answers larger than one frame.
+mod large;
 // Loading projects: CRDs, inputs, load errors, removal and garbage collection.
 mod load;
 // The CLI's object commands: get, api-resources, apply, delete.
