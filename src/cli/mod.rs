@@ -318,7 +318,10 @@ pub struct DeleteArgs {
 #[derive(Debug)]
 pub enum CliError {
     Usage(String),
+    /// No connection could be made: exit 3, with a hint to start a server.
     Unreachable { socket: PathBuf, reason: String },
+    /// The connection broke or carried something unreadable after it was made: exit 1.
+    Connection { socket: PathBuf, reason: String },
     Server(ErrorReport),
     Failed(String),
     /// Per-object errors were already printed; exit 1.
@@ -330,7 +333,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
-            CliError::Server(_) | CliError::Failed(_) | CliError::Reported => 1,
+            CliError::Connection { .. } | CliError::Server(_) | CliError::Failed(_) | CliError::Reported => 1,
         }
     }
 
@@ -344,6 +347,9 @@ impl CliError {
                 "Error: cannot reach the choreo server at {}: {reason}\nHint: start one with `choreo server start DIR`, or point --socket / CHOREO_SOCKET at a running one",
                 socket.display()
             ),
+            CliError::Connection { socket, reason } => {
+                writeln!(err, "Error: the connection to the choreo server at {} failed: {reason}", socket.display())
+            }
             CliError::Server(report) => {
                 let mut r = writeln!(err, "Error: {}", report.message);
                 for c in &report.causes {
@@ -605,7 +611,8 @@ fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
             }
         }
         Reply::List { namespaced, items, .. } => {
-            let items = items.iter().map(|t| parse_object(t)).collect::<Result<Vec<_>, _>>()?;
+            // Each text is dropped once parsed: a large list is not held twice.
+            let items = items.into_iter().map(|t| parse_object(&t)).collect::<Result<Vec<_>, _>>()?;
             match args.output {
                 Some(ObjectFormat::Json) => emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
                 Some(ObjectFormat::Yaml) => emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),

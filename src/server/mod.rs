@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use crate::engine::{self, EngineError, Handle, Mode};
 use crate::protocol::{
-    read_frame, write_frame, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage, PROTOCOL_VERSION,
+    human_size, read_frame, write_message, ClientMessage, ErrorKind, ErrorReport, FrameError, ServerMessage,
+    MAX_FRAME_LEN, MAX_MESSAGE_LEN, PROTOCOL_VERSION,
 };
 
 /// Everything `server start` decided before the server runs.
@@ -300,9 +301,21 @@ impl AcceptBackoff {
     }
 }
 
+/// Sends one message (in parts when it is large, see `protocol::write_message`); false when the
+/// connection is no longer usable. A final message too large even for parts is replaced by an
+/// error saying so, so the client always gets its answer.
 fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
-    match write_frame(w, msg) {
+    match write_message(w, msg) {
         Ok(()) => true,
+        Err(FrameError::MessageTooLarge(len)) if msg.is_final() => {
+            log::warn!("an answer of {} is over the {} message limit; sent an error instead", human_size(len), human_size(MAX_MESSAGE_LEN));
+            let report = ErrorReport::new(
+                ErrorKind::Internal,
+                format!("the answer is {}, over the {} limit of one message", human_size(len), human_size(MAX_MESSAGE_LEN)),
+            )
+            .with_hint("narrow the request, e.g. to one namespace or one object");
+            send(w, &ServerMessage::Error(report))
+        }
         Err(e) => {
             log::debug!("client went away: {e}");
             false
@@ -336,7 +349,15 @@ fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy, inf
                 log::debug!("connection closed: {e}");
                 return;
             }
-            // After a bad frame the stream cannot be resynchronised: answer, then hang up.
+            // After a bad frame the stream cannot be resynchronised: answer, then hang up. The
+            // client reads the answer even while it is still sending the refused frame.
+            Err(FrameError::TooLarge(len)) => {
+                log::warn!("refused a frame of {} (the limit is {})", human_size(len), human_size(MAX_FRAME_LEN));
+                let report = ErrorReport::new(ErrorKind::Protocol, FrameError::TooLarge(len).to_string())
+                    .with_hint("send the objects in smaller batches");
+                send(&mut writer, &ServerMessage::Error(report));
+                return;
+            }
             Err(e) => {
                 send(&mut writer, &protocol_error(e.to_string()));
                 return;

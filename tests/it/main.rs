@@ -9,6 +9,8 @@ mod bounds;
 mod edits;
 // Git: dynamic mode (server apply), branches, commit and push, upstream refs.
 mod git;
+// Requests and answers larger than one frame.
+mod large;
 // Loading projects: CRDs, inputs, load errors, removal and garbage collection.
 mod load;
 // The CLI's object commands: get, api-resources, apply, delete.
