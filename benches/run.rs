@@ -92,7 +92,44 @@ fn main() {
         let _ = c.request(Request::ServerStop, &mut |_| {});
         let _ = child.wait();
     }
+    children_in_one_reconcile(tmp.path(), if full { 10_000 } else { 10 });
     if !full {
         println!("1 passed, 0 failed");
     }
+}
+
+/// One Device whose reconcile creates `n` DeviceConfig children: the cost of a reconcile's
+/// child bookkeeping and of applying its children (first run: all new; second: all unchanged).
+fn children_in_one_reconcile(root: &Path, n: usize) {
+    let dir = project(root, 1);
+    let dir = {
+        let target = root.join(format!("fanout{n}"));
+        std::fs::rename(&dir, &target).unwrap();
+        target
+    };
+    let script = format!(
+        "def reconcile(self):\n    for i in range({n}):\n        client_create({{'apiVersion': 'net.example.org/v1alpha1', 'kind': 'DeviceConfig', 'metadata': {{'name': '%s-%d' % (self['metadata']['name'], i), 'namespace': 'default'}}, 'spec': {{'asn': i}}}})\n    return reconcile_result(self, False, 0, '', False)\n"
+    );
+    std::fs::write(dir.join("reconcilers/config/config.star"), script).unwrap();
+    let socket = root.join(format!("f{n}.sock"));
+    let mut child = common::start_server(BIN, &dir, &socket);
+    let mut c = Client::connect(&socket).unwrap();
+    let one = |s: &RunSummary| {
+        // The reconcile of the Device that made the children: from its START to its STOP.
+        let times: Vec<chrono::DateTime<chrono::FixedOffset>> = s
+            .events
+            .iter()
+            .filter(|e| e.resource.contains(".Device.") && (e.operation == "START" || e.operation == "STOP"))
+            .take(2)
+            .filter_map(|e| chrono::DateTime::parse_from_rfc3339(&e.time).ok())
+            .collect();
+        times.get(1).zip(times.first()).map_or(0.0, |(b, a)| (*b - *a).num_microseconds().unwrap_or(0) as f64 / 1e3)
+    };
+    let (s, _) = run_once(&mut c, false);
+    let created = one(&s);
+    let (s, _) = run_once(&mut c, false);
+    let again = one(&s);
+    println!("| one reconcile creating {n} children (first run / all unchanged) | {created:.0} ms / {again:.0} ms |");
+    let _ = c.request(Request::ServerStop, &mut |_| {});
+    let _ = child.wait();
 }
