@@ -116,7 +116,7 @@ pub fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
                     continue;
                 };
                 for req in ["apiVersion", "kind", "name", "uid"] {
-                    if !r.get(req).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                    if r.get(req).and_then(Value::as_str).is_none_or(str::is_empty) {
                         errs.push(format!("metadata.ownerReferences[{i}].{req}: Required value"));
                     }
                 }

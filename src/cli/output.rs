@@ -182,26 +182,6 @@ pub fn status_text(s: &ServerStatus) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_aligns_and_trims() {
-        let t = table(&["NAME", "READY"], &[vec!["a-long-name".into(), "True".into()], vec!["b".into(), "-".into()]]);
-        assert_eq!(t, "NAME          READY\na-long-name   True\nb             -\n");
-    }
-
-    #[test]
-    fn names_and_ages() {
-        let obj = json!({"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "metadata": {"name": "t"}});
-        assert_eq!(object_name(&obj), "helloworld.example.com/t");
-        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z").unwrap().with_timezone(&chrono::Utc);
-        assert_eq!(age(Some("2026-01-01T00:59:15Z"), now), "45s");
-        assert_eq!(age(Some("2026-01-01T00:00:00Z"), now), "60m");
-        assert_eq!(age(None, now), "<unknown>");
-    }
-}
 
 /// Columns padded to the widest cell, one space apart (the `run once` summary layout).
 fn padded(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -344,4 +324,25 @@ pub fn git_log(log: &[crate::protocol::LogEntry]) -> String {
 /// ` <symbol> <path>` lines of a branch diff.
 pub fn branch_diff(items: &[(String, String)]) -> String {
     items.iter().map(|(symbol, path)| format!("{symbol} {path}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_trims() {
+        let t = table(&["NAME", "READY"], &[vec!["a-long-name".into(), "True".into()], vec!["b".into(), "-".into()]]);
+        assert_eq!(t, "NAME          READY\na-long-name   True\nb             -\n");
+    }
+
+    #[test]
+    fn names_and_ages() {
+        let obj = json!({"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "metadata": {"name": "t"}});
+        assert_eq!(object_name(&obj), "helloworld.example.com/t");
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(age(Some("2026-01-01T00:59:15Z"), now), "45s");
+        assert_eq!(age(Some("2026-01-01T00:00:00Z"), now), "60m");
+        assert_eq!(age(None, now), "<unknown>");
+    }
 }

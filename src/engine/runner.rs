@@ -589,3 +589,177 @@ impl Client for TxnClient<'_, '_> {
         self.txn.now().to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The controller runtime in process: a store on a temporary directory, reconcilers written
+    //! as Rust closures, runs driven slice by slice as the engine loop drives them.
+
+    use super::*;
+    use serde_json::json;
+
+    type Body = dyn Fn(&Value, &mut dyn Client, &Budget<'_>) -> Outcome + Send;
+
+    struct FnRuntime(Box<Body>);
+
+    impl Runtime for FnRuntime {
+        fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
+            (self.0)(object, client, budget)
+        }
+    }
+
+    fn crd(kind: &str) -> Value {
+        let plural = format!("{}s", kind.to_lowercase());
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.example.com")},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+        })
+    }
+
+    fn object(kind: &str, name: &str) -> Value {
+        json!({"apiVersion": "example.com/v1", "kind": kind, "metadata": {"name": name, "namespace": "default"}, "spec": {}})
+    }
+
+    /// A store with the Widget and Part kinds and `widgets` Widgets.
+    fn store(widgets: usize) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let opts = ApplyOptions { manager: "test", force: true };
+        let mut txn = store.begin();
+        txn.apply(&crd("Widget"), opts).unwrap();
+        txn.apply(&crd("Part"), opts).unwrap();
+        for i in 0..widgets {
+            txn.apply(&object("Widget", &format!("w{i}")), opts).unwrap();
+        }
+        txn.commit().unwrap();
+        (dir, store)
+    }
+
+    fn controller(name: &str, owns: bool, body: impl Fn(&Value, &mut dyn Client, &Budget<'_>) -> Outcome + Send + 'static) -> Controller {
+        let mut spec = json!({
+            "for": {"group": "example.com", "version": "v1", "kind": "Widget", "selector": {}},
+            "type": "starlark", "code": {"reconciler.star": ""}
+        });
+        if owns {
+            spec["owns"] = json!([{"group": "example.com", "version": "v1", "kind": "Part"}]);
+        }
+        let obj = json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Reconciler", "metadata": {"name": name}, "spec": spec});
+        Controller {
+            cfg: Arc::new(ReconcilerConfig::from_object(&obj).unwrap()),
+            runtime: Box::new(FnRuntime(Box::new(body))),
+            fingerprint: 1,
+        }
+    }
+
+    /// Drives a run to its end the way the engine loop does: slices, waiting when told to.
+    fn drive(store: &Store, controllers: &[Controller], interrupt: &Interrupt) -> (RunReport, usize) {
+        let events = store.subscribe();
+        let seeds = store.with(|s| seed_all(controllers, s, None));
+        let mut run = OnceRun::new(controllers, seeds, RunOptions::default());
+        let mut slices = 0;
+        loop {
+            slices += 1;
+            match run.slice(store, controllers, &events, interrupt, 4, &mut |_| {}) {
+                Slice::More => {}
+                Slice::WaitUntil(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+                Slice::Done(report) => return (report, slices),
+            }
+        }
+    }
+
+    #[test]
+    fn the_queue_keeps_one_copy_of_an_item_and_waits_in_fifo_order() {
+        let mut q = Queue::default();
+        let a = (0, ObjectKey::new(&GroupKind::new("g", "K"), "ns", "a"));
+        let b = (0, ObjectKey::new(&GroupKind::new("g", "K"), "ns", "b"));
+        q.push(a.clone());
+        q.push(b.clone());
+        q.push(a.clone());
+        assert_eq!(q.ready.len(), 2, "a queued item is not queued again");
+        assert_eq!(q.pop(), Some(a.clone()));
+        q.push(a.clone());
+        assert_eq!(q.pop(), Some(b.clone()));
+        assert_eq!(q.pop(), Some(a.clone()));
+        let at = Instant::now();
+        q.push_after(b.clone(), at);
+        q.push_after(a.clone(), at);
+        q.promote(at);
+        assert_eq!((q.pop(), q.pop()), (Some(b.clone()), Some(a.clone())), "equal deadlines keep their order");
+        let delays: Vec<u128> = (0..10).map(|_| q.backoff(&a).as_millis()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    #[test]
+    fn a_run_in_slices_reconciles_everything_once_and_children_queue_their_owner() {
+        let (_dir, store) = store(10);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let parts = controller("parts", true, move |obj, client, _| {
+            let name = object::name(obj).unwrap().to_string();
+            log.lock().unwrap().push(name.clone());
+            let mut part = object("Part", &format!("{name}-part"));
+            part["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1", "kind": "Widget", "name": name,
+                "uid": object::uid(obj).unwrap(), "controller": true}]);
+            match client.apply(&part, "parts") {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Error(e.message),
+            }
+        });
+        let (report, slices) = drive(&store, &[parts], &Interrupt::default());
+        assert!(report.success, "{}", report.message);
+        // Each widget once, then once more because its new child queued it (the child's
+        // apply is then a no-op, so it ends there).
+        assert_eq!(report.reconciles, 20);
+        assert!(slices >= 5, "ran in slices of 4: {slices}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[..10], (0..10).map(|i| format!("w{i}")).collect::<Vec<_>>()[..], "FIFO in key order");
+        assert_eq!(store.with(|s| s.list(&GroupKind::new("example.com", "Part"), None).len()), 10);
+    }
+
+    #[test]
+    fn a_reconciler_that_keeps_changing_its_object_fails_as_not_converging() {
+        let (_dir, store) = store(1);
+        let bump = controller("bump", false, |obj, client, _| {
+            let mut o = obj.clone();
+            let n = o["spec"]["n"].as_u64().unwrap_or(0);
+            o["spec"] = json!({"n": n + 1});
+            if let Some(meta) = o["metadata"].as_object_mut() {
+                meta.remove("managedFields");
+            }
+            match client.apply(&o, "bump") {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Error(e.message),
+            }
+        });
+        let (report, _) = drive(&store, &[bump], &Interrupt::default());
+        assert!(!report.success);
+        assert!(report.message.contains("did not converge") && report.message.contains("bump"), "{}", report.message);
+    }
+
+    #[test]
+    fn a_requeue_waits_and_an_interrupt_ends_the_run() {
+        let (_dir, store) = store(1);
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = calls.clone();
+        let later = controller("later", false, move |_, _, _| {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Outcome::Requeue { after: Some(Duration::from_millis(20)), message: String::new() }
+            } else {
+                Outcome::Done
+            }
+        });
+        let (report, _) = drive(&store, &[later], &Interrupt::default());
+        assert!(report.success);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "run again after the requested delay");
+
+        let stopped = Interrupt::default();
+        stopped.stop_run();
+        let (report, _) = drive(&store, &[controller("any", false, |_, _, _| Outcome::Done)], &stopped);
+        assert!(!report.success);
+        assert!(report.message.contains("run stop"), "{}", report.message);
+    }
+}

@@ -192,7 +192,7 @@ pub enum StoreError {
     #[error("{key}: {}", errors.join(", "))]
     Invalid { key: ObjectKey, errors: Vec<String> },
     #[error("{key}: {source}")]
-    Apply { key: ObjectKey, source: ApplyError },
+    Apply { key: Box<ObjectKey>, source: ApplyError },
     #[error("{key}: not found")]
     NotFound { key: ObjectKey },
     #[error("{0}")]

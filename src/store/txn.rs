@@ -210,7 +210,7 @@ impl<'s> Txn<'s> {
             force: opts.force,
             now: &self.now,
         })
-        .map_err(|source| StoreError::Apply { key: key.clone(), source })?;
+        .map_err(|source| StoreError::Apply { key: Box::new(key.clone()), source })?;
 
         validate::apply_defaults(schema, &mut merged);
         let mut errors = meta::validate_metadata(&merged, res.namespaced);
