@@ -7,9 +7,11 @@
 //! knows the line it starts on, and every parse error carries file, line and column.
 //!
 //! Unlike upstream choreo, nothing is skipped silently: a file that does not parse, a document
-//! without `apiVersion`/`kind`, or a non-CRD document in `crds/` is a [`Diagnostic`].
+//! without `apiVersion`/`kind`, or a non-CRD document in `crds/` is a [`Diagnostic`]. A document
+//! nested deeper than [`MAX_NESTING`] is refused before the YAML parser sees it.
 //! Architecture invariant: this module reads files and returns data; it never touches the store.
 
+pub mod depth;
 pub mod files;
 pub mod reconcilers;
 
@@ -20,6 +22,20 @@ use serde_json::Value;
 
 use crate::api::builtin::{CRD_GROUP, CRD_KIND};
 use crate::api::object;
+
+/// How deeply a document may nest its collections. Every YAML or JSON text from a user is scanned
+/// for its depth ([`depth::check_nesting`], linear) before it is parsed: the parser's time grows
+/// with the square of the depth. Kubernetes' decoders set similar limits.
+pub const MAX_NESTING: usize = 200;
+
+/// Refuses a text nested deeper than [`MAX_NESTING`], naming the line and column where it went
+/// deeper, before any parser sees it.
+pub fn check_depth(text: &str) -> Result<(), String> {
+    match depth::check_nesting(text, MAX_NESTING) {
+        Ok(_) => Ok(()),
+        Err(at) => Err(format!("line {} column {}: nesting deeper than {MAX_NESTING} levels", at.line, at.column)),
+    }
+}
 
 /// Where the parts of a project live.
 #[derive(Debug, Clone)]
@@ -287,6 +303,12 @@ pub fn parse_documents(file: &Path, text: &str) -> (Vec<Document>, Vec<Diagnosti
             continue;
         }
         let loc = |line: usize, column: usize| SourceLoc { file: file.to_path_buf(), line, column };
+        if let Err(at) = depth::check_nesting(chunk, MAX_NESTING) {
+            let message = format!("nesting deeper than {MAX_NESTING} levels");
+            diags.push(Diagnostic { loc: loc(at.line + first_line - 1, at.column), message });
+            index += 1;
+            continue;
+        }
         match serde_yaml_ng::from_str::<Value>(chunk) {
             Ok(Value::Null) => {}
             Ok(value) => {
@@ -378,6 +400,20 @@ mod tests {
         assert!(docs.is_empty());
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].to_string(), "in/x.yaml:3:1: apiVersion: Required value: the document has no apiVersion");
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        let deep = format!("apiVersion: v1\nkind: A\n---\napiVersion: v1\nkind: B\nspec: {}\n", "[".repeat(150_000));
+        let (docs, diags) = parse_documents(Path::new("in/deep.yaml"), &deep);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].to_string(), "in/deep.yaml:6:206: nesting deeper than 200 levels");
+        let json = format!("{}{}", "[".repeat(201), "]".repeat(201));
+        let (_, diags) = parse_documents(Path::new("in/deep.json"), &json);
+        assert_eq!(diags[0].to_string(), "in/deep.json:1:201: nesting deeper than 200 levels");
+        assert_eq!(check_depth(&json), Err("line 1 column 201: nesting deeper than 200 levels".into()));
+        assert_eq!(check_depth("[[]]"), Ok(()));
     }
 
     #[test]
