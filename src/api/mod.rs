@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod builtin;
+pub mod cel;
 pub mod crd;
 pub mod meta;
 pub mod object;

@@ -337,7 +337,7 @@ fn parse_rule(v: &Value, path: &str) -> Result<ValidationRule, SchemaError> {
     })?;
     // Compile now, so that a bad rule fails CRD registration rather than every object.
     let compile = |field: &str, source: &str| {
-        crate::api::validate::compile_cel(source).map_err(|e| SchemaError {
+        crate::api::cel::compile_cel(source).map_err(|e| SchemaError {
             path: format!("{path}.{field}"),
             message: format!("compilation failed for {source:?}: {e}"),
         })

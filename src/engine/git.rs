@@ -292,7 +292,20 @@ impl Engine {
         let root = if req.directory == "." || req.directory.is_empty() { clone.clone() } else { clone.join(&req.directory) };
         let mut layout = template.with_root(root.clone());
         layout.upstream_cache = Some(work_dir.join("upstream"));
-        let loaded = if root.is_dir() {
+        // Everything served comes from the clone: DIR (as checked out now) and every file the
+        // loader reads must really be inside it, links resolved.
+        layout.contain = Some(clone.clone());
+        let loaded = if let Some(real) = outside_clone(&clone, &root) {
+            Err(ErrorReport::new(
+                ErrorKind::Invalid,
+                format!(
+                    "DIR {} leads to {}, outside the repository: a symbolic link at {} points out of it",
+                    req.directory,
+                    real.display(),
+                    req.reference
+                ),
+            ))
+        } else if root.is_dir() {
             self.layout = Some(layout);
             self.dynamic = Some(DynamicContext { request: req.clone(), clone: clone.clone() });
             progress(format!("loading {}", root.display()));
@@ -485,6 +498,14 @@ fn saved_context(work_dir: &Path) -> Option<SavedContext> {
     let path = context_file(work_dir);
     let text = std::fs::read_to_string(&path).ok()?;
     serde_json::from_str(&text).map_err(|e| log::warn!("ignoring {}: {e}", path.display())).ok()
+}
+
+/// Where `root`, a directory of the clone, really is when a symbolic link takes it out of the
+/// clone; `None` when it stays inside (or does not exist: the caller says so).
+fn outside_clone(clone: &Path, root: &Path) -> Option<PathBuf> {
+    let clone = std::fs::canonicalize(clone).unwrap_or_else(|_| clone.to_path_buf());
+    let real = std::fs::canonicalize(root).ok()?;
+    (!real.starts_with(&clone)).then_some(real)
 }
 
 /// A local path that is neither absolute nor a URL (`scheme://…`, or scp-like `host:path`).

@@ -147,8 +147,12 @@ fn collect(
         if directory != "." {
             origin["directory"] = Value::from(directory);
         }
+        // An export holds no links (their blobs are written as files), but a package is held to
+        // its export all the same.
+        let mut pkg_layout = project.with_root(pkg_root);
+        pkg_layout.contain = Some(export.clone());
         let pkg = Package {
-            layout: project.with_root(pkg_root),
+            layout: pkg_layout,
             data,
             origin: origin.to_string(),
             label: format!("{url}@{}/{directory}", &commit[..12]),

@@ -1,4 +1,8 @@
-//! File-level helpers of the project: which files count, parallel reading, atomic writes.
+//! File-level helpers of the project: which files count, where they may really be (symbolic
+//! links), parallel reading, atomic writes.
+//!
+//! Invariant: a file the loader reads was admitted by [`Bounds`] (its directory resolved whole,
+//! the file itself resolved when it is a link); a broken link is an error, never a missing file.
 
 use std::fs;
 use std::io::Write;
@@ -21,10 +25,113 @@ fn is_yaml(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
 }
 
+/// What a path of the project is, its symbolic links followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    File,
+    Dir,
+    /// A socket, device or the like: never read.
+    Other,
+}
+
+impl Entry {
+    fn of(meta: &fs::Metadata) -> Entry {
+        if meta.is_file() {
+            Entry::File
+        } else if meta.is_dir() {
+            Entry::Dir
+        } else {
+            Entry::Other
+        }
+    }
+}
+
+/// Where the files a load reads may really be. A symbolic link that does not resolve or loops is
+/// an error naming its target (it used to be skipped, which deleted what its file defined). With
+/// a containment directory (dynamic mode: the clone) everything must resolve inside it; without
+/// one (static mode) links may lead anywhere, and those leading out of the project are logged.
+///
+/// Directories are resolved whole, once each ([`Bounds::resolve`]); their entries cost one
+/// `lstat` each, and only links among them are resolved ([`Bounds::entry`]).
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
+    /// Canonical; every file must resolve inside it.
+    inside: Option<PathBuf>,
+    /// Canonical project root, for the log line of links leading out of it.
+    project: Option<PathBuf>,
+}
+
+impl Bounds {
+    /// The bounds of a project at `root`, contained in `contain` if given.
+    pub fn new(root: &Path, contain: Option<&Path>) -> Bounds {
+        let real = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Bounds { inside: contain.map(real), project: Some(real(root)) }
+    }
+
+    /// No containment and no log: files the user names on the command line.
+    pub fn none() -> Bounds {
+        Bounds::default()
+    }
+
+    /// What `path` is, every symbolic link along it followed, checked against the bounds.
+    /// `None`: nothing is there.
+    pub fn resolve(&self, path: &Path) -> Result<Option<Entry>, String> {
+        match fs::canonicalize(path) {
+            Ok(real) => {
+                self.admit(path, &real)?;
+                fs::metadata(&real).map(|m| Some(Entry::of(&m))).map_err(|e| format!("cannot read: {e}"))
+            }
+            Err(e) => match fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => Err(broken_link(path, &e)),
+                _ if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                _ => Err(format!("cannot read: {e}")),
+            },
+        }
+    }
+
+    /// What `path`, an entry of a directory [`Bounds::resolve`] admitted, is: only a symbolic
+    /// link needs resolving.
+    pub fn entry(&self, path: &Path) -> Result<Option<Entry>, String> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => self.resolve(path),
+            Ok(m) => Ok(Some(Entry::of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read: {e}")),
+        }
+    }
+
+    fn admit(&self, path: &Path, real: &Path) -> Result<(), String> {
+        let leads = || {
+            let link = fs::read_link(path).map(|t| format!("symbolic link to {} ", t.display())).unwrap_or_default();
+            format!("{link}leads to {}", real.display())
+        };
+        match (&self.inside, &self.project) {
+            (Some(inside), _) if !real.starts_with(inside) => Err(format!("{}, outside {}", leads(), inside.display())),
+            (None, Some(project)) if !real.starts_with(project) => {
+                log::debug!("{}: {}, outside the project", path.display(), leads());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why the symbolic link at `path` cannot be followed (`e`, from resolving it).
+fn broken_link(path: &Path, e: &std::io::Error) -> String {
+    let target = fs::read_link(path).map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        format!("symbolic link to {target} is a loop")
+    } else if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) {
+        format!("symbolic link to {target} that does not resolve")
+    } else {
+        format!("symbolic link to {target} cannot be followed: {e}")
+    }
+}
+
 /// The `.ignore` rules of a directory (gitignore syntax), if it has any.
-fn ignore_rules(dir: &Path) -> Result<Option<Gitignore>, String> {
+fn ignore_rules(dir: &Path, bounds: &Bounds) -> Result<Option<Gitignore>, String> {
     let file = dir.join(".ignore");
-    if !file.is_file() {
+    if bounds.entry(&file).map_err(|e| format!("{}: {e}", file.display()))? != Some(Entry::File) {
         return Ok(None);
     }
     let mut builder = GitignoreBuilder::new(dir);
@@ -34,23 +141,29 @@ fn ignore_rules(dir: &Path) -> Result<Option<Gitignore>, String> {
     builder.build().map(Some).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-/// The top-level YAML files of `dir`, sorted by name. A missing directory has none.
-pub fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+/// The top-level YAML files of `dir`, sorted by name, and the entries that would be listed but
+/// cannot be read (a broken symbolic link, one leading out of `bounds`) with the reason. A
+/// missing directory has none.
+pub fn list_yaml_files(dir: &Path, bounds: &Bounds) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), String> {
+    let listing = Listing::new(dir, bounds)?;
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(format!("cannot read directory: {e}")),
     };
-    let listing = Listing::new(dir)?;
     let mut files = Vec::new();
+    let mut broken = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| format!("cannot read directory: {e}"))?.path();
-        if listing.contains(&path) {
-            files.push(path);
+        match listing.contains(&path) {
+            Ok(true) => files.push(path),
+            Ok(false) => {}
+            Err(e) => broken.push((path, e)),
         }
     }
     files.sort();
-    Ok(files)
+    broken.sort();
+    Ok((files, broken))
 }
 
 /// The rules [`list_yaml_files`] applies, for checking single paths of `dir` without reading
@@ -58,21 +171,29 @@ pub fn list_yaml_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 pub struct Listing {
     dir: PathBuf,
     rules: Option<Gitignore>,
+    bounds: Bounds,
 }
 
 impl Listing {
-    pub fn new(dir: &Path) -> Result<Listing, String> {
-        Ok(Listing { dir: dir.to_path_buf(), rules: ignore_rules(dir)? })
+    /// The listing of `dir`; an error when `dir` itself leads out of `bounds` or is a broken
+    /// link.
+    pub fn new(dir: &Path, bounds: &Bounds) -> Result<Listing, String> {
+        bounds.resolve(dir)?;
+        Ok(Listing { dir: dir.to_path_buf(), rules: ignore_rules(dir, bounds)?, bounds: bounds.clone() })
     }
 
-    /// Whether `path`, a top-level entry of the directory, is one of the files it lists.
-    pub fn contains(&self, path: &Path) -> bool {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-        // `is_file` follows symlinks: a linked file is content like any other.
-        if path.parent() != Some(self.dir.as_path()) || is_noise(name) || !is_yaml(name) || !path.is_file() {
-            return false;
+    /// Whether `path`, a top-level entry of the directory, is one of the files it lists; an
+    /// error for a name it would list whose symbolic link is broken or leads out of bounds.
+    pub fn contains(&self, path: &Path) -> Result<bool, String> {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return Ok(false) };
+        if path.parent() != Some(self.dir.as_path()) || is_noise(name) || !is_yaml(name) {
+            return Ok(false);
         }
-        !self.rules.as_ref().is_some_and(|r| r.matched(path, false).is_ignore())
+        if self.rules.as_ref().is_some_and(|r| r.matched(path, false).is_ignore()) {
+            return Ok(false);
+        }
+        // A linked file is content like any other.
+        Ok(self.bounds.entry(path)? == Some(Entry::File))
     }
 }
 
@@ -219,13 +340,97 @@ mod tests {
         }
         fs::write(dir.path().join(".ignore"), "skip.yaml\n").unwrap();
         fs::create_dir(dir.path().join("sub.yaml")).unwrap();
-        let names: Vec<_> = list_yaml_files(dir.path())
+        let names: Vec<_> = list_yaml_files(dir.path(), &Bounds::none())
             .unwrap()
+            .0
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
             .collect();
         assert_eq!(names, ["a.yml", "b.yaml", "c.json"]);
-        assert!(list_yaml_files(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(list_yaml_files(&dir.path().join("missing"), &Bounds::none()).unwrap().0.is_empty());
+    }
+
+    fn names(files: &[PathBuf]) -> Vec<String> {
+        files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn broken_links_are_reported_with_their_targets() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("a.yaml"), "x: 1\n").unwrap();
+        symlink("a.yaml", d.join("b.yaml")).unwrap();
+        symlink("/nowhere/at/all.yaml", d.join("dangling.yaml")).unwrap();
+        symlink("loop2.yaml", d.join("loop1.yaml")).unwrap();
+        symlink("loop1.yaml", d.join("loop2.yaml")).unwrap();
+        symlink("self.yaml", d.join("self.yaml")).unwrap();
+        symlink("a.yaml/x", d.join("notdir.yaml")).unwrap();
+        // Names that would not be listed are not looked at.
+        symlink("/nowhere", d.join(".hidden.yaml")).unwrap();
+        symlink("/nowhere", d.join("notes.txt")).unwrap();
+        let (files, broken) = list_yaml_files(d, &Bounds::none()).unwrap();
+        assert_eq!(names(&files), ["a.yaml", "b.yaml"], "a link to a file is content");
+        let broken: Vec<_> = broken.iter().map(|(p, e)| format!("{}: {e}", p.file_name().unwrap().to_string_lossy())).collect();
+        assert_eq!(
+            broken,
+            [
+                "dangling.yaml: symbolic link to /nowhere/at/all.yaml that does not resolve",
+                "loop1.yaml: symbolic link to loop2.yaml is a loop",
+                "loop2.yaml: symbolic link to loop1.yaml is a loop",
+                "notdir.yaml: symbolic link to a.yaml/x that does not resolve",
+                "self.yaml: symbolic link to self.yaml is a loop",
+            ]
+        );
+        let listing = Listing::new(d, &Bounds::none()).unwrap();
+        assert_eq!(listing.contains(&d.join("b.yaml")), Ok(true));
+        assert_eq!(listing.contains(&d.join("gone.yaml")), Ok(false));
+        assert_eq!(listing.contains(&d.join("dangling.yaml")), Err("symbolic link to /nowhere/at/all.yaml that does not resolve".into()));
+    }
+
+    #[test]
+    fn containment_refuses_links_leading_out() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let clone = tmp.path().join("clone");
+        let project = clone.join("project");
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir_all(project.join("in")).unwrap();
+        fs::create_dir_all(clone.join("shared")).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("secret.yaml"), "x: 1\n").unwrap();
+        fs::write(clone.join("shared/common.yaml"), "x: 1\n").unwrap();
+        let input = project.join("in");
+        symlink(elsewhere.join("secret.yaml"), input.join("out.yaml")).unwrap();
+        symlink("../../shared/common.yaml", input.join("shared.yaml")).unwrap();
+
+        let contained = Bounds::new(&project, Some(&clone));
+        let (files, broken) = list_yaml_files(&input, &contained).unwrap();
+        assert_eq!(names(&files), ["shared.yaml"], "links within the clone are fine");
+        assert_eq!(broken.len(), 1);
+        let real = fs::canonicalize(elsewhere.join("secret.yaml")).unwrap();
+        let want = format!(
+            "symbolic link to {} leads to {}, outside {}",
+            elsewhere.join("secret.yaml").display(),
+            real.display(),
+            fs::canonicalize(&clone).unwrap().display()
+        );
+        assert_eq!(broken[0].1, want);
+
+        // Without containment (static mode) both are read.
+        let (files, broken) = list_yaml_files(&input, &Bounds::new(&project, None)).unwrap();
+        assert_eq!(names(&files), ["out.yaml", "shared.yaml"]);
+        assert!(broken.is_empty());
+
+        // A listed directory that is itself a link out of the clone.
+        symlink(&elsewhere, project.join("crds")).unwrap();
+        let e = list_yaml_files(&project.join("crds"), &contained).unwrap_err();
+        assert!(e.starts_with(&format!("symbolic link to {} leads to ", elsewhere.display())), "{e}");
+        assert!(e.ends_with(&format!("outside {}", fs::canonicalize(&clone).unwrap().display())), "{e}");
+        // A dangling directory link is reported, a missing directory is empty.
+        symlink("/nowhere", project.join("refs")).unwrap();
+        assert_eq!(list_yaml_files(&project.join("refs"), &contained), Err("symbolic link to /nowhere that does not resolve".into()));
+        assert_eq!(list_yaml_files(&project.join("libs"), &contained), Ok((Vec::new(), Vec::new())));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! knows the line it starts on, and every parse error carries file, line and column.
 //!
 //! Unlike upstream choreo, nothing is skipped silently: a file that does not parse, a document
-//! without `apiVersion`/`kind`, or a non-CRD document in `crds/` is a [`Diagnostic`].
+//! without `apiVersion`/`kind`, or a non-CRD document in `crds/` is a [`Diagnostic`]. A document
+//! nested deeper than [`MAX_NESTING`] is refused before the YAML parser sees it.
 //! Architecture invariant: this module reads files and returns data; it never touches the store.
 
+pub mod depth;
 pub mod files;
 pub mod reconcilers;
 
@@ -20,6 +22,20 @@ use serde_json::Value;
 
 use crate::api::builtin::{CRD_GROUP, CRD_KIND};
 use crate::api::object;
+
+/// How deeply a document may nest its collections. Every YAML or JSON text from a user is scanned
+/// for its depth ([`depth::check_nesting`], linear) before it is parsed: the parser's time grows
+/// with the square of the depth. Kubernetes' decoders set similar limits.
+pub const MAX_NESTING: usize = 200;
+
+/// Refuses a text nested deeper than [`MAX_NESTING`], naming the line and column where it went
+/// deeper, before any parser sees it.
+pub fn check_depth(text: &str) -> Result<(), String> {
+    match depth::check_nesting(text, MAX_NESTING) {
+        Ok(_) => Ok(()),
+        Err(at) => Err(format!("line {} column {}: nesting deeper than {MAX_NESTING} levels", at.line, at.column)),
+    }
+}
 
 /// Where the parts of a project live.
 #[derive(Debug, Clone)]
@@ -32,6 +48,9 @@ pub struct Layout {
     pub input: PathBuf,
     /// Upstream package references, relative to `root`.
     pub refs: PathBuf,
+    /// A directory every file read must really be in, links resolved (dynamic mode: the clone);
+    /// `None`: anywhere. Not carried over by [`Layout::with_root`].
+    pub contain: Option<PathBuf>,
     /// Where upstream packages are cached (absolute); default `.choreo/upstream` of the project.
     pub upstream_cache: Option<PathBuf>,
 }
@@ -43,13 +62,20 @@ impl Layout {
             apis: PathBuf::from("crds"),
             input: PathBuf::from("in"),
             refs: PathBuf::from("refs"),
+            contain: None,
             upstream_cache: None,
         }
     }
 
-    /// The same directory names under another root (an upstream package, a new checkout).
+    /// The same directory names under another root (an upstream package, a new checkout),
+    /// without containment.
     pub fn with_root(&self, root: impl Into<PathBuf>) -> Layout {
-        Layout { root: root.into(), ..self.clone() }
+        Layout { root: root.into(), contain: None, ..self.clone() }
+    }
+
+    /// Where the files of this project may really be.
+    pub fn bounds(&self) -> files::Bounds {
+        files::Bounds::new(&self.root, self.contain.as_deref())
     }
 
     /// Where clones and exports of upstream packages live.
@@ -76,7 +102,7 @@ impl Layout {
     }
 }
 
-/// A position in a project file: 1-based line and column.
+/// A position in a project file: 1-based line and column; line 0 is the whole file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceLoc {
     /// Relative to the project root.
@@ -87,6 +113,9 @@ pub struct SourceLoc {
 
 impl fmt::Display for SourceLoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}", self.file.display());
+        }
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
     }
 }
@@ -172,14 +201,10 @@ pub fn crd_documents(layout: &Layout, file: &Path, text: &str) -> (Vec<Document>
 /// (path relative to the project, text), sorted by name.
 pub fn read_texts(layout: &Layout, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<Diagnostic>) {
     let abs = layout.root.join(dir);
-    let files = match files::list_yaml_files(&abs) {
-        Ok(files) => files,
-        Err(e) => {
-            return (
-                Vec::new(),
-                vec![Diagnostic { loc: SourceLoc { file: dir.to_path_buf(), line: 0, column: 0 }, message: e }],
-            )
-        }
+    let whole = |file: PathBuf, message: String| Diagnostic { loc: SourceLoc { file, line: 0, column: 0 }, message };
+    let (files, broken) = match files::list_yaml_files(&abs, &layout.bounds()) {
+        Ok(listed) => listed,
+        Err(e) => return (Vec::new(), vec![whole(dir.to_path_buf(), e)]),
     };
     let results = files::parallel_map(&files, |path| {
         let rel = layout.relative(path).to_path_buf();
@@ -189,7 +214,7 @@ pub fn read_texts(layout: &Layout, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<D
         })
     });
     let mut texts = Vec::new();
-    let mut diags = Vec::new();
+    let mut diags: Vec<Diagnostic> = broken.into_iter().map(|(p, e)| whole(layout.relative(&p).to_path_buf(), e)).collect();
     for r in results {
         match r {
             Ok(t) => texts.push(t),
@@ -212,7 +237,7 @@ pub fn read_some_texts(
     let mut gone = Vec::new();
     let mut diags = Vec::new();
     let diag = |rel: &Path, message: String| Diagnostic { loc: SourceLoc { file: rel.to_path_buf(), line: 0, column: 0 }, message };
-    let listing = match files::Listing::new(&abs_dir) {
+    let listing = match files::Listing::new(&abs_dir, &layout.bounds()) {
         Ok(l) => l,
         Err(e) => {
             diags.push(diag(dir, e));
@@ -221,9 +246,16 @@ pub fn read_some_texts(
     };
     for rel in rels {
         let path = layout.root.join(rel);
-        if !listing.contains(&path) {
-            gone.push(rel.clone());
-            continue;
+        match listing.contains(&path) {
+            Ok(true) => {}
+            Ok(false) => {
+                gone.push(rel.clone());
+                continue;
+            }
+            Err(e) => {
+                diags.push(diag(rel, e));
+                continue;
+            }
         }
         match std::fs::read_to_string(&path) {
             Ok(t) => texts.push((rel.clone(), t)),
@@ -287,6 +319,12 @@ pub fn parse_documents(file: &Path, text: &str) -> (Vec<Document>, Vec<Diagnosti
             continue;
         }
         let loc = |line: usize, column: usize| SourceLoc { file: file.to_path_buf(), line, column };
+        if let Err(at) = depth::check_nesting(chunk, MAX_NESTING) {
+            let message = format!("nesting deeper than {MAX_NESTING} levels");
+            diags.push(Diagnostic { loc: loc(at.line + first_line - 1, at.column), message });
+            index += 1;
+            continue;
+        }
         match serde_yaml_ng::from_str::<Value>(chunk) {
             Ok(Value::Null) => {}
             Ok(value) => {
@@ -378,6 +416,39 @@ mod tests {
         assert!(docs.is_empty());
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].to_string(), "in/x.yaml:3:1: apiVersion: Required value: the document has no apiVersion");
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        let deep = format!("apiVersion: v1\nkind: A\n---\napiVersion: v1\nkind: B\nspec: {}\n", "[".repeat(150_000));
+        let (docs, diags) = parse_documents(Path::new("in/deep.yaml"), &deep);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].to_string(), "in/deep.yaml:6:206: nesting deeper than 200 levels");
+        let json = format!("{}{}", "[".repeat(201), "]".repeat(201));
+        let (_, diags) = parse_documents(Path::new("in/deep.json"), &json);
+        assert_eq!(diags[0].to_string(), "in/deep.json:1:201: nesting deeper than 200 levels");
+        assert_eq!(check_depth(&json), Err("line 1 column 201: nesting deeper than 200 levels".into()));
+        assert_eq!(check_depth("[[]]"), Ok(()));
+    }
+
+    #[test]
+    fn broken_links_are_load_diagnostics_not_missing_files() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.input_dir()).unwrap();
+        std::fs::write(layout.input_dir().join("a.yaml"), "apiVersion: v1\nkind: A\nmetadata: {name: a}\n").unwrap();
+        symlink("/nowhere", layout.input_dir().join("x.yaml")).unwrap();
+        let (tree, diags) = read_tree(&layout);
+        assert_eq!(tree.inputs.len(), 1);
+        let diags: Vec<_> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(diags, ["in/x.yaml: symbolic link to /nowhere that does not resolve"]);
+        // A partial load of the file does not take it for removed.
+        let (texts, gone, diags) = read_some_texts(&layout, &layout.input, &[PathBuf::from("in/x.yaml"), PathBuf::from("in/a.yaml")]);
+        assert_eq!(texts.len(), 1);
+        assert!(gone.is_empty());
+        assert_eq!(diags[0].to_string(), "in/x.yaml: symbolic link to /nowhere that does not resolve");
     }
 
     #[test]

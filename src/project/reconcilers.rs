@@ -9,14 +9,16 @@
 //! templates) or `.jinja2`; template files are stored under their name without the `<name>.`
 //! prefix. Libraries are `crds/*.star` (named with `_` turned into `.`) and `libs/*.star` (named
 //! by file name). A reconciler without code, with mixed languages or with two `.star` files is
-//! an error naming its file.
+//! an error naming its file. Links are followed as everywhere in the project ([`Bounds`]): a
+//! broken one, or a link to a directory containing it (a loop), is an error naming it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::{files, parse_documents, Diagnostic, Layout, SourceLoc};
+use super::files::{self, Bounds, Entry};
+use super::{parse_documents, Diagnostic, Layout, SourceLoc};
 
 /// A reconciler compiled from source files.
 #[derive(Debug, Clone)]
@@ -38,21 +40,29 @@ pub struct LibrarySource {
 
 /// Reads every reconciler and library source of the project.
 pub fn read_sources(layout: &Layout) -> (Vec<ReconcilerSource>, Vec<LibrarySource>, Vec<Diagnostic>) {
+    let bounds = layout.bounds();
     let mut diags = Vec::new();
     let mut reconcilers = Vec::new();
     let dir = layout.root.join("reconcilers");
-    if dir.is_dir() {
-        let mut config_dirs = Vec::new();
-        find_config_dirs(&dir, &mut config_dirs, &mut diags, layout);
-        for d in config_dirs {
-            match current_layout(layout, &d) {
-                Ok(r) => reconcilers.push(r),
-                Err(d) => diags.push(d),
+    match bounds.resolve(&dir) {
+        Ok(Some(Entry::Dir)) => {
+            let mut config_dirs = Vec::new();
+            let mut walked = HashSet::new();
+            let real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            find_config_dirs(&dir, real, &bounds, &mut walked, &mut config_dirs, &mut diags, layout);
+            for d in config_dirs {
+                match current_layout(layout, &bounds, &d) {
+                    Ok(r) => reconcilers.push(r),
+                    Err(d) => diags.push(d),
+                }
+            }
+            // A top-level config.yaml that is a broken link was reported while walking.
+            if matches!(bounds.entry(&dir.join("config.yaml")), Ok(None)) {
+                legacy_layout(layout, &bounds, &dir, &mut reconcilers, &mut diags);
             }
         }
-        if !dir.join("config.yaml").exists() {
-            legacy_layout(layout, &dir, &mut reconcilers, &mut diags);
-        }
+        Ok(_) => {}
+        Err(e) => diags.push(whole(layout.relative(&dir), e)),
     }
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for r in &reconcilers {
@@ -63,7 +73,7 @@ pub fn read_sources(layout: &Layout) -> (Vec<ReconcilerSource>, Vec<LibrarySourc
     let mut libraries = Vec::new();
     for (sub, rename) in [(layout.apis.as_path(), true), (Path::new("libs"), false)] {
         let d = layout.root.join(sub);
-        for path in star_files(&d, &mut diags, layout) {
+        for path in star_files(&d, &bounds, &mut diags, layout) {
             let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let name = if rename { file.replace('_', ".") } else { file };
             match std::fs::read_to_string(&path) {
@@ -81,7 +91,26 @@ fn diag(file: &Path, message: String) -> Diagnostic {
     Diagnostic { loc: SourceLoc { file: file.to_path_buf(), line: 1, column: 1 }, message }
 }
 
-fn star_files(dir: &Path, diags: &mut Vec<Diagnostic>, layout: &Layout) -> Vec<PathBuf> {
+/// A problem with a file as a whole (it cannot be read), not with its content.
+fn whole(file: &Path, message: String) -> Diagnostic {
+    Diagnostic { loc: SourceLoc { file: file.to_path_buf(), line: 0, column: 0 }, message }
+}
+
+/// Whether `path` is a file to read (its link, if it is one, resolved inside the bounds).
+/// Broken links are reported where their directory is listed.
+fn is_file(bounds: &Bounds, path: &Path) -> bool {
+    matches!(bounds.entry(path), Ok(Some(Entry::File)))
+}
+
+fn star_files(dir: &Path, bounds: &Bounds, diags: &mut Vec<Diagnostic>, layout: &Layout) -> Vec<PathBuf> {
+    match bounds.resolve(dir) {
+        Ok(Some(Entry::Dir)) => {}
+        Ok(_) => return Vec::new(),
+        Err(e) => {
+            diags.push(whole(layout.relative(dir), e));
+            return Vec::new();
+        }
+    }
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out: Vec<PathBuf> = Vec::new();
     for e in entries {
@@ -89,8 +118,13 @@ fn star_files(dir: &Path, diags: &mut Vec<Diagnostic>, layout: &Layout) -> Vec<P
             Ok(e) => {
                 let p = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
-                if p.is_file() && name.ends_with(".star") && !files::is_noise(&name) {
-                    out.push(p);
+                if !name.ends_with(".star") || files::is_noise(&name) {
+                    continue;
+                }
+                match bounds.entry(&p) {
+                    Ok(Some(Entry::File)) => out.push(p),
+                    Ok(_) => {}
+                    Err(e) => diags.push(whole(layout.relative(&p), e)),
                 }
             }
             Err(e) => diags.push(diag(layout.relative(dir), format!("cannot read directory: {e}"))),
@@ -100,9 +134,22 @@ fn star_files(dir: &Path, diags: &mut Vec<Diagnostic>, layout: &Layout) -> Vec<P
     out
 }
 
-/// Directories (at any depth) that hold a `config.yaml`.
-fn find_config_dirs(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>, layout: &Layout) {
-    if dir.join("config.yaml").is_file() {
+/// Directories (at any depth) that hold a `config.yaml`. `real` is the canonical path of `dir`;
+/// a directory reached twice (through links) is walked once, and a link to a directory that
+/// contains it is a loop. Every broken link of the tree is reported here.
+fn find_config_dirs(
+    dir: &Path,
+    real: PathBuf,
+    bounds: &Bounds,
+    walked: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+    layout: &Layout,
+) {
+    if !walked.insert(real.clone()) {
+        return;
+    }
+    if is_file(bounds, &dir.join("config.yaml")) {
         out.push(dir.to_path_buf());
     }
     let entries = match std::fs::read_dir(dir) {
@@ -112,14 +159,31 @@ fn find_config_dirs(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnost
             return;
         }
     };
-    let mut subdirs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
+    // (is a link, path, canonical path): real directories first, so a directory also reached
+    // through a link is named by its own path.
+    let mut subdirs: Vec<(bool, PathBuf, PathBuf)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        match bounds.entry(&path) {
+            Ok(Some(Entry::Dir)) if !name.starts_with('.') => {
+                let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                let sub = if is_link { std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()) } else { real.join(&name) };
+                if is_link && real.starts_with(&sub) {
+                    let target = std::fs::read_link(&path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+                    diags.push(whole(layout.relative(&path), format!("symbolic link to {target} is a loop")));
+                } else {
+                    subdirs.push((is_link, path, sub));
+                }
+            }
+            Ok(_) => {}
+            Err(e) if !files::is_noise(&name) => diags.push(whole(layout.relative(&path), e)),
+            Err(_) => {}
+        }
+    }
     subdirs.sort();
-    for d in subdirs {
-        find_config_dirs(&d, out, diags, layout);
+    for (_, d, sub) in subdirs {
+        find_config_dirs(&d, sub, bounds, walked, out, diags, layout);
     }
 }
 
@@ -196,7 +260,7 @@ fn compile(
     Ok(ReconcilerSource { name, object, origin: rel })
 }
 
-fn current_layout(layout: &Layout, dir: &Path) -> Result<ReconcilerSource, Diagnostic> {
+fn current_layout(layout: &Layout, bounds: &Bounds, dir: &Path) -> Result<ReconcilerSource, Diagnostic> {
     let config = dir.join("config.yaml");
     let object = read_config(layout, &config)?;
     let name = object
@@ -210,18 +274,18 @@ fn current_layout(layout: &Layout, dir: &Path) -> Result<ReconcilerSource, Diagn
         .map_err(|e| diag(layout.relative(dir), format!("cannot read directory: {e}")))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "config.yaml" && !files::is_noise(&n.to_string_lossy())))
+        .filter(|p| p.file_name().is_some_and(|n| n != "config.yaml" && !files::is_noise(&n.to_string_lossy())) && is_file(bounds, p))
         .collect();
     files.sort();
     compile(layout, &config, object, name, files)
 }
 
-fn legacy_layout(layout: &Layout, dir: &Path, out: &mut Vec<ReconcilerSource>, diags: &mut Vec<Diagnostic>) {
+fn legacy_layout(layout: &Layout, bounds: &Bounds, dir: &Path, out: &mut Vec<ReconcilerSource>, diags: &mut Vec<Diagnostic>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut all: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| !files::is_noise(&n.to_string_lossy())))
+        .filter(|p| p.file_name().is_some_and(|n| !files::is_noise(&n.to_string_lossy())) && is_file(bounds, p))
         .collect();
     all.sort();
     for config in all.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml")) {
@@ -325,6 +389,50 @@ mod tests {
         let files = compiled_files(&recs, &libs);
         assert_eq!(files[0].0, "choreo.kform.dev.reconciler.greeter.yaml");
         assert!(files.iter().any(|(f, _)| f == "choreo.kform.dev.library.api.k8s.io.object.star.yaml"));
+    }
+
+    #[test]
+    fn broken_loop_and_outside_links_are_errors_naming_the_file() {
+        use std::os::unix::fs::symlink;
+        let (d, mut layout) = project(&[
+            ("reconcilers/greeter/config.yaml", CONFIG),
+            ("reconcilers/greeter/code.star", "def reconcile(self): pass\n"),
+            ("libs/ok.star", "def f(): pass\n"),
+        ]);
+        let root = d.path();
+        symlink("/nowhere/helper.star", root.join("reconcilers/greeter/helper.star")).unwrap();
+        symlink("..", root.join("reconcilers/greeter/up")).unwrap();
+        symlink("greeter", root.join("reconcilers/alias")).unwrap();
+        symlink("/nowhere/lib.star", root.join("libs/gone.star")).unwrap();
+        let (recs, libs, diags) = read_sources(&layout);
+        let diags: Vec<_> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            diags,
+            [
+                "reconcilers/greeter/helper.star: symbolic link to /nowhere/helper.star that does not resolve",
+                "reconcilers/greeter/up: symbolic link to .. is a loop",
+                "libs/gone.star: symbolic link to /nowhere/lib.star that does not resolve",
+            ]
+        );
+        assert_eq!(recs.len(), 1, "a directory reached again through a link is walked once");
+        assert_eq!(libs.len(), 1);
+
+        // Contained: a library linked from outside is refused.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.star"), "def g(): pass\n").unwrap();
+        std::fs::remove_file(root.join("libs/gone.star")).unwrap();
+        std::fs::remove_file(root.join("reconcilers/greeter/helper.star")).unwrap();
+        std::fs::remove_file(root.join("reconcilers/greeter/up")).unwrap();
+        symlink(outside.path().join("x.star"), root.join("libs/x.star")).unwrap();
+        let (_, libs, diags) = read_sources(&layout);
+        assert!(diags.is_empty(), "static mode reads links out of the project: {diags:?}");
+        assert_eq!(libs.len(), 2);
+        layout.contain = Some(root.to_path_buf());
+        let (_, libs, diags) = read_sources(&layout);
+        assert_eq!(libs.len(), 1);
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].to_string().starts_with("libs/x.star: symbolic link to "), "{}", diags[0]);
+        assert!(diags[0].message.contains(", outside "), "{}", diags[0]);
     }
 
     #[test]

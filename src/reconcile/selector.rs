@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::validate::{compile_cel, eval_json};
+use crate::api::cel::{compile_cel, eval_json};
 
 /// A compiled selector.
 #[derive(Clone, Default)]

@@ -457,3 +457,42 @@ fn a_development_clone_with_uncommitted_work_is_served_again_after_a_restart() {
     s.cli(&["run", "commit", "carol"]).ok();
     assert_eq!(g.git(&g.path("state/repos").read_dir().unwrap().next().unwrap().unwrap().path(), &["log", "--format=%s", "-1"]), "carol");
 }
+
+#[test]
+fn symbolic_links_out_of_the_repository_are_refused() {
+    let g = Git::new();
+    let (bare, work, first) = g.remote("intent", "greeter", "greeter");
+    // A project outside the repository, and links to it committed on branch `evil`: DIR
+    // through a link, and an input file through a link.
+    let outside = g.path("outside");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("greeter"), &outside.join("project"));
+    let mallory = "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: mallory\n  namespace: default\nspec:\n  name: Mallory\n";
+    std::fs::write(outside.join("mallory.yaml"), mallory).unwrap();
+    g.git(&work, &["checkout", "-q", "-b", "evil"]);
+    std::os::unix::fs::symlink(&outside, work.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("mallory.yaml"), work.join("greeter/in/mallory.yaml")).unwrap();
+    g.commit_all(&work, "links out of the repository");
+    g.git(&work, &["push", "-q", "origin", "evil"]);
+
+    let s = g.dynamic_server();
+    s.cli(&["server", "apply", &url(&bare), "greeter", &first, "dev"]).ok();
+
+    // DIR is text inside the repository, but the checked-out link takes it out.
+    let r = s.cli(&["server", "apply", &url(&bare), "evil/project", "evil", "dev2"]);
+    fails_with(r, "DIR evil/project leads to ");
+    let r = s.cli(&["server", "apply", &url(&bare), "evil/project", "evil", "dev2"]);
+    assert!(r.stderr.contains("outside the repository") && r.stderr.contains("previous context is still served"), "{}", r.stderr);
+    let st = status(&s);
+    assert_eq!((st["status"].as_str(), st["context"]["directory"].as_str()), (Some("Ready"), Some("greeter")), "{st}");
+    assert_eq!(st["context"]["commit"], first.as_str());
+
+    // An input file linked from outside the clone fails the load, naming the file.
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "evil", "dev3"]);
+    fails_with(r, "in/mallory.yaml: symbolic link to ");
+    let r = s.cli(&["server", "apply", &url(&bare), "greeter", "evil", "dev3"]);
+    assert!(r.stderr.contains(", outside "), "{}", r.stderr);
+    let st = status(&s);
+    assert_eq!((st["status"].as_str(), st["context"]["branch"].as_str()), (Some("Ready"), Some("dev")), "{st}");
+    assert_eq!(s.cli(&["get", "greeters", "mallory"]).code, 1, "nothing from outside was loaded");
+    s.cli(&["get", "greeters", "alice"]).ok();
+}

@@ -176,3 +176,63 @@ fn an_unchanged_file_whose_object_went_missing_is_loaded_again() {
     p.cli(&["run", "load"]).ok();
     p.cli(&["get", "sites", "owned"]).ok();
 }
+
+#[test]
+fn a_deeply_nested_file_is_refused_before_it_is_parsed() {
+    // 150k nested `[` kept the YAML parser busy for minutes (its time is quadratic in depth).
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let deep = "[".repeat(150_000);
+    p.write("in/deep.yaml", &deep);
+    let run = p.cli(&["run", "load"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("in/deep.yaml:1:201: nesting deeper than 200 levels"), "{}", run.stderr);
+    let st = status(&p);
+    assert_eq!(st["status"], "Failed");
+    assert!(st["reason"].as_str().unwrap().contains("in/deep.yaml:1:201: nesting deeper than 200 levels"), "{st}");
+    p.cli(&["get", "devices", "leaf1"]).ok();
+
+    // The CLI refuses the same text before sending anything.
+    let file = p.tmp.path().join("deep.yaml");
+    std::fs::write(&file, format!("apiVersion: v1\nkind: ConfigMap\ndata: {deep}\n")).unwrap();
+    let apply = p.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(apply.code, 1, "{apply:?}");
+    assert!(apply.stderr.contains("deep.yaml:3:206: nesting deeper than 200 levels"), "{}", apply.stderr);
+
+    p.remove("in/deep.yaml");
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(status(&p)["status"], "Ready");
+}
+
+#[test]
+fn a_file_replaced_by_a_broken_link_fails_the_load_and_keeps_its_objects() {
+    // A dangling link used to be skipped: its objects were deleted and the status said Ready.
+    let p = TestProject::new("network");
+    let _s = p.start();
+    let leaf = p.path("in/net.example.org.device.leaf1.yaml");
+    let moved = p.tmp.path().join("leaf1.yaml");
+    std::fs::rename(&leaf, &moved).unwrap();
+    std::os::unix::fs::symlink("/nowhere/leaf1.yaml", &leaf).unwrap();
+    let run = p.cli(&["run", "load"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let want = "in/net.example.org.device.leaf1.yaml: symbolic link to /nowhere/leaf1.yaml that does not resolve";
+    assert!(run.stderr.contains(want), "{}", run.stderr);
+    let st = status(&p);
+    assert_eq!(st["status"], "Failed");
+    assert!(st["reason"].as_str().unwrap().contains(want), "{st}");
+    p.cli(&["get", "devices", "leaf1"]).ok();
+
+    // A link that loops, likewise.
+    std::fs::remove_file(&leaf).unwrap();
+    std::os::unix::fs::symlink("net.example.org.device.leaf1.yaml", &leaf).unwrap();
+    let run = p.cli(&["run", "load"]);
+    assert!(run.stderr.contains("leaf1.yaml: symbolic link to net.example.org.device.leaf1.yaml is a loop"), "{}", run.stderr);
+    p.cli(&["get", "devices", "leaf1"]).ok();
+
+    // A link to a file outside the project is read in static mode.
+    std::fs::remove_file(&leaf).unwrap();
+    std::os::unix::fs::symlink(&moved, &leaf).unwrap();
+    p.cli(&["run", "load"]).ok();
+    assert_eq!(status(&p)["status"], "Ready");
+    p.cli(&["get", "devices", "leaf1"]).ok();
+}

@@ -33,7 +33,10 @@ impl Engine {
         let values: Vec<Result<Value, String>> = req
             .documents
             .iter()
-            .map(|doc| serde_json::from_str(&doc.json).map_err(|e| format!("{}: not a valid object: {e}", doc.source)))
+            .map(|doc| {
+                project::check_depth(&doc.json).map_err(|e| format!("{}: {e}", doc.source))?;
+                serde_json::from_str(&doc.json).map_err(|e| format!("{}: not a valid object: {e}", doc.source))
+            })
             .collect();
         // Documents whose file edit could not be planned: left out of the next attempt.
         let mut refused: HashMap<usize, String> = HashMap::new();
@@ -223,6 +226,8 @@ impl Engine {
                 (Some(resource.clone()), None, name.clone(), namespace.clone())
             }
             DeleteTarget::Object(doc) => {
+                project::check_depth(&doc.json)
+                    .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: {e}", doc.source)))?;
                 let v: Value = serde_json::from_str(&doc.json)
                     .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: not a valid object: {e}", doc.source)))?;
                 let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
