@@ -19,7 +19,7 @@ use super::load::Scope;
 use super::Engine;
 use crate::project::Layout;
 use crate::protocol::{ErrorKind, ErrorReport, Reply};
-use crate::watch::{self, WatchConfig, WatchEvent, WatchHandle};
+use crate::watch::{self, WatchBatch, WatchConfig, WatchEvent, WatchHandle};
 
 /// Reconciles done between two looks at the engine's channels.
 const SLICE: usize = 256;
@@ -36,9 +36,12 @@ impl Engine {
         })
     }
 
-    pub(super) fn start_watcher(&self, tx: Sender<WatchEvent>) -> Option<WatchHandle> {
+    /// Starts a watcher of the served directory, of a new generation: batches of earlier
+    /// watchers (another directory) are dropped when they arrive.
+    pub(super) fn start_watcher(&mut self, tx: Sender<WatchBatch>) -> Option<WatchHandle> {
         let cfg = self.watch_config()?;
-        match watch::spawn(cfg, tx) {
+        self.watch_generation += 1;
+        match watch::spawn(cfg, self.watch_generation, tx) {
             Ok(h) => Some(h),
             Err(e) => {
                 log::error!("{e}; changes to the project are picked up by `choreo run load` only");
@@ -47,7 +50,12 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_files(&mut self, ev: WatchEvent, watcher: Option<&mut WatchHandle>) {
+    pub(super) fn on_files(&mut self, batch: WatchBatch, watcher: Option<&mut WatchHandle>) {
+        if batch.generation != self.watch_generation {
+            log::debug!("dropped a batch of an earlier watcher");
+            return;
+        }
+        let ev = batch.event;
         match &ev {
             WatchEvent::Changed(paths) => log::debug!("{} changed paths, first {}", paths.len(), paths[0].display()),
             WatchEvent::Rescan(why) => log::info!("rescanning the project: {why}"),

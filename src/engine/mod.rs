@@ -168,7 +168,9 @@ pub struct Engine {
     /// Set when the served directory changed, so the watcher follows it.
     context_changed: bool,
     /// Where watchers send their batches (kept to start a new watcher after a context switch).
-    watch_tx: Sender<crate::watch::WatchEvent>,
+    watch_tx: Sender<crate::watch::WatchBatch>,
+    /// The generation of the current watcher (see `watch::WatchBatch`).
+    watch_generation: u64,
     /// The reply channel of the request being handled: loads stream their progress (fetches of
     /// upstream packages) to it.
     progress: Option<Sender<ServerMessage>>,
@@ -196,7 +198,7 @@ pub struct Engine {
     /// Requests held back until the `run once` in progress is over.
     deferred: std::collections::VecDeque<(Request, Sender<ServerMessage>)>,
     /// File changes held back until the `run once` in progress is over.
-    deferred_watch: Vec<crate::watch::WatchEvent>,
+    deferred_watch: Vec<crate::watch::WatchBatch>,
     /// A `server apply`'s clone or fetch runs on a worker thread.
     fetching: bool,
     /// The engine's own queue, for workers to report back on.
@@ -246,7 +248,7 @@ impl Engine {
         stop_requested: Sender<()>,
         interrupt: Arc<Interrupt>,
         own_tx: Sender<Msg>,
-    ) -> Result<(Engine, Receiver<crate::watch::WatchEvent>, Option<crate::watch::WatchHandle>), EngineError> {
+    ) -> Result<(Engine, Receiver<crate::watch::WatchBatch>, Option<crate::watch::WatchHandle>), EngineError> {
         let store = Store::open(&state_dir.join("db"))?;
         let mut status = ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -269,6 +271,7 @@ impl Engine {
         let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
         let mut engine = Engine {
             watch_tx,
+            watch_generation: 0,
             progress: None,
             controllers: Vec::new(),
             events,
@@ -312,7 +315,7 @@ impl Engine {
     fn run(
         mut self,
         rx: Receiver<Msg>,
-        watch_rx: Receiver<crate::watch::WatchEvent>,
+        watch_rx: Receiver<crate::watch::WatchBatch>,
         mut watcher: Option<crate::watch::WatchHandle>,
     ) {
         // Dynamic mode: serve the last applied context again. This runs once the server

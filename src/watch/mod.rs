@@ -56,10 +56,30 @@ pub struct WatchConfig {
 
 /// A running watcher; dropping it stops the thread.
 pub struct WatchHandle {
-    // Field order matters: the notify watcher (and with it the sender feeding the batching
-    // thread) must drop before the thread handle.
-    watcher: notify::RecommendedWatcher,
-    _thread: std::thread::JoinHandle<()>,
+    /// Dropped first (with it the sender feeding the batching thread), so the thread ends.
+    watcher: Option<notify::RecommendedWatcher>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WatchHandle {
+    /// Stops watching and waits for the batching thread to end: no batch of this watcher
+    /// arrives after the handle is gone (and no thread outlives it).
+    fn drop(&mut self) {
+        drop(self.watcher.take());
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the file watcher thread panicked");
+            }
+        }
+    }
+}
+
+/// A batch and the watcher generation it comes from: a watcher started for another directory
+/// (a context switch) has a new generation, so a batch of the old one is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub generation: u64,
+    pub event: WatchEvent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +103,7 @@ fn hint(e: &notify::Error) -> &'static str {
 const RAW_CAPACITY: usize = 65_536;
 
 /// Starts watching. Batches go to `out` until the handle is dropped.
-pub fn spawn(cfg: WatchConfig, out: Sender<WatchEvent>) -> Result<WatchHandle, WatchError> {
+pub fn spawn(cfg: WatchConfig, generation: u64, out: Sender<WatchBatch>) -> Result<WatchHandle, WatchError> {
     let (raw_tx, raw_rx) = crossbeam_channel::bounded::<notify::Result<notify::Event>>(RAW_CAPACITY);
     let overflow = Arc::new(AtomicBool::new(false));
     let flag = overflow.clone();
@@ -105,12 +125,12 @@ pub fn spawn(cfg: WatchConfig, out: Sender<WatchEvent>) -> Result<WatchHandle, W
             watcher.watch(&abs, RecursiveMode::Recursive).map_err(|source| WatchError::Watch { path: abs.clone(), source })?;
         }
     }
-    let batcher = Batcher { cfg, raw: raw_rx, out, overflow };
+    let batcher = Batcher { cfg, raw: raw_rx, out, overflow, generation };
     let thread = std::thread::Builder::new()
         .name("choreo-watch".into())
         .spawn(move || batcher.run())
         .map_err(WatchError::Thread)?;
-    Ok(WatchHandle { watcher, _thread: thread })
+    Ok(WatchHandle { watcher: Some(watcher), thread: Some(thread) })
 }
 
 impl WatchHandle {
@@ -120,7 +140,8 @@ impl WatchHandle {
         for d in &cfg.dirs {
             let abs = cfg.root.join(d);
             if abs.is_dir() {
-                if let Err(e) = self.watcher.watch(&abs, RecursiveMode::Recursive) {
+                let Some(watcher) = self.watcher.as_mut() else { return };
+            if let Err(e) = watcher.watch(&abs, RecursiveMode::Recursive) {
                     log::warn!("cannot watch {}: {e}", abs.display());
                 }
             }
@@ -131,8 +152,9 @@ impl WatchHandle {
 struct Batcher {
     cfg: WatchConfig,
     raw: Receiver<notify::Result<notify::Event>>,
-    out: Sender<WatchEvent>,
+    out: Sender<WatchBatch>,
     overflow: Arc<AtomicBool>,
+    generation: u64,
 }
 
 /// What one raw event means for batching.
@@ -228,7 +250,7 @@ impl Batcher {
                 None if batch.paths.is_empty() => continue,
                 None => WatchEvent::Changed(batch.paths.into_iter().collect()),
             };
-            if self.out.send(event).is_err() {
+            if self.out.send(WatchBatch { generation: self.generation, event }).is_err() {
                 return;
             }
         }
@@ -346,13 +368,13 @@ mod tests {
         let read = dir.path().join("in/read.yaml");
         std::fs::write(&read, "a: 1\n").unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let _h = spawn(cfg(dir.path()), tx).unwrap();
+        let _h = spawn(cfg(dir.path()), 7, tx).unwrap();
         std::fs::read_to_string(&read).unwrap();
         let written = dir.path().join("in/written.yaml");
         std::fs::write(&written, "b: 1\n").unwrap();
         // The first batch is the write's: the read before it was no change.
         let ev = rx.recv_timeout(Duration::from_secs(10)).expect("a batch");
-        assert_eq!(ev, WatchEvent::Changed(vec![written]));
+        assert_eq!(ev, WatchBatch { generation: 7, event: WatchEvent::Changed(vec![written]) });
     }
 
     #[test]
@@ -360,13 +382,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("in")).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let _h = spawn(cfg(dir.path()), tx).unwrap();
+        let h = spawn(cfg(dir.path()), 1, tx).unwrap();
         let f = dir.path().join("in/a.yaml");
         std::fs::write(&f, "a: 1\n").unwrap();
         std::fs::write(dir.path().join("in/.a.yaml.swp"), "x").unwrap();
-        let ev = rx.recv_timeout(Duration::from_secs(10)).expect("a batch");
+        let ev = rx.recv_timeout(Duration::from_secs(10)).expect("a batch").event;
         let WatchEvent::Changed(paths) = ev else { panic!("{ev:?}") };
         assert!(paths.contains(&f), "{paths:?}");
         assert!(paths.iter().all(|p| !p.to_string_lossy().ends_with(".swp")), "{paths:?}");
+        // Dropping the handle ends the batching thread: nothing arrives after it.
+        drop(h);
+        std::fs::write(dir.path().join("in/b.yaml"), "b: 1\n").unwrap();
+        assert!(rx.recv().is_err(), "the batcher is gone and its sender with it");
     }
 }
