@@ -92,7 +92,7 @@ impl Engine {
     pub(super) fn start_work(&mut self) {
         let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, None));
         // Everything is reconciled from the current state; older events are covered by that.
-        let _ = self.events.try_iter().count();
+        self.changes.drain();
         self.work = Some(Work::new(&self.controllers, seeds));
         self.set_runner("Running");
     }
@@ -134,11 +134,11 @@ impl Engine {
                 work.controllers = current;
             } else {
                 let seeds = self.store.with(|s| runner::seed_all(&self.controllers, s, None));
-                let _ = self.events.try_iter().count();
+                self.changes.drain();
                 work = Work::new(&self.controllers, seeds);
             }
         }
-        work.absorb(&self.store, &self.controllers, &self.events);
+        work.absorb(&self.store, &self.controllers, &self.changes);
         let opts = RunOptions::default();
         let started = Instant::now();
         let mut failure = None;
@@ -147,7 +147,7 @@ impl Engine {
                 break;
             }
             let step = work.step(&self.store, &self.controllers, opts, &self.interrupt);
-            work.absorb(&self.store, &self.controllers, &self.events);
+            work.absorb(&self.store, &self.controllers, &self.changes);
             match step {
                 Step::Ran => {}
                 Step::Idle => break,

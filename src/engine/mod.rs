@@ -179,7 +179,7 @@ pub struct Engine {
     /// The reconcilers of the last good load.
     controllers: Vec<runner::Controller>,
     /// Store events since the last run: what the next run reconciles.
-    events: Receiver<crate::store::Event>,
+    changes: crate::store::Changes,
     /// Each reconciler's fingerprint at the last successful run.
     fingerprints: std::collections::HashMap<String, u128>,
     /// The work of the continuous runner, while it runs.
@@ -267,14 +267,14 @@ impl Engine {
                 status.reason = "waiting for `choreo server apply URL DIR REF [BRANCH]`".into();
             }
         }
-        let events = store.subscribe();
+        let changes = store.changes();
         let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
         let mut engine = Engine {
             watch_tx,
             watch_generation: 0,
             progress: None,
             controllers: Vec::new(),
-            events,
+            changes,
             fingerprints: Default::default(),
             work: None,
             load_cache: None,

@@ -64,7 +64,7 @@ impl Engine {
             .map(|(i, _)| i)
             .collect();
         let seeds = {
-            let events: Vec<_> = self.events.try_iter().collect();
+            let events = self.changes.drain();
             self.store.with(|s| {
                 let mut seeds = runner::seed_all(&self.controllers, s, Some(&changed));
                 seeds.extend(runner::dispatch(&self.controllers, s, &events));
@@ -88,7 +88,7 @@ impl Engine {
         let mut progress = |line: &str| {
             let _ = reply.send(ServerMessage::Progress(line.to_string()));
         };
-        match job.run.slice(&self.store, &self.controllers, &self.events, &self.interrupt, SLICE, &mut progress) {
+        match job.run.slice(&self.store, &self.controllers, &self.changes, &self.interrupt, SLICE, &mut progress) {
             Slice::More => {
                 job.wake = None;
                 self.once = Some(job);

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::api::object::{self, GroupKind, ObjectKey};
 use crate::reconcile::{Budget, Client, Interrupt, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
-use crate::store::{ApplyOptions, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
+use crate::store::{ApplyOptions, Changes, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
 
 /// A loaded reconciler: its configuration and compiled code.
 pub struct Controller {
@@ -320,8 +320,8 @@ impl Work {
     }
 
     /// Queues what the store events received so far trigger.
-    pub fn absorb(&mut self, store: &Store, controllers: &[Controller], events: &crossbeam_channel::Receiver<Event>) {
-        let batch: Vec<Event> = events.try_iter().collect();
+    pub fn absorb(&mut self, store: &Store, controllers: &[Controller], changes: &Changes) {
+        let batch: Vec<Event> = changes.drain();
         if !batch.is_empty() {
             let next = store.with(|s| dispatch(controllers, s, &batch));
             self.push_all(next);
@@ -380,7 +380,7 @@ impl OnceRun {
         &mut self,
         store: &Store,
         controllers: &[Controller],
-        events: &crossbeam_channel::Receiver<Event>,
+        changes: &Changes,
         interrupt: &Interrupt,
         max: usize,
         progress: &mut dyn FnMut(&str),
@@ -400,7 +400,7 @@ impl OnceRun {
                 break;
             }
             let step = work.step(store, controllers, self.opts, interrupt);
-            work.absorb(store, controllers, events);
+            work.absorb(store, controllers, changes);
             match step {
                 Step::Ran => {}
                 Step::Failed { task, message } => {
@@ -452,14 +452,14 @@ pub fn run(
     store: &Store,
     controllers: &[Controller],
     seeds: Vec<Item>,
-    events: &crossbeam_channel::Receiver<Event>,
+    changes: &Changes,
     opts: RunOptions,
     interrupt: &Interrupt,
     progress: &mut dyn FnMut(&str),
 ) -> RunReport {
     let mut run = OnceRun::new(controllers, seeds, opts);
     loop {
-        match run.slice(store, controllers, events, interrupt, 256, progress) {
+        match run.slice(store, controllers, changes, interrupt, 256, progress) {
             Slice::More => {}
             Slice::WaitUntil(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
             Slice::Done(report) => return report,
@@ -657,13 +657,14 @@ mod tests {
 
     /// Drives a run to its end the way the engine loop does: slices, waiting when told to.
     fn drive(store: &Store, controllers: &[Controller], interrupt: &Interrupt) -> (RunReport, usize) {
-        let events = store.subscribe();
+        let changes = store.changes();
+        changes.drain();
         let seeds = store.with(|s| seed_all(controllers, s, None));
         let mut run = OnceRun::new(controllers, seeds, RunOptions::default());
         let mut slices = 0;
         loop {
             slices += 1;
-            match run.slice(store, controllers, &events, interrupt, 4, &mut |_| {}) {
+            match run.slice(store, controllers, &changes, interrupt, 4, &mut |_| {}) {
                 Slice::More => {}
                 Slice::WaitUntil(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
                 Slice::Done(report) => return (report, slices),

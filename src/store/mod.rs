@@ -14,6 +14,7 @@
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
 
+mod changes;
 mod snapshots;
 mod txn;
 
@@ -22,7 +23,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
 use crate::api::apply::ApplyError;
@@ -30,6 +30,7 @@ use crate::api::builtin::{builtin_resources, CRD_GROUP, CRD_KIND};
 use crate::api::crd::{ApiResource, CrdError, Registry};
 use crate::api::object::{GroupKind, ObjectKey};
 
+pub use changes::Changes;
 pub use snapshots::{Snapshot, SnapshotMeta, RETAINED};
 pub use txn::{ApplyOptions, Txn, WriteOutcome};
 
@@ -233,7 +234,8 @@ pub struct Store {
     /// Format version and the edit intent (see [`Store::record_intent`]).
     meta: sled::Tree,
     state: Arc<RwLock<State>>,
-    subscribers: Mutex<Vec<Sender<Event>>>,
+    /// What committed since the engine last looked (bounded: one entry per object).
+    changes: Changes,
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
     /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
     pending: Mutex<Pending>,
@@ -316,7 +318,7 @@ impl Store {
             objects,
             meta,
             state: Arc::new(RwLock::new(state)),
-            subscribers: Mutex::new(Vec::new()),
+            changes: Changes::default(),
             pending: Mutex::new(Pending::default()),
         };
         store.sync()?;
@@ -342,11 +344,9 @@ impl Store {
         Txn::new(self)
     }
 
-    /// A channel of change events for every transaction committed from now on.
-    pub fn subscribe(&self) -> Receiver<Event> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        rx
+    /// The changes committed from now on, gathered per object until drained.
+    pub fn changes(&self) -> Changes {
+        self.changes.clone()
     }
 
     /// Makes everything written so far durable: pending writes to sled, sled flush, then fsync
@@ -411,12 +411,9 @@ impl Store {
                 state.registry = reg;
             }
         }
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            self.changes.record(&events);
         }
-        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        // A subscriber that went away is dropped rather than failing the commit.
-        subs.retain(|tx| events.iter().all(|e| tx.send(e.clone()).is_ok()));
     }
 }
 
