@@ -124,10 +124,13 @@ impl ApiResource {
             .to_string();
         let schema = match storage_version.get("schema").and_then(|s| s.get("openAPIV3Schema")) {
             None | Some(Value::Null) => None,
-            Some(s) => Some(Arc::new(
-                Schema::parse(s, "openAPIV3Schema")
-                    .map_err(|e| err(format!("spec.versions[{storage_name}].schema.{e}")))?,
-            )),
+            Some(s) => {
+                let in_version = |e: super::schema::SchemaError| err(format!("spec.versions[{storage_name}].schema.{e}"));
+                let schema = Schema::parse(s, "openAPIV3Schema").map_err(in_version)?;
+                // Rules that could run for minutes are refused here, as Kubernetes does.
+                super::cel::check_costs(&schema, "openAPIV3Schema").map_err(in_version)?;
+                Some(Arc::new(schema))
+            }
         };
         Ok(ApiResource {
             group,
@@ -286,6 +289,31 @@ mod tests {
         assert_eq!(r.full_name(), "helloworlds.example.com");
         assert_eq!(r.api_version(), "example.com/v1alpha1");
         assert!(r.namespaced && r.schema.is_some());
+    }
+
+    #[test]
+    fn costly_rules_are_refused_naming_crd_path_and_rule() {
+        let version = |max_items: Option<u64>| {
+            let mut list = json!({"type": "array", "items": {"type": "string"},
+                "x-kubernetes-validations": [{"rule": "self.all(x, self.exists_one(y, x == y))"}]});
+            if let Some(m) = max_items {
+                // Comparing strings costs by their length: bounded too.
+                list["maxItems"] = json!(m);
+                list["items"]["maxLength"] = json!(63);
+            }
+            json!([{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"names": list}}}}}}])
+        };
+        let e = ApiResource::from_crd(&crd(version(None))).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "invalid crd helloworlds.example.com: spec.versions[v1].schema.openAPIV3Schema.properties.spec.properties.names\
+                 .x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x"
+            ),
+            "{e}"
+        );
+        assert!(e.ends_with("\"self.all(x, self.exists_one(y, x == y))\""), "{e}");
+        ApiResource::from_crd(&crd(version(Some(64)))).unwrap();
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! lengths and counts, list semantics (`x-kubernetes-list-type` set/map), `allOf`/`anyOf`/
 //! `oneOf`/`not`, and `x-kubernetes-validations` CEL rules (including transition rules against
 //! the previous object). It deliberately does not prune, does not report unknown fields (that is
-//! server-side apply's business), does not look inside `metadata` (validated elsewhere), and does
-//! not enforce CEL cost budgets. Neither function panics on any input: CEL evaluation runs under
-//! `catch_unwind`. Paths are rendered only when an error is reported, so outside CEL evaluation
+//! server-side apply's business), and does not look inside `metadata` (validated elsewhere). It
+//! runs no rule whose cost, estimated from the object's sizes, is over Kubernetes' per-call limit
+//! or the object's budget ([`crate::api::cel`]). Neither function panics on any input: CEL
+//! evaluation runs under `catch_unwind`. Paths are rendered only when an error is reported, so outside CEL evaluation
 //! validating a well-formed object allocates next to nothing.
 
 use std::collections::{HashMap, HashSet};
@@ -18,7 +19,9 @@ use std::fmt::{self, Write as _};
 use cel::common::types::CelOptional;
 use serde_json::{Map, Number, Value};
 
-use crate::api::cel::{compile_cel, new_context, run, to_val};
+use crate::api::cel::{
+    compile_cel, new_context, observed_cost, run, to_val, Observed, CALL_COST_LIMIT, OBJECT_COST_BUDGET,
+};
 use crate::api::schema::{
     json_type_name, AdditionalProperties, ListType, Schema, SchemaType, ValidationRule,
 };
@@ -166,6 +169,8 @@ pub fn validate(schema: &Schema, value: &Value, old: Option<&Value>) -> Vec<Fiel
         errors: Vec::new(),
         cel: true,
         skipped_rules: false,
+        cel_cost: 0,
+        out_of_budget: false,
     };
     v.node(schema, value, old, true);
     if v.skipped_rules {
@@ -198,6 +203,10 @@ struct Validator<'a> {
     /// only.
     cel: bool,
     skipped_rules: bool,
+    /// The estimated cost of the rules evaluated so far, against [`OBJECT_COST_BUDGET`].
+    cel_cost: u64,
+    /// Set once that budget ran out: no further rule runs.
+    out_of_budget: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -623,7 +632,12 @@ impl<'a> Validator<'a> {
         };
         // One context per node, shared by its rules; the value is converted on first use.
         let mut shared: Option<cel::Context<'a, 'a>> = None;
+        // The sizes the value really has, for the cost estimates; measured on first use.
+        let mut observed: Option<Observed> = None;
         for rule in &s.validations {
+            if self.out_of_budget {
+                return;
+            }
             let compiled;
             let program: &cel::Program = match &rule.program {
                 Some(p) => p,
@@ -647,6 +661,24 @@ impl<'a> Validator<'a> {
                             .is_some_and(|m| m.contains("oldSelf"))));
             if transition && old.is_none() && !rule.optional_old_self {
                 continue;
+            }
+            // cel-rust has no cost tracking: a rule whose cost, estimated from the sizes this
+            // object has, is over the limit is not run at all (nested comprehensions over a large
+            // list would run for minutes).
+            let obs = observed.get_or_insert_with(|| Observed::of(s, v, old));
+            let cost = observed_cost(program, s, obs);
+            if cost > CALL_COST_LIMIT {
+                let e = format!("call cost exceeds the limit of {CALL_COST_LIMIT} (estimated {cost} from the sizes of this object)");
+                self.rule_error(type_name, rule, &e);
+                continue;
+            }
+            self.cel_cost = self.cel_cost.saturating_add(cost);
+            if self.cel_cost > OBJECT_COST_BUDGET {
+                self.out_of_budget = true;
+                self.error(FieldErrorKind::Invalid, Some(format!("\"{type_name}\"")), |_| {
+                    format!("validation failed due to running out of cost budget ({OBJECT_COST_BUDGET}), no further validation rules will be run")
+                });
+                return;
             }
             let mut own;
             let ctx = if transition && rule.optional_old_self {
@@ -676,7 +708,7 @@ impl<'a> Validator<'a> {
             match run(program, ctx) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
-                    let message = self.failure_message(rule, ctx);
+                    let message = self.failure_message(rule, ctx, s, observed.as_ref());
                     let path = match rule.field_path.as_deref() {
                         Some(fp) if !fp.is_empty() => join_field_path(&self.path_string(), fp),
                         _ => self.path_string(),
@@ -701,7 +733,13 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn failure_message(&self, rule: &ValidationRule, ctx: &cel::Context<'_, 'a>) -> String {
+    fn failure_message(
+        &self,
+        rule: &ValidationRule,
+        ctx: &cel::Context<'_, 'a>,
+        s: &Schema,
+        observed: Option<&Observed>,
+    ) -> String {
         let compiled;
         let program = match (&rule.message_program, &rule.message_expression) {
             (Some(p), _) => Some(&**p),
@@ -712,7 +750,9 @@ impl<'a> Validator<'a> {
             }
             (None, None) => None,
         };
-        if let Some(p) = program {
+        // One too costly for this object is not run.
+        let affordable = |p: &cel::Program| observed.is_none_or(|o| observed_cost(p, s, o) <= CALL_COST_LIMIT);
+        if let Some(p) = program.filter(|p| affordable(p)) {
             // Like the API server, a messageExpression that fails or yields an unusable string
             // falls back to the static message.
             if let Ok(cel::Value::String(m)) = run(p, ctx) {
@@ -2018,6 +2058,41 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.path, "openAPIV3Schema.x-kubernetes-validations[0].rule");
         assert!(e.message.contains("self.a >"), "{e}");
+    }
+
+    #[test]
+    fn cel_rules_too_costly_for_the_object_are_not_run() {
+        let nested = "self.all(x, self.all(y, x == y || x != y))";
+        let s = schema(json!({"type": "object", "properties": {"items": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "x-kubernetes-validations": [{"rule": nested}, {"rule": "self.all(x, x >= 0)"}]
+        }}}));
+        assert!(validate(&s, &json!({"items": [1, 2, 3]}), None).is_empty());
+        // 30k items: the nested rule would make 900 million steps; it is refused at once, and the
+        // single pass still runs.
+        let mut big: Vec<i64> = (0..30_000).collect();
+        big[7] = -1;
+        let errs = errors(&s, &json!({"items": big}));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        let want = format!("items: Invalid value: \"array\": {nested}: call cost exceeds the limit of 1000000 (estimated ");
+        assert!(errs[0].starts_with(&want), "{}", errs[0]);
+        assert_eq!(errs[1], "items: Invalid value: \"array\": failed rule: self.all(x, x >= 0)");
+    }
+
+    #[test]
+    fn cel_object_budget_stops_further_rules() {
+        // Each rule's estimate (a pass over 30k items) fits the call limit; a hundred of them do
+        // not fit the object's budget. `exists` stops at the first item, so running them is cheap.
+        let rules: Vec<Value> = (0..100).map(|_| json!({"rule": "self.exists(x, x == 0)"})).collect();
+        let s = schema(json!({"type": "array", "items": {"type": "integer"}, "x-kubernetes-validations": rules}));
+        let v = json!((0..30_000).collect::<Vec<_>>());
+        let errs: Vec<String> = validate(&s, &v, None).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            ["<nil>: Invalid value: \"array\": validation failed due to running out of cost budget (10000000), no further validation rules will be run"]
+        );
+        assert!(validate(&s, &json!([0, 1]), None).is_empty());
     }
 
     #[test]

@@ -439,7 +439,7 @@ impl Scan {
 fn property_end(line: &[u8], pos: usize, flow: bool) -> usize {
     let rest = &line[pos + 1..];
     let len = if line[pos] == b'!' {
-        rest.iter().take_while(|&&c| !is_blank(c) && !(flow && is_flow_indicator(c))).count()
+        rest.iter().take_while(|&&c| !is_blank(c) && (!flow || !is_flow_indicator(c))).count()
     } else {
         rest.iter().take_while(|&&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_').count()
     };

@@ -141,10 +141,13 @@ fn ignore_rules(dir: &Path, bounds: &Bounds) -> Result<Option<Gitignore>, String
     builder.build().map(Some).map_err(|e| format!("{}: {e}", file.display()))
 }
 
+/// A file that would be read but cannot be, and why.
+pub type Unreadable = (PathBuf, String);
+
 /// The top-level YAML files of `dir`, sorted by name, and the entries that would be listed but
 /// cannot be read (a broken symbolic link, one leading out of `bounds`) with the reason. A
 /// missing directory has none.
-pub fn list_yaml_files(dir: &Path, bounds: &Bounds) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), String> {
+pub fn list_yaml_files(dir: &Path, bounds: &Bounds) -> Result<(Vec<PathBuf>, Vec<Unreadable>), String> {
     let listing = Listing::new(dir, bounds)?;
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
