@@ -44,7 +44,8 @@ fn start(work_dir: &Path, socket: &Path, home: &Path) -> std::process::Child {
 }
 
 fn apply(c: &mut Client, url: &str, reference: &str) -> Duration {
-    let req = ServerApplyRequest { url: url.into(), directory: "project".into(), reference: reference.into(), branch: None };
+    let req =
+        ServerApplyRequest { url: url.into(), directory: "project".into(), reference: reference.into(), branch: None };
     let t = Instant::now();
     match c.request(Request::ServerApply(req), &mut |_| {}) {
         Ok(Reply::Message(_)) => {}
@@ -70,7 +71,11 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join(".gitconfig"), "[user]\n\tname = bench\n\temail = bench@example.com\n[init]\n\tdefaultBranch = main\n").unwrap();
+    std::fs::write(
+        home.join(".gitconfig"),
+        "[user]\n\tname = bench\n\temail = bench@example.com\n[init]\n\tdefaultBranch = main\n",
+    )
+    .unwrap();
 
     let work = tmp.path().join("work");
     let project = work.join("project");
@@ -114,14 +119,18 @@ fn main() {
     let child = start(&state, &socket, &home);
     let mut c = Client::connect(&socket).expect("connect");
     let fetched = apply(&mut c, &url, &first);
-    let mut times: Vec<Duration> = (0..switches).map(|i| apply(&mut c, &url, if i % 2 == 0 { &second } else { &first })).collect();
+    let mut times: Vec<Duration> =
+        (0..switches).map(|i| apply(&mut c, &url, if i % 2 == 0 { &second } else { &first })).collect();
     stop(child, &mut c);
     times.sort();
     let median = times[times.len() / 2];
 
     println!("| benchmark | result |\n|---|---|");
     println!("| `server apply` to Ready, {n} objects, first apply (clone) | {:.0} ms |", cloned.as_secs_f64() * 1e3);
-    println!("| `server apply` to Ready, {n} objects, restarted server, clone and store on disk (fetch + load) | {:.0} ms |", fetched.as_secs_f64() * 1e3);
+    println!(
+        "| `server apply` to Ready, {n} objects, restarted server, clone and store on disk (fetch + load) | {:.0} ms |",
+        fetched.as_secs_f64() * 1e3
+    );
     println!(
         "| context switch between two refs, {n} objects all changed (median of {switches}) | {:.0} ms |",
         median.as_secs_f64() * 1e3

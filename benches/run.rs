@@ -17,9 +17,6 @@ use common::{CRDS, RECONCILER, SCRIPT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_choreo");
 
-
-
-
 fn project(root: &Path, n: usize) -> std::path::PathBuf {
     let dir = root.join(format!("p{n}"));
     std::fs::create_dir_all(dir.join("crds")).unwrap();
@@ -88,7 +85,10 @@ fn main() {
         println!("| edit one input of {n}, `run once --changed` | {:.0} ms, {reconciles} reconciles |", secs * 1e3);
         let (s, secs) = run_once(&mut c, false);
         let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-        println!("| nothing changed, full `run once` of {n} again | {:.0} ms, {reconciles} reconciles, 0 writes |", secs * 1e3);
+        println!(
+            "| nothing changed, full `run once` of {n} again | {:.0} ms, {reconciles} reconciles, 0 writes |",
+            secs * 1e3
+        );
         let _ = c.request(Request::ServerStop, &mut |_| {});
         let _ = child.wait();
     }

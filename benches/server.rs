@@ -191,27 +191,43 @@ fn main() {
             let med = median(rts.clone());
             rts.sort();
             let p99 = rts[rts.len() * 99 / 100];
-            rows.push(("get round trip (median / p99)".into(), format!("{:.1} µs / {:.1} µs", med.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6)));
+            rows.push((
+                "get round trip (median / p99)".into(),
+                format!("{:.1} µs / {:.1} µs", med.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6),
+            ));
 
             let batch = if full { 5_000 } else { 10 };
             let mut rounds = Vec::new();
             for round in 0..3 {
                 let docs: Vec<Document> = (0..batch)
                     .map(|i| {
-                        let v: serde_json::Value = serde_yaml_ng::from_str(&device(1_000_000 * (round + 1) + i)).unwrap();
+                        let v: serde_json::Value =
+                            serde_yaml_ng::from_str(&device(1_000_000 * (round + 1) + i)).unwrap();
                         Document { source: format!("bench-{i}"), json: v.to_string() }
                     })
                     .collect();
                 let t = Instant::now();
-                match c.request(Request::Apply(ApplyRequest { documents: docs, force: false, dry_run: false }), &mut |_| {}).unwrap() {
-                    Reply::Items(items) => assert!(items.iter().all(|i| i.error.is_none()), "{:?}", items.iter().find(|i| i.error.is_some())),
+                match c
+                    .request(
+                        Request::Apply(ApplyRequest { documents: docs, force: false, dry_run: false }),
+                        &mut |_| {},
+                    )
+                    .unwrap()
+                {
+                    Reply::Items(items) => assert!(
+                        items.iter().all(|i| i.error.is_none()),
+                        "{:?}",
+                        items.iter().find(|i| i.error.is_some())
+                    ),
                     other => panic!("{other:?}"),
                 }
                 rounds.push(t.elapsed());
             }
             let el = median(rounds);
             rows.push((
-                format!("apply {batch} new objects into a {n}-object project (validate, write in/, commit; median of 3)"),
+                format!(
+                    "apply {batch} new objects into a {n}-object project (validate, write in/, commit; median of 3)"
+                ),
                 format!("{} ({:.0} objects/s)", ms(el), batch as f64 / el.as_secs_f64()),
             ));
         }

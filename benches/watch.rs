@@ -46,7 +46,8 @@ fn wait_asn(c: &mut Client, i: usize, asn: u64, limit: Duration) -> Duration {
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn main() {
@@ -97,7 +98,10 @@ fn main() {
             for i in 0..burst {
                 wait_asn(&mut c, i, 900_000 + i as u64, Duration::from_secs(120));
             }
-            println!("| burst of {burst} changed files until all reconciled, {n}-object project | {:.0} ms |", ms(t.elapsed()));
+            println!(
+                "| burst of {burst} changed files until all reconciled, {n}-object project | {:.0} ms |",
+                ms(t.elapsed())
+            );
             let secs = if full { 10 } else { 1 };
             // sled's flusher goes on writing the burst back for several seconds after it is
             // readable: that is the burst's cost, not idleness. Idle starts once three seconds

@@ -15,9 +15,7 @@ use choreo::server::{self, ServerConfig};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.debug { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
     let result = match &cli.command {
         Command::Server(ServerCommand::Start(args)) => start_server(cli.socket.clone(), args.clone()),
         _ => cli::run(cli),

@@ -81,11 +81,7 @@ impl fmt::Display for Conflict {
 fn conflicts_message(conflicts: &[Conflict]) -> String {
     let n = conflicts.len();
     let list: Vec<String> = conflicts.iter().map(Conflict::to_string).collect();
-    format!(
-        "Apply failed with {n} conflict{}: {}",
-        if n == 1 { "" } else { "s" },
-        list.join(", ")
-    )
+    format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join(", "))
 }
 
 /// One server-side apply.
@@ -122,9 +118,7 @@ pub struct ApplyRequest<'a> {
 /// - Applying without any change returns a value equal to the live object, entry times included.
 pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
     if req.manager.is_empty() {
-        return Err(ApplyError::Invalid(
-            "field manager must not be empty".into(),
-        ));
+        return Err(ApplyError::Invalid("field manager must not be empty".into()));
     }
     let Some(applied_obj) = req.applied.as_object() else {
         return Err(ApplyError::Invalid(format!(
@@ -142,10 +136,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
     }
     if let Some(live) = req.live {
         if !live.is_object() {
-            return Err(ApplyError::Invalid(format!(
-                "live object must be an object, got {}",
-                json_type_name(live)
-            )));
+            return Err(ApplyError::Invalid(format!("live object must be an object, got {}", json_type_name(live))));
         }
         if let Some(meta) = live.get("metadata") {
             if !meta.is_object() {
@@ -163,9 +154,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
     let mut new_set = FieldSet::default();
     collector.collect(root, req.applied, &mut new_set);
     if collector.too_deep {
-        return Err(ApplyError::Invalid(format!(
-            "applied configuration is nested deeper than {MAX_DEPTH} levels"
-        )));
+        return Err(ApplyError::Invalid(format!("applied configuration is nested deeper than {MAX_DEPTH} levels")));
     }
     if !collector.undeclared.is_empty() {
         let mut errs = collector.undeclared;
@@ -187,14 +176,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
             continue;
         }
         let mut paths = Vec::new();
-        find_conflicts(
-            root,
-            req.applied,
-            req.live,
-            &entry.set,
-            &mut Vec::new(),
-            &mut paths,
-        );
+        find_conflicts(root, req.applied, req.live, &entry.set, &mut Vec::new(), &mut paths);
         paths.sort();
         paths.dedup();
         found.extend(paths.into_iter().map(|p| (i, p)));
@@ -204,10 +186,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
             let mut conflicts: Vec<Conflict> = found
                 .iter()
                 .filter_map(|(i, p)| {
-                    entries.get(*i).map(|e| Conflict {
-                        manager: e.manager.clone(),
-                        path: render_path(p),
-                    })
+                    entries.get(*i).map(|e| Conflict { manager: e.manager.clone(), path: render_path(p) })
                 })
                 .collect();
             conflicts.sort_by(|a, b| (&a.manager, &a.path).cmp(&(&b.manager, &b.path)));
@@ -308,10 +287,7 @@ pub fn prune_foreign(obj: &Value, manager: &str) -> Result<Value, ApplyError> {
 /// paths such as `.spec.ports[port=80].name` or `.metadata.finalizers[="a.b/c"]`.
 pub fn managed_paths(obj: &Value, manager: &str) -> Result<Vec<String>, ApplyError> {
     let mut set = FieldSet::default();
-    for entry in parse_entries(obj, None)?
-        .iter()
-        .filter(|e| e.manager == manager)
-    {
+    for entry in parse_entries(obj, None)?.iter().filter(|e| e.manager == manager) {
         set.union_with(&entry.set);
     }
     let mut out = Vec::new();
@@ -322,9 +298,7 @@ pub fn managed_paths(obj: &Value, manager: &str) -> Result<Vec<String>, ApplyErr
 
 fn set_managed_fields(obj: &mut Value, list: Vec<Value>) {
     let Value::Object(root) = obj else { return };
-    let meta = root
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -351,10 +325,7 @@ struct FieldSet {
 
 impl FieldSet {
     fn leaf() -> FieldSet {
-        FieldSet {
-            member: true,
-            children: BTreeMap::new(),
-        }
+        FieldSet { member: true, children: BTreeMap::new() }
     }
 
     fn is_empty(&self) -> bool {
@@ -375,10 +346,7 @@ impl FieldSet {
 
     fn is_subset_of(&self, other: &FieldSet) -> bool {
         (!self.member || other.member)
-            && self
-                .children
-                .iter()
-                .all(|(k, c)| other.children.get(k).is_some_and(|o| c.is_subset_of(o)))
+            && self.children.iter().all(|(k, c)| other.children.get(k).is_some_and(|o| c.is_subset_of(o)))
     }
 
     /// Clears the member at `path` and prunes nodes left empty.
@@ -440,17 +408,10 @@ impl FieldSet {
         if obj.len() != self.children.len() + usize::from(dot) {
             return false;
         }
-        if dot
-            && !obj
-                .get(".")
-                .and_then(Value::as_object)
-                .is_some_and(Map::is_empty)
-        {
+        if dot && !obj.get(".").and_then(Value::as_object).is_some_and(Map::is_empty) {
             return false;
         }
-        self.children
-            .iter()
-            .all(|(k, c)| obj.get(k).is_some_and(|cv| c.eq_json(cv)))
+        self.children.iter().all(|(k, c)| obj.get(k).is_some_and(|cv| c.eq_json(cv)))
     }
 
     /// Parses FieldsV1 JSON. The root is never a member itself.
@@ -464,14 +425,9 @@ impl FieldSet {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
-        let obj = v
-            .as_object()
-            .ok_or_else(|| format!("must be an object, got {}", json_type_name(v)))?;
+        let obj = v.as_object().ok_or_else(|| format!("must be an object, got {}", json_type_name(v)))?;
         // `{}` is a leaf; otherwise the node is a member only when it says so with ".".
-        let mut set = FieldSet {
-            member: obj.is_empty(),
-            children: BTreeMap::new(),
-        };
+        let mut set = FieldSet { member: obj.is_empty(), children: BTreeMap::new() };
         for (k, c) in obj {
             if k == "." {
                 set.member = true;
@@ -584,10 +540,7 @@ impl Entry<'_> {
 /// Parses `metadata.managedFields`. With `own` = (manager, new set), a single Apply entry of
 /// that manager whose stored fieldsV1 already encodes the new set is marked `same_as_new`
 /// instead of being decoded (being equal to a canonical encoding, it is valid).
-fn parse_entries<'a>(
-    obj: &'a Value,
-    own: Option<(&str, &FieldSet)>,
-) -> Result<Vec<Entry<'a>>, ApplyError> {
+fn parse_entries<'a>(obj: &'a Value, own: Option<(&str, &FieldSet)>) -> Result<Vec<Entry<'a>>, ApplyError> {
     let list = match obj.get("metadata").and_then(|m| m.get("managedFields")) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(list)) => list,
@@ -606,9 +559,7 @@ fn parse_entries<'a>(
     let mut entries = Vec::with_capacity(list.len());
     for (i, e) in list.iter().enumerate() {
         let bad = |msg: String| ApplyError::Invalid(format!("metadata.managedFields[{i}]{msg}"));
-        let raw = e
-            .as_object()
-            .ok_or_else(|| bad(format!(": must be an object, got {}", json_type_name(e))))?;
+        let raw = e.as_object().ok_or_else(|| bad(format!(": must be an object, got {}", json_type_name(e))))?;
         let manager = match raw.get("manager") {
             Some(Value::String(s)) => s.clone(),
             _ => return Err(bad(".manager: must be a string".into())),
@@ -621,11 +572,7 @@ fn parse_entries<'a>(
         match raw.get("fieldsType") {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s == "FieldsV1" => {}
-            Some(other) => {
-                return Err(bad(format!(
-                    ".fieldsType: unsupported value {other}, must be \"FieldsV1\""
-                )))
-            }
+            Some(other) => return Err(bad(format!(".fieldsType: unsupported value {other}, must be \"FieldsV1\""))),
         }
         let fields = raw.get("fieldsV1").filter(|v| !v.is_null());
         let same_as_new = match (own, fields) {
@@ -634,32 +581,19 @@ fn parse_entries<'a>(
         };
         let set = match fields {
             Some(v) if !same_as_new => {
-                let mut set =
-                    FieldSet::from_fields_v1(v).map_err(|e| bad(format!(".fieldsV1: {e}")))?;
+                let mut set = FieldSet::from_fields_v1(v).map_err(|e| bad(format!(".fieldsV1: {e}")))?;
                 set.strip_untracked();
                 set
             }
             _ => FieldSet::default(),
         };
-        entries.push(Entry {
-            manager,
-            operation,
-            raw: Some(raw),
-            set,
-            same_as_new,
-            changed: false,
-            api_version: None,
-        });
+        entries.push(Entry { manager, operation, raw: Some(raw), set, same_as_new, changed: false, api_version: None });
     }
     Ok(entries)
 }
 
 /// Removes and returns the entry of (`manager`, `operation`), folding duplicates into one.
-fn take_entry<'a>(
-    entries: &mut Vec<Entry<'a>>,
-    manager: &str,
-    operation: &str,
-) -> Option<Entry<'a>> {
+fn take_entry<'a>(entries: &mut Vec<Entry<'a>>, manager: &str, operation: &str) -> Option<Entry<'a>> {
     let mut taken: Option<Entry> = None;
     let mut i = 0;
     while i < entries.len() {
@@ -708,11 +642,7 @@ enum Child<'s> {
 enum Shape<'v, 's> {
     Leaf,
     Map(&'v Map<String, Value>),
-    ListMap {
-        items: &'v [Value],
-        names: &'s [String],
-        item: Ty<'s>,
-    },
+    ListMap { items: &'v [Value], names: &'s [String], item: Ty<'s> },
     Set(&'v [Value]),
 }
 
@@ -767,20 +697,14 @@ fn shape<'v, 's>(ty: Ty<'s>, v: &'v Value) -> Shape<'v, 's> {
     match v {
         Value::Object(m) => match ty {
             Ty::Root(_) | Ty::Meta | Ty::StringMap | Ty::Untyped => Shape::Map(m),
-            Ty::Schema(s) if is_object_schema(s) && s.map_type != Some(MapType::Atomic) => {
-                Shape::Map(m)
-            }
+            Ty::Schema(s) if is_object_schema(s) && s.map_type != Some(MapType::Atomic) => Shape::Map(m),
             _ => Shape::Leaf,
         },
         Value::Array(a) => match ty {
             Ty::Finalizers => Shape::Set(a),
             Ty::OwnerRefs => {
                 let names: &'static [String] = &OWNER_REFERENCE_KEYS;
-                Shape::ListMap {
-                    items: a,
-                    names,
-                    item: Ty::Untyped,
-                }
+                Shape::ListMap { items: a, names, item: Ty::Untyped }
             }
             Ty::Schema(s) if s.type_.is_none_or(|t| t == SchemaType::Array) => {
                 match s.effective_list_type() {
@@ -813,11 +737,7 @@ fn list_item_keys(items: &[Value], names: &[String]) -> Option<Vec<String>> {
     let mut seen: HashSet<String> = HashSet::new();
     for item in items {
         let key = item_key(item, &sorted)?;
-        let duplicate = if items.len() > LINEAR_MAX {
-            !seen.insert(key.clone())
-        } else {
-            keys.contains(&key)
-        };
+        let duplicate = if items.len() > LINEAR_MAX { !seen.insert(key.clone()) } else { keys.contains(&key) };
         if duplicate {
             return None;
         }
@@ -1020,8 +940,7 @@ impl ItemFinder {
         } else {
             self.values = true;
             for (i, item) in items.iter().enumerate() {
-                idx.entry(format!("v:{}", canonical_value(item)))
-                    .or_insert(i);
+                idx.entry(format!("v:{}", canonical_value(item))).or_insert(i);
             }
         }
         self.index = Some(idx);
@@ -1036,10 +955,7 @@ fn find_linear(items: &[Value], key: &str) -> Option<usize> {
         if want.is_empty() {
             return None;
         }
-        items.iter().position(|item| {
-            item.as_object()
-                .is_some_and(|o| want.iter().all(|(n, v)| o.get(n) == Some(v)))
-        })
+        items.iter().position(|item| item.as_object().is_some_and(|o| want.iter().all(|(n, v)| o.get(n) == Some(v))))
     } else if let Some(json) = key.strip_prefix("v:") {
         let Ok(want) = serde_json::from_str::<Value>(json) else {
             return None;
@@ -1122,8 +1038,7 @@ impl<'v> Collector<'v> {
             },
             Shape::Set(items) => {
                 for iv in items {
-                    set.children
-                        .insert(format!("v:{}", canonical_value(iv)), FieldSet::leaf());
+                    set.children.insert(format!("v:{}", canonical_value(iv)), FieldSet::leaf());
                 }
             }
         }
@@ -1179,8 +1094,7 @@ impl<'v> Collector<'v> {
                 }
             }
         }
-        self.undeclared
-            .push(format!("{path}: field not declared in schema"));
+        self.undeclared.push(format!("{path}: field not declared in schema"));
     }
 }
 
@@ -1307,19 +1221,13 @@ fn merged_value(ty: Ty<'_>, live: Option<&Value>, applied: &Value) -> Value {
     }
 }
 
-fn merge_map(
-    ty: Ty<'_>,
-    live: Option<&Map<String, Value>>,
-    applied: &Map<String, Value>,
-) -> Option<Value> {
+fn merge_map(ty: Ty<'_>, live: Option<&Map<String, Value>>, applied: &Map<String, Value>) -> Option<Value> {
     let Some(live) = live else {
         let mut out = Map::new();
         for (k, av) in applied {
             let v = match child_ty(ty, k) {
                 Child::Ignored => match (ty, k.as_str()) {
-                    (Ty::Root(_), _) | (Ty::Meta, "name" | "namespace") if !av.is_null() => {
-                        Some(av.clone())
-                    }
+                    (Ty::Root(_), _) | (Ty::Meta, "name" | "namespace") if !av.is_null() => Some(av.clone()),
                     _ => None,
                 },
                 // Reported before merging; kept verbatim should a caller skip that check.
@@ -1341,9 +1249,7 @@ fn merge_map(
             Child::Ignored => match (ty, k.as_str()) {
                 // apiVersion/kind follow the applied configuration, which chose the schema.
                 (Ty::Root(_), _) if !av.is_null() && lv != Some(av) => Some(Some(av.clone())),
-                (Ty::Meta, "name" | "namespace") if lv.is_none() && !av.is_null() => {
-                    Some(Some(av.clone()))
-                }
+                (Ty::Meta, "name" | "namespace") if lv.is_none() && !av.is_null() => Some(Some(av.clone())),
                 _ => None,
             },
             Child::Undeclared => (lv != Some(av)).then(|| Some(av.clone())),
@@ -1392,12 +1298,7 @@ fn merge_list_map(
     let live_keys = live_items.and_then(|l| list_item_keys(l, names));
     let (Some(live_items), Some(live_keys)) = (live_items, live_keys) else {
         // Nothing mergeable live: the applied items, with their nulls removed.
-        return Some(Value::Array(
-            applied
-                .iter()
-                .map(|a| merged_value(item, None, a))
-                .collect(),
-        ));
+        return Some(Value::Array(applied.iter().map(|a| merged_value(item, None, a)).collect()));
     };
     let live_index = KeyIndex::new(&live_keys);
     let mut updates: Vec<(usize, Value)> = Vec::new();
@@ -1462,12 +1363,7 @@ struct KeyIndex<'k> {
 
 impl<'k> KeyIndex<'k> {
     fn new(keys: &'k [String]) -> KeyIndex<'k> {
-        let map = (keys.len() > LINEAR_MAX).then(|| {
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (k.as_str(), i))
-                .collect()
-        });
+        let map = (keys.len() > LINEAR_MAX).then(|| keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect());
         KeyIndex { keys, map }
     }
 
@@ -1524,9 +1420,7 @@ fn remove_unowned(
                 if pc.children.is_empty() {
                     continue;
                 }
-                let ac = applied_obj
-                    .and_then(|a| a.get(name))
-                    .filter(|a| !a.is_null());
+                let ac = applied_obj.and_then(|a| a.get(name)).filter(|a| !a.is_null());
                 let Some(child) = map.get_mut(name) else {
                     continue;
                 };
@@ -1561,8 +1455,7 @@ fn remove_unowned(
                     continue;
                 }
                 let names = key_names(json);
-                let ai =
-                    applied_items.and_then(|a| applied_finder.find(a, key).and_then(|p| a.get(p)));
+                let ai = applied_items.and_then(|a| applied_finder.find(a, key).and_then(|p| a.get(p)));
                 // Keys are protected, so the finder's positions stay valid while items change.
                 if let Some(item) = items.get_mut(pos) {
                     remove_unowned(pc, kc, item, ai, &names);
@@ -1675,14 +1568,7 @@ mod tests {
         force: bool,
         now: &str,
     ) -> Result<Value, ApplyError> {
-        apply(&ApplyRequest {
-            schema: s,
-            live,
-            applied,
-            manager,
-            force,
-            now,
-        })
+        apply(&ApplyRequest { schema: s, live, applied, manager, force, now })
     }
 
     fn ok(s: &Schema, live: Option<&Value>, applied: &Value, manager: &str, now: &str) -> Value {
@@ -1700,13 +1586,7 @@ mod tests {
     #[test]
     fn create_records_owned_fields() {
         let s = schema();
-        let out = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "replicas": 2})),
-            "alice",
-            T1,
-        );
+        let out = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 2})), "alice", T1);
         assert_eq!(out["spec"], json!({"greeting": "hi", "replicas": 2}));
         assert_eq!(out["metadata"]["name"], "g");
         assert_eq!(out["apiVersion"], "example.com/v1alpha1");
@@ -1721,10 +1601,7 @@ mod tests {
                 "fieldsV1": {"f:spec": {"f:greeting": {}, "f:replicas": {}}}
             }])
         );
-        assert_eq!(
-            managed_paths(&out, "alice").unwrap(),
-            vec![".spec.greeting", ".spec.replicas"]
-        );
+        assert_eq!(managed_paths(&out, "alice").unwrap(), vec![".spec.greeting", ".spec.replicas"]);
     }
 
     #[test]
@@ -1746,55 +1623,25 @@ mod tests {
     fn adding_a_field_updates_entry_and_time() {
         let s = schema();
         let first = ok(&s, None, &obj(json!({"greeting": "hi"})), "alice", T1);
-        let second = ok(
-            &s,
-            Some(&first),
-            &obj(json!({"greeting": "hi", "replicas": 3})),
-            "alice",
-            T2,
-        );
+        let second = ok(&s, Some(&first), &obj(json!({"greeting": "hi", "replicas": 3})), "alice", T2);
         assert_eq!(second["spec"], json!({"greeting": "hi", "replicas": 3}));
         assert_eq!(entry(&second, "alice")["time"], T2);
-        assert_eq!(
-            managed_paths(&second, "alice").unwrap(),
-            vec![".spec.greeting", ".spec.replicas"]
-        );
+        assert_eq!(managed_paths(&second, "alice").unwrap(), vec![".spec.greeting", ".spec.replicas"]);
     }
 
     #[test]
     fn field_dropped_by_its_only_manager_disappears() {
         let s = schema();
-        let first = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "replicas": 3})),
-            "alice",
-            T1,
-        );
-        let second = ok(
-            &s,
-            Some(&first),
-            &obj(json!({"greeting": "hi"})),
-            "alice",
-            T2,
-        );
+        let first = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 3})), "alice", T1);
+        let second = ok(&s, Some(&first), &obj(json!({"greeting": "hi"})), "alice", T2);
         assert_eq!(second["spec"], json!({"greeting": "hi"}));
-        assert_eq!(
-            managed_paths(&second, "alice").unwrap(),
-            vec![".spec.greeting"]
-        );
+        assert_eq!(managed_paths(&second, "alice").unwrap(), vec![".spec.greeting"]);
     }
 
     #[test]
     fn dropped_field_survives_when_another_manager_owns_it() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "replicas": 3})),
-            "alice",
-            T1,
-        );
+        let a = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 3})), "alice", T1);
         // Same value: shared ownership, no conflict.
         let b = ok(&s, Some(&a), &obj(json!({"replicas": 3})), "bob", T2);
         assert_eq!(entry(&b, "alice")["time"], T1);
@@ -1809,13 +1656,7 @@ mod tests {
         let s = schema();
         let a = ok(&s, None, &obj(json!({"greeting": "hi"})), "alice", T1);
         let b = ok(&s, Some(&a), &obj(json!({"replicas": 5})), "bob", T2);
-        let a2 = ok(
-            &s,
-            Some(&b),
-            &obj(json!({"greeting": "hello"})),
-            "alice",
-            T3,
-        );
+        let a2 = ok(&s, Some(&b), &obj(json!({"greeting": "hello"})), "alice", T3);
         assert_eq!(a2["spec"], json!({"greeting": "hello", "replicas": 5}));
         let managers: Vec<&Value> = entries(&a2).iter().map(|e| &e["manager"]).collect();
         assert_eq!(managers, vec!["alice", "bob"]);
@@ -1827,15 +1668,7 @@ mod tests {
         let s = schema();
         let a = ok(&s, None, &obj(json!({"greeting": "hi"})), "mgr-a", T1);
         let b = ok(&s, Some(&a), &obj(json!({"replicas": 1})), "mgr-b", T1);
-        let err = run(
-            &s,
-            Some(&b),
-            &obj(json!({"greeting": "yo", "replicas": 2})),
-            "c",
-            false,
-            T2,
-        )
-        .unwrap_err();
+        let err = run(&s, Some(&b), &obj(json!({"greeting": "yo", "replicas": 2})), "c", false, T2).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Apply failed with 2 conflicts: conflict with \"mgr-a\": .spec.greeting, \
@@ -1844,36 +1677,16 @@ mod tests {
         let err = run(&s, Some(&b), &obj(json!({"replicas": 2})), "c", false, T2).unwrap_err();
         assert_eq!(
             err,
-            ApplyError::Conflicts(vec![Conflict {
-                manager: "mgr-b".into(),
-                path: ".spec.replicas".into()
-            }])
+            ApplyError::Conflicts(vec![Conflict { manager: "mgr-b".into(), path: ".spec.replicas".into() }])
         );
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"mgr-b\": .spec.replicas"
-        );
+        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"mgr-b\": .spec.replicas");
     }
 
     #[test]
     fn force_takes_ownership() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "replicas": 1})),
-            "alice",
-            T1,
-        );
-        let b = run(
-            &s,
-            Some(&a),
-            &obj(json!({"greeting": "yo"})),
-            "bob",
-            true,
-            T2,
-        )
-        .unwrap();
+        let a = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 1})), "alice", T1);
+        let b = run(&s, Some(&a), &obj(json!({"greeting": "yo"})), "bob", true, T2).unwrap();
         assert_eq!(b["spec"], json!({"greeting": "yo", "replicas": 1}));
         assert_eq!(managed_paths(&b, "alice").unwrap(), vec![".spec.replicas"]);
         assert_eq!(managed_paths(&b, "bob").unwrap(), vec![".spec.greeting"]);
@@ -1899,13 +1712,7 @@ mod tests {
     #[test]
     fn list_map_conditions_merge_by_type() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &status(json!([{"type": "Ready", "status": "True"}])),
-            "ready-ctl",
-            T1,
-        );
+        let a = ok(&s, None, &status(json!([{"type": "Ready", "status": "True"}])), "ready-ctl", T1);
         let b = ok(
             &s,
             Some(&a),
@@ -1921,17 +1728,8 @@ mod tests {
             ])
         );
         // Updating an owned condition in place keeps the live order.
-        let c = ok(
-            &s,
-            Some(&b),
-            &status(json!([{"type": "Ready", "status": "False"}])),
-            "ready-ctl",
-            T3,
-        );
-        assert_eq!(
-            c["status"]["conditions"][0],
-            json!({"type": "Ready", "status": "False"})
-        );
+        let c = ok(&s, Some(&b), &status(json!([{"type": "Ready", "status": "False"}])), "ready-ctl", T3);
+        assert_eq!(c["status"]["conditions"][0], json!({"type": "Ready", "status": "False"}));
         assert_eq!(
             managed_paths(&c, "sync-ctl").unwrap(),
             vec![
@@ -1943,10 +1741,7 @@ mod tests {
         );
         // Dropping its condition removes only that one.
         let d = ok(&s, Some(&c), &status(json!([])), "ready-ctl", T3);
-        assert_eq!(
-            d["status"]["conditions"],
-            json!([{"type": "Synced", "status": "False", "reason": "Pending"}])
-        );
+        assert_eq!(d["status"]["conditions"], json!([{"type": "Synced", "status": "False", "reason": "Pending"}]));
         let managers: Vec<&Value> = entries(&d).iter().map(|e| &e["manager"]).collect();
         assert_eq!(managers, vec!["sync-ctl"]);
     }
@@ -1954,68 +1749,28 @@ mod tests {
     #[test]
     fn list_map_conflict_is_reported_at_leaf_level() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &status(json!([{"type": "Ready", "status": "True"}])),
-            "a",
-            T1,
-        );
+        let a = ok(&s, None, &status(json!([{"type": "Ready", "status": "True"}])), "a", T1);
         // Same item, same values: shared.
-        let b = ok(
-            &s,
-            Some(&a),
-            &status(json!([{"type": "Ready", "status": "True"}])),
-            "b",
-            T2,
-        );
-        let err = run(
-            &s,
-            Some(&b),
-            &status(json!([{"type": "Ready", "status": "False"}])),
-            "c",
-            false,
-            T3,
-        )
-        .unwrap_err();
+        let b = ok(&s, Some(&a), &status(json!([{"type": "Ready", "status": "True"}])), "b", T2);
+        let err =
+            run(&s, Some(&b), &status(json!([{"type": "Ready", "status": "False"}])), "c", false, T3).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Apply failed with 2 conflicts: conflict with \"a\": .status.conditions[type=\"Ready\"].status, \
              conflict with \"b\": .status.conditions[type=\"Ready\"].status"
         );
         // A new field in a shared item is no conflict.
-        ok(
-            &s,
-            Some(&b),
-            &status(json!([{"type": "Ready", "reason": "Fine"}])),
-            "c",
-            T3,
-        );
+        ok(&s, Some(&b), &status(json!([{"type": "Ready", "reason": "Fine"}])), "c", T3);
     }
 
     #[test]
     fn removed_item_field_keeps_item_owned_by_another_manager() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &status(json!([{"type": "Ready", "status": "True", "reason": "Up"}])),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &status(json!([{"type": "Ready", "status": "True"}])),
-            "b",
-            T2,
-        );
+        let a = ok(&s, None, &status(json!([{"type": "Ready", "status": "True", "reason": "Up"}])), "a", T1);
+        let b = ok(&s, Some(&a), &status(json!([{"type": "Ready", "status": "True"}])), "b", T2);
         let c = ok(&s, Some(&b), &status(json!([])), "a", T3);
         // b still owns the item and its status; a's reason is gone.
-        assert_eq!(
-            c["status"]["conditions"],
-            json!([{"type": "Ready", "status": "True"}])
-        );
+        assert_eq!(c["status"]["conditions"], json!([{"type": "Ready", "status": "True"}]));
     }
 
     fn with_meta(meta: Value) -> Value {
@@ -2029,20 +1784,8 @@ mod tests {
     #[test]
     fn finalizers_merge_as_a_set() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &with_meta(json!({"finalizers": ["a.io/x"]})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &with_meta(json!({"finalizers": ["b.io/y", "a.io/x"]})),
-            "b",
-            T2,
-        );
+        let a = ok(&s, None, &with_meta(json!({"finalizers": ["a.io/x"]})), "a", T1);
+        let b = ok(&s, Some(&a), &with_meta(json!({"finalizers": ["b.io/y", "a.io/x"]})), "b", T2);
         assert_eq!(b["metadata"]["finalizers"], json!(["a.io/x", "b.io/y"]));
         assert_eq!(
             entry(&b, "b")["fieldsV1"],
@@ -2052,13 +1795,7 @@ mod tests {
         let c = ok(&s, Some(&b), &with_meta(json!({})), "a", T3);
         assert_eq!(c["metadata"]["finalizers"], json!(["a.io/x", "b.io/y"]));
         // b drops a.io/x, now owned by nobody else.
-        let d = ok(
-            &s,
-            Some(&c),
-            &with_meta(json!({"finalizers": ["b.io/y"]})),
-            "b",
-            T3,
-        );
+        let d = ok(&s, Some(&c), &with_meta(json!({"finalizers": ["b.io/y"]})), "b", T3);
         assert_eq!(d["metadata"]["finalizers"], json!(["b.io/y"]));
         // b drops the last one: the emptied list is pruned.
         let e = ok(&s, Some(&d), &with_meta(json!({})), "b", T3);
@@ -2069,20 +1806,8 @@ mod tests {
     #[test]
     fn finalizers_each_manager_drops_only_its_own() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &with_meta(json!({"finalizers": ["a.io/x"]})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &with_meta(json!({"finalizers": ["b.io/y"]})),
-            "b",
-            T2,
-        );
+        let a = ok(&s, None, &with_meta(json!({"finalizers": ["a.io/x"]})), "a", T1);
+        let b = ok(&s, Some(&a), &with_meta(json!({"finalizers": ["b.io/y"]})), "b", T2);
         let c = ok(&s, Some(&b), &with_meta(json!({"finalizers": []})), "a", T3);
         assert_eq!(c["metadata"]["finalizers"], json!(["b.io/y"]));
         let d = ok(&s, Some(&b), &with_meta(json!({})), "b", T3);
@@ -2094,20 +1819,8 @@ mod tests {
         let s = schema();
         let r1 = json!({"apiVersion": "v1", "kind": "A", "name": "a", "uid": "u1"});
         let r2 = json!({"apiVersion": "v1", "kind": "B", "name": "b", "uid": "u2"});
-        let a = ok(
-            &s,
-            None,
-            &with_meta(json!({"ownerReferences": [r1]})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &with_meta(json!({"ownerReferences": [r2]})),
-            "b",
-            T2,
-        );
+        let a = ok(&s, None, &with_meta(json!({"ownerReferences": [r1]})), "a", T1);
+        let b = ok(&s, Some(&a), &with_meta(json!({"ownerReferences": [r2]})), "b", T2);
         assert_eq!(b["metadata"]["ownerReferences"], json!([r1, r2]));
         assert_eq!(
             entry(&b, "b")["fieldsV1"],
@@ -2122,59 +1835,21 @@ mod tests {
     #[test]
     fn labels_are_granular() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &with_meta(json!({"labels": {"app": "x", "tier": "web"}})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &with_meta(json!({"labels": {"team": "net"}})),
-            "b",
-            T2,
-        );
-        assert_eq!(
-            b["metadata"]["labels"],
-            json!({"app": "x", "tier": "web", "team": "net"})
-        );
-        let c = ok(
-            &s,
-            Some(&b),
-            &with_meta(json!({"labels": {"app": "x"}})),
-            "a",
-            T3,
-        );
+        let a = ok(&s, None, &with_meta(json!({"labels": {"app": "x", "tier": "web"}})), "a", T1);
+        let b = ok(&s, Some(&a), &with_meta(json!({"labels": {"team": "net"}})), "b", T2);
+        assert_eq!(b["metadata"]["labels"], json!({"app": "x", "tier": "web", "team": "net"}));
+        let c = ok(&s, Some(&b), &with_meta(json!({"labels": {"app": "x"}})), "a", T3);
         assert_eq!(c["metadata"]["labels"], json!({"app": "x", "team": "net"}));
-        let err = run(
-            &s,
-            Some(&c),
-            &with_meta(json!({"labels": {"team": "ops"}})),
-            "a",
-            false,
-            T3,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"b\": .metadata.labels.team"
-        );
+        let err = run(&s, Some(&c), &with_meta(json!({"labels": {"team": "ops"}})), "a", false, T3).unwrap_err();
+        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"b\": .metadata.labels.team");
     }
 
     #[test]
     fn undeclared_field_is_rejected() {
         let s = schema();
         let err = run(&s, None, &obj(json!({"greetings": "hi"})), "a", false, T1).unwrap_err();
-        assert_eq!(
-            err,
-            ApplyError::Undeclared(".spec.greetings: field not declared in schema".into())
-        );
-        assert_eq!(
-            err.to_string(),
-            ".spec.greetings: field not declared in schema"
-        );
+        assert_eq!(err, ApplyError::Undeclared(".spec.greetings: field not declared in schema".into()));
+        assert_eq!(err.to_string(), ".spec.greetings: field not declared in schema");
     }
 
     #[test]
@@ -2208,18 +1883,9 @@ mod tests {
         let extra = json!({"a": {"b": [1, {"c": null}], "d": "e"}, "f": 1.5});
         let a = ok(&s, None, &obj(json!({"extra": extra})), "a", T1);
         assert_eq!(a["spec"]["extra"], extra);
-        assert_eq!(
-            managed_paths(&a, "a").unwrap(),
-            vec![".spec.extra.a.b", ".spec.extra.a.d", ".spec.extra.f"]
-        );
+        assert_eq!(managed_paths(&a, "a").unwrap(), vec![".spec.extra.a.b", ".spec.extra.a.d", ".spec.extra.f"]);
         // Nested unknown objects are granular: another manager can add beside.
-        let b = ok(
-            &s,
-            Some(&a),
-            &obj(json!({"extra": {"a": {"z": true}}})),
-            "b",
-            T2,
-        );
+        let b = ok(&s, Some(&a), &obj(json!({"extra": {"a": {"z": true}}})), "b", T2);
         assert_eq!(b["spec"]["extra"]["a"]["z"], true);
         assert_eq!(b["spec"]["extra"]["a"]["d"], "e");
     }
@@ -2227,75 +1893,26 @@ mod tests {
     #[test]
     fn atomic_list_and_map_are_replaced_wholesale() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"tags": ["x", "y"], "selector": {"a": "1", "b": "2"}})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &obj(json!({"tags": ["z"], "selector": {"c": "3"}})),
-            "a",
-            T2,
-        );
+        let a = ok(&s, None, &obj(json!({"tags": ["x", "y"], "selector": {"a": "1", "b": "2"}})), "a", T1);
+        let b = ok(&s, Some(&a), &obj(json!({"tags": ["z"], "selector": {"c": "3"}})), "a", T2);
         assert_eq!(b["spec"]["tags"], json!(["z"]));
         assert_eq!(b["spec"]["selector"], json!({"c": "3"}));
-        assert_eq!(
-            managed_paths(&b, "a").unwrap(),
-            vec![".spec.selector", ".spec.tags"]
-        );
-        let err = run(
-            &s,
-            Some(&b),
-            &obj(json!({"tags": ["z", "w"]})),
-            "b",
-            false,
-            T3,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"a\": .spec.tags"
-        );
+        assert_eq!(managed_paths(&b, "a").unwrap(), vec![".spec.selector", ".spec.tags"]);
+        let err = run(&s, Some(&b), &obj(json!({"tags": ["z", "w"]})), "b", false, T3).unwrap_err();
+        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"a\": .spec.tags");
     }
 
     #[test]
     fn explicit_null_removes_the_field() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "replicas": 1})),
-            "a",
-            T1,
-        );
-        let b = ok(
-            &s,
-            Some(&a),
-            &obj(json!({"greeting": null, "replicas": 1})),
-            "a",
-            T2,
-        );
+        let a = ok(&s, None, &obj(json!({"greeting": "hi", "replicas": 1})), "a", T1);
+        let b = ok(&s, Some(&a), &obj(json!({"greeting": null, "replicas": 1})), "a", T2);
         assert_eq!(b["spec"], json!({"replicas": 1}));
         assert_eq!(managed_paths(&b, "a").unwrap(), vec![".spec.replicas"]);
         // Null on a field another manager owns is a conflict; forcing removes it.
         let c = ok(&s, Some(&b), &obj(json!({"greeting": "yo"})), "b", T2);
-        let err = run(
-            &s,
-            Some(&c),
-            &obj(json!({"greeting": null})),
-            "a",
-            false,
-            T3,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "Apply failed with 1 conflict: conflict with \"b\": .spec.greeting"
-        );
+        let err = run(&s, Some(&c), &obj(json!({"greeting": null})), "a", false, T3).unwrap_err();
+        assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"b\": .spec.greeting");
         let d = run(&s, Some(&c), &obj(json!({"greeting": null})), "a", true, T3).unwrap();
         assert_eq!(d["spec"], json!({}));
         assert!(managed_paths(&d, "b").unwrap().is_empty());
@@ -2372,13 +1989,7 @@ mod tests {
             "s",
         )
         .unwrap();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"routes": [{"prefix": "10.0.0.0/8", "metric": 5, "via": "r1"}]})),
-            "a",
-            T1,
-        );
+        let a = ok(&s, None, &obj(json!({"routes": [{"prefix": "10.0.0.0/8", "metric": 5, "via": "r1"}]})), "a", T1);
         assert_eq!(
             entry(&a, "a")["fieldsV1"]["f:spec"]["f:routes"],
             json!({"k:{\"metric\":5,\"prefix\":\"10.0.0.0/8\"}": {".": {}, "f:metric": {}, "f:prefix": {}, "f:via": {}}})
@@ -2412,8 +2023,7 @@ mod tests {
         applied["metadata"]["resourceVersion"] = json!("1");
         applied["metadata"]["generation"] = json!(99);
         applied["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        applied["metadata"]["managedFields"] =
-            json!([{"manager": "evil", "fieldsV1": {"f:spec": {}}}]);
+        applied["metadata"]["managedFields"] = json!([{"manager": "evil", "fieldsV1": {"f:spec": {}}}]);
         let out = ok(&s, Some(&live), &applied, "a", T2);
         assert_eq!(out, live);
         // On create the system fields of the applied object are dropped too.
@@ -2427,22 +2037,10 @@ mod tests {
     #[test]
     fn emptied_parent_map_is_pruned_unless_applied() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": "hi", "opts": {"a": "1"}})),
-            "a",
-            T1,
-        );
+        let a = ok(&s, None, &obj(json!({"greeting": "hi", "opts": {"a": "1"}})), "a", T1);
         let b = ok(&s, Some(&a), &obj(json!({"greeting": "hi"})), "a", T2);
         assert_eq!(b["spec"], json!({"greeting": "hi"}));
-        let c = ok(
-            &s,
-            Some(&a),
-            &obj(json!({"greeting": "hi", "opts": {}})),
-            "a",
-            T2,
-        );
+        let c = ok(&s, Some(&a), &obj(json!({"greeting": "hi", "opts": {}})), "a", T2);
         assert_eq!(c["spec"], json!({"greeting": "hi", "opts": {}}));
         // Dropping the whole spec prunes it; the root stays.
         let mut bare = obj(json!({}));
@@ -2457,29 +2055,17 @@ mod tests {
     fn invalid_inputs_are_errors() {
         let s = schema();
         let e = run(&s, None, &json!([1]), "a", false, T1).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "applied configuration must be an object, got array"
-        );
+        assert_eq!(e.to_string(), "applied configuration must be an object, got array");
         let e = run(&s, None, &obj(json!({})), "", false, T1).unwrap_err();
         assert_eq!(e.to_string(), "field manager must not be empty");
         let mut live = obj(json!({}));
         live["metadata"]["managedFields"] = json!([{"manager": "x", "fieldsV1": {"q:oops": {}}}]);
         let e = run(&s, Some(&live), &obj(json!({})), "a", false, T1).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "metadata.managedFields[0].fieldsV1: unknown path element \"q:oops\""
-        );
+        assert_eq!(e.to_string(), "metadata.managedFields[0].fieldsV1: unknown path element \"q:oops\"");
         live["metadata"]["managedFields"] = json!({"manager": "x"});
-        assert!(matches!(
-            run(&s, Some(&live), &obj(json!({})), "a", false, T1),
-            Err(ApplyError::Invalid(_))
-        ));
+        assert!(matches!(run(&s, Some(&live), &obj(json!({})), "a", false, T1), Err(ApplyError::Invalid(_))));
         live["metadata"]["managedFields"] = json!([{"fieldsV1": {}}]);
-        assert!(matches!(
-            managed_paths(&live, "x"),
-            Err(ApplyError::Invalid(_))
-        ));
+        assert!(matches!(managed_paths(&live, "x"), Err(ApplyError::Invalid(_))));
     }
 
     #[test]
@@ -2493,15 +2079,8 @@ mod tests {
                 ".": {}, "f:type": {}, "f:status": {}
             }}}}
         }]);
-        let err = run(
-            &s,
-            Some(&live),
-            &status(json!([{"type": "Ready", "status": "False"}])),
-            "other",
-            false,
-            T2,
-        )
-        .unwrap_err();
+        let err = run(&s, Some(&live), &status(json!([{"type": "Ready", "status": "False"}])), "other", false, T2)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "Apply failed with 1 conflict: conflict with \"kube\": .status.conditions[type=\"Ready\"].status"
@@ -2514,22 +2093,13 @@ mod tests {
     #[test]
     fn large_list_map_merges_by_index() {
         let s = schema();
-        let ports: Vec<Value> = (0..500)
-            .map(|i| json!({"port": i, "name": format!("p{i}")}))
-            .collect();
+        let ports: Vec<Value> = (0..500).map(|i| json!({"port": i, "name": format!("p{i}")})).collect();
         let a = ok(&s, None, &obj(json!({"ports": ports})), "a", T1);
-        let mine: Vec<Value> = (250..750)
-            .map(|i| json!({"port": i, "protocol": "TCP"}))
-            .collect();
+        let mine: Vec<Value> = (250..750).map(|i| json!({"port": i, "protocol": "TCP"})).collect();
         let b = ok(&s, Some(&a), &obj(json!({"ports": mine})), "b", T2);
         assert_eq!(b["spec"]["ports"].as_array().unwrap().len(), 750);
-        assert_eq!(
-            b["spec"]["ports"][300],
-            json!({"port": 300, "name": "p300", "protocol": "TCP"})
-        );
-        let half: Vec<Value> = (0..100)
-            .map(|i| json!({"port": i, "name": format!("p{i}")}))
-            .collect();
+        assert_eq!(b["spec"]["ports"][300], json!({"port": 300, "name": "p300", "protocol": "TCP"}));
+        let half: Vec<Value> = (0..100).map(|i| json!({"port": i, "name": format!("p{i}")})).collect();
         let c = ok(&s, Some(&b), &obj(json!({"ports": half})), "a", T3);
         // a dropped 100..500: 100..250 had no other owner, 250..500 keep b's fields only.
         let out = c["spec"]["ports"].as_array().unwrap();
@@ -2540,21 +2110,9 @@ mod tests {
     #[test]
     fn list_map_with_missing_keys_is_atomic() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"ports": [{"name": "nokey"}]})),
-            "a",
-            T1,
-        );
+        let a = ok(&s, None, &obj(json!({"ports": [{"name": "nokey"}]})), "a", T1);
         assert_eq!(managed_paths(&a, "a").unwrap(), vec![".spec.ports"]);
-        let b = ok(
-            &s,
-            Some(&a),
-            &obj(json!({"ports": [{"port": 1}, {"port": 1}]})),
-            "a",
-            T2,
-        );
+        let b = ok(&s, Some(&a), &obj(json!({"ports": [{"port": 1}, {"port": 1}]})), "a", T2);
         assert_eq!(b["spec"]["ports"], json!([{"port": 1}, {"port": 1}]));
     }
 
@@ -2569,34 +2127,16 @@ mod tests {
         }]);
         let out = ok(&s, Some(&live), &obj(json!({"greeting": "yo"})), "a", T2);
         assert_eq!(out["spec"], json!({"greeting": "yo", "replicas": 1}));
-        let ops: Vec<(&Value, &Value)> = entries(&out)
-            .iter()
-            .map(|e| (&e["manager"], &e["operation"]))
-            .collect();
-        assert_eq!(
-            ops,
-            vec![
-                (&json!("a"), &json!("Apply")),
-                (&json!("a"), &json!("Update"))
-            ]
-        );
+        let ops: Vec<(&Value, &Value)> = entries(&out).iter().map(|e| (&e["manager"], &e["operation"])).collect();
+        assert_eq!(ops, vec![(&json!("a"), &json!("Apply")), (&json!("a"), &json!("Update"))]);
     }
 
     #[test]
     fn type_mismatch_is_an_atomic_leaf() {
         let s = schema();
-        let a = ok(
-            &s,
-            None,
-            &obj(json!({"greeting": {"x": 1}, "ports": "none"})),
-            "a",
-            T1,
-        );
+        let a = ok(&s, None, &obj(json!({"greeting": {"x": 1}, "ports": "none"})), "a", T1);
         assert_eq!(a["spec"]["greeting"], json!({"x": 1}));
-        assert_eq!(
-            managed_paths(&a, "a").unwrap(),
-            vec![".spec.greeting", ".spec.ports"]
-        );
+        assert_eq!(managed_paths(&a, "a").unwrap(), vec![".spec.greeting", ".spec.ports"]);
         let b = ok(&s, Some(&a), &obj(json!({"ports": [{"port": 1}]})), "a", T2);
         assert_eq!(b["spec"], json!({"ports": [{"port": 1}]}));
     }
@@ -2635,12 +2175,7 @@ mod tests {
         type Units = BTreeMap<String, Value>;
 
         fn scalar() -> impl Strategy<Value = Value> {
-            prop_oneof![
-                Just(json!("a")),
-                Just(json!("b")),
-                (0i64..3).prop_map(|i| json!(i)),
-                Just(json!(true)),
-            ]
+            prop_oneof![Just(json!("a")), Just(json!("b")), (0i64..3).prop_map(|i| json!(i)), Just(json!(true)),]
         }
 
         fn units() -> impl Strategy<Value = Units> {
@@ -2652,10 +2187,7 @@ mod tests {
                 (prop::option::of(word()), prop::option::of(word())),
                 prop::collection::btree_map(
                     0i64..6,
-                    (
-                        prop::option::of(word()),
-                        prop::option::of(prop_oneof![Just("TCP"), Just("UDP")]),
-                    ),
+                    (prop::option::of(word()), prop::option::of(prop_oneof![Just("TCP"), Just("UDP")])),
                     0..4,
                 ),
                 prop::collection::btree_set(word(), 0..3),
@@ -2667,49 +2199,47 @@ mod tests {
                 prop::collection::btree_map(word(), word(), 0..3),
                 prop::collection::btree_set(prop_oneof![Just("f.io/a"), Just("f.io/b")], 0..3),
             )
-                .prop_map(
-                    |(greeting, replicas, tags, (oa, ob), ports, aliases, extra, labels, fins)| {
-                        let mut u = Units::new();
-                        if let Some(g) = greeting {
-                            u.insert("greeting".into(), json!(g));
+                .prop_map(|(greeting, replicas, tags, (oa, ob), ports, aliases, extra, labels, fins)| {
+                    let mut u = Units::new();
+                    if let Some(g) = greeting {
+                        u.insert("greeting".into(), json!(g));
+                    }
+                    if let Some(r) = replicas {
+                        u.insert("replicas".into(), json!(r));
+                    }
+                    if let Some(t) = tags {
+                        u.insert("tags".into(), json!(t));
+                    }
+                    if let Some(a) = oa {
+                        u.insert("opts.a".into(), json!(a));
+                    }
+                    if let Some(b) = ob {
+                        u.insert("opts.b".into(), json!(b));
+                    }
+                    for (port, (name, protocol)) in ports {
+                        let mut item = json!({"port": port});
+                        if let Some(n) = name {
+                            item["name"] = json!(n);
                         }
-                        if let Some(r) = replicas {
-                            u.insert("replicas".into(), json!(r));
+                        if let Some(p) = protocol {
+                            item["protocol"] = json!(p);
                         }
-                        if let Some(t) = tags {
-                            u.insert("tags".into(), json!(t));
-                        }
-                        if let Some(a) = oa {
-                            u.insert("opts.a".into(), json!(a));
-                        }
-                        if let Some(b) = ob {
-                            u.insert("opts.b".into(), json!(b));
-                        }
-                        for (port, (name, protocol)) in ports {
-                            let mut item = json!({"port": port});
-                            if let Some(n) = name {
-                                item["name"] = json!(n);
-                            }
-                            if let Some(p) = protocol {
-                                item["protocol"] = json!(p);
-                            }
-                            u.insert(format!("port:{port}"), item);
-                        }
-                        for a in aliases {
-                            u.insert(format!("alias:{a}"), json!(a));
-                        }
-                        for (k, v) in extra {
-                            u.insert(format!("extra:{k}"), v);
-                        }
-                        for (k, v) in labels {
-                            u.insert(format!("label:{k}"), json!(v));
-                        }
-                        for f in fins {
-                            u.insert(format!("fin:{f}"), json!(f));
-                        }
-                        u
-                    },
-                )
+                        u.insert(format!("port:{port}"), item);
+                    }
+                    for a in aliases {
+                        u.insert(format!("alias:{a}"), json!(a));
+                    }
+                    for (k, v) in extra {
+                        u.insert(format!("extra:{k}"), v);
+                    }
+                    for (k, v) in labels {
+                        u.insert(format!("label:{k}"), json!(v));
+                    }
+                    for f in fins {
+                        u.insert(format!("fin:{f}"), json!(f));
+                    }
+                    u
+                })
         }
 
         fn build(units: &Units) -> Value {
@@ -2759,24 +2289,14 @@ mod tests {
                     out.insert(format!("opts.{k}"), v.clone());
                 }
             }
-            for item in spec
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for item in spec.get("ports").and_then(Value::as_array).into_iter().flatten() {
                 let port = &item["port"];
                 out.insert(format!("ports[{port}]"), Value::Null);
                 for (k, v) in item.as_object().unwrap() {
                     out.insert(format!("ports[{port}].{k}"), v.clone());
                 }
             }
-            for a in spec
-                .get("aliases")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for a in spec.get("aliases").and_then(Value::as_array).into_iter().flatten() {
                 out.insert(format!("aliases[={a}]"), Value::Null);
             }
             if let Some(extra) = spec.get("extra").and_then(Value::as_object) {
@@ -2799,12 +2319,7 @@ mod tests {
                     out.insert(format!("labels.{k}"), v.clone());
                 }
             }
-            for f in meta
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for f in meta.get("finalizers").and_then(Value::as_array).into_iter().flatten() {
                 out.insert(format!("finalizers[={f}]"), Value::Null);
             }
             out
@@ -2859,15 +2374,13 @@ mod tests {
                 any::<bool>().prop_map(Value::Bool),
                 (-2i64..3).prop_map(|i| json!(i)),
                 Just(json!(1.5)),
-                prop_oneof![Just("x"), Just("a.b/c"), Just(""), Just("Apply")]
-                    .prop_map(|s| json!(s)),
+                prop_oneof![Just("x"), Just("a.b/c"), Just(""), Just("Apply")].prop_map(|s| json!(s)),
             ];
             leaf.prop_recursive(5, 48, 6, move |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                    prop::collection::btree_map(key.clone(), inner, 0..6).prop_map(|m| {
-                        Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-                    }),
+                    prop::collection::btree_map(key.clone(), inner, 0..6)
+                        .prop_map(|m| { Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()) }),
                 ]
             })
         }

@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
 use cel::common::types::{
-    CelBool, CelBytes, CelDouble, CelDuration, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
-    CelTimestamp, CelUInt,
+    CelBool, CelBytes, CelDouble, CelDuration, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelTimestamp,
+    CelUInt,
 };
 use cel::common::value::Val;
 use serde_json::{Number, Value};
@@ -100,13 +100,7 @@ fn expression_depth(root: &cel::IdedExpr, limit: usize) -> usize {
                 stack.extend(c.args.iter().map(|a| (a, d)));
             }
             Expr::Comprehension(c) => {
-                for x in [
-                    &c.iter_range,
-                    &c.accu_init,
-                    &c.loop_cond,
-                    &c.loop_step,
-                    &c.result,
-                ] {
+                for x in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
                     stack.push((x, d));
                 }
             }
@@ -180,10 +174,7 @@ pub(crate) fn to_val<'a>(s: Option<&'a Schema>, v: &'a Value, depth: usize) -> B
         Value::String(st) => string_val(s, st),
         Value::Array(items) => {
             let item_schema = s.and_then(|s| s.items.as_deref());
-            let list: Vec<Box<dyn Val + 'a>> = items
-                .iter()
-                .map(|it| to_val(item_schema, it, depth + 1))
-                .collect();
+            let list: Vec<Box<dyn Val + 'a>> = items.iter().map(|it| to_val(item_schema, it, depth + 1)).collect();
             Box::new(CelList::from(list))
         }
         Value::Object(map) => {
@@ -191,8 +182,7 @@ pub(crate) fn to_val<'a>(s: Option<&'a Schema>, v: &'a Value, depth: usize) -> B
                 Some(AdditionalProperties::Schema(ap)) => Some(&**ap),
                 _ => None,
             });
-            let mut out: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
-                HashMap::with_capacity(map.len());
+            let mut out: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::with_capacity(map.len());
             for (k, child) in map {
                 let (key, child_schema) = match s.and_then(|s| s.properties.get(k)) {
                     Some(p) => match escape_property(k) {
@@ -233,9 +223,7 @@ fn number_val<'a>(s: Option<&Schema>, n: &Number) -> Box<dyn Val + 'a> {
 }
 
 fn string_val<'a>(s: Option<&Schema>, st: &'a str) -> Box<dyn Val + 'a> {
-    let format = s
-        .filter(|s| s.type_ == Some(SchemaType::String))
-        .and_then(|s| s.format.as_deref());
+    let format = s.filter(|s| s.type_ == Some(SchemaType::String)).and_then(|s| s.format.as_deref());
     // A string that does not parse has a format error already; CEL then sees the plain string.
     match format {
         Some("byte") => {
@@ -294,12 +282,10 @@ fn escape_property(name: &str) -> Option<Cow<'_, str>> {
     if RESERVED.contains(&name) {
         return Some(Cow::Owned(format!("__{name}__")));
     }
-    let plain = name
-        .bytes()
-        .enumerate()
-        .all(|(i, c)| c.is_ascii_alphabetic() || c == b'_' || (i > 0 && c.is_ascii_digit()))
-        && !name.contains("__")
-        && !name.is_empty();
+    let plain =
+        name.bytes().enumerate().all(|(i, c)| c.is_ascii_alphabetic() || c == b'_' || (i > 0 && c.is_ascii_digit()))
+            && !name.contains("__")
+            && !name.is_empty();
     if plain {
         return Some(Cow::Borrowed(name));
     }
@@ -481,9 +467,13 @@ impl Declared {
             Kind::Str => 1 + a.1,
             Kind::Int | Kind::Scalar => 1,
             Kind::Unknown => MAX_REQUEST_BYTES,
-            Kind::List => 1u64.saturating_add(a.1.saturating_mul(s.items.as_deref().map_or(MAX_REQUEST_BYTES, |i| self.weight(i)))),
+            Kind::List => 1u64
+                .saturating_add(a.1.saturating_mul(s.items.as_deref().map_or(MAX_REQUEST_BYTES, |i| self.weight(i)))),
             Kind::Map => {
-                let mut w = s.properties.iter().fold(1u64, |w, (k, p)| w.saturating_add(k.len() as u64).saturating_add(self.weight(p)));
+                let mut w = s
+                    .properties
+                    .iter()
+                    .fold(1u64, |w, (k, p)| w.saturating_add(k.len() as u64).saturating_add(self.weight(p)));
                 match &s.additional_properties {
                     Some(AdditionalProperties::Schema(ap)) => w = w.saturating_add(a.1.saturating_mul(self.weight(ap))),
                     _ if s.allows_unknown_fields() => w = MAX_REQUEST_BYTES,
@@ -503,7 +493,9 @@ impl Declared {
             Kind::Str => s.max_length.unwrap_or(MAX_REQUEST_BYTES),
             Kind::List => s.max_items.unwrap_or_else(|| unbounded_count(s.items.as_deref(), false)),
             Kind::Map => match &s.additional_properties {
-                Some(AdditionalProperties::Schema(ap)) => s.max_properties.unwrap_or_else(|| unbounded_count(Some(ap), true)),
+                Some(AdditionalProperties::Schema(ap)) => {
+                    s.max_properties.unwrap_or_else(|| unbounded_count(Some(ap), true))
+                }
                 _ if s.allows_unknown_fields() => s.max_properties.unwrap_or_else(|| unbounded_count(None, true)),
                 // Only the declared properties.
                 _ => s.properties.len() as u64,
@@ -581,7 +573,8 @@ impl Observed {
                 let mut inside = 0u64;
                 for (k, child) in map {
                     let child_schema = s.and_then(|s| s.properties.get(k)).or(extra);
-                    inside = inside.saturating_add(k.len() as u64).saturating_add(self.walk(child_schema, child, depth + 1));
+                    inside =
+                        inside.saturating_add(k.len() as u64).saturating_add(self.walk(child_schema, child, depth + 1));
                 }
                 (map.len() as u64, 1 + inside)
             }
@@ -630,7 +623,11 @@ pub(crate) fn check_costs(root: &Schema, path: &str) -> Result<(), SchemaError> 
             path: path.to_string(),
             message: format!(
                 "Forbidden: {}",
-                over_budget("x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema", total, CRD_COST_LIMIT)
+                over_budget(
+                    "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                    total,
+                    CRD_COST_LIMIT
+                )
             ),
         });
     }
@@ -641,7 +638,12 @@ fn cost_walk(s: &Schema, path: &str, times: u64, declared: &Declared, total: &mu
     for (i, rule) in s.validations.iter().enumerate() {
         let parts = [
             ("rule", "rule", rule.program.as_deref(), Some(rule.rule.as_str())),
-            ("messageExpression", "messageExpression", rule.message_program.as_deref(), rule.message_expression.as_deref()),
+            (
+                "messageExpression",
+                "messageExpression",
+                rule.message_program.as_deref(),
+                rule.message_expression.as_deref(),
+            ),
         ];
         for (field, what, program, source) in parts {
             let (Some(program), Some(source)) = (program, source) else { continue };
@@ -649,7 +651,10 @@ fn cost_walk(s: &Schema, path: &str, times: u64, declared: &Declared, total: &mu
             if cost > RULE_COST_LIMIT {
                 return Err(SchemaError {
                     path: format!("{path}.x-kubernetes-validations[{i}].{field}"),
-                    message: format!("Forbidden: {}: {source:?}", over_budget(&format!("estimated {what} cost"), cost, RULE_COST_LIMIT)),
+                    message: format!(
+                        "Forbidden: {}: {source:?}",
+                        over_budget(&format!("estimated {what} cost"), cost, RULE_COST_LIMIT)
+                    ),
                 });
             }
             *total = total.saturating_add(cost);
@@ -712,7 +717,9 @@ impl<'s> Estimator<'s, '_> {
         // Most names are their own escape; only escaped ones (`x__dash__y`) need the search.
         let declared = match s.properties.get_key_value(name) {
             Some((k, p)) if escape_property(k).is_some_and(|e| e == name) => Some(p),
-            _ if name.contains("__") => s.properties.iter().find(|(k, _)| escape_property(k).is_some_and(|e| e == name)).map(|(_, p)| p),
+            _ if name.contains("__") => {
+                s.properties.iter().find(|(k, _)| escape_property(k).is_some_and(|e| e == name)).map(|(_, p)| p)
+            }
             _ => None,
         };
         if let Some(p) = declared {
@@ -738,7 +745,10 @@ impl<'s> Estimator<'s, '_> {
     fn iterated(&self, a: Abs<'s>) -> Abs<'s> {
         match a.kind {
             Kind::Map => {
-                let longest = a.schema.filter(|s| !s.allows_unknown_fields()).map(|s| s.properties.keys().map(|k| k.len() as u64).max().unwrap_or(0));
+                let longest = a
+                    .schema
+                    .filter(|s| !s.allows_unknown_fields())
+                    .map(|s| s.properties.keys().map(|k| k.len() as u64).max().unwrap_or(0));
                 Abs::of(Kind::Str, longest.unwrap_or(a.below), 0)
             }
             _ => self.element(a),
@@ -832,7 +842,8 @@ impl<'s> Estimator<'s, '_> {
         let (result_cost, result) = self.expr(&c.result);
         self.vars.pop();
         let per_item = cond_cost.saturating_add(step_cost).max(1);
-        let cost = range_cost.saturating_add(init_cost).saturating_add(n.saturating_mul(per_item)).saturating_add(result_cost);
+        let cost =
+            range_cost.saturating_add(init_cost).saturating_add(n.saturating_mul(per_item)).saturating_add(result_cost);
         (cost, result)
     }
 
@@ -857,7 +868,8 @@ impl<'s> Estimator<'s, '_> {
             op::LOGICAL_AND | op::LOGICAL_OR | op::LOGICAL_NOT | op::NOT_STRICTLY_FALSE => (0, Abs::scalar()),
             op::CONDITIONAL => {
                 // Only one branch runs.
-                let (c0, c1, c2) = (args.first().map_or(0, |a| a.0), args.get(1).map_or(0, |a| a.0), args.get(2).map_or(0, |a| a.0));
+                let (c0, c1, c2) =
+                    (args.first().map_or(0, |a| a.0), args.get(1).map_or(0, |a| a.0), args.get(2).map_or(0, |a| a.0));
                 let result = match (args.get(1), args.get(2)) {
                     (Some(a), Some(b)) => a.1.join(b.1),
                     _ => Abs::scalar(),
@@ -865,10 +877,15 @@ impl<'s> Estimator<'s, '_> {
                 return (c0.saturating_add(c1.max(c2)), result);
             }
             op::EQUALS | op::NOT_EQUALS => (1 + first.weight().min(second.weight()), Abs::scalar()),
-            op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS => (1 + tenth(first.text().min(second.text())), Abs::scalar()),
+            op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS => {
+                (1 + tenth(first.text().min(second.text())), Abs::scalar())
+            }
             op::ADD => match (first.kind, second.kind) {
                 (Kind::Int, Kind::Int) => (1, Abs::of(Kind::Int, first.size.saturating_add(second.size), 0)),
-                (Kind::Str, _) | (_, Kind::Str) => (1 + tenth(first.size.saturating_add(second.size)), Abs::of(Kind::Str, first.size.saturating_add(second.size), 0)),
+                (Kind::Str, _) | (_, Kind::Str) => (
+                    1 + tenth(first.size.saturating_add(second.size)),
+                    Abs::of(Kind::Str, first.size.saturating_add(second.size), 0),
+                ),
                 (Kind::Scalar, _) | (_, Kind::Scalar) => (1, Abs::scalar()),
                 _ => {
                     let size = first.size.saturating_add(second.size);
@@ -876,7 +893,9 @@ impl<'s> Estimator<'s, '_> {
                     (1 + size, Abs { kind: joined.kind, size, schema: joined.schema, below: joined.below })
                 }
             },
-            op::MULTIPLY if first.kind == Kind::Int => (1, Abs::of(Kind::Int, first.size.saturating_mul(second.size), 0)),
+            op::MULTIPLY if first.kind == Kind::Int => {
+                (1, Abs::of(Kind::Int, first.size.saturating_mul(second.size), 0))
+            }
             op::SUBSTRACT | op::DIVIDE if first.kind == Kind::Int => (1, Abs::of(Kind::Int, first.size, 0)),
             op::MODULO if second.kind == Kind::Int => (1, Abs::of(Kind::Int, second.size, 0)),
             op::INDEX | op::OPT_INDEX => (1, self.element(first)),
@@ -884,14 +903,21 @@ impl<'s> Estimator<'s, '_> {
             op::IN => (1 + second.count(), Abs::scalar()),
             "size" => (1, Abs::of(Kind::Int, first.size, 0)),
             "matches" => (1 + tenth(first.text()).saturating_mul(second.text().div_ceil(4).max(1)), Abs::scalar()),
-            "split" => (1 + tenth(first.text()), Abs::of(Kind::List, first.text().saturating_add(1), first.text().saturating_mul(2).saturating_add(1))),
+            "split" => (
+                1 + tenth(first.text()),
+                Abs::of(Kind::List, first.text().saturating_add(1), first.text().saturating_mul(2).saturating_add(1)),
+            ),
             "join" => (1 + first.count() + tenth(first.below), Abs::of(Kind::Str, first.below, 0)),
             "replace" => {
                 let grown = first.text().saturating_mul(args.get(1).map_or(1, |a| a.1.text().max(1)));
                 (1 + tenth(grown), Abs::of(Kind::Str, grown, 0))
             }
-            "contains" | "startsWith" | "endsWith" | "indexOf" | "lastIndexOf" | "charAt" => (1 + tenth(text), Abs::scalar()),
-            "lowerAscii" | "upperAscii" | "trim" | "substring" | "reverse" if first.kind == Kind::Str => (1 + tenth(first.size), Abs::of(Kind::Str, first.size, 0)),
+            "contains" | "startsWith" | "endsWith" | "indexOf" | "lastIndexOf" | "charAt" => {
+                (1 + tenth(text), Abs::scalar())
+            }
+            "lowerAscii" | "upperAscii" | "trim" | "substring" | "reverse" if first.kind == Kind::Str => {
+                (1 + tenth(first.size), Abs::of(Kind::Str, first.size, 0))
+            }
             "format" | "strings.quote" | "string" | "base64.encode" | "base64.decode" => {
                 let inside = target.iter().chain(args.iter()).fold(0u64, |t, (_, a)| match a.kind {
                     Kind::List | Kind::Map => t.saturating_add(a.below),
@@ -1022,7 +1048,10 @@ mod tests {
         }));
         let e = check_costs(&s, "openAPIV3Schema").unwrap_err();
         assert_eq!(e.path, "openAPIV3Schema.properties.spec.properties.items.x-kubernetes-validations[0].rule");
-        assert!(e.message.starts_with("Forbidden: estimated rule cost exceeds budget by factor of more than 100x"), "{e}");
+        assert!(
+            e.message.starts_with("Forbidden: estimated rule cost exceeds budget by factor of more than 100x"),
+            "{e}"
+        );
         assert!(e.message.ends_with(": \"self.all(x, self.exists(y, x == y))\""), "{e}");
 
         // A cheap rule on the items of an unbounded list runs once per item: counted that often.
@@ -1046,11 +1075,15 @@ mod tests {
         let one = declared(&list(json!({"type": "integer"}), Some(1200), rule));
         assert!(one > CRD_COST_LIMIT / 20 && one < RULE_COST_LIMIT, "{one}");
         let rules: Vec<Value> = (0..20).map(|_| json!({"rule": rule})).collect();
-        let many = schema(json!({"type": "array", "maxItems": 1200, "items": {"type": "integer"}, "x-kubernetes-validations": rules}));
+        let many = schema(
+            json!({"type": "array", "maxItems": 1200, "items": {"type": "integer"}, "x-kubernetes-validations": rules}),
+        );
         let e = check_costs(&many, "openAPIV3Schema").unwrap_err();
         assert_eq!(e.path, "openAPIV3Schema");
         assert!(e.message.contains("estimated rule cost total for entire OpenAPIv3 schema exceeds budget"), "{e}");
-        let few = schema(json!({"type": "array", "maxItems": 1200, "items": {"type": "integer"}, "x-kubernetes-validations": rules[..5]}));
+        let few = schema(
+            json!({"type": "array", "maxItems": 1200, "items": {"type": "integer"}, "x-kubernetes-validations": rules[..5]}),
+        );
         assert!(check_costs(&few, "openAPIV3Schema").is_ok());
     }
 
@@ -1100,7 +1133,8 @@ mod tests {
         }));
         assert!(declared(&escaped) < 1_000, "{}", declared(&escaped));
         // lists.range of an unbounded integer could build anything.
-        let r = schema(json!({"type": "integer", "x-kubernetes-validations": [{"rule": "lists.range(self).size() >= 0"}]}));
+        let r =
+            schema(json!({"type": "integer", "x-kubernetes-validations": [{"rule": "lists.range(self).size() >= 0"}]}));
         assert!(declared(&r) > RULE_COST_LIMIT);
         assert!(observed(&r, &json!(5)) < 100);
     }

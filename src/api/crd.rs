@@ -53,23 +53,16 @@ impl ApiResource {
 
     /// Builds a resource from a `CustomResourceDefinition` object.
     pub fn from_crd(crd: &Value) -> Result<ApiResource, CrdError> {
-        let name = crd
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("<unnamed>")
-            .to_string();
+        let name =
+            crd.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
         let err = |message: String| CrdError { crd: name.clone(), message };
         let spec = crd.get("spec").ok_or_else(|| err("spec: Required value".into()))?;
         let group = req_str(spec, "group").map_err(|m| err(format!("spec.{m}")))?;
         let names = spec.get("names").ok_or_else(|| err("spec.names: Required value".into()))?;
         let kind = req_str(names, "kind").map_err(|m| err(format!("spec.names.{m}")))?;
         let plural = req_str(names, "plural").map_err(|m| err(format!("spec.names.{m}")))?;
-        let singular = names
-            .get("singular")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| kind.to_lowercase());
+        let singular =
+            names.get("singular").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
         let list_kind = format!("{kind}List");
         let short_names = str_list(names.get("shortNames"));
         let categories = str_list(names.get("categories"));
@@ -120,12 +113,15 @@ impl ApiResource {
         let (storage_name, storage_version) =
             storage.ok_or_else(|| err("a crd needs exactly 1 storage version, found none".into()))?;
         let version = external
-            .ok_or_else(|| err(format!("no external version: {storage_name} is not a served version name like v1 or v1alpha1")))?
+            .ok_or_else(|| {
+                err(format!("no external version: {storage_name} is not a served version name like v1 or v1alpha1"))
+            })?
             .to_string();
         let schema = match storage_version.get("schema").and_then(|s| s.get("openAPIV3Schema")) {
             None | Some(Value::Null) => None,
             Some(s) => {
-                let in_version = |e: super::schema::SchemaError| err(format!("spec.versions[{storage_name}].schema.{e}"));
+                let in_version =
+                    |e: super::schema::SchemaError| err(format!("spec.versions[{storage_name}].schema.{e}"));
                 let schema = Schema::parse(s, "openAPIV3Schema").map_err(in_version)?;
                 // Rules that could run for minutes are refused here, as Kubernetes does.
                 super::cel::check_costs(&schema, "openAPIV3Schema").map_err(in_version)?;
@@ -350,10 +346,10 @@ mod tests {
     #[test]
     fn resolves_like_kubectl() {
         let mut reg = Registry::default();
-        reg.insert(
-            ApiResource::from_crd(&crd(json!([{"name": "v1alpha1", "storage": true}]))).unwrap(),
-        );
-        for name in ["helloworlds.example.com", "helloworlds", "helloworld", "HelloWorld", "hw", "HelloWorld.example.com"] {
+        reg.insert(ApiResource::from_crd(&crd(json!([{"name": "v1alpha1", "storage": true}]))).unwrap());
+        for name in
+            ["helloworlds.example.com", "helloworlds", "helloworld", "HelloWorld", "hw", "HelloWorld.example.com"]
+        {
             assert_eq!(reg.resolve(name).unwrap().kind, "HelloWorld", "{name}");
         }
         assert!(matches!(reg.resolve("nope"), Err(ResolveError::Unknown(_))));

@@ -69,10 +69,8 @@ pub fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
         (true, _) => errs.push("metadata.namespace: Required value".to_string()),
         (false, None) | (false, Some(Value::Null)) => {}
         (false, Some(Value::String(n))) if n.is_empty() => {}
-        (false, Some(_)) => errs.push(
-            "metadata.namespace: Forbidden: not allowed on this type (the kind is cluster-scoped)"
-                .to_string(),
-        ),
+        (false, Some(_)) => errs
+            .push("metadata.namespace: Forbidden: not allowed on this type (the kind is cluster-scoped)".to_string()),
     }
     for field in ["labels", "annotations"] {
         match meta.get(field) {
@@ -125,7 +123,10 @@ pub fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
                 }
             }
             if controllers > 1 {
-                errs.push("metadata.ownerReferences: Invalid value: only one reference can have controller set to true".to_string());
+                errs.push(
+                    "metadata.ownerReferences: Invalid value: only one reference can have controller set to true"
+                        .to_string(),
+                );
             }
         }
         Some(other) => errs.push(format!("metadata.ownerReferences: Invalid value: {other}: must be a list")),

@@ -66,9 +66,8 @@ impl ObjectKey {
 
     /// The key as bytes for sled: the four parts joined by NUL, which no part may contain.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.group.len() + self.kind.len() + self.namespace.len() + self.name.len() + 3,
-        );
+        let mut out =
+            Vec::with_capacity(self.group.len() + self.kind.len() + self.namespace.len() + self.name.len() + 3);
         for (i, part) in [&self.group, &self.kind, &self.namespace, &self.name].iter().enumerate() {
             if i > 0 {
                 out.push(0);
@@ -179,9 +178,7 @@ pub fn has_manager(obj: &Value, manager: &str) -> bool {
     metadata(obj)
         .and_then(|m| m.get("managedFields"))
         .and_then(Value::as_array)
-        .is_some_and(|list| {
-            list.iter().any(|e| e.get("manager").and_then(Value::as_str) == Some(manager))
-        })
+        .is_some_and(|list| list.iter().any(|e| e.get("manager").and_then(Value::as_str) == Some(manager)))
 }
 
 /// One `metadata.ownerReferences` entry, resolved to the owner's identity.
@@ -195,8 +192,7 @@ pub struct OwnerRef {
 }
 
 pub fn owner_references(obj: &Value) -> Vec<OwnerRef> {
-    let Some(list) = metadata(obj).and_then(|m| m.get("ownerReferences")).and_then(Value::as_array)
-    else {
+    let Some(list) = metadata(obj).and_then(|m| m.get("ownerReferences")).and_then(Value::as_array) else {
         return Vec::new();
     };
     list.iter()

@@ -134,9 +134,7 @@ impl Schema {
     /// Parses a `JSONSchemaProps` JSON document. `path` names the node in errors.
     pub fn parse(value: &Value, path: &str) -> Result<Schema, SchemaError> {
         let err = |message: String| SchemaError { path: path.to_string(), message };
-        let map = value
-            .as_object()
-            .ok_or_else(|| err(format!("must be an object, got {}", json_type_name(value))))?;
+        let map = value.as_object().ok_or_else(|| err(format!("must be an object, got {}", json_type_name(value))))?;
         let mut s = Schema::default();
         for (key, v) in map {
             let sub = |name: &str| format!("{path}.{name}");
@@ -155,10 +153,9 @@ impl Schema {
                 }
                 "format" => s.format = Some(str_field(v, &sub("format"))?),
                 "properties" => {
-                    let props = v.as_object().ok_or_else(|| SchemaError {
-                        path: sub("properties"),
-                        message: "must be an object".into(),
-                    })?;
+                    let props = v
+                        .as_object()
+                        .ok_or_else(|| SchemaError { path: sub("properties"), message: "must be an object".into() })?;
                     for (name, p) in props {
                         let child = Schema::parse(p, &format!("{path}.properties.{name}"))?;
                         s.properties.insert(name.clone(), child);
@@ -167,10 +164,9 @@ impl Schema {
                 "additionalProperties" => {
                     s.additional_properties = Some(match v {
                         Value::Bool(b) => AdditionalProperties::Allowed(*b),
-                        other => AdditionalProperties::Schema(Box::new(Schema::parse(
-                            other,
-                            &sub("additionalProperties"),
-                        )?)),
+                        other => {
+                            AdditionalProperties::Schema(Box::new(Schema::parse(other, &sub("additionalProperties"))?))
+                        }
                     })
                 }
                 "items" => {
@@ -185,10 +181,9 @@ impl Schema {
                 }
                 "required" => s.required = str_list(v, &sub("required"))?,
                 "enum" => {
-                    let list = v.as_array().ok_or_else(|| SchemaError {
-                        path: sub("enum"),
-                        message: "must be a list".into(),
-                    })?;
+                    let list = v
+                        .as_array()
+                        .ok_or_else(|| SchemaError { path: sub("enum"), message: "must be a list".into() })?;
                     s.enum_values = Some(list.clone());
                 }
                 "pattern" => {
@@ -214,9 +209,7 @@ impl Schema {
                 "maxProperties" => s.max_properties = Some(uint_field(v, &sub("maxProperties"))?),
                 "nullable" => s.nullable = bool_field(v, &sub("nullable"))?,
                 "default" => s.default = Some(v.clone()),
-                "x-kubernetes-preserve-unknown-fields" => {
-                    s.preserve_unknown_fields = bool_field(v, &sub(key))?
-                }
+                "x-kubernetes-preserve-unknown-fields" => s.preserve_unknown_fields = bool_field(v, &sub(key))?,
                 "x-kubernetes-int-or-string" => s.int_or_string = bool_field(v, &sub(key))?,
                 "x-kubernetes-embedded-resource" => s.embedded_resource = bool_field(v, &sub(key))?,
                 "x-kubernetes-list-type" => {
@@ -250,19 +243,15 @@ impl Schema {
                     })
                 }
                 "x-kubernetes-validations" => {
-                    let list = v.as_array().ok_or_else(|| SchemaError {
-                        path: sub(key),
-                        message: "must be a list".into(),
-                    })?;
+                    let list =
+                        v.as_array().ok_or_else(|| SchemaError { path: sub(key), message: "must be a list".into() })?;
                     for (i, r) in list.iter().enumerate() {
                         s.validations.push(parse_rule(r, &format!("{path}.{key}[{i}]"))?);
                     }
                 }
                 "allOf" | "anyOf" | "oneOf" => {
-                    let list = v.as_array().ok_or_else(|| SchemaError {
-                        path: sub(key),
-                        message: "must be a list".into(),
-                    })?;
+                    let list =
+                        v.as_array().ok_or_else(|| SchemaError { path: sub(key), message: "must be a list".into() })?;
                     let mut parsed = Vec::with_capacity(list.len());
                     for (i, item) in list.iter().enumerate() {
                         parsed.push(Schema::parse(item, &format!("{path}.{key}[{i}]"))?);
@@ -286,9 +275,7 @@ impl Schema {
         }
         if s.list_type == Some(ListType::Map) {
             if s.list_map_keys.is_empty() {
-                return Err(err(
-                    "x-kubernetes-list-type map requires x-kubernetes-list-map-keys".into(),
-                ));
+                return Err(err("x-kubernetes-list-type map requires x-kubernetes-list-map-keys".into()));
             }
             let item = s.items.as_deref();
             if item.and_then(|i| i.type_) != Some(SchemaType::Object) {
@@ -321,20 +308,16 @@ impl Schema {
 }
 
 fn parse_rule(v: &Value, path: &str) -> Result<ValidationRule, SchemaError> {
-    let map = v.as_object().ok_or_else(|| SchemaError {
-        path: path.to_string(),
-        message: "must be an object".into(),
-    })?;
+    let map =
+        v.as_object().ok_or_else(|| SchemaError { path: path.to_string(), message: "must be an object".into() })?;
     let get = |k: &str| -> Result<Option<String>, SchemaError> {
         match map.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => str_field(v, &format!("{path}.{k}")).map(Some),
         }
     };
-    let rule = get("rule")?.ok_or_else(|| SchemaError {
-        path: format!("{path}.rule"),
-        message: "Required value".into(),
-    })?;
+    let rule =
+        get("rule")?.ok_or_else(|| SchemaError { path: format!("{path}.rule"), message: "Required value".into() })?;
     // Compile now, so that a bad rule fails CRD registration rather than every object.
     let compile = |field: &str, source: &str| {
         crate::api::cel::compile_cel(source).map_err(|e| SchemaError {
@@ -374,10 +357,9 @@ fn str_field(v: &Value, path: &str) -> Result<String, SchemaError> {
 }
 
 fn str_list(v: &Value, path: &str) -> Result<Vec<String>, SchemaError> {
-    let list = v.as_array().ok_or_else(|| SchemaError {
-        path: path.to_string(),
-        message: "must be a list of strings".into(),
-    })?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| SchemaError { path: path.to_string(), message: "must be a list of strings".into() })?;
     list.iter().enumerate().map(|(i, x)| str_field(x, &format!("{path}[{i}]"))).collect()
 }
 
@@ -454,11 +436,9 @@ mod tests {
     fn rejects_bad_pattern_and_incomplete_list_map() {
         let e = Schema::parse(&json!({"type": "string", "pattern": "("}), "s").unwrap_err();
         assert_eq!(e.path, "s.pattern");
-        let e = Schema::parse(
-            &json!({"type": "array", "x-kubernetes-list-type": "map", "items": {"type": "object"}}),
-            "s",
-        )
-        .unwrap_err();
+        let e =
+            Schema::parse(&json!({"type": "array", "x-kubernetes-list-type": "map", "items": {"type": "object"}}), "s")
+                .unwrap_err();
         assert!(e.message.contains("list-map-keys"), "{e}");
     }
 }

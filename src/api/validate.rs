@@ -22,9 +22,7 @@ use serde_json::{Map, Number, Value};
 use crate::api::cel::{
     compile_cel, new_context, observed_cost, run, to_val, Observed, CALL_COST_LIMIT, OBJECT_COST_BUDGET,
 };
-use crate::api::schema::{
-    json_type_name, AdditionalProperties, ListType, Schema, SchemaType, ValidationRule,
-};
+use crate::api::schema::{json_type_name, AdditionalProperties, ListType, Schema, SchemaType, ValidationRule};
 
 /// One field error, printed in Kubernetes style.
 ///
@@ -71,11 +69,7 @@ impl FieldErrorKind {
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // apimachinery prints a nil path as "<nil>"; only object-wide errors have one here.
-        let path = if self.path.is_empty() {
-            "<nil>"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "<nil>" } else { &self.path };
         write!(f, "{path}: {}", self.kind.as_str())?;
         if let Some(v) = &self.value {
             write!(f, ": {v}")?;
@@ -233,27 +227,11 @@ impl<'a> Validator<'a> {
         s
     }
 
-    fn push_error(
-        &mut self,
-        path: String,
-        kind: FieldErrorKind,
-        value: Option<String>,
-        detail: String,
-    ) {
-        self.errors.push(FieldError {
-            path,
-            kind,
-            value,
-            detail,
-        });
+    fn push_error(&mut self, path: String, kind: FieldErrorKind, value: Option<String>, detail: String) {
+        self.errors.push(FieldError { path, kind, value, detail });
     }
 
-    fn error(
-        &mut self,
-        kind: FieldErrorKind,
-        value: Option<String>,
-        detail: impl FnOnce(&str) -> String,
-    ) {
+    fn error(&mut self, kind: FieldErrorKind, value: Option<String>, detail: impl FnOnce(&str) -> String) {
         let path = self.path_string();
         let detail = detail(&path);
         self.push_error(path, kind, value, detail);
@@ -261,18 +239,10 @@ impl<'a> Validator<'a> {
 
     /// `kube-openapi`'s "<path> in body ..." form of a detail.
     fn invalid(&mut self, value: String, what: impl FnOnce() -> String) {
-        self.error(FieldErrorKind::Invalid, Some(value), |p| {
-            in_body(p, &what())
-        });
+        self.error(FieldErrorKind::Invalid, Some(value), |p| in_body(p, &what()));
     }
 
-    fn child_error(
-        &mut self,
-        seg: Seg<'a>,
-        kind: FieldErrorKind,
-        value: Option<String>,
-        detail: String,
-    ) {
+    fn child_error(&mut self, seg: Seg<'a>, kind: FieldErrorKind, value: Option<String>, detail: String) {
         self.path.push(seg);
         self.error(kind, value, |_| detail);
         self.path.pop();
@@ -296,11 +266,7 @@ impl<'a> Validator<'a> {
         }
         if let Some(allowed) = &s.enum_values {
             if !allowed.iter().any(|a| json_eq(a, v)) {
-                let list = allowed
-                    .iter()
-                    .map(quote_enum_value)
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let list = allowed.iter().map(quote_enum_value).collect::<Vec<_>>().join(", ");
                 self.error(FieldErrorKind::NotSupported, Some(render_value(v)), |_| {
                     format!("supported values: {list}")
                 });
@@ -333,29 +299,19 @@ impl<'a> Validator<'a> {
     }
 
     fn type_error(&mut self, s: &Schema, v: &Value) {
-        let want = if s.int_or_string {
-            "integer or string"
-        } else {
-            s.type_.map_or("object", SchemaType::as_str)
-        };
+        let want = if s.int_or_string { "integer or string" } else { s.type_.map_or("object", SchemaType::as_str) };
         let got = json_type_name(v);
-        self.invalid(format!("\"{got}\""), || {
-            format!("must be of type {want}: \"{got}\"")
-        });
+        self.invalid(format!("\"{got}\""), || format!("must be of type {want}: \"{got}\""));
     }
 
     fn string(&mut self, s: &Schema, st: &str) {
         if s.max_length.is_some() || s.min_length.is_some() {
             let n = st.chars().count() as u64;
             if let Some(max) = s.max_length.filter(|m| n > *m) {
-                self.error(FieldErrorKind::TooLong, None, |_| {
-                    format!("may not be longer than {max}")
-                });
+                self.error(FieldErrorKind::TooLong, None, |_| format!("may not be longer than {max}"));
             }
             if let Some(min) = s.min_length.filter(|m| n < *m) {
-                self.error(FieldErrorKind::TooShort, None, |_| {
-                    format!("may not be shorter than {min}")
-                });
+                self.error(FieldErrorKind::TooShort, None, |_| format!("may not be shorter than {min}"));
             }
         }
         if let Some(re) = &s.pattern_regex {
@@ -379,18 +335,14 @@ impl<'a> Validator<'a> {
             if s.exclusive_maximum && x >= max {
                 self.invalid(n.to_string(), || format!("should be less than {max}"));
             } else if !s.exclusive_maximum && x > max {
-                self.invalid(n.to_string(), || {
-                    format!("should be less than or equal to {max}")
-                });
+                self.invalid(n.to_string(), || format!("should be less than or equal to {max}"));
             }
         }
         if let Some(min) = s.minimum {
             if s.exclusive_minimum && x <= min {
                 self.invalid(n.to_string(), || format!("should be greater than {min}"));
             } else if !s.exclusive_minimum && x < min {
-                self.invalid(n.to_string(), || {
-                    format!("should be greater than or equal to {min}")
-                });
+                self.invalid(n.to_string(), || format!("should be greater than or equal to {min}"));
             }
         }
         if let Some(m) = s.multiple_of.filter(|m| *m > 0.0) {
@@ -421,14 +373,10 @@ impl<'a> Validator<'a> {
     fn array(&mut self, s: &'a Schema, items: &'a [Value], old: Option<&'a Value>) -> bool {
         let n = items.len() as u64;
         if let Some(max) = s.max_items.filter(|m| n > *m) {
-            self.error(FieldErrorKind::TooMany, Some(n.to_string()), |_| {
-                format!("must have at most {max} items")
-            });
+            self.error(FieldErrorKind::TooMany, Some(n.to_string()), |_| format!("must have at most {max} items"));
         }
         if let Some(min) = s.min_items.filter(|m| n < *m) {
-            self.error(FieldErrorKind::TooShort, Some(n.to_string()), |_| {
-                format!("must have at least {min} items")
-            });
+            self.error(FieldErrorKind::TooShort, Some(n.to_string()), |_| format!("must have at least {min} items"));
         }
         let list_type = s.effective_list_type();
         let mut clean = true;
@@ -442,9 +390,7 @@ impl<'a> Validator<'a> {
                 _ => None,
             };
             for (i, item) in items.iter().enumerate() {
-                let old_item = old_index
-                    .as_ref()
-                    .and_then(|ix| ix.find(&s.list_map_keys, item_schema, item));
+                let old_item = old_index.as_ref().and_then(|ix| ix.find(&s.list_map_keys, item_schema, item));
                 self.path.push(Seg::Index(i));
                 clean &= self.node(item_schema, item, old_item, false);
                 self.path.pop();
@@ -502,28 +448,15 @@ impl<'a> Validator<'a> {
                     shown.insert(k.clone(), key_value(map, item_schema, k).clone());
                 }
                 let shown = Value::Object(shown).to_string();
-                self.child_error(
-                    Seg::Index(i),
-                    FieldErrorKind::Duplicate,
-                    Some(shown),
-                    String::new(),
-                );
+                self.child_error(Seg::Index(i), FieldErrorKind::Duplicate, Some(shown), String::new());
             }
         }
     }
 
-    fn object(
-        &mut self,
-        s: &'a Schema,
-        map: &'a Map<String, Value>,
-        old: Option<&'a Value>,
-        root: bool,
-    ) -> bool {
+    fn object(&mut self, s: &'a Schema, map: &'a Map<String, Value>, old: Option<&'a Value>, root: bool) -> bool {
         let n = map.len() as u64;
         if let Some(max) = s.max_properties.filter(|m| n > *m) {
-            self.error(FieldErrorKind::TooMany, Some(n.to_string()), |_| {
-                format!("must have at most {max} properties")
-            });
+            self.error(FieldErrorKind::TooMany, Some(n.to_string()), |_| format!("must have at most {max} properties"));
         }
         if let Some(min) = s.min_properties.filter(|m| n < *m) {
             self.error(FieldErrorKind::TooShort, Some(n.to_string()), |_| {
@@ -532,12 +465,7 @@ impl<'a> Validator<'a> {
         }
         for name in &s.required {
             if !map.contains_key(name) {
-                self.child_error(
-                    Seg::Field(name),
-                    FieldErrorKind::Required,
-                    None,
-                    String::new(),
-                );
+                self.child_error(Seg::Field(name), FieldErrorKind::Required, None, String::new());
             }
         }
         let extra = match &s.additional_properties {
@@ -575,9 +503,7 @@ impl<'a> Validator<'a> {
         if !ok {
             let got = json_type_name(v);
             self.path.push(Seg::Field(key));
-            self.invalid(format!("\"{got}\""), || {
-                format!("must be of type {want}: \"{got}\"")
-            });
+            self.invalid(format!("\"{got}\""), || format!("must be of type {want}: \"{got}\""));
             self.path.pop();
         }
         ok
@@ -589,9 +515,7 @@ impl<'a> Validator<'a> {
             self.node(sub, v, None, false);
         }
         if !s.any_of.is_empty() && !s.any_of.iter().any(|sub| self.passes(sub, v)) {
-            self.invalid(render_value(v), || {
-                "must validate at least one schema (anyOf)".to_string()
-            });
+            self.invalid(render_value(v), || "must validate at least one schema (anyOf)".to_string());
         }
         if !s.one_of.is_empty() {
             let valid = s.one_of.iter().filter(|sub| self.passes(sub, v)).count();
@@ -601,16 +525,12 @@ impl<'a> Validator<'a> {
                 } else {
                     format!("Found {valid} valid alternatives")
                 };
-                self.invalid(render_value(v), || {
-                    format!("must validate one and only one schema (oneOf). {found}")
-                });
+                self.invalid(render_value(v), || format!("must validate one and only one schema (oneOf). {found}"));
             }
         }
         if let Some(not) = s.not.as_deref() {
             if self.passes(not, v) {
-                self.error(FieldErrorKind::Forbidden, None, |p| {
-                    in_body(p, "must not validate the schema (not)")
-                });
+                self.error(FieldErrorKind::Forbidden, None, |p| in_body(p, "must not validate the schema (not)"));
             }
         }
         self.cel = cel;
@@ -655,10 +575,7 @@ impl<'a> Validator<'a> {
             let transition = rule.uses_old_self
                 || (rule.program.is_none()
                     && (program.references().has_variable("oldSelf")
-                        || rule
-                            .message_expression
-                            .as_deref()
-                            .is_some_and(|m| m.contains("oldSelf"))));
+                        || rule.message_expression.as_deref().is_some_and(|m| m.contains("oldSelf"))));
             if transition && old.is_none() && !rule.optional_old_self {
                 continue;
             }
@@ -668,7 +585,9 @@ impl<'a> Validator<'a> {
             let obs = observed.get_or_insert_with(|| Observed::of(s, v, old));
             let cost = observed_cost(program, s, obs);
             if cost > CALL_COST_LIMIT {
-                let e = format!("call cost exceeds the limit of {CALL_COST_LIMIT} (estimated {cost} from the sizes of this object)");
+                let e = format!(
+                    "call cost exceeds the limit of {CALL_COST_LIMIT} (estimated {cost} from the sizes of this object)"
+                );
                 self.rule_error(type_name, rule, &e);
                 continue;
             }
@@ -694,10 +613,7 @@ impl<'a> Validator<'a> {
                 let ctx = shared.get_or_insert_with(|| {
                     let mut ctx = new_context(s, v);
                     // Converting the old value costs as much as the new one: only when needed.
-                    let needed = s
-                        .validations
-                        .iter()
-                        .any(|r| r.uses_old_self || r.program.is_none());
+                    let needed = s.validations.iter().any(|r| r.uses_old_self || r.program.is_none());
                     if let Some(o) = old.filter(|_| needed) {
                         ctx.add_variable_as_val("oldSelf", to_val(Some(s), o, 0));
                     }
@@ -713,20 +629,11 @@ impl<'a> Validator<'a> {
                         Some(fp) if !fp.is_empty() => join_field_path(&self.path_string(), fp),
                         _ => self.path_string(),
                     };
-                    self.push_error(
-                        path,
-                        FieldErrorKind::Invalid,
-                        Some(format!("\"{type_name}\"")),
-                        message,
-                    );
+                    self.push_error(path, FieldErrorKind::Invalid, Some(format!("\"{type_name}\"")), message);
                 }
                 Ok(other) => {
                     let got = other.type_of();
-                    self.rule_error(
-                        type_name,
-                        rule,
-                        &format!("rule evaluated to {got}, not a bool"),
-                    );
+                    self.rule_error(type_name, rule, &format!("rule evaluated to {got}, not a bool"));
                 }
                 Err(e) => self.rule_error(type_name, rule, &e),
             }
@@ -770,11 +677,7 @@ impl<'a> Validator<'a> {
 
     fn rule_error(&mut self, type_name: &str, rule: &ValidationRule, err: &str) {
         let detail = format!("{}: {err}", rule.rule.trim());
-        self.error(
-            FieldErrorKind::Invalid,
-            Some(format!("\"{type_name}\"")),
-            |_| detail,
-        );
+        self.error(FieldErrorKind::Invalid, Some(format!("\"{type_name}\"")), |_| detail);
     }
 }
 
@@ -851,18 +754,13 @@ fn duplicate_indices(items: &[Value]) -> Vec<usize> {
 }
 
 fn key_default<'a>(item_schema: &'a Schema, key: &str) -> Option<&'a Value> {
-    item_schema
-        .properties
-        .get(key)
-        .and_then(|p| p.default.as_ref())
+    item_schema.properties.get(key).and_then(|p| p.default.as_ref())
 }
 
 /// A list-map item's key value; a missing key with a default counts as its default.
 fn key_value<'a>(map: &'a Map<String, Value>, item_schema: &'a Schema, key: &str) -> &'a Value {
     const NULL: &Value = &Value::Null;
-    map.get(key)
-        .or_else(|| key_default(item_schema, key))
-        .unwrap_or(NULL)
+    map.get(key).or_else(|| key_default(item_schema, key)).unwrap_or(NULL)
 }
 
 /// The items of an old list-map, for finding the old counterpart of each new item by key.
@@ -890,9 +788,9 @@ impl<'a> OldListIndex<'a> {
         let Value::Object(m) = item else { return None };
         match self {
             OldListIndex::Scan(old) => old.iter().find(|o| match o {
-                Value::Object(om) => keys
-                    .iter()
-                    .all(|k| json_eq(key_value(m, item_schema, k), key_value(om, item_schema, k))),
+                Value::Object(om) => {
+                    keys.iter().all(|k| json_eq(key_value(m, item_schema, k), key_value(om, item_schema, k)))
+                }
                 _ => false,
             }),
             OldListIndex::Hashed(map) => map.get(&key_tuple(keys, item_schema, m)).copied(),
@@ -930,10 +828,7 @@ fn type_matches(s: &Schema, v: &Value) -> bool {
 
 /// Integers, and floats with no fractional part (`3.0`), as Kubernetes accepts for `integer`.
 fn is_integral(n: &Number) -> bool {
-    n.is_i64()
-        || n.is_u64()
-        || n.as_f64()
-            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
 fn is_multiple_of(n: &Number, m: f64) -> bool {
@@ -959,13 +854,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
                 _ => x.as_f64() == y.as_f64(),
             },
         },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+            x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
         }
         _ => a == b,
     }
@@ -1098,9 +989,7 @@ pub(super) fn parse_date(s: &str) -> Option<chrono::NaiveDate> {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
         return None;
     }
@@ -1239,8 +1128,7 @@ fn is_uri(s: &str) -> bool {
     let b = scheme.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_alphabetic()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 fn is_mac(s: &str) -> bool {
@@ -1252,13 +1140,10 @@ fn is_mac(s: &str) -> bool {
     } else {
         let g: Vec<&str> = s.split('.').collect();
         return matches!(g.len(), 3 | 4 | 10)
-            && g.iter()
-                .all(|x| x.len() == 4 && x.bytes().all(|c| c.is_ascii_hexdigit()));
+            && g.iter().all(|x| x.len() == 4 && x.bytes().all(|c| c.is_ascii_hexdigit()));
     };
     matches!(groups.len(), 6 | 8 | 20)
-        && groups
-            .iter()
-            .all(|x| x.len() == 2 && x.bytes().all(|c| c.is_ascii_hexdigit()))
+        && groups.iter().all(|x| x.len() == 2 && x.bytes().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Parses a Go `time.ParseDuration` string (`1h30m`, `-1.5s`, `300ms`, `0`) into nanoseconds.
@@ -1288,9 +1173,7 @@ pub(super) fn parse_go_duration(s: &str) -> Option<i64> {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(rest.len());
         let unit: u128 = match &rest[..unit_len] {
             "ns" => 1,
             "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
@@ -1322,10 +1205,7 @@ pub(super) fn parse_go_duration(s: &str) -> Option<i64> {
         }
     }
     if neg {
-        i64::try_from(total)
-            .ok()
-            .map(|t| -t)
-            .or((total == 1 << 63).then_some(i64::MIN))
+        i64::try_from(total).ok().map(|t| -t).or((total == 1 << 63).then_some(i64::MIN))
     } else {
         i64::try_from(total).ok()
     }
@@ -1401,10 +1281,7 @@ mod tests {
     }
 
     fn errors(s: &Schema, v: &Value) -> Vec<String> {
-        validate(s, v, None)
-            .iter()
-            .map(ToString::to_string)
-            .collect()
+        validate(s, v, None).iter().map(ToString::to_string).collect()
     }
 
     /// Validates like the API server: defaults first.
@@ -1447,10 +1324,7 @@ mod tests {
             ]
         );
         // 3.0 is an integer; booleans are not strings.
-        assert_eq!(
-            spec_errors(json!({"name": "web", "replicas": 3.0})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "replicas": 3.0})), Vec::<String>::new());
         assert_eq!(
             spec_errors(json!({"name": true}))[0],
             "spec.name: Invalid value: \"boolean\": spec.name in body must be of type string: \"boolean\""
@@ -1459,34 +1333,23 @@ mod tests {
 
     #[test]
     fn null_needs_nullable() {
-        assert_eq!(
-            spec_errors(json!({"name": "web", "note": null})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "note": null})), Vec::<String>::new());
         assert_eq!(
             spec_errors(json!({"name": "web", "labels": null}))[0],
             "spec.labels: Invalid value: \"null\": spec.labels in body must be of type object: \"null\""
         );
         // A required key that is present but null is a type error, not a missing value.
         let errs = spec_errors(json!({"name": null}));
-        assert_eq!(
-            errs[0],
-            "spec.name: Invalid value: \"null\": spec.name in body must be of type string: \"null\""
-        );
+        assert_eq!(errs[0], "spec.name: Invalid value: \"null\": spec.name in body must be of type string: \"null\"");
     }
 
     #[test]
     fn root_meta_fields_are_only_type_checked() {
         // metadata.name violates maxLength 3 in every test object: not reported here.
         let s = workload();
-        assert_eq!(
-            defaulted_errors(&s, &obj(json!({"name": "web"}))),
-            Vec::<String>::new()
-        );
-        let errs = defaulted_errors(
-            &s,
-            &json!({"apiVersion": 1, "kind": "W", "metadata": [], "spec": {"name": "web"}}),
-        );
+        assert_eq!(defaulted_errors(&s, &obj(json!({"name": "web"}))), Vec::<String>::new());
+        let errs =
+            defaulted_errors(&s, &json!({"apiVersion": 1, "kind": "W", "metadata": [], "spec": {"name": "web"}}));
         assert_eq!(
             errs[..2],
             [
@@ -1498,18 +1361,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        assert_eq!(
-            spec_errors(json!({"name": "web", "bogus": {"deep": 1}})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "bogus": {"deep": 1}})), Vec::<String>::new());
     }
 
     #[test]
     fn required() {
-        assert_eq!(
-            spec_errors(json!({"replicas": 1})),
-            vec!["spec.name: Required value"]
-        );
+        assert_eq!(spec_errors(json!({"replicas": 1})), vec!["spec.name: Required value"]);
         // Transition rule on the workload: name is immutable on update.
         let s = workload();
         let mut old = obj(json!({"name": "web"}));
@@ -1518,10 +1375,7 @@ mod tests {
         apply_defaults(&s, &mut new);
         assert!(validate(&s, &old, Some(&old)).is_empty());
         assert_eq!(
-            validate(&s, &new, Some(&old))
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            validate(&s, &new, Some(&old)).iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["spec: Invalid value: \"object\": name is immutable"]
         );
     }
@@ -1534,10 +1388,7 @@ mod tests {
         );
         let s = schema(json!({"type": "integer", "enum": [1, 2]}));
         assert!(validate(&s, &json!(2.0), None).is_empty());
-        assert_eq!(
-            errors(&s, &json!(3)),
-            vec!["<nil>: Unsupported value: 3: supported values: \"1\", \"2\""]
-        );
+        assert_eq!(errors(&s, &json!(3)), vec!["<nil>: Unsupported value: 3: supported values: \"1\", \"2\""]);
     }
 
     #[test]
@@ -1546,21 +1397,12 @@ mod tests {
             spec_errors(json!({"name": "Foo"})),
             vec!["spec.name: Invalid value: \"Foo\": spec.name in body should match '^[a-z]+$'"]
         );
-        assert_eq!(
-            spec_errors(json!({"name": "abcdef"})),
-            vec!["spec.name: Too long: may not be longer than 5"]
-        );
-        assert_eq!(
-            spec_errors(json!({"name": "a"})),
-            vec!["spec.name: Too short: may not be shorter than 2"]
-        );
+        assert_eq!(spec_errors(json!({"name": "abcdef"})), vec!["spec.name: Too long: may not be longer than 5"]);
+        assert_eq!(spec_errors(json!({"name": "a"})), vec!["spec.name: Too short: may not be shorter than 2"]);
         // Lengths count characters, not bytes.
         let s = schema(json!({"type": "string", "maxLength": 2}));
         assert!(validate(&s, &json!("éé"), None).is_empty());
-        assert_eq!(
-            validate(&s, &json!("ééé"), None)[0].kind,
-            FieldErrorKind::TooLong
-        );
+        assert_eq!(validate(&s, &json!("ééé"), None)[0].kind, FieldErrorKind::TooLong);
     }
 
     #[test]
@@ -1581,14 +1423,9 @@ mod tests {
             spec_errors(json!({"name": "web", "ratio": 0.7})),
             vec!["spec.ratio: Invalid value: 0.7: spec.ratio in body should be a multiple of 0.5"]
         );
-        let s = schema(
-            json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "multipleOf": 0.1}),
-        );
+        let s = schema(json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "multipleOf": 0.1}));
         assert!(validate(&s, &json!(0.3), None).is_empty());
-        assert_eq!(
-            errors(&s, &json!(0)),
-            vec!["<nil>: Invalid value: 0: body should be greater than 0"]
-        );
+        assert_eq!(errors(&s, &json!(0)), vec!["<nil>: Invalid value: 0: body should be greater than 0"]);
         let s = schema(json!({"type": "integer", "multipleOf": 3}));
         assert!(validate(&s, &json!(-9), None).is_empty());
         assert_eq!(validate(&s, &json!(10), None).len(), 1);
@@ -1602,89 +1439,38 @@ mod tests {
                 &["2024-01-02T03:04:05Z", "2024-01-02T03:04:05.123+02:00"],
                 &["nope", "2024-01-02", "2024-13-02T03:04:05Z"],
             ),
-            (
-                "date",
-                &["2024-02-29"],
-                &["2023-02-29", "24-01-01", "2024-1-01"],
-            ),
-            (
-                "byte",
-                &["", "aGVsbG8=", "aGk="],
-                &["aGVsbG8", "a@==", "a==="],
-            ),
+            ("date", &["2024-02-29"], &["2023-02-29", "24-01-01", "2024-1-01"]),
+            ("byte", &["", "aGVsbG8=", "aGk="], &["aGVsbG8", "a@==", "a==="]),
             (
                 "uuid",
-                &[
-                    "123e4567-e89b-12d3-a456-426614174000",
-                    "123E4567E89B12D3A456426614174000",
-                ],
-                &[
-                    "123e4567-e89b-12d3-a456",
-                    "g23e4567-e89b-12d3-a456-426614174000",
-                ],
+                &["123e4567-e89b-12d3-a456-426614174000", "123E4567E89B12D3A456426614174000"],
+                &["123e4567-e89b-12d3-a456", "g23e4567-e89b-12d3-a456-426614174000"],
             ),
-            (
-                "uuid4",
-                &["123e4567-e89b-42d3-a456-426614174000"],
-                &["123e4567-e89b-12d3-a456-426614174000"],
-            ),
+            ("uuid4", &["123e4567-e89b-42d3-a456-426614174000"], &["123e4567-e89b-12d3-a456-426614174000"]),
             ("ipv4", &["10.0.0.1"], &["10.0.0.256", "::1", "01.2.3.4"]),
-            (
-                "ipv6",
-                &["::1", "fe80::1", "::ffff:1.2.3.4"],
-                &["10.0.0.1", "fe80:::1"],
-            ),
-            (
-                "cidr",
-                &["10.0.0.0/8", "fd00::/64"],
-                &["10.0.0.0/33", "10.0.0.0", "10.0.0.0/-1"],
-            ),
-            (
-                "hostname",
-                &["example.com", "a-b.c", "localhost."],
-                &["-a.com", "a_b.com", "", "a..b"],
-            ),
-            (
-                "email",
-                &["a@example.com", "Alice <a@example.com>"],
-                &["a.example.com", "a@", "a b@c.com"],
-            ),
-            (
-                "uri",
-                &["https://example.com/x?y=1", "/path", "urn:isbn:0451450523"],
-                &["example.com", "http://a b", ""],
-            ),
+            ("ipv6", &["::1", "fe80::1", "::ffff:1.2.3.4"], &["10.0.0.1", "fe80:::1"]),
+            ("cidr", &["10.0.0.0/8", "fd00::/64"], &["10.0.0.0/33", "10.0.0.0", "10.0.0.0/-1"]),
+            ("hostname", &["example.com", "a-b.c", "localhost."], &["-a.com", "a_b.com", "", "a..b"]),
+            ("email", &["a@example.com", "Alice <a@example.com>"], &["a.example.com", "a@", "a b@c.com"]),
+            ("uri", &["https://example.com/x?y=1", "/path", "urn:isbn:0451450523"], &["example.com", "http://a b", ""]),
             (
                 "duration",
                 &["0", "1h30m", "-1.5s", "300ms", "2h45m0.5s", "1\u{b5}s"],
                 &["", "1", "1d", "h", "1.s.s", "99999999999h"],
             ),
-            (
-                "mac",
-                &["00:1a:2b:3c:4d:5e", "00-1A-2B-3C-4D-5E"],
-                &["00:1a:2b", "zz:1a:2b:3c:4d:5e"],
-            ),
+            ("mac", &["00:1a:2b:3c:4d:5e", "00-1A-2B-3C-4D-5E"], &["00:1a:2b", "zz:1a:2b:3c:4d:5e"]),
             ("unknown-format", &["anything"], &[]),
         ];
         for (format, good, bad) in cases {
             let s = schema(json!({"type": "string", "format": format}));
             for g in *good {
-                assert!(
-                    validate(&s, &json!(g), None).is_empty(),
-                    "{format}: {g:?} should be valid"
-                );
+                assert!(validate(&s, &json!(g), None).is_empty(), "{format}: {g:?} should be valid");
             }
             for b in *bad {
-                assert_eq!(
-                    validate(&s, &json!(b), None).len(),
-                    1,
-                    "{format}: {b:?} should be invalid"
-                );
+                assert_eq!(validate(&s, &json!(b), None).len(), 1, "{format}: {b:?} should be invalid");
             }
         }
-        let s = schema(
-            json!({"type": "object", "properties": {"t": {"type": "string", "format": "date-time"}}}),
-        );
+        let s = schema(json!({"type": "object", "properties": {"t": {"type": "string", "format": "date-time"}}}));
         assert_eq!(
             errors(&s, &json!({"t": "nope"})),
             vec!["t: Invalid value: \"nope\": t in body must be of type date-time: \"nope\""]
@@ -1725,10 +1511,7 @@ mod tests {
             vec!["spec.labels: Too many: 3: must have at most 2 properties"]
         );
         let s = schema(json!({"type": "object", "minProperties": 1}));
-        assert_eq!(
-            errors(&s, &json!({})),
-            vec!["<nil>: Too short: 0: must have at least 1 properties"]
-        );
+        assert_eq!(errors(&s, &json!({})), vec!["<nil>: Too short: 0: must have at least 1 properties"]);
     }
 
     #[test]
@@ -1747,19 +1530,13 @@ mod tests {
     fn list_set_duplicates() {
         assert_eq!(
             spec_errors(json!({"name": "web", "tags": ["a", "b", "a", "a"]})),
-            vec![
-                "spec.tags[2]: Duplicate value: \"a\"",
-                "spec.tags[3]: Duplicate value: \"a\""
-            ]
+            vec!["spec.tags[2]: Duplicate value: \"a\"", "spec.tags[3]: Duplicate value: \"a\""]
         );
         // The hashed path for long lists finds the same duplicates, numbers compared by value.
         let s = schema(json!({"type": "array", "uniqueItems": true, "items": {"type": "number"}}));
         let mut long: Vec<Value> = (0..40).map(|i| json!(i)).collect();
         long.push(json!(7.0));
-        assert_eq!(
-            errors(&s, &Value::Array(long)),
-            vec!["[40]: Duplicate value: 7.0"]
-        );
+        assert_eq!(errors(&s, &Value::Array(long)), vec!["[40]: Duplicate value: 7.0"]);
         assert!(validate(&s, &json!([1, 2, 3]), None).is_empty());
     }
 
@@ -1789,12 +1566,7 @@ mod tests {
                 "d": {"type": "string", "not": {"enum": ["forbidden"]}}
             }
         }));
-        assert!(validate(
-            &s,
-            &json!({"a": "xy", "b": {"y": 1}, "c": 20, "d": "fine"}),
-            None
-        )
-        .is_empty());
+        assert!(validate(&s, &json!({"a": "xy", "b": {"y": 1}, "c": 20, "d": "fine"}), None).is_empty());
         assert_eq!(
             errors(&s, &json!({"a": "y", "b": {"z": 1}, "c": 7, "d": "forbidden"})),
             vec![
@@ -1809,14 +1581,8 @@ mod tests {
 
     #[test]
     fn int_or_string() {
-        assert_eq!(
-            spec_errors(json!({"name": "web", "target": 3})),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            spec_errors(json!({"name": "web", "target": "3%"})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "target": 3})), Vec::<String>::new());
+        assert_eq!(spec_errors(json!({"name": "web", "target": "3%"})), Vec::<String>::new());
         assert_eq!(
             spec_errors(json!({"name": "web", "target": 1.5}))[0],
             "spec.target: Invalid value: \"number\": spec.target in body must be of type integer or string: \"number\""
@@ -1826,31 +1592,17 @@ mod tests {
 
     #[test]
     fn preserve_unknown_fields_accepts_anything() {
-        for v in [
-            json!(null),
-            json!(1),
-            json!("s"),
-            json!([1, {"a": [null]}]),
-            json!({"k": {}}),
-        ] {
-            assert_eq!(
-                spec_errors(json!({"name": "web", "anything": v})),
-                Vec::<String>::new()
-            );
+        for v in [json!(null), json!(1), json!("s"), json!([1, {"a": [null]}]), json!({"k": {}})] {
+            assert_eq!(spec_errors(json!({"name": "web", "anything": v})), Vec::<String>::new());
         }
-        assert_eq!(
-            spec_errors(json!({"name": "web", "extra": {"x": {"y": [1]}}})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "extra": {"x": {"y": [1]}}})), Vec::<String>::new());
         assert_eq!(spec_errors(json!({"name": "web", "extra": 1})).len(), 2);
     }
 
     #[test]
     fn defaults_nested_and_in_list_items() {
         let s = workload();
-        let mut v = obj(
-            json!({"name": "web", "ports": [{"port": 80, "options": {}}, {"port": 81}], "mode": null}),
-        );
+        let mut v = obj(json!({"name": "web", "ports": [{"port": 80, "options": {}}, {"port": 81}], "mode": null}));
         apply_defaults(&s, &mut v);
         assert_eq!(
             v["spec"],
@@ -1870,10 +1622,7 @@ mod tests {
         }));
         let mut v = json!({"n": null, "m": {"k1": {}, "k2": {"z": "set"}}});
         apply_defaults(&s, &mut v);
-        assert_eq!(
-            v,
-            json!({"a": {"b": 7}, "n": null, "m": {"k1": {"z": "q"}, "k2": {"z": "set"}}})
-        );
+        assert_eq!(v, json!({"a": {"b": 7}, "n": null, "m": {"k1": {"z": "q"}, "k2": {"z": "set"}}}));
         // Defaults do not touch scalars or mismatched types.
         let mut v = json!({"a": 5});
         apply_defaults(&s, &mut v);
@@ -1882,10 +1631,7 @@ mod tests {
 
     #[test]
     fn cel_passing_and_failing_rule_with_message() {
-        assert_eq!(
-            spec_errors(json!({"name": "web", "replicas": 3, "minReplicas": 2})),
-            Vec::<String>::new()
-        );
+        assert_eq!(spec_errors(json!({"name": "web", "replicas": 3, "minReplicas": 2})), Vec::<String>::new());
         assert_eq!(
             spec_errors(json!({"name": "web", "replicas": 3, "minReplicas": 4})),
             vec!["spec: Invalid value: \"object\": minReplicas must not exceed replicas"]
@@ -1939,20 +1685,14 @@ mod tests {
             vec!["spec: Invalid value: \"object\": replicas is 7, want < 5"]
         );
         // A messageExpression that fails falls back to the message.
-        let s = cel_schema(
-            json!({"rule": "self.replicas < 5", "message": "static", "messageExpression": "self.nope"}),
-        );
-        assert_eq!(
-            errors(&s, &json!({"spec": {"replicas": 7}})),
-            vec!["spec: Invalid value: \"object\": static"]
-        );
+        let s = cel_schema(json!({"rule": "self.replicas < 5", "message": "static", "messageExpression": "self.nope"}));
+        assert_eq!(errors(&s, &json!({"spec": {"replicas": 7}})), vec!["spec: Invalid value: \"object\": static"]);
     }
 
     #[test]
     fn cel_transition_rule_uses_old_self() {
-        let s = cel_schema(
-            json!({"rule": "self.replicas >= oldSelf.replicas", "message": "replicas may not decrease"}),
-        );
+        let s =
+            cel_schema(json!({"rule": "self.replicas >= oldSelf.replicas", "message": "replicas may not decrease"}));
         let new = json!({"spec": {"replicas": 2}});
         // On create there is no oldSelf: the rule is skipped.
         assert!(validate(&s, &new, None).is_empty());
@@ -1978,10 +1718,7 @@ mod tests {
         let new = json!({"spec": {"name": "a"}});
         assert!(validate(&s, &new, None).is_empty());
         assert!(validate(&s, &new, Some(&json!({"spec": {"name": "a"}}))).is_empty());
-        assert_eq!(
-            validate(&s, &new, Some(&json!({"spec": {"name": "b"}}))).len(),
-            1
-        );
+        assert_eq!(validate(&s, &new, Some(&json!({"spec": {"name": "b"}}))).len(), 1);
     }
 
     #[test]
@@ -1989,37 +1726,27 @@ mod tests {
         let s = cel_schema(json!({"rule": "true"}));
         let old = json!({"spec": {"ports": [{"port": 1, "name": "a"}, {"port": 2, "name": "b"}]}});
         // Reordered but unchanged: fine. Item with port 2 renamed: error at its new index.
-        let new = json!({"spec": {"ports": [{"port": 2, "name": "b"}, {"port": 1, "name": "a"}, {"port": 3, "name": "c"}]}});
+        let new =
+            json!({"spec": {"ports": [{"port": 2, "name": "b"}, {"port": 1, "name": "a"}, {"port": 3, "name": "c"}]}});
         assert!(validate(&s, &new, Some(&old)).is_empty());
         let new = json!({"spec": {"ports": [{"port": 1, "name": "a"}, {"port": 2, "name": "z"}]}});
         assert_eq!(
-            validate(&s, &new, Some(&old))
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            validate(&s, &new, Some(&old)).iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["spec.ports[1]: Invalid value: \"object\": name is immutable"]
         );
         // The hashed index for long old lists behaves the same.
-        let old_items: Vec<Value> = (0..40)
-            .map(|i| json!({"port": i, "name": format!("n{i}")}))
-            .collect();
+        let old_items: Vec<Value> = (0..40).map(|i| json!({"port": i, "name": format!("n{i}")})).collect();
         let mut new_items = old_items.clone();
         new_items.reverse();
         new_items[5]["name"] = json!("changed");
-        let errs = validate(
-            &s,
-            &json!({"spec": {"ports": new_items}}),
-            Some(&json!({"spec": {"ports": old_items}})),
-        );
+        let errs = validate(&s, &json!({"spec": {"ports": new_items}}), Some(&json!({"spec": {"ports": old_items}})));
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "spec.ports[5]");
     }
 
     #[test]
     fn cel_field_path() {
-        let s = cel_schema(
-            json!({"rule": "self.name != 'bad'", "fieldPath": ".name", "message": "bad name"}),
-        );
+        let s = cel_schema(json!({"rule": "self.name != 'bad'", "fieldPath": ".name", "message": "bad name"}));
         assert_eq!(
             errors(&s, &json!({"spec": {"name": "bad"}})),
             vec!["spec.name: Invalid value: \"object\": bad name"]
@@ -2033,19 +1760,13 @@ mod tests {
         let s = cel_schema(json!({"rule": "self.missing > 1"}));
         let errs = errors(&s, &json!({"spec": {"replicas": 1}}));
         assert_eq!(errs.len(), 1);
-        assert!(
-            errs[0].starts_with("spec: Invalid value: \"object\": self.missing > 1: "),
-            "{}",
-            errs[0]
-        );
+        assert!(errs[0].starts_with("spec: Invalid value: \"object\": self.missing > 1: "), "{}", errs[0]);
         let s = cel_schema(json!({"rule": "self.replicas / 0 == 1"}));
         assert_eq!(errors(&s, &json!({"spec": {"replicas": 1}})).len(), 1);
         let s = cel_schema(json!({"rule": "self.replicas"}));
         assert_eq!(
             errors(&s, &json!({"spec": {"replicas": 1}})),
-            vec![
-                "spec: Invalid value: \"object\": self.replicas: rule evaluated to int, not a bool"
-            ]
+            vec!["spec: Invalid value: \"object\": self.replicas: rule evaluated to int, not a bool"]
         );
     }
 
@@ -2075,7 +1796,8 @@ mod tests {
         big[7] = -1;
         let errs = errors(&s, &json!({"items": big}));
         assert_eq!(errs.len(), 2, "{errs:?}");
-        let want = format!("items: Invalid value: \"array\": {nested}: call cost exceeds the limit of 1000000 (estimated ");
+        let want =
+            format!("items: Invalid value: \"array\": {nested}: call cost exceeds the limit of 1000000 (estimated ");
         assert!(errs[0].starts_with(&want), "{}", errs[0]);
         assert_eq!(errs[1], "items: Invalid value: \"array\": failed rule: self.all(x, x >= 0)");
     }
@@ -2104,8 +1826,7 @@ mod tests {
         let e = compile_cel(&chain(3000)).unwrap_err();
         assert!(e.contains("longer than 8192 bytes"), "{e}");
         // The deepest accepted chain evaluates fine on a test thread's stack.
-        let s =
-            schema(json!({"type": "string", "x-kubernetes-validations": [{"rule": chain(190)}]}));
+        let s = schema(json!({"type": "string", "x-kubernetes-validations": [{"rule": chain(190)}]}));
         assert!(validate(&s, &json!("a"), None).is_empty());
     }
 
@@ -2117,13 +1838,8 @@ mod tests {
         let v = json!({"spec": {"ratio": 1, "replicas": 3.0, "x-y": "v", "timeout": "90s", "since": "2024-01-01T00:00:00Z"}});
         assert_eq!(errors(&s, &v), Vec::<String>::new());
         // The strings extension is available.
-        let s = cel_schema(
-            json!({"rule": "self.name.lowerAscii() == 'abc' && self.name.matches('^[A-Z]+$')"}),
-        );
-        assert_eq!(
-            errors(&s, &json!({"spec": {"name": "ABC"}})),
-            Vec::<String>::new()
-        );
+        let s = cel_schema(json!({"rule": "self.name.lowerAscii() == 'abc' && self.name.matches('^[A-Z]+$')"}));
+        assert_eq!(errors(&s, &json!({"spec": {"name": "ABC"}})), Vec::<String>::new());
     }
 
     #[test]
@@ -2156,10 +1872,7 @@ mod tests {
         let v = json!({"spec": {"replicas": 2}});
         assert!(validate(&s, &v, None).is_empty());
         assert_eq!(
-            validate(&s, &v, Some(&v))
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            validate(&s, &v, Some(&v)).iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["spec: Invalid value: \"object\": must shrink from 2"]
         );
     }
@@ -2172,18 +1885,9 @@ mod tests {
             value: value.map(str::to_string),
             detail: detail.into(),
         };
-        assert_eq!(
-            e(FieldErrorKind::Required, None, "").to_string(),
-            "spec.x: Required value"
-        );
-        assert_eq!(
-            e(FieldErrorKind::Forbidden, None, "no").to_string(),
-            "spec.x: Forbidden: no"
-        );
-        assert_eq!(
-            e(FieldErrorKind::Duplicate, Some("\"a\""), "").to_string(),
-            "spec.x: Duplicate value: \"a\""
-        );
+        assert_eq!(e(FieldErrorKind::Required, None, "").to_string(), "spec.x: Required value");
+        assert_eq!(e(FieldErrorKind::Forbidden, None, "no").to_string(), "spec.x: Forbidden: no");
+        assert_eq!(e(FieldErrorKind::Duplicate, Some("\"a\""), "").to_string(), "spec.x: Duplicate value: \"a\"");
         assert_eq!(go_quote("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\x01\"");
     }
 
@@ -2192,14 +1896,8 @@ mod tests {
         assert_eq!(parse_go_duration("1h30m"), Some(5_400_000_000_000));
         assert_eq!(parse_go_duration("-1.5s"), Some(-1_500_000_000));
         assert_eq!(parse_go_duration(".5ms"), Some(500_000));
-        assert_eq!(
-            parse_go_duration("2562047h47m16.854775807s"),
-            Some(i64::MAX)
-        );
-        assert_eq!(
-            parse_go_duration("-2562047h47m16.854775808s"),
-            Some(i64::MIN)
-        );
+        assert_eq!(parse_go_duration("2562047h47m16.854775807s"), Some(i64::MAX));
+        assert_eq!(parse_go_duration("-2562047h47m16.854775808s"), Some(i64::MIN));
         assert_eq!(parse_go_duration("2562047h47m16.854775808s"), None);
         assert_eq!(parse_go_duration("1e3s"), None);
     }
@@ -2214,9 +1912,7 @@ mod tests {
                 any::<bool>().prop_map(Value::Bool),
                 any::<i64>().prop_map(|i| json!(i)),
                 any::<u64>().prop_map(|u| json!(u)),
-                any::<f64>()
-                    .prop_filter("finite", |f| f.is_finite())
-                    .prop_map(|f| json!(f)),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
                 "[a-z0-9:/.\\-]{0,12}".prop_map(Value::String),
                 Just(json!("web")),
                 Just(json!("TCP")),
@@ -2240,8 +1936,7 @@ mod tests {
                 ];
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::btree_map(keys, inner, 0..6)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                    prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
                 ]
             })
         }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::CliError;
 use crate::protocol::{
-    human_size, read_message, write_frame, ClientMessage, ErrorKind, ErrorReport, FrameError, Reply, Request, ServerMessage,
-    MAX_FRAME_LEN, PROTOCOL_VERSION,
+    human_size, read_message, write_frame, ClientMessage, ErrorKind, ErrorReport, FrameError, Reply, Request,
+    ServerMessage, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 
 pub struct Client {
@@ -23,14 +23,17 @@ pub struct Client {
 impl Client {
     /// Connects and exchanges hellos. A server that cannot be reached is exit code 3.
     pub fn connect(socket: &Path) -> Result<Client, CliError> {
-        let unreachable = |e: std::io::Error| CliError::Unreachable { socket: socket.to_path_buf(), reason: e.to_string() };
+        let unreachable =
+            |e: std::io::Error| CliError::Unreachable { socket: socket.to_path_buf(), reason: e.to_string() };
         let stream = UnixStream::connect(socket).map_err(unreachable)?;
         Client::over(stream, socket)
     }
 
     /// Says hello over a connected stream.
     fn over(stream: UnixStream, socket: &Path) -> Result<Client, CliError> {
-        let reader = BufReader::new(stream.try_clone().map_err(|e| CliError::Failed(format!("cannot use the connection: {e}")))?);
+        let reader = BufReader::new(
+            stream.try_clone().map_err(|e| CliError::Failed(format!("cannot use the connection: {e}")))?,
+        );
         let writer = BufWriter::new(stream);
         let mut client = Client { socket: socket.to_path_buf(), reader, writer };
         let sent = client.send(&ClientMessage::Hello {
@@ -159,7 +162,12 @@ mod tests {
         let err = client.request(apply_of(70 << 20), &mut |_| {}).unwrap_err();
         assert_eq!(err.exit_code(), 1);
         let CliError::Failed(text) = &err else { panic!("{err:?}") };
-        assert!(text.starts_with("the request is 70.0 MiB, over the 64 MiB frame limit; apply the files in smaller batches"), "{text}");
+        assert!(
+            text.starts_with(
+                "the request is 70.0 MiB, over the 64 MiB frame limit; apply the files in smaller batches"
+            ),
+            "{text}"
+        );
         drop(client);
         server.join().unwrap();
     }

@@ -70,8 +70,8 @@ fn flatten(source: &str, value: Value, out: &mut Vec<Document>) {
 }
 
 fn collect_dir(dir: &Path, recursive: bool, out: &mut Vec<(String, Option<PathBuf>)>) -> Result<(), CliError> {
-    let (listed, broken) =
-        files::list_yaml_files(dir, &files::Bounds::none()).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+    let (listed, broken) = files::list_yaml_files(dir, &files::Bounds::none())
+        .map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
     if let Some((path, e)) = broken.first() {
         return Err(CliError::Failed(format!("{}: {e}", path.display())));
     }

@@ -17,12 +17,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply, Request,
-    RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply,
+    Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
 };
 pub use client::Client;
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 the server cannot be reached.";
+const EXIT_CODES: &str =
+    "Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 the server cannot be reached.";
 
 /// choreo: a local, Kubernetes-style automation engine for network and infrastructure intent
 #[derive(Debug, Parser)]
@@ -181,7 +182,9 @@ pub enum ServerCommand {
     /// development: BRANCH is checked out, tracking origin/BRANCH when it exists, else created
     /// at REF; runs are on demand and commit/push are allowed. Applying the same context again
     /// does nothing; uncommitted changes in the clone make a switch fail rather than be lost.
-    #[command(after_help = "Examples:\n  choreo server apply https://github.com/org/intent.git fabric v1.4.0\n  choreo server apply https://github.com/org/intent.git fabric main feature-x")]
+    #[command(
+        after_help = "Examples:\n  choreo server apply https://github.com/org/intent.git fabric v1.4.0\n  choreo server apply https://github.com/org/intent.git fabric main feature-x"
+    )]
     Apply {
         url: String,
         /// The project directory inside the repository (`.` for its root)
@@ -319,9 +322,15 @@ pub struct DeleteArgs {
 pub enum CliError {
     Usage(String),
     /// No connection could be made: exit 3, with a hint to start a server.
-    Unreachable { socket: PathBuf, reason: String },
+    Unreachable {
+        socket: PathBuf,
+        reason: String,
+    },
     /// The connection broke or carried something unreadable after it was made: exit 1.
-    Connection { socket: PathBuf, reason: String },
+    Connection {
+        socket: PathBuf,
+        reason: String,
+    },
     Server(ErrorReport),
     Failed(String),
     /// Per-object errors were already printed; exit 1.
@@ -427,7 +436,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let socket = client_socket(cli.socket.as_deref());
     let connect = || Client::connect(&socket);
     match cli.command {
-        Command::Server(ServerCommand::Start(_)) => Err(CliError::Usage("`server start` is not a client command".into())),
+        Command::Server(ServerCommand::Start(_)) => {
+            Err(CliError::Usage("`server start` is not a client command".into()))
+        }
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();
@@ -435,10 +446,16 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             emit(&String::from_utf8_lossy(&buf))
         }
         Command::Version => {
-            let mut text = format!("choreo {} (protocol {})\n", env!("CARGO_PKG_VERSION"), crate::protocol::PROTOCOL_VERSION);
+            let mut text =
+                format!("choreo {} (protocol {})\n", env!("CARGO_PKG_VERSION"), crate::protocol::PROTOCOL_VERSION);
             if let Ok(mut c) = connect() {
                 if let Ok(Reply::Status(s)) = c.request(Request::ServerStatus, &mut progress) {
-                    text.push_str(&format!("server: choreo {} (pid {}) on {}\n", s.server_version, s.pid, socket.display()));
+                    text.push_str(&format!(
+                        "server: choreo {} (pid {}) on {}\n",
+                        s.server_version,
+                        s.pid,
+                        socket.display()
+                    ));
                 }
             }
             emit(&text)
@@ -483,7 +500,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             };
             match connect()?.request(Request::Branch(req), &mut progress)? {
                 Reply::Branches(list) => emit(
-                    &list.iter().map(|b| format!("{} {}\n", if b.checked_out { "*" } else { " " }, b.name)).collect::<String>(),
+                    &list
+                        .iter()
+                        .map(|b| format!("{} {}\n", if b.checked_out { "*" } else { " " }, b.name))
+                        .collect::<String>(),
                 ),
                 Reply::Log(log) => emit(&output::git_log(&log)),
                 Reply::BranchDiff(items) => emit(&output::branch_diff(&items)),
@@ -525,7 +545,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(RunCommand::List) => {
             let reply = connect()?.request(Request::RunList, &mut progress)?;
             let Reply::Snapshots(list) = reply else { return Err(unexpected(&reply)) };
-            emit(&list.iter().map(|s| format!("{} {} {}\n", s.id, s.time, if s.success { "success" } else { "failed" })).collect::<String>())
+            emit(
+                &list
+                    .iter()
+                    .map(|s| format!("{} {} {}\n", s.id, s.time, if s.success { "success" } else { "failed" }))
+                    .collect::<String>(),
+            )
         }
         Command::Run(RunCommand::Diff { details, show_choreo_apis, show_managed_fields }) => {
             let reply = connect()?.request(
@@ -614,9 +639,15 @@ fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
             // Each text is dropped once parsed: a large list is not held twice.
             let items = items.into_iter().map(|t| parse_object(&t)).collect::<Result<Vec<_>, _>>()?;
             match args.output {
-                Some(ObjectFormat::Json) => emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
-                Some(ObjectFormat::Yaml) => emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))),
-                Some(ObjectFormat::Name) => emit(&items.iter().map(|o| format!("{}\n", output::object_name(o))).collect::<String>()),
+                Some(ObjectFormat::Json) => {
+                    emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})))
+                }
+                Some(ObjectFormat::Yaml) => {
+                    emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})))
+                }
+                Some(ObjectFormat::Name) => {
+                    emit(&items.iter().map(|o| format!("{}\n", output::object_name(o))).collect::<String>())
+                }
                 None if items.is_empty() => {
                     eprintln!("No {} found.", args.resource);
                     Ok(())
@@ -677,11 +708,11 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
             name: name.clone(),
             namespace: args.namespace.clone(),
         }],
-        ([], false) => input::read_documents(&args.files, args.recursive)?.into_iter().map(DeleteTarget::Object).collect(),
+        ([], false) => {
+            input::read_documents(&args.files, args.recursive)?.into_iter().map(DeleteTarget::Object).collect()
+        }
         ([_], true) => {
-            return Err(CliError::Usage(
-                "nothing to delete: give a resource type and a name, or -f FILE".into(),
-            ))
+            return Err(CliError::Usage("nothing to delete: give a resource type and a name, or -f FILE".into()))
         }
         ([], true) => return Err(CliError::Usage("nothing to delete: give RESOURCE NAME or -f FILE".into())),
         _ => return Err(CliError::Usage("give either RESOURCE NAME or -f FILE, not both".into())),
@@ -698,7 +729,8 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
 
 /// `dev parse DIR`: compiles the project's reconciler and library sources into `in/`.
 fn dev_parse(dir: &Path) -> Result<(), CliError> {
-    let root = std::fs::canonicalize(dir).map_err(|e| CliError::Usage(format!("invalid project directory {}: {e}", dir.display())))?;
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| CliError::Usage(format!("invalid project directory {}: {e}", dir.display())))?;
     let layout = crate::project::Layout::new(root);
     let (reconcilers, libraries, diags) = crate::project::reconcilers::read_sources(&layout);
     if !diags.is_empty() {

@@ -166,8 +166,15 @@ pub fn status_text(s: &ServerStatus) -> String {
     }
     lines.push(("runner", s.runner.clone()));
     if let Some(last) = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
-        let outcome = if last["success"] == true { "success".to_string() } else { format!("failed: {}", last["message"].as_str().unwrap_or("")) };
-        lines.push(("last run", format!("{} at {}, {} reconciles", outcome, last["time"].as_str().unwrap_or("?"), last["reconciles"])));
+        let outcome = if last["success"] == true {
+            "success".to_string()
+        } else {
+            format!("failed: {}", last["message"].as_str().unwrap_or(""))
+        };
+        lines.push((
+            "last run",
+            format!("{} at {}, {} reconciles", outcome, last["time"].as_str().unwrap_or("?"), last["reconciles"]),
+        ));
     }
     let mut out = String::new();
     for (k, v) in lines {
@@ -182,7 +189,6 @@ pub fn status_text(s: &ServerStatus) -> String {
     out
 }
 
-
 /// Columns padded to the widest cell, one space apart (the `run once` summary layout).
 fn padded(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -192,7 +198,8 @@ fn padded(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let mut s = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect::<Vec<_>>().join(" ");
+        let mut s =
+            cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect::<Vec<_>>().join(" ");
         s.truncate(s.trim_end().len());
         s + "\n"
     };

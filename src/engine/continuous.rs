@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use super::runner::{self, RunOptions, Step, Work};
 use super::load::Scope;
+use super::runner::{self, RunOptions, Step, Work};
 use super::Engine;
 use crate::project::Layout;
 use crate::protocol::{ErrorKind, ErrorReport, Reply};
@@ -29,7 +29,13 @@ impl Engine {
         let layout = self.layout.as_ref()?;
         Some(WatchConfig {
             root: layout.root.clone(),
-            dirs: vec![layout.apis.clone(), layout.input.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()],
+            dirs: vec![
+                layout.apis.clone(),
+                layout.input.clone(),
+                "reconcilers".into(),
+                "libs".into(),
+                layout.refs.clone(),
+            ],
             window: std::time::Duration::from_millis(20),
             max_window: std::time::Duration::from_millis(50),
             quiet: std::time::Duration::from_millis(2),
@@ -81,7 +87,12 @@ impl Engine {
         match self.status().runner.as_str() {
             "Running" => return Ok(Reply::Done),
             "Stopped" => {}
-            other => return Err(ErrorReport::new(ErrorKind::Unavailable, format!("runner is already running, status {other}"))),
+            other => {
+                return Err(ErrorReport::new(
+                    ErrorKind::Unavailable,
+                    format!("runner is already running, status {other}"),
+                ))
+            }
         }
         self.reload()?;
         self.start_work();
@@ -121,7 +132,8 @@ impl Engine {
     /// Works off a slice of the continuous runner's queue.
     pub(super) fn drive(&mut self) {
         let Some(mut work) = self.work.take() else { return };
-        let current: Vec<(String, u128)> = self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect();
+        let current: Vec<(String, u128)> =
+            self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect();
         if work.controllers != current {
             // A reload changed the reconcilers: queued items name them by index, so start over
             // from the current objects when the set changed, else add the changed ones' objects.
@@ -214,7 +226,13 @@ mod tests {
             input_files(&layout, &abs(&["in/a.yaml", "in/sub/b.yaml", "in/c.txt"])),
             Some(vec![PathBuf::from("in/a.yaml"), PathBuf::from("in/c.txt")])
         );
-        for full in [&["in/a.yaml", "crds/x.yaml"][..], &["in"], &["in/.ignore"], &["reconcilers/r/config.yaml"], &["libs/l.star"]] {
+        for full in [
+            &["in/a.yaml", "crds/x.yaml"][..],
+            &["in"],
+            &["in/.ignore"],
+            &["reconcilers/r/config.yaml"],
+            &["libs/l.star"],
+        ] {
             assert_eq!(input_files(&layout, &abs(full)), None, "{full:?}");
         }
     }

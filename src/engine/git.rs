@@ -15,7 +15,8 @@ use crossbeam_channel::Sender;
 
 use super::{internal, progress_sink, Engine, Mode};
 use crate::protocol::{
-    BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage, StatusContext,
+    BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage,
+    StatusContext,
 };
 use crate::repo::{self, Repo, RepoError};
 
@@ -64,7 +65,10 @@ impl Engine {
         match &self.dynamic {
             Some(d) if d.production() => Err(ErrorReport::new(
                 ErrorKind::Unavailable,
-                format!("choreo in production does not allow {what}: the checkout is pinned to {}", d.request.reference),
+                format!(
+                    "choreo in production does not allow {what}: the checkout is pinned to {}",
+                    d.request.reference
+                ),
             )
             .with_hint("apply a development branch: `choreo server apply URL DIR REF BRANCH`")),
             _ => Ok(()),
@@ -120,7 +124,11 @@ impl Engine {
     /// (`choreo-fetch`), so the engine keeps answering; the rest happens in
     /// [`Engine::finish_apply`] when the worker reports back. `None`: the answer goes to
     /// `reply` later.
-    pub(super) fn server_apply(&mut self, req: ServerApplyRequest, reply: Sender<ServerMessage>) -> Option<Result<Reply, ErrorReport>> {
+    pub(super) fn server_apply(
+        &mut self,
+        req: ServerApplyRequest,
+        reply: Sender<ServerMessage>,
+    ) -> Option<Result<Reply, ErrorReport>> {
         match self.start_apply(req, None, Some(reply)) {
             Ok(None) => None,
             Ok(Some(done)) => Some(Ok(done)),
@@ -156,7 +164,10 @@ impl Engine {
             .with_hint("give an absolute path or a URL (`choreo server apply` makes existing local paths absolute)"));
         }
         if !repo::stays_inside(&req.directory) {
-            return Err(ErrorReport::new(ErrorKind::Invalid, format!("DIR {:?} must be a directory inside the repository", req.directory)));
+            return Err(ErrorReport::new(
+                ErrorKind::Invalid,
+                format!("DIR {:?} must be a directory inside the repository", req.directory),
+            ));
         }
         if self.dynamic.as_ref().is_some_and(|d| d.request == req) {
             return Ok(Some(Reply::Message("unchanged: the server already serves this context".into())));
@@ -235,7 +246,10 @@ impl Engine {
             None => Plan::Detached(target),
             Some(b) => {
                 if repo.has_branch(b) {
-                    progress(format!("branch {b} exists: it is checked out as it is ({} only seeds a new branch)", req.reference));
+                    progress(format!(
+                        "branch {b} exists: it is checked out as it is ({} only seeds a new branch)",
+                        req.reference
+                    ));
                 }
                 Plan::Branch(b.clone())
             }
@@ -289,7 +303,8 @@ impl Engine {
             progress(format!("note: {n}"));
         }
         let checked_out = started.elapsed();
-        let root = if req.directory == "." || req.directory.is_empty() { clone.clone() } else { clone.join(&req.directory) };
+        let root =
+            if req.directory == "." || req.directory.is_empty() { clone.clone() } else { clone.join(&req.directory) };
         let mut layout = template.with_root(root.clone());
         layout.upstream_cache = Some(work_dir.join("upstream"));
         // Everything served comes from the clone: DIR (as checked out now) and every file the
@@ -311,7 +326,10 @@ impl Engine {
             progress(format!("loading {}", root.display()));
             self.reload()
         } else {
-            Err(ErrorReport::new(ErrorKind::NotFound, format!("{} has no directory {} at {}", req.url, req.directory, req.reference)))
+            Err(ErrorReport::new(
+                ErrorKind::NotFound,
+                format!("{} has no directory {} at {}", req.url, req.directory, req.reference),
+            ))
         };
         if let Err(e) = loaded {
             // Put the previous checkout back (same clone) and serve the previous context again.
@@ -321,13 +339,15 @@ impl Engine {
                 // Nothing was served before: the status says why nothing is served now.
                 let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 status.status = "Failed".into();
-                status.reason = std::iter::once(e.message.clone()).chain(e.causes.iter().cloned()).collect::<Vec<_>>().join("\n");
+                status.reason =
+                    std::iter::once(e.message.clone()).chain(e.causes.iter().cloned()).collect::<Vec<_>>().join("\n");
                 drop(status);
                 let mut report = ErrorReport::new(e.kind, format!("apply failed: {}", e.message));
                 report.causes = e.causes;
                 return Err(report);
             }
-            let mut report = ErrorReport::new(e.kind, format!("apply failed, the previous context is still served: {}", e.message));
+            let mut report =
+                ErrorReport::new(e.kind, format!("apply failed, the previous context is still served: {}", e.message));
             report.causes = e.causes;
             return Err(report);
         }
@@ -397,12 +417,12 @@ impl Engine {
         let result = repo.commit(&paths, &message).map_err(repo_error)?;
         self.refresh_context();
         match result {
-            Some(oid) => Ok(Reply::Message(format!(
-                "committed {} on {}",
-                oid,
-                repo.current_branch().unwrap_or_default()
-            ))),
-            None => Err(ErrorReport::new(ErrorKind::Invalid, "nothing to commit: the project's files are as committed")),
+            Some(oid) => {
+                Ok(Reply::Message(format!("committed {} on {}", oid, repo.current_branch().unwrap_or_default())))
+            }
+            None => {
+                Err(ErrorReport::new(ErrorKind::Invalid, "nothing to commit: the project's files are as committed"))
+            }
         }
     }
 
@@ -427,7 +447,13 @@ impl Engine {
                 repo.log(&name, 1000)
                     .map_err(repo_error)?
                     .into_iter()
-                    .map(|c| LogEntry { date: git_date(c.time, c.offset_minutes), id: c.id, author: c.author, email: c.email, message: c.message })
+                    .map(|c| LogEntry {
+                        date: git_date(c.time, c.offset_minutes),
+                        id: c.id,
+                        author: c.author,
+                        email: c.email,
+                        message: c.message,
+                    })
                     .collect(),
             )),
             BranchRequest::Create { name } => {
@@ -456,7 +482,9 @@ impl Engine {
                 self.refuse_in_production("stashes")?;
                 let oid = repo.stash("choreo branch stash").map_err(repo_error)?;
                 self.after_tree_change();
-                Ok(Reply::Message(format!("stashed the uncommitted changes as {oid} (bring them back with `git stash pop`)")))
+                Ok(Reply::Message(format!(
+                    "stashed the uncommitted changes as {oid} (bring them back with `git stash pop`)"
+                )))
             }
             BranchRequest::Merge { src, dst } => {
                 self.refuse_in_production("merges")?;
@@ -543,7 +571,12 @@ impl Engine {
             None => saved.commit.as_deref().and_then(|c| repo::Oid::from_str(c).ok()),
             Some(_) => None,
         };
-        let req = ServerApplyRequest { url: saved.url, directory: saved.directory, reference: saved.reference, branch: saved.branch };
+        let req = ServerApplyRequest {
+            url: saved.url,
+            directory: saved.directory,
+            reference: saved.reference,
+            branch: saved.branch,
+        };
         match self.start_apply(req, pinned, None) {
             Ok(Some(Reply::Message(m))) => log::info!("{m}"),
             Ok(_) => {}

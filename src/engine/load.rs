@@ -211,7 +211,8 @@ fn load_full(
 
     let mut txn = store.begin();
     let mut errors = Vec::new();
-    let mut summary = LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + carried.len(), ..Default::default() };
+    let mut summary =
+        LoadSummary { crds: crd_texts.len(), inputs: input_docs.len() + carried.len(), ..Default::default() };
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
     let ref_gk = GroupKind::new(crate::api::builtin::CHOREO_GROUP, "UpstreamRef");
     if cache.is_none() {
@@ -244,8 +245,14 @@ fn load_full(
         &mut errors,
     );
     let stale_candidates = cache.map(|c| c.upstream_keys.clone());
-    summary.removed +=
-        remove_stale(&mut txn, |_| true, |k| upstream_keys.contains_key(k), stale_candidates, from_upstream, &mut errors);
+    summary.removed += remove_stale(
+        &mut txn,
+        |_| true,
+        |k| upstream_keys.contains_key(k),
+        stale_candidates,
+        from_upstream,
+        &mut errors,
+    );
     summary.collected = txn.collect_garbage().len();
     if !errors.is_empty() {
         return Err(errors);
@@ -294,7 +301,8 @@ fn load_inputs(
         }
     }
     // The files whose objects this load replaces: the re-parsed and the vanished ones.
-    let touched: HashSet<&PathBuf> = to_parse.iter().map(|(f, _)| f).chain(gone.iter().filter(|f| cache.files.contains_key(*f))).collect();
+    let touched: HashSet<&PathBuf> =
+        to_parse.iter().map(|(f, _)| f).chain(gone.iter().filter(|f| cache.files.contains_key(*f))).collect();
     let input_docs = parse_all(&to_parse, &mut diags);
     if !diags.is_empty() {
         return Err(diags.iter().map(ToString::to_string).collect());
@@ -312,7 +320,9 @@ fn load_inputs(
     let mut errors = Vec::new();
     let mut summary = LoadSummary::default();
     // An object defined by a file this load does not read is still defined there.
-    let elsewhere = |k: &ObjectKey| cache.objects.get(k).filter(|(loc, _)| !touched.contains(&loc.file)).map(|(loc, _)| loc.clone());
+    let elsewhere = |k: &ObjectKey| {
+        cache.objects.get(k).filter(|(loc, _)| !touched.contains(&loc.file)).map(|(loc, _)| loc.clone())
+    };
     let loaded = apply_documents(&mut txn, &input_docs, BTreeMap::new(), elsewhere, &mut errors, &mut summary);
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
     summary.removed += remove_stale(
@@ -325,7 +335,8 @@ fn load_inputs(
     );
     // Garbage appears only where an object went or one names owners; a full collection walks
     // every owned object, which on a large project costs more than the rest of this load.
-    let owners_named = input_docs.iter().any(|d| d.value.pointer("/metadata/ownerReferences").is_some_and(|o| o != &Value::Null));
+    let owners_named =
+        input_docs.iter().any(|d| d.value.pointer("/metadata/ownerReferences").is_some_and(|o| o != &Value::Null));
     let collected = if summary.removed > 0 || owners_named { txn.collect_garbage() } else { Vec::new() };
     summary.collected = collected.len();
     if !errors.is_empty() {
@@ -430,7 +441,8 @@ fn remove_stale(
             continue;
         }
         let Some(obj) = txn.get(&key) else { continue };
-        let ours = origin(object::annotation(&obj, ORIGIN_ANNOTATION)) && object::has_manager(&obj, INPUT_FIELD_MANAGER);
+        let ours =
+            origin(object::annotation(&obj, ORIGIN_ANNOTATION)) && object::has_manager(&obj, INPUT_FIELD_MANAGER);
         if !ours || object::deletion_timestamp(&obj).is_some() {
             continue;
         }
@@ -504,9 +516,9 @@ fn load_package_data(
 /// A load error with its location.
 pub fn describe(loc: &SourceLoc, e: &StoreError) -> String {
     match e {
-        StoreError::UnknownKind { api_version, kind } => format!(
-            "{loc}: unknown kind {kind} in {api_version}: no CRD in the project defines it"
-        ),
+        StoreError::UnknownKind { api_version, kind } => {
+            format!("{loc}: unknown kind {kind} in {api_version}: no CRD in the project defines it")
+        }
         other => format!("{loc}: {other}"),
     }
 }
@@ -710,7 +722,10 @@ mod tests {
         p.load(Scope::Full).unwrap();
         p.write("dup.yaml", &widget("a", 5));
         let errors = p.fails(&["dup.yaml"]);
-        assert!(errors[0].starts_with("in/dup.yaml:1:1: ") && errors[0].contains("also defined at in/a.yaml"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("in/dup.yaml:1:1: ") && errors[0].contains("also defined at in/a.yaml"),
+            "{errors:?}"
+        );
         assert_eq!(p.size("a"), Some(1));
     }
 

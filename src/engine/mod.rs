@@ -12,8 +12,8 @@ mod continuous;
 mod edit;
 mod git;
 pub mod load;
-mod run;
 pub mod query;
+mod run;
 pub mod runner;
 mod upstream;
 
@@ -24,8 +24,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::project::Layout;
-use crate::reconcile::Interrupt;
 use crate::protocol::{ErrorKind, ErrorReport, Reply, Request, ServerMessage, ServerStatus, StatusContext};
+use crate::reconcile::Interrupt;
 use crate::store::{Reader, Store, StoreError};
 
 /// How the server was started.
@@ -40,7 +40,10 @@ pub enum Mode {
 
 /// Messages to the engine thread.
 pub enum Msg {
-    Request { request: Request, reply: Sender<ServerMessage> },
+    Request {
+        request: Request,
+        reply: Sender<ServerMessage>,
+    },
     /// A `server apply`'s clone or fetch finished on its worker thread.
     Fetched(Box<git::Fetched>),
     Shutdown,
@@ -80,7 +83,9 @@ impl Handle {
             Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
             Request::Get(get) => Some(self.reader.with(|s| query::get(s, get)).map_err(|e| {
                 if self.status().status == "Initializing" {
-                    e.with_hint("this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`")
+                    e.with_hint(
+                        "this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`",
+                    )
                 } else {
                     e
                 }
@@ -337,7 +342,10 @@ impl Engine {
             // With work ready, only peek at the channels; with work waiting, sleep until it is
             // due; otherwise block until something happens.
             let now = std::time::Instant::now();
-            let once_wait = self.once.as_ref().map(|j| j.wake.map_or(std::time::Duration::ZERO, |at| at.saturating_duration_since(now)));
+            let once_wait = self
+                .once
+                .as_ref()
+                .map(|j| j.wake.map_or(std::time::Duration::ZERO, |at| at.saturating_duration_since(now)));
             let work_wait = match &self.work {
                 Some(w) if w.has_ready() => Some(std::time::Duration::ZERO),
                 Some(w) => w.next_deadline().map(|at| at.saturating_duration_since(now)),

@@ -54,9 +54,8 @@ pub fn get(state: &State, req: &GetRequest) -> Result<Reply, ErrorReport> {
         Some(name) => {
             let ns = if res.namespaced { req.namespace.as_deref().unwrap_or("default") } else { "" };
             let key = ObjectKey::new(&gk, ns, name);
-            let obj = state.get(&key).ok_or_else(|| {
-                ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found"))
-            })?;
+            let obj =
+                state.get(&key).ok_or_else(|| ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found")))?;
             Ok(Reply::Object(render(&obj)))
         }
         None => {

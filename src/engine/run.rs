@@ -42,8 +42,11 @@ impl Engine {
         };
         let runner_state = self.status().runner.clone();
         if runner_state != "Stopped" {
-            return Err(ErrorReport::new(ErrorKind::Unavailable, format!("runner is already running, status {runner_state}"))
-                .with_hint("`choreo run stop` stops the continuous runner"));
+            return Err(ErrorReport::new(
+                ErrorKind::Unavailable,
+                format!("runner is already running, status {runner_state}"),
+            )
+            .with_hint("`choreo run stop` stops the continuous runner"));
         }
         let layout = self.layout()?.clone();
         progress("loading ...");
@@ -72,7 +75,8 @@ impl Engine {
             })
         };
         // Any number of seconds is accepted: a timeout beyond the clock's range is no deadline.
-        let opts = RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
+        let opts =
+            RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
         self.once = Some(OnceJob { run: OnceRun::new(&self.controllers, seeds, opts), reply, wake: None });
         Ok(())
     }
@@ -164,7 +168,6 @@ impl Engine {
         );
         Ok(summary)
     }
-
 }
 
 /// `run result`: the summary of the last run (answered without the engine thread).
@@ -180,9 +183,7 @@ pub(super) fn run_result(reader: &Reader) -> Result<Reply, ErrorReport> {
 pub(super) fn run_list(reader: &Reader) -> Result<Reply, ErrorReport> {
     let list = reader.snapshots().map_err(internal)?;
     Ok(Reply::Snapshots(
-        list.into_iter()
-            .map(|m| SnapshotInfo { success: m.success, id: m.id, time: m.time })
-            .collect(),
+        list.into_iter().map(|m| SnapshotInfo { success: m.success, id: m.id, time: m.time }).collect(),
     ))
 }
 
@@ -237,7 +238,13 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
         }
     }
     items.sort_by(|a, b| {
-        (&a.api_version, &a.kind, &a.namespace, &a.name, &a.symbol).cmp(&(&b.api_version, &b.kind, &b.namespace, &b.name, &b.symbol))
+        (&a.api_version, &a.kind, &a.namespace, &a.name, &a.symbol).cmp(&(
+            &b.api_version,
+            &b.kind,
+            &b.namespace,
+            &b.name,
+            &b.symbol,
+        ))
     });
     Ok(Reply::Diff(items))
 }
@@ -250,11 +257,12 @@ pub(super) fn run_deps(reader: &Reader, req: RunDepsRequest) -> Result<Reply, Er
 /// Choreo's own APIs (CRDs, reconcilers, libraries, upstream refs) are hidden from diffs and
 /// dependency trees unless asked for.
 fn is_choreo_api(state: &State, key: &ObjectKey) -> bool {
-state.registry.get(&key.group_kind()).is_none_or(|r| r.builtin)
+    state.registry.get(&key.group_kind()).is_none_or(|r| r.builtin)
 }
 
 fn no_snapshot() -> ErrorReport {
-    ErrorReport::new(ErrorKind::NotFound, "latest snapshot not available").with_hint("`choreo run once` runs the reconcilers and leaves one")
+    ErrorReport::new(ErrorKind::NotFound, "latest snapshot not available")
+        .with_hint("`choreo run once` runs the reconcilers and leaves one")
 }
 
 /// The ownership forest: roots are objects without owner references, children follow their

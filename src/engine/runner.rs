@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::api::object::{self, GroupKind, ObjectKey};
-use crate::reconcile::{Budget, Client, Interrupt, ClientError, Outcome, ReconcilerConfig, Runtime, Selector};
+use crate::reconcile::{Budget, Client, ClientError, Interrupt, Outcome, ReconcilerConfig, Runtime, Selector};
 use crate::store::{ApplyOptions, Changes, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
 
 /// A loaded reconciler: its configuration and compiled code.
@@ -390,8 +390,11 @@ impl OnceRun {
         let mut outcome = Slice::More;
         for _ in 0..max {
             if deadline.is_some_and(|d| Instant::now() >= d) && !work.is_quiescent() {
-                let message =
-                    format!("the run did not finish within {:?}; still to reconcile: {}", self.opts.timeout, work.pending(controllers));
+                let message = format!(
+                    "the run did not finish within {:?}; still to reconcile: {}",
+                    self.opts.timeout,
+                    work.pending(controllers)
+                );
                 outcome = Slice::Done(self.report(false, String::new(), message));
                 break;
             }
@@ -525,13 +528,27 @@ impl TxnClient<'_, '_> {
             .txn
             .resource(&gk)
             .ok_or_else(|| ClientError::fatal(format!("no API is registered for kind {kind:?} in {api_version:?}")))?;
-        let ns = if res.namespaced { if namespace.is_empty() { "default" } else { namespace } } else { "" };
+        let ns = if res.namespaced {
+            if namespace.is_empty() {
+                "default"
+            } else {
+                namespace
+            }
+        } else {
+            ""
+        };
         Ok(ObjectKey::new(&gk, ns, name))
     }
 }
 
 impl Client for TxnClient<'_, '_> {
-    fn get(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClientError> {
+    fn get(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ClientError> {
         let key = self.key(api_version, kind, namespace, name)?;
         Ok(self.txn.get(&key).map(|v| (*v).clone()))
     }
@@ -542,14 +559,24 @@ impl Client for TxnClient<'_, '_> {
         if self.txn.resource(&gk).is_none() {
             return Err(ClientError::fatal(format!("no API is registered for kind {kind:?} in {api_version:?}")));
         }
-        Ok(self.txn.list(&gk, None).into_iter().filter(|(_, o)| selector.matches(o)).map(|(_, o)| (*o).clone()).collect())
+        Ok(self
+            .txn
+            .list(&gk, None)
+            .into_iter()
+            .filter(|(_, o)| selector.matches(o))
+            .map(|(_, o)| (*o).clone())
+            .collect())
     }
 
     fn apply(&mut self, obj: &Value, manager: &str) -> Result<Value, ClientError> {
         let (key, outcome) = self.txn.apply(obj, ApplyOptions { manager, force: false }).map_err(client_error)?;
         match outcome {
             WriteOutcome::Deleted => Ok(obj.clone()),
-            _ => self.txn.get(&key).map(|v| (*v).clone()).ok_or_else(|| ClientError::transient(format!("{key}: not found"))),
+            _ => self
+                .txn
+                .get(&key)
+                .map(|v| (*v).clone())
+                .ok_or_else(|| ClientError::transient(format!("{key}: not found"))),
         }
     }
 
@@ -565,7 +592,11 @@ impl Client for TxnClient<'_, '_> {
         }
     }
 
-    fn children_of(&mut self, owner_uid: &str, kinds: &[crate::reconcile::ResourceRef]) -> Result<Vec<Value>, ClientError> {
+    fn children_of(
+        &mut self,
+        owner_uid: &str,
+        kinds: &[crate::reconcile::ResourceRef],
+    ) -> Result<Vec<Value>, ClientError> {
         Ok(self
             .txn
             .owned_by_where(owner_uid, |k| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind))
@@ -574,7 +605,11 @@ impl Client for TxnClient<'_, '_> {
             .collect())
     }
 
-    fn child_keys_of(&mut self, owner_uid: &str, kinds: &[crate::reconcile::ResourceRef]) -> Result<Vec<ObjectKey>, ClientError> {
+    fn child_keys_of(
+        &mut self,
+        owner_uid: &str,
+        kinds: &[crate::reconcile::ResourceRef],
+    ) -> Result<Vec<ObjectKey>, ClientError> {
         Ok(self.txn.owned_keys_where(owner_uid, |k| kinds.iter().any(|r| r.group == k.group && r.kind == k.kind)))
     }
 
@@ -639,7 +674,11 @@ mod tests {
         (dir, store)
     }
 
-    fn controller(name: &str, owns: bool, body: impl Fn(&Value, &mut dyn Client, &Budget<'_>) -> Outcome + Send + 'static) -> Controller {
+    fn controller(
+        name: &str,
+        owns: bool,
+        body: impl Fn(&Value, &mut dyn Client, &Budget<'_>) -> Outcome + Send + 'static,
+    ) -> Controller {
         let mut spec = json!({
             "for": {"group": "example.com", "version": "v1", "kind": "Widget", "selector": {}},
             "type": "starlark", "code": {"reconciler.star": ""}

@@ -51,7 +51,10 @@ impl Package {
 
 /// Resolves the refs of `layout` (and of the packages they name). `progress` hears about
 /// fetches. Every problem names the refs file it comes from.
-pub fn resolve(layout: &Layout, progress: &mut dyn FnMut(String)) -> Result<(Vec<Package>, Vec<Document>), Vec<String>> {
+pub fn resolve(
+    layout: &Layout,
+    progress: &mut dyn FnMut(String),
+) -> Result<(Vec<Package>, Vec<Document>), Vec<String>> {
     let mut out = Vec::new();
     let mut seen: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
     let mut errors = Vec::new();
@@ -106,7 +109,9 @@ fn collect(
             continue;
         }
         if !repo::stays_inside(directory) {
-            errors.push(format!("{at}: upstream ref {name}: spec.directory {directory:?} must stay inside the repository"));
+            errors.push(format!(
+                "{at}: upstream ref {name}: spec.directory {directory:?} must stay inside the repository"
+            ));
             continue;
         }
         if depth + 1 >= MAX_DEPTH {

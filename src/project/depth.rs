@@ -23,7 +23,17 @@ pub struct TooDeep {
 /// went deeper than `limit`, without looking further.
 pub fn check_nesting(text: &str, limit: usize) -> Result<usize, TooDeep> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut scan = Scan { limit, max: 0, stack: Vec::new(), flow: Vec::new(), pairs: 0, flow_col: 0, in_plain: false, quote: None, mode: Mode::Normal };
+    let mut scan = Scan {
+        limit,
+        max: 0,
+        stack: Vec::new(),
+        flow: Vec::new(),
+        pairs: 0,
+        flow_col: 0,
+        in_plain: false,
+        quote: None,
+        mode: Mode::Normal,
+    };
     for (i, line) in lines(text).enumerate() {
         scan.line(line.as_bytes()).map_err(|pos| TooDeep { line: i + 1, column: column(line, pos) })?;
     }
@@ -92,9 +102,15 @@ enum Mode {
     /// Inside a block scalar whose parent block collection sits at column `owner` (-1: none).
     /// `indent` is the content's indentation, once known; `leading` the deepest indentation of
     /// the empty lines before it.
-    BlockScalar { owner: isize, indent: Option<usize>, leading: usize },
+    BlockScalar {
+        owner: isize,
+        indent: Option<usize>,
+        leading: usize,
+    },
     /// After a plain scalar that ended with its line: more-indented lines continue it.
-    PlainContinued { owner: isize },
+    PlainContinued {
+        owner: isize,
+    },
 }
 
 struct Scan {

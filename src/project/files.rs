@@ -374,7 +374,8 @@ mod tests {
         symlink("/nowhere", d.join("notes.txt")).unwrap();
         let (files, broken) = list_yaml_files(d, &Bounds::none()).unwrap();
         assert_eq!(names(&files), ["a.yaml", "b.yaml"], "a link to a file is content");
-        let broken: Vec<_> = broken.iter().map(|(p, e)| format!("{}: {e}", p.file_name().unwrap().to_string_lossy())).collect();
+        let broken: Vec<_> =
+            broken.iter().map(|(p, e)| format!("{}: {e}", p.file_name().unwrap().to_string_lossy())).collect();
         assert_eq!(
             broken,
             [
@@ -388,7 +389,10 @@ mod tests {
         let listing = Listing::new(d, &Bounds::none()).unwrap();
         assert_eq!(listing.contains(&d.join("b.yaml")), Ok(true));
         assert_eq!(listing.contains(&d.join("gone.yaml")), Ok(false));
-        assert_eq!(listing.contains(&d.join("dangling.yaml")), Err("symbolic link to /nowhere/at/all.yaml that does not resolve".into()));
+        assert_eq!(
+            listing.contains(&d.join("dangling.yaml")),
+            Err("symbolic link to /nowhere/at/all.yaml that does not resolve".into())
+        );
     }
 
     #[test]
@@ -432,7 +436,10 @@ mod tests {
         assert!(e.ends_with(&format!("outside {}", fs::canonicalize(&clone).unwrap().display())), "{e}");
         // A dangling directory link is reported, a missing directory is empty.
         symlink("/nowhere", project.join("refs")).unwrap();
-        assert_eq!(list_yaml_files(&project.join("refs"), &contained), Err("symbolic link to /nowhere that does not resolve".into()));
+        assert_eq!(
+            list_yaml_files(&project.join("refs"), &contained),
+            Err("symbolic link to /nowhere that does not resolve".into())
+        );
         assert_eq!(list_yaml_files(&project.join("libs"), &contained), Ok((Vec::new(), Vec::new())));
     }
 
@@ -445,8 +452,9 @@ mod tests {
     #[test]
     fn batch_write_creates_every_file_and_leaves_no_temporary() {
         let dir = tempfile::tempdir().unwrap();
-        let files: Vec<(PathBuf, Vec<u8>)> =
-            (0..10).map(|i| (dir.path().join("in").join(format!("f{i}.yaml")), format!("n: {i}\n").into_bytes())).collect();
+        let files: Vec<(PathBuf, Vec<u8>)> = (0..10)
+            .map(|i| (dir.path().join("in").join(format!("f{i}.yaml")), format!("n: {i}\n").into_bytes()))
+            .collect();
         write_batch(&files).unwrap();
         assert_eq!(fs::read_dir(dir.path().join("in")).unwrap().count(), 10);
         assert_eq!(fs::read_to_string(dir.path().join("in/f7.yaml")).unwrap(), "n: 7\n");

@@ -214,7 +214,8 @@ pub fn read_texts(layout: &Layout, dir: &Path) -> (Vec<(PathBuf, String)>, Vec<D
         })
     });
     let mut texts = Vec::new();
-    let mut diags: Vec<Diagnostic> = broken.into_iter().map(|(p, e)| whole(layout.relative(&p).to_path_buf(), e)).collect();
+    let mut diags: Vec<Diagnostic> =
+        broken.into_iter().map(|(p, e)| whole(layout.relative(&p).to_path_buf(), e)).collect();
     for r in results {
         match r {
             Ok(t) => texts.push(t),
@@ -236,7 +237,10 @@ pub fn read_some_texts(
     let mut texts = Vec::new();
     let mut gone = Vec::new();
     let mut diags = Vec::new();
-    let diag = |rel: &Path, message: String| Diagnostic { loc: SourceLoc { file: rel.to_path_buf(), line: 0, column: 0 }, message };
+    let diag = |rel: &Path, message: String| Diagnostic {
+        loc: SourceLoc { file: rel.to_path_buf(), line: 0, column: 0 },
+        message,
+    };
     let listing = match files::Listing::new(&abs_dir, &layout.bounds()) {
         Ok(l) => l,
         Err(e) => {
@@ -336,10 +340,8 @@ pub fn parse_documents(file: &Path, text: &str) -> (Vec<Document>, Vec<Diagnosti
                 index += 1;
             }
             Err(e) => {
-                let (line, column) = e
-                    .location()
-                    .map(|l| (l.line() + first_line - 1, l.column()))
-                    .unwrap_or((first_line, 1));
+                let (line, column) =
+                    e.location().map(|l| (l.line() + first_line - 1, l.column())).unwrap_or((first_line, 1));
                 diags.push(Diagnostic { loc: loc(line, column), message: yaml_message(&e) });
                 index += 1;
             }
@@ -445,7 +447,8 @@ mod tests {
         let diags: Vec<_> = diags.iter().map(ToString::to_string).collect();
         assert_eq!(diags, ["in/x.yaml: symbolic link to /nowhere that does not resolve"]);
         // A partial load of the file does not take it for removed.
-        let (texts, gone, diags) = read_some_texts(&layout, &layout.input, &[PathBuf::from("in/x.yaml"), PathBuf::from("in/a.yaml")]);
+        let (texts, gone, diags) =
+            read_some_texts(&layout, &layout.input, &[PathBuf::from("in/x.yaml"), PathBuf::from("in/a.yaml")]);
         assert_eq!(texts.len(), 1);
         assert!(gone.is_empty());
         assert_eq!(diags[0].to_string(), "in/x.yaml: symbolic link to /nowhere that does not resolve");

@@ -168,7 +168,11 @@ fn find_config_dirs(
         match bounds.entry(&path) {
             Ok(Some(Entry::Dir)) if !name.starts_with('.') => {
                 let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-                let sub = if is_link { std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()) } else { real.join(&name) };
+                let sub = if is_link {
+                    std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone())
+                } else {
+                    real.join(&name)
+                };
                 if is_link && real.starts_with(&sub) {
                     let target = std::fs::read_link(&path).map_or_else(|_| "?".into(), |t| t.display().to_string());
                     diags.push(whole(layout.relative(&path), format!("symbolic link to {target} is a loop")));
@@ -234,13 +238,24 @@ fn compile(
         let fname = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         let Some((l, key)) = code_entry(&fname, &name) else { continue };
         if lang.is_some_and(|prev| prev != l) {
-            return Err(diag(&rel, format!("reconciler {name} mixes {} and {l} code ({})", lang.unwrap_or_default(), layout.relative(&file).display())));
+            return Err(diag(
+                &rel,
+                format!(
+                    "reconciler {name} mixes {} and {l} code ({})",
+                    lang.unwrap_or_default(),
+                    layout.relative(&file).display()
+                ),
+            ));
         }
         if code.contains_key(&key) {
-            return Err(diag(&rel, format!("reconciler {name} has more than one {key} ({})", layout.relative(&file).display())));
+            return Err(diag(
+                &rel,
+                format!("reconciler {name} has more than one {key} ({})", layout.relative(&file).display()),
+            ));
         }
         lang = Some(l);
-        let text = std::fs::read_to_string(&file).map_err(|e| diag(layout.relative(&file), format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| diag(layout.relative(&file), format!("cannot read: {e}")))?;
         code.insert(key, Value::String(text));
     }
     let Some(lang) = lang else {
@@ -268,19 +283,30 @@ fn current_layout(layout: &Layout, bounds: &Bounds, dir: &Path) -> Result<Reconc
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| diag(layout.relative(&config), "metadata.name: Required value: a config.yaml names its reconciler".into()))?
+        .ok_or_else(|| {
+            diag(layout.relative(&config), "metadata.name: Required value: a config.yaml names its reconciler".into())
+        })?
         .to_string();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| diag(layout.relative(dir), format!("cannot read directory: {e}")))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "config.yaml" && !files::is_noise(&n.to_string_lossy())) && is_file(bounds, p))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n != "config.yaml" && !files::is_noise(&n.to_string_lossy()))
+                && is_file(bounds, p)
+        })
         .collect();
     files.sort();
     compile(layout, &config, object, name, files)
 }
 
-fn legacy_layout(layout: &Layout, bounds: &Bounds, dir: &Path, out: &mut Vec<ReconcilerSource>, diags: &mut Vec<Diagnostic>) {
+fn legacy_layout(
+    layout: &Layout,
+    bounds: &Bounds,
+    dir: &Path,
+    out: &mut Vec<ReconcilerSource>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut all: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -322,7 +348,11 @@ pub fn compiled_files(reconcilers: &[ReconcilerSource], libraries: &[LibrarySour
     let mut out = Vec::new();
     for r in reconcilers {
         let mut obj = r.object.clone();
-        crate::api::meta::set_annotation(&mut obj, crate::api::object::ORIGIN_ANNOTATION, crate::api::object::ORIGIN_FILE);
+        crate::api::meta::set_annotation(
+            &mut obj,
+            crate::api::object::ORIGIN_ANNOTATION,
+            crate::api::object::ORIGIN_FILE,
+        );
         out.push((format!("choreo.kform.dev.reconciler.{}.yaml", r.name), to_yaml(&obj)));
     }
     for l in libraries {
@@ -440,7 +470,11 @@ mod tests {
         let (_d, layout) = project(&[("reconcilers/greeter/config.yaml", CONFIG)]);
         let (_, _, diags) = read_sources(&layout);
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].to_string().starts_with("reconcilers/greeter/config.yaml:1:1: reconciler greeter has no code"), "{}", diags[0]);
+        assert!(
+            diags[0].to_string().starts_with("reconcilers/greeter/config.yaml:1:1: reconciler greeter has no code"),
+            "{}",
+            diags[0]
+        );
         let (_d, layout) = project(&[
             ("reconcilers/greeter/config.yaml", CONFIG),
             ("reconcilers/greeter/a.star", ""),

@@ -78,7 +78,10 @@ pub enum ClientMessage {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ServerMessage {
-    Hello { protocol: u32, server_version: String },
+    Hello {
+        protocol: u32,
+        server_version: String,
+    },
     /// A progress line of a long operation; more frames follow.
     Progress(String),
     /// The final answer to a request.
@@ -177,7 +180,9 @@ pub enum Request {
     /// Dynamic mode: clone or fetch a repository and serve one of its directories at a ref.
     ServerApply(ServerApplyRequest),
     /// Commit the project's files on the checked-out branch.
-    RunCommit { message: String },
+    RunCommit {
+        message: String,
+    },
     /// Push the checked-out branch.
     RunPush,
     /// Branch commands on the project's repository.
@@ -198,13 +203,28 @@ pub struct ServerApplyRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BranchRequest {
     /// Every local branch, or the log of one.
-    Get { name: Option<String> },
-    Create { name: String },
-    Delete { name: String, force: bool },
-    Checkout { name: String },
-    Diff { src: String, dst: String },
+    Get {
+        name: Option<String>,
+    },
+    Create {
+        name: String,
+    },
+    Delete {
+        name: String,
+        force: bool,
+    },
+    Checkout {
+        name: String,
+    },
+    Diff {
+        src: String,
+        dst: String,
+    },
     Stash,
-    Merge { src: String, dst: String },
+    Merge {
+        src: String,
+        dst: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -366,7 +386,12 @@ pub enum Reply {
     /// One object, as JSON text.
     Object(String),
     /// Objects of one kind, sorted by namespace and name, each as JSON text.
-    List { api_version: String, kind: String, namespaced: bool, items: Vec<String> },
+    List {
+        api_version: String,
+        kind: String,
+        namespaced: bool,
+        items: Vec<String>,
+    },
     /// Per-object outcomes of apply or delete; the request fails only as a whole in `Error`.
     Items(Vec<ItemResult>),
     Run(RunSummary),
@@ -512,7 +537,8 @@ impl bincode::enc::write::Writer for Counter<'_> {
 /// The size of `msg`'s encoding, measured without encoding it.
 pub fn encoded_len<T: Serialize>(msg: &T) -> Result<usize, FrameError> {
     let mut len = 0;
-    bincode::serde::encode_into_writer(msg, Counter(&mut len), config()).map_err(|e| FrameError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_writer(msg, Counter(&mut len), config())
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
     Ok(len)
 }
 
@@ -569,8 +595,8 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<Option<T>, 
         )),
         _ => FrameError::Io(e),
     })?;
-    let (msg, used) = bincode::serde::decode_from_slice(&body, config())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    let (msg, used) =
+        bincode::serde::decode_from_slice(&body, config()).map_err(|e| FrameError::Decode(e.to_string()))?;
     if used != len {
         return Err(FrameError::Decode(format!("{} trailing bytes after the message", len - used)));
     }
@@ -584,7 +610,12 @@ pub fn write_message<W: Write>(w: &mut W, msg: &ServerMessage) -> Result<(), Fra
     write_message_in(w, msg, PART_LEN, MAX_MESSAGE_LEN)
 }
 
-fn write_message_in<W: Write>(w: &mut W, msg: &ServerMessage, part_len: usize, max_len: usize) -> Result<(), FrameError> {
+fn write_message_in<W: Write>(
+    w: &mut W,
+    msg: &ServerMessage,
+    part_len: usize,
+    max_len: usize,
+) -> Result<(), FrameError> {
     let len = encoded_len(msg)?;
     if len <= part_len {
         return write_measured_frame(w, msg, len);
@@ -592,7 +623,8 @@ fn write_message_in<W: Write>(w: &mut W, msg: &ServerMessage, part_len: usize, m
     if len > max_len {
         return Err(FrameError::MessageTooLarge(len));
     }
-    let mut parts = PartWriter { out: w, buf: Vec::with_capacity(part_len), part_len, total: len, sent: 0, failed: None };
+    let mut parts =
+        PartWriter { out: w, buf: Vec::with_capacity(part_len), part_len, total: len, sent: 0, failed: None };
     let encoded = bincode::serde::encode_into_writer(msg, &mut parts, message_config());
     if let Some(e) = parts.failed.take() {
         return Err(e);
@@ -769,7 +801,8 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_measured_and_refused_before_anything_is_written() {
         let doc = Document { source: "big.yaml".into(), json: "x".repeat(MAX_FRAME_LEN) };
-        let msg = ClientMessage::Request(Request::Apply(ApplyRequest { documents: vec![doc], force: false, dry_run: false }));
+        let msg =
+            ClientMessage::Request(Request::Apply(ApplyRequest { documents: vec![doc], force: false, dry_run: false }));
         let len = encoded_len(&msg).unwrap();
         assert!(len > MAX_FRAME_LEN);
         let mut out = Vec::new();
@@ -830,7 +863,8 @@ mod tests {
         write_message(&mut out, &ServerMessage::Progress("after".into())).unwrap();
 
         let raw = frames(&out);
-        let parts: Vec<&Part> = raw.iter().filter_map(|m| if let ServerMessage::Part(p) = m { Some(p) } else { None }).collect();
+        let parts: Vec<&Part> =
+            raw.iter().filter_map(|m| if let ServerMessage::Part(p) = m { Some(p) } else { None }).collect();
         assert_eq!(parts.len(), len.div_ceil(100));
         assert_eq!(raw.len(), parts.len() + 2);
         for (i, part) in parts.iter().enumerate() {
@@ -859,7 +893,9 @@ mod tests {
         let expected = len.div_ceil(len / 2);
         assert_eq!(raw.len(), expected);
         assert!(matches!(raw.last(), Some(ServerMessage::Part(p)) if p.last));
-        assert!(matches!(read_message(&mut out.as_slice()).unwrap(), Some(ServerMessage::Progress(p)) if p.len() == 200));
+        assert!(
+            matches!(read_message(&mut out.as_slice()).unwrap(), Some(ServerMessage::Progress(p)) if p.len() == 200)
+        );
     }
 
     #[test]

@@ -186,7 +186,10 @@ mod tests {
     fn condition_keeps_its_time_until_it_changes() {
         let mut obj = json!({"status": {"conditions": [{"type": "Other", "status": "True"}]}});
         set_condition(&mut obj, "Ready", "", None, "t1");
-        assert_eq!(obj["status"]["conditions"], json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "t1"}]));
+        assert_eq!(
+            obj["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "", "lastTransitionTime": "t1"}])
+        );
         let live = obj.clone();
         let mut again = json!({});
         set_condition(&mut again, "Ready", "", Some(&live), "t2");
@@ -216,7 +219,10 @@ mod tests {
             .create(json!({"apiVersion": "example.com/v1alpha1", "kind": "Greeting", "metadata": {"name": "test",
                 "ownerReferences": [{"apiVersion": "x/v1", "kind": "X", "name": "x", "uid": "z"}]}}))
             .unwrap();
-        assert_eq!(child["metadata"]["ownerReferences"], json!([{"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "name": "test", "uid": "u1", "controller": true}]));
+        assert_eq!(
+            child["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "name": "test", "uid": "u1", "controller": true}])
+        );
         assert_eq!(child["metadata"]["namespace"], "default");
     }
 }

@@ -126,7 +126,9 @@ impl ReconcilerConfig {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(m)) => m
                 .iter()
-                .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())).ok_or(format!("spec.code[{k}]: must be a string")))
+                .map(|(k, v)| {
+                    v.as_str().map(|s| (k.clone(), s.to_string())).ok_or(format!("spec.code[{k}]: must be a string"))
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("spec.code: must be a map of file name to source".into()),
         };
@@ -138,7 +140,11 @@ impl ReconcilerConfig {
             None => return Err("spec.type: Required value: the reconciler has no code (no .star, .tpl or .jinja2 file)".into()),
         };
         if !code.contains_key(lang.main_file()) {
-            return Err(format!("spec.code: Required value: a {} reconciler needs {}", lang.as_str(), lang.main_file()));
+            return Err(format!(
+                "spec.code: Required value: a {} reconciler needs {}",
+                lang.as_str(),
+                lang.main_file()
+            ));
         }
         Ok(ReconcilerConfig {
             name,
@@ -146,7 +152,11 @@ impl ReconcilerConfig {
             for_selector,
             owns,
             watches,
-            condition_type: spec.get("conditionType").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
+            condition_type: spec
+                .get("conditionType")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             spec_update: spec.get("specUpdate").and_then(Value::as_bool).unwrap_or(false),
             lang,
             code,
@@ -197,6 +207,8 @@ mod tests {
         watch["type"] = json!("starlark");
         watch["code"] = json!({"reconciler.star": ""});
         watch["watches"] = json!([{"group": "g", "version": "v1", "kind": "W"}]);
-        assert!(ReconcilerConfig::from_object(&reconciler(watch)).unwrap_err().contains("spec.watches[0].selector: Required"));
+        assert!(ReconcilerConfig::from_object(&reconciler(watch))
+            .unwrap_err()
+            .contains("spec.watches[0].selector: Required"));
     }
 }

@@ -49,7 +49,9 @@ impl Limits {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_u64() {
                     Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                    _ => Err(format!("spec.limits.{field}: Invalid value: {v}: must be an integer from {min} to {max}")),
+                    _ => {
+                        Err(format!("spec.limits.{field}: Invalid value: {v}: must be an integer from {min} to {max}"))
+                    }
                 },
             }
         };
@@ -96,7 +98,9 @@ impl std::fmt::Display for Exhausted {
                 "the reconcile ran longer than its limit of {}s (spec.limits.timeoutSeconds)",
                 d.as_secs_f64()
             ),
-            Exhausted::RunDeadline => f.write_str("the run's deadline passed during the reconcile (run once --timeout)"),
+            Exhausted::RunDeadline => {
+                f.write_str("the run's deadline passed during the reconcile (run once --timeout)")
+            }
             Exhausted::ShuttingDown => f.write_str("the reconcile was cancelled (the server is stopping)"),
             Exhausted::Stopped => f.write_str("the reconcile was cancelled (`choreo run stop`)"),
         }

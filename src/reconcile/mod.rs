@@ -61,7 +61,8 @@ impl std::fmt::Display for ClientError {
 /// The store as a reconciler sees it. Objects are full KRM values (with `managedFields`).
 pub trait Client {
     /// One object, or `None` when it does not exist.
-    fn get(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<Option<Value>, ClientError>;
+    fn get(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str)
+        -> Result<Option<Value>, ClientError>;
 
     /// Objects of a kind (every namespace) that match `selector`, in key order.
     fn list(&mut self, api_version: &str, kind: &str, selector: &Selector) -> Result<Vec<Value>, ClientError>;
@@ -95,7 +96,11 @@ pub trait Client {
 
     /// The keys of [`Client::children_of`]: stores that can answer without reading the objects
     /// override it.
-    fn child_keys_of(&mut self, owner_uid: &str, kinds: &[ResourceRef]) -> Result<Vec<crate::api::object::ObjectKey>, ClientError> {
+    fn child_keys_of(
+        &mut self,
+        owner_uid: &str,
+        kinds: &[ResourceRef],
+    ) -> Result<Vec<crate::api::object::ObjectKey>, ClientError> {
         Ok(self.children_of(owner_uid, kinds)?.iter().filter_map(crate::api::object::ObjectKey::of).collect())
     }
 

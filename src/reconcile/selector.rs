@@ -99,8 +99,14 @@ impl Selector {
                     };
                     for (i, e) in list.iter().enumerate() {
                         let at = format!("{path}.matchExpressions[{i}]");
-                        let expr = e.get("expression").and_then(Value::as_str).ok_or_else(|| format!("{at}.expression: Required value"))?;
-                        let op = e.get("operator").and_then(Value::as_str).ok_or_else(|| format!("{at}.operator: Required value"))?;
+                        let expr = e
+                            .get("expression")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| format!("{at}.expression: Required value"))?;
+                        let op = e
+                            .get("operator")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| format!("{at}.operator: Required value"))?;
                         let operator = match op {
                             "Equals" | "DoubleEquals" => Operator::Equals,
                             "NotEquals" => Operator::NotEquals,
@@ -126,7 +132,9 @@ impl Selector {
                             }
                         };
                         if !count_ok {
-                            return Err(format!("{at}.values: Invalid value: wrong number or kind of values for operator {op}"));
+                            return Err(format!(
+                                "{at}.values: Invalid value: wrong number or kind of values for operator {op}"
+                            ));
                         }
                         terms.push(Term::new(expr, operator, values, &at)?);
                     }
@@ -151,11 +159,7 @@ impl Selector {
     /// The value each `match` expression has on `obj`, for watches that map a watched object to
     /// the for-objects with the same values. `None` when an expression does not evaluate.
     pub fn evaluate_terms(&self, obj: &Value) -> Vec<(String, Option<String>)> {
-        self.terms
-            .iter()
-            .flatten()
-            .map(|t| (t.expression.clone(), t.evaluate(obj)))
-            .collect()
+        self.terms.iter().flatten().map(|t| (t.expression.clone(), t.evaluate(obj))).collect()
     }
 }
 
@@ -180,10 +184,16 @@ impl Term {
             Operator::Exists => got.is_some(),
             Operator::DoesNotExist => got.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
-                let (Some(g), Some(w)) = (got.and_then(|g| g.parse::<i64>().ok()), self.values.first().and_then(|w| w.parse::<i64>().ok())) else {
+                let (Some(g), Some(w)) =
+                    (got.and_then(|g| g.parse::<i64>().ok()), self.values.first().and_then(|w| w.parse::<i64>().ok()))
+                else {
                     return false;
                 };
-                if self.operator == Operator::GreaterThan { g > w } else { g < w }
+                if self.operator == Operator::GreaterThan {
+                    g > w
+                } else {
+                    g < w
+                }
             }
         }
     }
@@ -236,10 +246,9 @@ fn go_text_json(v: &Value) -> String {
         },
         Value::String(s) => s.clone(),
         Value::Array(items) => format!("[{}]", items.iter().map(go_text_json).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter().map(|(k, v)| format!("{k}:{}", go_text_json(v))).collect::<Vec<_>>().join(" ")
-        ),
+        Value::Object(m) => {
+            format!("map[{}]", m.iter().map(|(k, v)| format!("{k}:{}", go_text_json(v))).collect::<Vec<_>>().join(" "))
+        }
     }
 }
 
@@ -295,8 +304,14 @@ mod tests {
 
     #[test]
     fn bad_selectors_are_load_errors() {
-        assert!(Selector::parse(Some(&json!({"match": {"(": "x"}})), "spec.for.selector").unwrap_err().starts_with("spec.for.selector.match[(]"));
-        assert!(Selector::parse(Some(&json!({"matchExpressions": [{"expression": "a", "operator": "In", "values": []}]})), "s").is_err());
+        assert!(Selector::parse(Some(&json!({"match": {"(": "x"}})), "spec.for.selector")
+            .unwrap_err()
+            .starts_with("spec.for.selector.match[(]"));
+        assert!(Selector::parse(
+            Some(&json!({"matchExpressions": [{"expression": "a", "operator": "In", "values": []}]})),
+            "s"
+        )
+        .is_err());
         assert!(Selector::parse(Some(&json!({"labels": {}})), "s").is_err());
     }
 }

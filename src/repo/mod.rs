@@ -242,7 +242,13 @@ fn fetch_options<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2
 
 /// Fetches `refspecs` of `url` (rewritten by `insteadOf`) into `git`. Errors name the URL as
 /// given, and the one used when a rule rewrote it.
-fn fetch_into(git: &Repository, url: &str, refspecs: &[&str], prune: bool, progress: Progress<'_>) -> Result<(), RepoError> {
+fn fetch_into(
+    git: &Repository,
+    url: &str,
+    refspecs: &[&str],
+    prune: bool,
+    progress: Progress<'_>,
+) -> Result<(), RepoError> {
     let actual = rewrite_url(url, false);
     let shown = if actual == url { url.to_string() } else { format!("{url} (as {actual})") };
     let mut remote = git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {shown}"))?;
@@ -285,12 +291,18 @@ impl Repo {
             progress(format!("fetching {url}"));
             match fetch_into(&repo.git, url, &FETCH_REFSPECS, true, progress) {
                 Ok(()) => Ok((repo, None)),
-                Err(_) if cancelled() => Err(RepoError::Refused(format!("fetching {url} was cancelled: the server is stopping"))),
-                Err(e) => Ok((repo, Some(format!("cannot fetch {url} ({e}); using the existing clone at {}", dest.display())))),
+                Err(_) if cancelled() => {
+                    Err(RepoError::Refused(format!("fetching {url} was cancelled: the server is stopping")))
+                }
+                Err(e) => Ok((
+                    repo,
+                    Some(format!("cannot fetch {url} ({e}); using the existing clone at {}", dest.display())),
+                )),
             }
         } else {
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| RepoError::Io { path: parent.to_path_buf(), source })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| RepoError::Io { path: parent.to_path_buf(), source })?;
             }
             progress(format!("cloning {url} into {}", dest.display()));
             // Clone into a temporary sibling and rename, so an interrupted clone leaves nothing
@@ -379,7 +391,8 @@ impl Repo {
     pub fn dirty_files(&self) -> Result<Vec<String>, RepoError> {
         let mut opts = git2::StatusOptions::new();
         opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false).exclude_submodules(true);
-        let statuses = self.git.statuses(Some(&mut opts)).ctx(|| format!("cannot read the status of {}", self.root.display()))?;
+        let statuses =
+            self.git.statuses(Some(&mut opts)).ctx(|| format!("cannot read the status of {}", self.root.display()))?;
         let mut files: Vec<String> = statuses
             .iter()
             .filter(|e| e.status() != git2::Status::CURRENT && !e.status().contains(git2::Status::IGNORED))
@@ -482,7 +495,8 @@ impl Repo {
                 self.git.branch(name, &commit, false).ctx(|| format!("cannot create branch {name}"))?;
                 // Pushing creates origin/<name>; record where it goes now.
                 let mut cfg = self.git.config().ctx(|| "cannot open the repository configuration".into())?;
-                cfg.set_str(&format!("branch.{name}.remote"), "origin").ctx(|| "cannot set the branch remote".into())?;
+                cfg.set_str(&format!("branch.{name}.remote"), "origin")
+                    .ctx(|| "cannot set the branch remote".into())?;
                 cfg.set_str(&format!("branch.{name}.merge"), &format!("refs/heads/{name}"))
                     .ctx(|| "cannot set the branch upstream".into())?;
             }
@@ -576,7 +590,8 @@ impl Repo {
         if self.local_tip(name).is_some() {
             return Err(RepoError::Refused(format!("branch {name} already exists")));
         }
-        let head = self.head_commit().ok_or_else(|| RepoError::Refused("HEAD has no commit yet; commit first".into()))?;
+        let head =
+            self.head_commit().ok_or_else(|| RepoError::Refused("HEAD has no commit yet; commit first".into()))?;
         let commit = self.git.find_commit(head).ctx(|| format!("cannot find commit {head}"))?;
         self.git.branch(name, &commit, false).ctx(|| format!("cannot create branch {name}"))?;
         Ok(())
@@ -621,7 +636,10 @@ impl Repo {
         if !within.as_os_str().is_empty() {
             opts.pathspec(within);
         }
-        let diff = self.git.diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts)).ctx(|| format!("cannot diff {src} and {dst}"))?;
+        let diff = self
+            .git
+            .diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))
+            .ctx(|| format!("cannot diff {src} and {dst}"))?;
         let mut out = Vec::new();
         for d in diff.deltas() {
             let symbol = match d.status() {
@@ -679,7 +697,9 @@ impl Repo {
     fn signature(&self) -> Result<git2::Signature<'static>, RepoError> {
         match self.git.signature() {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => git2::Signature::now("choreo", "choreo@localhost").ctx(|| "cannot make a commit signature".into()),
+            Err(_) => {
+                git2::Signature::now("choreo", "choreo@localhost").ctx(|| "cannot make a commit signature".into())
+            }
         }
     }
 
@@ -691,7 +711,9 @@ impl Repo {
             .ok_or_else(|| RepoError::Refused("HEAD is detached: check out a branch before committing".into()))?;
         let mut index = self.git.index().ctx(|| "cannot open the index".into())?;
         let specs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        index.add_all(specs.iter(), git2::IndexAddOption::DEFAULT, None).ctx(|| "cannot stage the project files".into())?;
+        index
+            .add_all(specs.iter(), git2::IndexAddOption::DEFAULT, None)
+            .ctx(|| "cannot stage the project files".into())?;
         index.update_all(specs.iter(), None).ctx(|| "cannot stage removed files".into())?;
         index.write().ctx(|| "cannot write the index".into())?;
         let tree_id = index.write_tree().ctx(|| "cannot write the tree".into())?;
@@ -758,7 +780,8 @@ impl Repo {
             .ctx(|| "cannot record the pushed branch".into())?;
         let mut cfg = self.git.config().ctx(|| "cannot open the repository configuration".into())?;
         if cfg.get_string(&format!("branch.{branch}.remote")).is_err() {
-            cfg.set_str(&format!("branch.{branch}.remote"), &remote_name).ctx(|| "cannot set the branch remote".into())?;
+            cfg.set_str(&format!("branch.{branch}.remote"), &remote_name)
+                .ctx(|| "cannot set the branch remote".into())?;
             cfg.set_str(&format!("branch.{branch}.merge"), &refname).ctx(|| "cannot set the branch upstream".into())?;
         }
         Ok(format!("pushed {branch} ({}) to {url}", &tip.to_string()[..12]))

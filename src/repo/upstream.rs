@@ -46,7 +46,11 @@ pub fn fetch_commit(
     progress(format!("fetching {url} for {kind} {reference}"));
     fetch_into(&git, url, &FETCH_REFSPECS, false, progress)?;
     // A commit that no branch or tag reaches any more may still be fetched by its hash.
-    if lookup(&git, kind, reference).is_none() && kind == "hash" && reference.len() == 40 && Oid::from_str(reference).is_ok() {
+    if lookup(&git, kind, reference).is_none()
+        && kind == "hash"
+        && reference.len() == 40
+        && Oid::from_str(reference).is_ok()
+    {
         let _ = fetch_into(&git, url, &[reference], false, progress);
     }
     lookup(&git, kind, reference)

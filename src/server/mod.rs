@@ -308,10 +308,18 @@ fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
     match write_message(w, msg) {
         Ok(()) => true,
         Err(FrameError::MessageTooLarge(len)) if msg.is_final() => {
-            log::warn!("an answer of {} is over the {} message limit; sent an error instead", human_size(len), human_size(MAX_MESSAGE_LEN));
+            log::warn!(
+                "an answer of {} is over the {} message limit; sent an error instead",
+                human_size(len),
+                human_size(MAX_MESSAGE_LEN)
+            );
             let report = ErrorReport::new(
                 ErrorKind::Internal,
-                format!("the answer is {}, over the {} limit of one message", human_size(len), human_size(MAX_MESSAGE_LEN)),
+                format!(
+                    "the answer is {}, over the {} limit of one message",
+                    human_size(len),
+                    human_size(MAX_MESSAGE_LEN)
+                ),
             )
             .with_hint("narrow the request, e.g. to one namespace or one object");
             send(w, &ServerMessage::Error(report))

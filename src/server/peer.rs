@@ -41,7 +41,13 @@ fn peer_groups(stream: &UnixStream) -> Vec<u32> {
             let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
             // SAFETY: `groups` is valid for writes of `len` bytes; the fd is open.
             let rc = unsafe {
-                libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, SO_PEERGROUPS, groups.as_mut_ptr().cast(), &mut len)
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_PEERGROUPS,
+                    groups.as_mut_ptr().cast(),
+                    &mut len,
+                )
             };
             let n = len as usize / std::mem::size_of::<libc::gid_t>();
             if rc == 0 {
@@ -87,10 +93,7 @@ pub fn check(stream: &UnixStream, policy: Policy) -> Result<(), ErrorReport> {
     }
     Err(ErrorReport::new(
         ErrorKind::PermissionDenied,
-        format!(
-            "uid {} (pid {}) may not use this choreo server, which runs as uid {}",
-            cred.uid, cred.pid, policy.uid
-        ),
+        format!("uid {} (pid {}) may not use this choreo server, which runs as uid {}", cred.uid, cred.pid, policy.uid),
     )
     .with_hint("start the server with --socket-group GROUP to let a group's members connect"))
 }
@@ -98,9 +101,7 @@ pub fn check(stream: &UnixStream, policy: Policy) -> Result<(), ErrorReport> {
 /// The server's own uid, root, and members of the configured group — by primary or by
 /// supplementary group, as file permissions would decide.
 fn allowed(cred: &Credentials, policy: Policy) -> bool {
-    cred.uid == policy.uid
-        || cred.uid == 0
-        || policy.group.is_some_and(|g| g == cred.gid || cred.groups.contains(&g))
+    cred.uid == policy.uid || cred.uid == 0 || policy.group.is_some_and(|g| g == cred.gid || cred.groups.contains(&g))
 }
 
 #[cfg(test)]

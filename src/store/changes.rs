@@ -81,7 +81,13 @@ mod tests {
             kind,
             key: ObjectKey::new(&GroupKind::new("g", "K"), "ns", name),
             owners: owner
-                .map(|o| OwnerRef { group: "g".into(), kind: "O".into(), name: o.into(), uid: format!("u-{o}"), controller: true })
+                .map(|o| OwnerRef {
+                    group: "g".into(),
+                    kind: "O".into(),
+                    name: o.into(),
+                    uid: format!("u-{o}"),
+                    controller: true,
+                })
                 .into_iter()
                 .collect(),
         }

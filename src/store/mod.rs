@@ -153,9 +153,7 @@ impl State {
         self.objects
             .range(start..)
             .take_while(|(k, _)| {
-                k.group == gk.group
-                    && k.kind == gk.kind
-                    && namespace.is_none_or(|ns| k.namespace == ns)
+                k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns)
             })
             .map(|(_, v)| v.value())
             .collect()
@@ -255,9 +253,7 @@ impl Store {
             .flush_every_ms(Some(200))
             .open()
             .map_err(|source| match &source {
-                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("lock") =>
-                {
+                sled::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
                     StoreError::Locked { path: dir.into() }
                 }
                 _ => StoreError::Db { path: dir.into(), source },
@@ -294,8 +290,7 @@ impl Store {
                 message,
             };
             let key = ObjectKey::from_bytes(&k).ok_or_else(|| corrupt("bad key".into()))?;
-            let value: Value =
-                serde_json::from_slice(&v).map_err(|e| corrupt(format!("bad JSON: {e}")))?;
+            let value: Value = serde_json::from_slice(&v).map_err(|e| corrupt(format!("bad JSON: {e}")))?;
             state.put(key, Some(Arc::new(Stored::new(&value, v.to_vec()))));
         }
         // The registry is derived from the stored CRD objects, never stored on its own.
@@ -396,9 +391,7 @@ impl Store {
             return Ok(());
         }
         let batch = std::mem::take(&mut *pending);
-        self.objects
-            .apply_batch(batch.batch)
-            .map_err(|source| StoreError::Db { path: self.dir.clone(), source })
+        self.objects.apply_batch(batch.batch).map_err(|source| StoreError::Db { path: self.dir.clone(), source })
     }
 
     fn publish(&self, events: Vec<Event>, writes: Vec<(ObjectKey, Option<Arc<Stored>>)>, registry: Option<Registry>) {

@@ -181,9 +181,12 @@ impl View<'_> {
     }
 
     fn decode_list(&self, k: &[u8], bytes: &[u8]) -> Result<ObjectList> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map(|(l, _)| l)
-            .map_err(|e| self.corrupt(format!("snapshot objects {}", u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))), e.to_string()))
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(l, _)| l).map_err(|e| {
+            self.corrupt(
+                format!("snapshot objects {}", u64::from_be_bytes(k.try_into().unwrap_or([0; 8]))),
+                e.to_string(),
+            )
+        })
     }
 
     fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {

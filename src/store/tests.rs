@@ -87,8 +87,13 @@ fn dropped_transaction_leaves_no_trace() {
     {
         let mut txn = store.begin();
         txn.apply(&widget("a", 1), M).unwrap();
-        assert!(txn.get(&ObjectKey::of(&json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget",
-            "metadata": {"name": "a", "namespace": "default"}})).unwrap()).is_some());
+        assert!(txn
+            .get(
+                &ObjectKey::of(&json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget",
+            "metadata": {"name": "a", "namespace": "default"}}))
+                .unwrap()
+            )
+            .is_some());
     }
     assert_eq!(store.with(|s| s.objects.len()), 1, "only the CRD object");
 }

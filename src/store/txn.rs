@@ -15,8 +15,7 @@ use crate::api::schema::Schema;
 use crate::api::validate;
 
 /// The schema of a CRD that declares none: every field is accepted.
-static PERMISSIVE: LazyLock<Schema> =
-    LazyLock::new(|| Schema { preserve_unknown_fields: true, ..Schema::default() });
+static PERMISSIVE: LazyLock<Schema> = LazyLock::new(|| Schema { preserve_unknown_fields: true, ..Schema::default() });
 
 /// How to apply one object.
 #[derive(Debug, Clone, Copy)]
@@ -115,9 +114,8 @@ impl<'s> Txn<'s> {
 
     /// Objects of one kind (optionally one namespace) as this transaction sees them, in key order.
     pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<(ObjectKey, Arc<Value>)> {
-        let in_range = |k: &ObjectKey| {
-            k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns)
-        };
+        let in_range =
+            |k: &ObjectKey| k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns);
         let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
         let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
             s.objects
@@ -143,9 +141,9 @@ impl<'s> Txn<'s> {
 
     /// [`Txn::owned_by`] limited to the keys `wanted` accepts; only those objects are parsed.
     pub fn owned_by_where(&self, uid: &str, wanted: impl Fn(&ObjectKey) -> bool) -> Vec<(ObjectKey, Arc<Value>)> {
-        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
-            s.owned_by(uid).filter(|k| wanted(k)).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect()
-        });
+        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self
+            .store
+            .with(|s| s.owned_by(uid).filter(|k| wanted(k)).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect());
         for (k, v) in &self.writes {
             if !wanted(k) {
                 continue;
@@ -164,7 +162,8 @@ impl<'s> Txn<'s> {
 
     /// The keys of [`Txn::owned_by_where`], without reading any object.
     pub fn owned_keys_where(&self, uid: &str, wanted: impl Fn(&ObjectKey) -> bool) -> Vec<ObjectKey> {
-        let mut out: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_by(uid).filter(|k| wanted(k)).cloned().collect());
+        let mut out: BTreeSet<ObjectKey> =
+            self.store.with(|s| s.owned_by(uid).filter(|k| wanted(k)).cloned().collect());
         for (k, v) in &self.writes {
             if !wanted(k) {
                 continue;
@@ -198,8 +197,7 @@ impl<'s> Txn<'s> {
     /// stages it. Nothing is staged when this returns an error.
     pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
         let (res, applied) = self.prepare(obj)?;
-        let key = ObjectKey::of(&applied)
-            .ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
+        let key = ObjectKey::of(&applied).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
         let live = self.get(&key);
         let schema: &Schema = res.schema.as_deref().unwrap_or(&PERMISSIVE);
         let mut merged = apply::apply(&ApplyRequest {
@@ -219,7 +217,10 @@ impl<'s> Txn<'s> {
             if object::deletion_timestamp(live).is_some() {
                 let before: BTreeSet<&str> = object::finalizers(live).into_iter().collect();
                 if object::finalizers(&merged).iter().any(|f| !before.contains(f)) {
-                    errors.push("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted".into());
+                    errors.push(
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    );
                 }
             }
         }
@@ -244,10 +245,9 @@ impl<'s> Txn<'s> {
             _ => return Err(StoreError::Malformed("object has no kind".into())),
         };
         let (group, version) = object::split_api_version(api_version);
-        let res = self.resource(&GroupKind::new(group, kind)).ok_or_else(|| StoreError::UnknownKind {
-            api_version: api_version.into(),
-            kind: kind.into(),
-        })?;
+        let res = self
+            .resource(&GroupKind::new(group, kind))
+            .ok_or_else(|| StoreError::UnknownKind { api_version: api_version.into(), kind: kind.into() })?;
         if version != res.version {
             return Err(StoreError::WrongVersion {
                 api_version: api_version.into(),
@@ -413,9 +413,8 @@ impl<'s> Txn<'s> {
                         Some(_) => "",
                         None => return false,
                     };
-                    self.gc_info(&ObjectKey::new(&gk, ns, &o.name)).is_some_and(|(uid, _, deleting)| {
-                        (o.uid.is_empty() || uid == o.uid) && !deleting
-                    })
+                    self.gc_info(&ObjectKey::new(&gk, ns, &o.name))
+                        .is_some_and(|(uid, _, deleting)| (o.uid.is_empty() || uid == o.uid) && !deleting)
                 });
                 if !alive {
                     round.push(key);
@@ -491,7 +490,11 @@ impl<'s> Txn<'s> {
                     (None, Some(old)) => {
                         batch.push((key.to_bytes(), None));
                         stored.push((key.clone(), None));
-                        events.push(Event { kind: EventType::Deleted, key: key.clone(), owners: old.owners().to_vec() });
+                        events.push(Event {
+                            kind: EventType::Deleted,
+                            key: key.clone(),
+                            owners: old.owners().to_vec(),
+                        });
                     }
                     (None, None) => {}
                 }
@@ -499,7 +502,10 @@ impl<'s> Txn<'s> {
         });
         store.write_objects(batch, durable)?;
         if durability == Durability::ClearingIntent {
-            store.meta.remove(super::INTENT_KEY).map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
+            store
+                .meta
+                .remove(super::INTENT_KEY)
+                .map_err(|source| StoreError::Db { path: store.dir.clone(), source })?;
         }
         if durable {
             store.sync()?;

@@ -122,7 +122,9 @@ pub fn spawn(cfg: WatchConfig, generation: u64, out: Sender<WatchBatch>) -> Resu
     for d in &cfg.dirs {
         let abs = cfg.root.join(d);
         if abs.is_dir() {
-            watcher.watch(&abs, RecursiveMode::Recursive).map_err(|source| WatchError::Watch { path: abs.clone(), source })?;
+            watcher
+                .watch(&abs, RecursiveMode::Recursive)
+                .map_err(|source| WatchError::Watch { path: abs.clone(), source })?;
         }
     }
     let batcher = Batcher { cfg, raw: raw_rx, out, overflow, generation };
@@ -141,7 +143,7 @@ impl WatchHandle {
             let abs = cfg.root.join(d);
             if abs.is_dir() {
                 let Some(watcher) = self.watcher.as_mut() else { return };
-            if let Err(e) = watcher.watch(&abs, RecursiveMode::Recursive) {
+                if let Err(e) = watcher.watch(&abs, RecursiveMode::Recursive) {
                     log::warn!("cannot watch {}: {e}", abs.display());
                 }
             }

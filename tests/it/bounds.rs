@@ -88,7 +88,8 @@ fn held_back(p: &TestProject, args: &[&str], stdin: Option<&str>) -> (std::proce
     (child, line)
 }
 
-const EXTRA: &str = "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: extra\nspec:\n  asn: 65199\n";
+const EXTRA: &str =
+    "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: extra\nspec:\n  asn: 65199\n";
 
 #[test]
 fn requests_are_answered_during_a_run_and_server_stop_ends_it() {
@@ -118,7 +119,10 @@ fn requests_are_answered_during_a_run_and_server_stop_ends_it() {
 fn edits_interleave_with_a_run_of_short_reconciles() {
     // Each reconcile is short but requeues itself, so the run goes on; an apply in the middle
     // is answered between two reconciles.
-    let p = project_with("def reconcile(self):\n    return reconcile_result(self, True, 0, '', False)\n", "{timeoutSeconds: 10}");
+    let p = project_with(
+        "def reconcile(self):\n    return reconcile_result(self, True, 0, '', False)\n",
+        "{timeoutSeconds: 10}",
+    );
     let _s = p.start();
     let run = run_once_in_background(&p, &["--timeout", "3600"]);
     let applied = p.cli_stdin(&["apply", "-f", "-"], EXTRA);

@@ -3,7 +3,8 @@
 
 use crate::support::*;
 
-const SITE: &str = "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: {name}\nspec:\n  region: {region}\n";
+const SITE: &str =
+    "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: {name}\nspec:\n  region: {region}\n";
 
 fn site(name: &str, region: &str) -> String {
     SITE.replace("{name}", name).replace("{region}", region)
@@ -15,7 +16,11 @@ fn edit_in_progress(p: &TestProject) -> String {
     let edited = format!(
         "# the user's new site first\n{}---\n{}",
         site("lon1", "eu-north"),
-        std::fs::read_to_string(p.path("in/sites.yaml")).unwrap().replacen("# Two sites in one file: multi-document input.\n", "", 1)
+        std::fs::read_to_string(p.path("in/sites.yaml")).unwrap().replacen(
+            "# Two sites in one file: multi-document input.\n",
+            "",
+            1
+        )
     );
     p.write("in/sites.yaml", &edited);
     p.write("in/broken.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata: [\n");

@@ -97,8 +97,16 @@ fn fails_with(r: Run, needle: &str) {
 }
 
 /// An `UpstreamRef` document; `None` leaves a field to its default.
-fn upstream_ref(name: &str, url: &str, directory: &str, ref_type: Option<&str>, reference: &str, pkg_type: Option<&str>) -> String {
-    let mut yaml = format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: {name}\nspec:\n");
+fn upstream_ref(
+    name: &str,
+    url: &str,
+    directory: &str,
+    ref_type: Option<&str>,
+    reference: &str,
+    pkg_type: Option<&str>,
+) -> String {
+    let mut yaml =
+        format!("apiVersion: choreo.kform.dev/v1alpha1\nkind: UpstreamRef\nmetadata:\n  name: {name}\nspec:\n");
     if let Some(t) = pkg_type {
         yaml.push_str(&format!("  type: {t}\n"));
     }
@@ -220,7 +228,11 @@ fn development_branch_commit_and_push() {
     let r = s.cli(&["branch", "get"]).ok();
     assert!(r.stdout.lines().any(|l| l == "* feature"), "{}", r.stdout);
     let r = s.cli(&["branch", "get", "feature"]).ok();
-    assert!(r.stdout.contains("    add carol") && r.stdout.contains("Author: Tester <tester@example.com>"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("    add carol") && r.stdout.contains("Author: Tester <tester@example.com>"),
+        "{}",
+        r.stdout
+    );
     let r = s.cli(&["branch", "diff", "main", "feature"]).ok();
     assert_eq!(r.stdout.trim(), "+ greeter/in/demo.choreo.dev.greeter.carol.yaml");
 
@@ -251,7 +263,11 @@ fn refusals_leave_the_previous_context_serving() {
     let second = g.commit_all(&work, "friendlier");
     g.git(&work, &["push", "-q", "origin", "main"]);
     g.git(&work, &["checkout", "-q", "-b", "broken"]);
-    std::fs::write(work.join("greeter/in/bad.yaml"), "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata: {name: bad\n").unwrap();
+    std::fs::write(
+        work.join("greeter/in/bad.yaml"),
+        "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata: {name: bad\n",
+    )
+    .unwrap();
     g.commit_all(&work, "a file that does not parse");
     g.git(&work, &["push", "-q", "origin", "broken"]);
     let s = g.dynamic_server();
@@ -263,7 +279,10 @@ fn refusals_leave_the_previous_context_serving() {
     assert!(st["reason"].as_str().unwrap().contains("in/bad.yaml"), "{st}");
 
     // An unreachable URL without a clone: the server says why and stays Initializing-failed.
-    fails_with(s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]), "cannot clone");
+    fails_with(
+        s.cli(&["server", "apply", &format!("file://{}", g.path("missing.git").display()), "greeter", "main"]),
+        "cannot clone",
+    );
     assert_eq!(status(&s)["status"], "Failed");
 
     s.cli(&["server", "apply", &url(&bare), "greeter", &first, "dev"]).ok();
@@ -308,7 +327,11 @@ fn refusals_leave_the_previous_context_serving() {
     let r = s.cli(&["server", "apply", &url(&bare), "greeter", &second, "fix"]).ok();
     assert!(!r.stderr.contains("exists"), "{}", r.stderr);
     let st = status(&s);
-    assert_eq!((st["context"]["branch"].as_str(), st["context"]["commit"].as_str()), (Some("fix"), Some(second.as_str())), "{st}");
+    assert_eq!(
+        (st["context"]["branch"].as_str(), st["context"]["commit"].as_str()),
+        (Some("fix"), Some(second.as_str())),
+        "{st}"
+    );
     // An existing branch with a REF that names nothing is refused too.
     fails_with(s.cli(&["server", "apply", &url(&bare), "greeter", "no-such-ref", "fix"]), "unknown ref");
     // A relative path means nothing to the server.
@@ -341,7 +364,11 @@ fn upstream_refs_nested_two_deep_at_their_pinned_commits() {
     std::fs::remove_file(work_a.join("a/crds/demo.choreo.dev_greeters.yaml")).unwrap();
     std::fs::create_dir_all(work_a.join("a/refs")).unwrap();
     let mirrored = "https://mirror.invalid/pkg-b.git";
-    std::fs::write(work_a.join("a/refs/pkg-b.yaml"), upstream_ref("pkg-b", mirrored, "greeter", Some("hash"), &b_without_in, None)).unwrap();
+    std::fs::write(
+        work_a.join("a/refs/pkg-b.yaml"),
+        upstream_ref("pkg-b", mirrored, "greeter", Some("hash"), &b_without_in, None),
+    )
+    .unwrap();
     g.commit_all(&work_a, "package a");
     g.git(&work_a, &["tag", "v1"]);
     g.git(&work_a, &["push", "-q", "origin", "main", "--tags"]);
@@ -424,7 +451,11 @@ fn upstream_fetches_of_an_apply_stream_to_the_cli() {
     let (proj, work, _) = g.remote("proj", "greeter", "p");
     remove_dirs(&work.join("p"), &["crds", "reconcilers", "libs", "in"]);
     std::fs::create_dir_all(work.join("p/refs")).unwrap();
-    std::fs::write(work.join("p/refs/pkg.yaml"), upstream_ref("pkg", &url(&pkg), "greeter", None, &pinned, Some("all"))).unwrap();
+    std::fs::write(
+        work.join("p/refs/pkg.yaml"),
+        upstream_ref("pkg", &url(&pkg), "greeter", None, &pinned, Some("all")),
+    )
+    .unwrap();
     g.commit_all(&work, "only a ref");
     g.git(&work, &["push", "-q", "origin", "main"]);
     let s = g.dynamic_server();
@@ -455,7 +486,13 @@ fn a_development_clone_with_uncommitted_work_is_served_again_after_a_restart() {
     assert_eq!(st["context"]["branch"], "other", "{st}");
     assert_eq!(s.cli(&["get", "greeters", "carol"]).code, 0, "the uncommitted object is served");
     s.cli(&["run", "commit", "carol"]).ok();
-    assert_eq!(g.git(&g.path("state/repos").read_dir().unwrap().next().unwrap().unwrap().path(), &["log", "--format=%s", "-1"]), "carol");
+    assert_eq!(
+        g.git(
+            &g.path("state/repos").read_dir().unwrap().next().unwrap().unwrap().path(),
+            &["log", "--format=%s", "-1"]
+        ),
+        "carol"
+    );
 }
 
 #[test]
@@ -481,7 +518,11 @@ fn symbolic_links_out_of_the_repository_are_refused() {
     let r = s.cli(&["server", "apply", &url(&bare), "evil/project", "evil", "dev2"]);
     fails_with(r, "DIR evil/project leads to ");
     let r = s.cli(&["server", "apply", &url(&bare), "evil/project", "evil", "dev2"]);
-    assert!(r.stderr.contains("outside the repository") && r.stderr.contains("previous context is still served"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("outside the repository") && r.stderr.contains("previous context is still served"),
+        "{}",
+        r.stderr
+    );
     let st = status(&s);
     assert_eq!((st["status"].as_str(), st["context"]["directory"].as_str()), (Some("Ready"), Some("greeter")), "{st}");
     assert_eq!(st["context"]["commit"], first.as_str());

@@ -79,7 +79,13 @@ fn a_list_beyond_one_frame_arrives_whole_and_an_apply_beyond_one_frame_is_refuse
     std::fs::write(&big, blob("huge", &data_of("huge", 70 << 20))).unwrap();
     let run = p.cli(&["apply", "-f", big.to_str().unwrap()]);
     assert_exit(&run, 1);
-    assert!(run.stderr.contains("Error: the request is 70.0 MiB, over the 64 MiB frame limit; apply the files in smaller batches"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "Error: the request is 70.0 MiB, over the 64 MiB frame limit; apply the files in smaller batches"
+        ),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("cannot reach") && !run.stderr.contains("Hint"), "{}", run.stderr);
 
     // The server is unharmed and nothing was written.

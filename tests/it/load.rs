@@ -18,7 +18,11 @@ fn static_start_loads_crds_and_inputs() {
     let names: Vec<_> = sites["items"].as_array().unwrap().iter().map(|s| s["metadata"]["name"].clone()).collect();
     assert_eq!(names, ["ams1", "nyc1"], "both documents of the multi-document file");
     let crds = p.cli(&["get", "crds", "-o", "name"]).ok();
-    assert!(crds.stdout.contains("customresourcedefinition.apiextensions.k8s.io/devices.net.example.org"), "{}", crds.stdout);
+    assert!(
+        crds.stdout.contains("customresourcedefinition.apiextensions.k8s.io/devices.net.example.org"),
+        "{}",
+        crds.stdout
+    );
 }
 
 #[test]
@@ -26,7 +30,10 @@ fn a_load_error_names_file_line_and_column_and_keeps_the_last_good_state() {
     let p = TestProject::new("network");
     let _s = p.start();
     let before = p.cli(&["get", "devices", "-o", "json"]).ok().stdout;
-    p.write("in/broken.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: x\nspec: {role: leaf\n");
+    p.write(
+        "in/broken.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: x\nspec: {role: leaf\n",
+    );
     let run = p.cli(&["run", "load"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("in/broken.yaml:"), "{}", run.stderr);
@@ -112,8 +119,11 @@ fn orphans_are_garbage_collected_owner_identity_includes_uid() {
     p.cli(&["run", "load"]).ok();
     assert_eq!(p.cli(&["get", "devices", "orphan"]).code, 1, "orphan collected");
     // The same reference with the owner's real uid keeps it.
-    let uid = p.cli(&["get", "sites", "ams1", "-o", "json"]).ok().json()["metadata"]["uid"].as_str().unwrap().to_string();
-    let text = std::fs::read_to_string(p.path("in/orphan.yaml")).unwrap().replace("00000000-0000-0000-0000-000000000000", &uid);
+    let uid =
+        p.cli(&["get", "sites", "ams1", "-o", "json"]).ok().json()["metadata"]["uid"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(p.path("in/orphan.yaml"))
+        .unwrap()
+        .replace("00000000-0000-0000-0000-000000000000", &uid);
     p.write("in/orphan.yaml", &text);
     p.cli(&["run", "load"]).ok();
     p.cli(&["get", "devices", "orphan"]).ok();
@@ -156,7 +166,10 @@ fn a_crd_change_revalidates_inputs_whose_files_did_not_change() {
     p.write(f, &text);
     assert_eq!(p.cli(&["run", "load"]).code, 1);
     let reason = status(&p)["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("in/net.example.org.device.leaf1.yaml:1:1") && reason.contains("less than or equal to 100"), "{reason}");
+    assert!(
+        reason.contains("in/net.example.org.device.leaf1.yaml:1:1") && reason.contains("less than or equal to 100"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -165,10 +178,7 @@ fn an_unchanged_file_whose_object_went_missing_is_loaded_again() {
     let _s = p.start();
     // An input object owned by a missing owner is collected; its file did not change, and the
     // next load must still find the object missing and apply the file again (then collect it).
-    p.write(
-        "in/owned.yaml",
-        "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: owned\n",
-    );
+    p.write("in/owned.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: owned\n");
     p.cli(&["run", "load"]).ok();
     p.cli(&["delete", "sites", "owned"]).ok();
     assert_eq!(p.cli(&["get", "sites", "owned"]).code, 1);
@@ -226,7 +236,11 @@ fn a_file_replaced_by_a_broken_link_fails_the_load_and_keeps_its_objects() {
     std::fs::remove_file(&leaf).unwrap();
     std::os::unix::fs::symlink("net.example.org.device.leaf1.yaml", &leaf).unwrap();
     let run = p.cli(&["run", "load"]);
-    assert!(run.stderr.contains("leaf1.yaml: symbolic link to net.example.org.device.leaf1.yaml is a loop"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("leaf1.yaml: symbolic link to net.example.org.device.leaf1.yaml is a loop"),
+        "{}",
+        run.stderr
+    );
     p.cli(&["get", "devices", "leaf1"]).ok();
 
     // A link to a file outside the project is read in static mode.

@@ -1,6 +1,7 @@
 use crate::support::*;
 
-const LEAF3: &str = "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: leaf3\nspec:\n  role: leaf\n  asn: 65103\n";
+const LEAF3: &str =
+    "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: leaf3\nspec:\n  role: leaf\n  asn: 65103\n";
 
 #[test]
 fn api_resources_json_lists_builtin_and_project_apis() {
@@ -8,9 +9,14 @@ fn api_resources_json_lists_builtin_and_project_apis() {
     let _s = p.start();
     let list = p.cli(&["api-resources", "-o", "json"]).ok().json();
     let items = list.as_array().unwrap();
-    let find = |res: &str| items.iter().find(|r| r["resource"] == res).cloned().unwrap_or_else(|| panic!("{res} missing: {list}"));
+    let find = |res: &str| {
+        items.iter().find(|r| r["resource"] == res).cloned().unwrap_or_else(|| panic!("{res} missing: {list}"))
+    };
     let dev = find("devices");
-    assert_eq!(dev, serde_json::json!({"resource": "devices", "group": "net.example.org", "version": "v1alpha1", "kind": "Device", "namespaced": true}));
+    assert_eq!(
+        dev,
+        serde_json::json!({"resource": "devices", "group": "net.example.org", "version": "v1alpha1", "kind": "Device", "namespaced": true})
+    );
     for builtin in ["customresourcedefinitions", "reconcilers", "libraries", "upstreamrefs"] {
         find(builtin);
     }
@@ -27,7 +33,8 @@ fn get_formats() {
     let list = p.cli(&["get", "devices.net.example.org", "-o", "json"]).ok().json();
     assert_eq!(list["apiVersion"], "v1");
     assert_eq!(list["kind"], "List");
-    let names: Vec<_> = list["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> =
+        list["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["leaf1", "spine1"]);
     assert!(list["items"][0]["metadata"].get("managedFields").is_none(), "hidden by default");
     let one = p.cli(&["get", "dev", "leaf1", "-n", "default", "-o", "yaml"]).ok();
@@ -65,7 +72,8 @@ fn apply_writes_the_input_file_and_the_object_is_loaded() {
 fn apply_to_an_object_of_a_multi_document_file_edits_that_document_only() {
     let p = TestProject::new("network");
     let _s = p.start();
-    let site = "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: nyc1\nspec:\n  region: us-east-2\n";
+    let site =
+        "apiVersion: net.example.org/v1alpha1\nkind: Site\nmetadata:\n  name: nyc1\nspec:\n  region: us-east-2\n";
     let run = p.cli_stdin(&["apply", "-f", "-"], site).ok();
     assert!(run.stdout.contains("(in/sites.yaml)"), "{}", run.stdout);
     let text = std::fs::read_to_string(p.path("in/sites.yaml")).unwrap();
@@ -160,15 +168,26 @@ fn schema_violations_are_reported_kubernetes_style() {
     let p = TestProject::new("network");
     let _s = p.start();
     let err = rejected(&p, &LEAF3.replace("asn: 65103", "asn: \"x\""));
-    assert!(err.contains("spec.asn: Invalid value: \"string\": spec.asn in body must be of type integer: \"string\""), "{err}");
+    assert!(
+        err.contains("spec.asn: Invalid value: \"string\": spec.asn in body must be of type integer: \"string\""),
+        "{err}"
+    );
     let err = rejected(&p, &LEAF3.replace("role: leaf", "role: router"));
-    assert!(err.contains("spec.role: Unsupported value: \"router\": supported values: \"leaf\", \"spine\", \"border\""), "{err}");
+    assert!(
+        err.contains("spec.role: Unsupported value: \"router\": supported values: \"leaf\", \"spine\", \"border\""),
+        "{err}"
+    );
     let err = rejected(&p, &LEAF3.replace("asn: 65103", "asn: 0"));
     assert!(err.contains("spec.asn: Invalid value: 0: spec.asn in body should be greater than or equal to 1"), "{err}");
     let err = rejected(&p, &LEAF3.replace("  asn: 65103\n", ""));
     assert!(err.contains("spec.asn: Required value"), "{err}");
     let err = rejected(&p, &format!("{LEAF3}  hostname: Leaf_3\n"));
-    assert!(err.contains("spec.hostname: Invalid value: \"Leaf_3\": spec.hostname in body should match '^[a-z][a-z0-9-]*$'"), "{err}");
+    assert!(
+        err.contains(
+            "spec.hostname: Invalid value: \"Leaf_3\": spec.hostname in body should match '^[a-z][a-z0-9-]*$'"
+        ),
+        "{err}"
+    );
     let err = rejected(&p, &format!("{LEAF3}  managementAddress: 300.1.1.1\n"));
     assert!(err.contains("spec.managementAddress: Invalid value: \"300.1.1.1\""), "{err}");
     let err = rejected(&p, &format!("{LEAF3}  tags: [a, a]\n"));

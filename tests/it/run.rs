@@ -45,7 +45,15 @@ fn run_once_reconciles_children_conditions_and_finalizers() {
 
     let leaf = get(&p, "devices", "leaf1").unwrap();
     let dc = get(&p, "deviceconfigs", "leaf1").expect("child created");
-    assert_eq!(dc["spec"]["lines"], serde_json::json!(["hostname leaf1", "router bgp 65101", "interface ethernet-1/1 mtu 9000", "interface ethernet-1/2 mtu 1500"]));
+    assert_eq!(
+        dc["spec"]["lines"],
+        serde_json::json!([
+            "hostname leaf1",
+            "router bgp 65101",
+            "interface ethernet-1/1 mtu 9000",
+            "interface ethernet-1/2 mtu 1500"
+        ])
+    );
     assert_eq!(dc["spec"]["asn"], 65101, "integers stay integers");
     let refs = &dc["metadata"]["ownerReferences"];
     assert_eq!(refs[0]["kind"], "Device");
@@ -74,7 +82,12 @@ fn a_second_run_on_the_same_state_changes_nothing() {
     let run = p.cli(&["run", "once", "--changed"]).ok();
     assert!(rows(&run.stdout).is_empty(), "nothing changed, nothing reconciled: {}", run.stdout);
     let run = p.cli(&["run", "once"]).ok();
-    assert_eq!(rows(&run.stdout)[CONFIG], (2, 2, 0, 0), "a full run reconciles everything, writes nothing: {}", run.stdout);
+    assert_eq!(
+        rows(&run.stdout)[CONFIG],
+        (2, 2, 0, 0),
+        "a full run reconciles everything, writes nothing: {}",
+        run.stdout
+    );
     assert_eq!(p.cli(&["get", "deviceconfigs", "-o", "json", "--show-managed-fields"]).ok().stdout, before);
     let diff = p.cli(&["run", "diff"]).ok().stdout;
     assert!(!diff.is_empty() && diff.lines().all(|l| l.starts_with("= ")), "{diff}");
@@ -125,7 +138,9 @@ fn stale_children_are_collected() {
     let _s = p.start();
     p.cli(&["run", "once"]).ok();
     assert!(get(&p, "deviceconfigs", "leaf1-ethernet-1-2").is_some());
-    let text = std::fs::read_to_string(p.path("in/devices.yaml")).unwrap().replace("  - name: ethernet-1/2\n    mtu: 1500\n", "");
+    let text = std::fs::read_to_string(p.path("in/devices.yaml"))
+        .unwrap()
+        .replace("  - name: ethernet-1/2\n    mtu: 1500\n", "");
     p.write("in/devices.yaml", &text);
     p.cli(&["run", "once"]).ok();
     assert!(get(&p, "deviceconfigs", "leaf1-ethernet-1-2").is_none(), "a child no longer produced is deleted");
@@ -144,7 +159,11 @@ fn a_reconciler_that_never_converges_fails_within_the_bound() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.starts_with("execution failed\n  reason task net.example.org.devices."), "{}", run.stdout);
     assert!(run.stdout.contains("did not converge"), "{}", run.stdout);
-    assert!(run.stdout.contains("net.example.org.devices.inventory Device.net.example.org default/"), "names the looping reconciler: {}", run.stdout);
+    assert!(
+        run.stdout.contains("net.example.org.devices.inventory Device.net.example.org default/"),
+        "names the looping reconciler: {}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -166,9 +185,10 @@ fn a_script_error_is_reported_with_its_line() {
 #[test]
 fn an_undeclared_field_written_by_a_script_fails_the_run() {
     let p = TestProject::new("greeter");
-    let text = std::fs::read_to_string(p.path("reconcilers/demo.choreo.dev.greeters.welcome.star"))
-        .unwrap()
-        .replace("    add_finalizer_to(self, finalizer)\n", "    add_finalizer_to(self, finalizer)\n    self['spec']['greetings'] = 'x'\n");
+    let text = std::fs::read_to_string(p.path("reconcilers/demo.choreo.dev.greeters.welcome.star")).unwrap().replace(
+        "    add_finalizer_to(self, finalizer)\n",
+        "    add_finalizer_to(self, finalizer)\n    self['spec']['greetings'] = 'x'\n",
+    );
     p.write("reconcilers/demo.choreo.dev.greeters.welcome.star", &text);
     let _s = p.start();
     let run = p.cli(&["run", "once"]);
@@ -247,7 +267,11 @@ fn reconciler_load_errors_are_precise() {
 fn dev_parse_writes_compiled_objects_that_load_the_same() {
     let p = TestProject::new("greeter");
     let run = cli(&p.socket, &["dev", "parse", p.dir.to_str().unwrap()], None).ok();
-    assert!(run.stdout.contains("wrote in/choreo.kform.dev.reconciler.demo.choreo.dev.greeters.welcome.yaml"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("wrote in/choreo.kform.dev.reconciler.demo.choreo.dev.greeters.welcome.yaml"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("wrote in/choreo.kform.dev.library.meta.star.yaml"), "{}", run.stdout);
     // Only the compiled objects remain: the project still runs the same way.
     std::fs::remove_dir_all(p.path("reconcilers")).unwrap();

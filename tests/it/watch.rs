@@ -37,14 +37,20 @@ fn an_atomic_rename_and_a_removal_are_loaded() {
 fn an_invalid_file_fails_the_load_and_its_fix_recovers() {
     let p = TestProject::new("network");
     let _s = p.start();
-    p.write("in/half.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: half\nspec: {role: leaf, asn: 1\n");
+    p.write(
+        "in/half.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: half\nspec: {role: leaf, asn: 1\n",
+    );
     let reason = wait_for("status Failed", 10, || {
         let st = status(&p);
         (st["status"] == "Failed").then(|| st["reason"].as_str().unwrap_or("").to_string())
     });
     assert!(reason.starts_with("in/half.yaml:"), "{reason}");
     p.cli(&["get", "devices", "leaf1"]).ok();
-    p.write("in/half.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: half\nspec: {role: leaf, asn: 1}\n");
+    p.write(
+        "in/half.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: half\nspec: {role: leaf, asn: 1}\n",
+    );
     wait_for("status Ready", 10, || (status(&p)["status"] == "Ready").then_some(()));
     p.cli(&["get", "devices", "half"]).ok();
 }
@@ -94,8 +100,12 @@ fn continuous_mode_reconciles_each_change() {
     p.write("in/devices.yaml", &text);
     wait_for("the edit reconciled", 10, || (field(&p, "deviceconfigs", "spine1", "/spec/asn")? == 64609).then_some(()));
     // The reconciler's own source, edited while running.
-    let src = std::fs::read_to_string(p.path("reconcilers/device-config/config.star")).unwrap().replace("\"router bgp \"", "\"bgp \"");
-    let lib = std::fs::read_to_string(p.path("crds/net.example.org_render.star")).unwrap().replace("\"router bgp \"", "\"bgp as \"");
+    let src = std::fs::read_to_string(p.path("reconcilers/device-config/config.star"))
+        .unwrap()
+        .replace("\"router bgp \"", "\"bgp \"");
+    let lib = std::fs::read_to_string(p.path("crds/net.example.org_render.star"))
+        .unwrap()
+        .replace("\"router bgp \"", "\"bgp as \"");
     p.write("reconcilers/device-config/config.star", &src);
     p.write("crds/net.example.org_render.star", &lib);
     wait_for("the new code at work", 10, || {

@@ -95,9 +95,10 @@ pub(super) fn remove_stray_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let stray = name.starts_with('.')
-            && name.strip_suffix(".tmp").and_then(|s| s.rsplit_once('.')).is_some_and(|(_, pid)| {
-                !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
-            });
+            && name
+                .strip_suffix(".tmp")
+                .and_then(|s| s.rsplit_once('.'))
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
         if stray && entry.file_type().is_ok_and(|t| t.is_file()) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => log::info!("removed the leftover temporary file {}", entry.path().display()),

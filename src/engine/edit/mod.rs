@@ -19,9 +19,9 @@ use super::load::input_object;
 use super::{internal, query, store_error, Engine};
 use crate::api::object::{GroupKind, ObjectKey, INPUT_FIELD_MANAGER};
 use crate::project;
-use plan::{FilePlan, PlannedFile};
 use crate::protocol::{ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, ItemResult, Reply};
 use crate::store::{ApplyOptions, Store, StoreError, Txn, WriteOutcome};
+use plan::{FilePlan, PlannedFile};
 
 impl Engine {
     pub(in crate::engine) fn apply(&mut self, req: ApplyRequest) -> Result<Reply, ErrorReport> {
@@ -144,12 +144,9 @@ impl Engine {
                     file,
                     error: None,
                 }),
-                Err(StoreError::NotFound { .. }) if file.is_some() => items.push(ItemResult {
-                    object: key.to_string(),
-                    outcome: "deleted".into(),
-                    file,
-                    error: None,
-                }),
+                Err(StoreError::NotFound { .. }) if file.is_some() => {
+                    items.push(ItemResult { object: key.to_string(), outcome: "deleted".into(), file, error: None })
+                }
                 Err(e) => items.push(item_error(&key.to_string(), store_error(&e).message)),
             }
         }
@@ -228,12 +225,14 @@ impl Engine {
             DeleteTarget::Object(doc) => {
                 project::check_depth(&doc.json)
                     .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: {e}", doc.source)))?;
-                let v: Value = serde_json::from_str(&doc.json)
-                    .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: not a valid object: {e}", doc.source)))?;
+                let v: Value = serde_json::from_str(&doc.json).map_err(|e| {
+                    ErrorReport::new(ErrorKind::Invalid, format!("{}: not a valid object: {e}", doc.source))
+                })?;
                 let api_version = v.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
                 let kind = v.get("kind").and_then(Value::as_str).unwrap_or_default();
-                let name = crate::api::object::name(&v)
-                    .ok_or_else(|| ErrorReport::new(ErrorKind::Invalid, format!("{}: object has no metadata.name", doc.source)))?;
+                let name = crate::api::object::name(&v).ok_or_else(|| {
+                    ErrorReport::new(ErrorKind::Invalid, format!("{}: object has no metadata.name", doc.source))
+                })?;
                 let ns = Some(crate::api::object::namespace(&v).to_string()).filter(|s| !s.is_empty());
                 let (group, _) = crate::api::object::split_api_version(api_version);
                 (None, Some(GroupKind::new(group, kind)), name.to_string(), ns)
@@ -261,7 +260,10 @@ impl Engine {
         match self.reload() {
             Ok(()) => Ok(Reply::Items(items)),
             Err(mut report) => {
-                report.message = format!("the files were updated, but {}", report.message.replacen("the project", "the project now", 1));
+                report.message = format!(
+                    "the files were updated, but {}",
+                    report.message.replacen("the project", "the project now", 1)
+                );
                 Err(report)
             }
         }

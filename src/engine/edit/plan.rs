@@ -96,7 +96,9 @@ impl FilePlan {
     pub fn create(&mut self, input_dir: &Path, key: &ObjectKey, yaml: String) -> Result<PathBuf, String> {
         if self.taken.is_none() {
             let names = std::fs::read_dir(input_dir)
-                .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|entries| {
+                    entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                })
                 .unwrap_or_default();
             self.taken = Some(names);
         }
@@ -134,7 +136,9 @@ fn find_document(shown: &str, text: &str, key: &ObjectKey) -> Result<std::ops::R
         (None, _) => Err(format!(
             "{shown} no longer defines {key} (it changed since it was loaded); run `choreo run load` and retry"
         )),
-        (Some(_), Some(_)) => Err(format!("{shown} defines {key} more than once; fix the file before applying or deleting it")),
+        (Some(_), Some(_)) => {
+            Err(format!("{shown} defines {key} more than once; fix the file before applying or deleting it"))
+        }
     }
 }
 
@@ -200,7 +204,12 @@ mod tests {
         let file = dir.path().join("x.yaml");
         std::fs::write(&file, TWO).unwrap();
         let mut plan = FilePlan::default();
-        plan.replace(&file, &key("B", "x", "b"), "apiVersion: example.org/v1\nkind: B\nmetadata:\n  name: b\n  namespace: x\nspec: 1\n").unwrap();
+        plan.replace(
+            &file,
+            &key("B", "x", "b"),
+            "apiVersion: example.org/v1\nkind: B\nmetadata:\n  name: b\n  namespace: x\nspec: 1\n",
+        )
+        .unwrap();
         plan.cut(&file, &key("A", "default", "a")).unwrap();
         let changes = plan.into_changes();
         assert_eq!(changes.len(), 1);
@@ -234,7 +243,11 @@ mod tests {
         let mut plan = FilePlan::default();
         let e = plan.replace(&file, &key("B", "x", "other"), "x: 1\n").unwrap_err();
         assert!(e.contains("x.yaml no longer defines B.example.org x/other"), "{e}");
-        std::fs::write(&file, format!("{TWO}---\napiVersion: example.org/v1\nkind: B\nmetadata: {{name: b, namespace: x}}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("{TWO}---\napiVersion: example.org/v1\nkind: B\nmetadata: {{name: b, namespace: x}}\n"),
+        )
+        .unwrap();
         let e = FilePlan::default().cut(&file, &key("B", "x", "b")).unwrap_err();
         assert!(e.contains("more than once"), "{e}");
         let e = FilePlan::default().cut(&dir.path().join("gone.yaml"), &key("B", "x", "b")).unwrap_err();
@@ -266,6 +279,9 @@ mod tests {
         let short = new_file_name(&key("Device", "default", "leaf1"), &taken).unwrap();
         assert_eq!(short, "example.org.device.leaf1.yaml");
         let taken: HashSet<String> = [short].into();
-        assert_eq!(new_file_name(&key("Device", "default", "leaf1"), &taken).unwrap(), "example.org.device.leaf1.default.yaml");
+        assert_eq!(
+            new_file_name(&key("Device", "default", "leaf1"), &taken).unwrap(),
+            "example.org.device.leaf1.default.yaml"
+        );
     }
 }

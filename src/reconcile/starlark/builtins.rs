@@ -46,9 +46,7 @@ pub(crate) struct Ctx<'c> {
 fn context<'a, 'e>(eval: &Evaluator<'_, 'a, 'e>, builtin: &str) -> anyhow::Result<&'a Ctx<'e>> {
     eval.extra
         .and_then(|e| e.downcast_ref::<Ctx<'e>>())
-        .ok_or_else(|| {
-            anyhow!("{builtin}() can only be called while reconciling, not when a module is loaded")
-        })
+        .ok_or_else(|| anyhow!("{builtin}() can only be called while reconciling, not when a module is loaded"))
 }
 
 /// The `{"resource", "error", "fatal"}` dict of every `client_*` and finalizer builtin.
@@ -79,13 +77,8 @@ fn alloc_json<'v>(heap: Heap<'v>, json: &Json) -> anyhow::Result<Value<'v>> {
 /// An object's apiVersion and kind. Also takes a `get_resource()` result whole, since scripts
 /// easily forget the `["resource"]`.
 fn type_of(obj: Value) -> anyhow::Result<(String, String)> {
-    let dict = DictRef::from_value(obj)
-        .ok_or_else(|| anyhow!("obj: expected a dict, got {}", obj.get_type()))?;
-    let field = |d: &DictRef, f: &str| {
-        d.get_str(f)
-            .and_then(|v| v.unpack_str())
-            .map(str::to_string)
-    };
+    let dict = DictRef::from_value(obj).ok_or_else(|| anyhow!("obj: expected a dict, got {}", obj.get_type()))?;
+    let field = |d: &DictRef, f: &str| d.get_str(f).and_then(|v| v.unpack_str()).map(str::to_string);
     if let (Some(av), Some(kind)) = (field(&dict, "apiVersion"), field(&dict, "kind")) {
         return Ok((av, kind));
     }
@@ -94,9 +87,7 @@ fn type_of(obj: Value) -> anyhow::Result<(String, String)> {
             return Ok((av, kind));
         }
     }
-    Err(anyhow!(
-        "obj: needs apiVersion and kind (as returned by get_resource(...)[\"resource\"])"
-    ))
+    Err(anyhow!("obj: needs apiVersion and kind (as returned by get_resource(...)[\"resource\"])"))
 }
 
 /// Whether an apply error is worth a retry rather than a failure: the object is gone, or the
@@ -116,14 +107,7 @@ struct ResultArgs<'v> {
     fatal: bool,
 }
 
-const LEGACY_PARAMS: [&str; 6] = [
-    "obj",
-    "requeue",
-    "requeueAfter",
-    "conditionType",
-    "msg",
-    "fatal",
-];
+const LEGACY_PARAMS: [&str; 6] = ["obj", "requeue", "requeueAfter", "conditionType", "msg", "fatal"];
 const HEAD_PARAMS: [&str; 5] = ["obj", "requeue", "requeueAfter", "msg", "fatal"];
 
 fn canonical_param(name: &str) -> &str {
@@ -139,17 +123,11 @@ fn canonical_param(name: &str) -> &str {
 /// Binds positional and keyword arguments. Six positional arguments, or a `conditionType`
 /// keyword, select the 6-argument form; everything else is the 5-argument form. Arguments
 /// after `obj` default to "no requeue, no error".
-fn parse_result_args<'v>(
-    pos: &[Value<'v>],
-    named: &SmallMap<String, Value<'v>>,
-) -> Result<ResultArgs<'v>, String> {
+fn parse_result_args<'v>(pos: &[Value<'v>], named: &SmallMap<String, Value<'v>>) -> Result<ResultArgs<'v>, String> {
     let legacy = pos.len() == 6 || named.keys().any(|k| canonical_param(k) == "conditionType");
     let params: &[&str] = if legacy { &LEGACY_PARAMS } else { &HEAD_PARAMS };
     if pos.len() > params.len() {
-        return Err(format!(
-            "reconcile_result: takes 5 or 6 arguments, got {}",
-            pos.len()
-        ));
+        return Err(format!("reconcile_result: takes 5 or 6 arguments, got {}", pos.len()));
     }
     let mut slots: Vec<Option<Value<'v>>> = vec![None; params.len()];
     for (slot, v) in slots.iter_mut().zip(pos) {
@@ -158,45 +136,31 @@ fn parse_result_args<'v>(
     for (name, v) in named {
         let canon = canonical_param(name);
         let Some(i) = params.iter().position(|p| *p == canon) else {
-            return Err(format!(
-                "reconcile_result: unexpected keyword argument {name:?}"
-            ));
+            return Err(format!("reconcile_result: unexpected keyword argument {name:?}"));
         };
         if slots[i].is_some() {
-            return Err(format!(
-                "reconcile_result: got multiple values for argument {canon:?}"
-            ));
+            return Err(format!("reconcile_result: got multiple values for argument {canon:?}"));
         }
         slots[i] = Some(*v);
     }
-    let get = |name: &str| {
-        params
-            .iter()
-            .position(|p| *p == name)
-            .and_then(|i| slots[i])
-    };
+    let get = |name: &str| params.iter().position(|p| *p == name).and_then(|i| slots[i]);
     let obj = get("obj").ok_or("reconcile_result: missing argument for obj")?;
     let boolean = |name: &str| -> Result<bool, String> {
         match get(name) {
             None => Ok(false),
-            Some(v) => v.unpack_bool().ok_or_else(|| {
-                format!(
-                    "reconcile_result: for parameter {name}: got {}, want bool",
-                    v.get_type()
-                )
-            }),
+            Some(v) => v
+                .unpack_bool()
+                .ok_or_else(|| format!("reconcile_result: for parameter {name}: got {}, want bool", v.get_type())),
         }
     };
     let string = |name: &str| -> Result<String, String> {
         match get(name) {
             None => Ok(String::new()),
             Some(v) if v.is_none() => Ok(String::new()),
-            Some(v) => v.unpack_str().map(str::to_string).ok_or_else(|| {
-                format!(
-                    "reconcile_result: for parameter {name}: got {}, want string",
-                    v.get_type()
-                )
-            }),
+            Some(v) => v
+                .unpack_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("reconcile_result: for parameter {name}: got {}, want string", v.get_type())),
         }
     };
     let requeue_after = match get("requeueAfter") {
@@ -216,11 +180,7 @@ fn parse_result_args<'v>(
         obj,
         requeue: boolean("requeue")?,
         requeue_after,
-        condition_type: if legacy {
-            Some(string("conditionType")?)
-        } else {
-            None
-        },
+        condition_type: if legacy { Some(string("conditionType")?) } else { None },
         msg: string("msg")?,
         fatal: boolean("fatal")?,
     })
@@ -253,16 +213,10 @@ fn parse_prefix(prefix: &str) -> anyhow::Result<(IpAddr, u8)> {
         None => max,
         Some(l) => {
             // Go rejects signs and leading zeros, which u8::from_str would accept.
-            if l.is_empty()
-                || !l.bytes().all(|b| b.is_ascii_digit())
-                || (l.len() > 1 && l.starts_with('0'))
-            {
+            if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) || (l.len() > 1 && l.starts_with('0')) {
                 return Err(bad("bad prefix length"));
             }
-            l.parse::<u8>()
-                .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| bad("prefix length out of range"))?
+            l.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(|| bad("prefix length out of range"))?
         }
     };
     Ok((addr, len))
@@ -273,19 +227,11 @@ pub(crate) fn subnet_name(prefix: &str) -> anyhow::Result<String> {
     let (addr, len) = parse_prefix(prefix)?;
     let network = match addr {
         IpAddr::V4(a) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
         }
         IpAddr::V6(a) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
         }
     };
@@ -306,16 +252,9 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
             Err(e) => {
                 // Upstream turns a bad call into a fatal result rather than a Starlark error.
                 let msg_at = if args.items.len() == 6 { 4 } else { 3 };
-                let msg = args
-                    .items
-                    .get(msg_at)
-                    .and_then(|v| v.unpack_str())
-                    .unwrap_or("");
+                let msg = args.items.get(msg_at).and_then(|v| v.unpack_str()).unwrap_or("");
                 return Ok(heap.alloc(AllocDict([
-                    (
-                        "obj",
-                        args.items.first().copied().unwrap_or_else(Value::new_none),
-                    ),
+                    ("obj", args.items.first().copied().unwrap_or_else(Value::new_none)),
                     ("fatal", Value::new_bool(true)),
                     ("error", heap.alloc(format!("error: {e}, msg: {msg}"))),
                     ("requeue", Value::new_bool(false)),
@@ -339,10 +278,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
         let mut entries = vec![
             ("obj", a.obj),
             ("fatal", Value::new_bool(fatal)),
-            (
-                "error",
-                error.map_or_else(Value::new_none, |e| heap.alloc(e)),
-            ),
+            ("error", error.map_or_else(Value::new_none, |e| heap.alloc(e))),
             ("requeue", Value::new_bool(a.requeue)),
             ("requeueAfter", heap.alloc(a.requeue_after)),
         ];
@@ -353,10 +289,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// Records a child; it gets a controller owner reference to the for-object.
-    fn client_create<'v>(
-        obj: Value<'v>,
-        eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn client_create<'v>(obj: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
         let ctx = context(eval, "client_create")?;
         let heap = eval.heap();
         let child = json_arg(obj, "obj")?;
@@ -378,11 +311,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
         if applied.is_ok() {
             ctx.children_applied.set(true);
         }
-        Ok(result(
-            eval.heap(),
-            Value::new_none(),
-            applied.err().as_ref(),
-        ))
+        Ok(result(eval.heap(), Value::new_none(), applied.err().as_ref()))
     }
 
     /// Deletes every child the for-object owns.
@@ -390,11 +319,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
         let ctx = context(eval, "client_delete")?;
         let mut client = ctx.client.borrow_mut();
         let deleted = ctx.children.borrow().delete_all(ctx.cfg, &mut **client);
-        Ok(result(
-            eval.heap(),
-            Value::new_none(),
-            deleted.err().as_ref(),
-        ))
+        Ok(result(eval.heap(), Value::new_none(), deleted.err().as_ref()))
     }
 
     /// One object of `obj`'s kind; a missing object is a non-fatal error.
@@ -407,10 +332,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
         let ctx = context(eval, "client_get")?;
         let heap = eval.heap();
         let (api_version, kind) = type_of(obj)?;
-        let got = ctx
-            .client
-            .borrow_mut()
-            .get(&api_version, &kind, namespace, name);
+        let got = ctx.client.borrow_mut().get(&api_version, &kind, namespace, name);
         match got {
             Ok(Some(o)) => Ok(result(heap, alloc_json(heap, &o)?, None)),
             Ok(None) => {
@@ -436,8 +358,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
             None => Selector::everything(),
             Some(s) => {
                 let fields = json_arg(s, "fieldSelector")?;
-                Selector::parse(Some(&json!({ "match": fields })), "fieldSelector")
-                    .map_err(|e| anyhow!(e))?
+                Selector::parse(Some(&json!({ "match": fields })), "fieldSelector").map_err(|e| anyhow!(e))?
             }
         };
         let listed = ctx.client.borrow_mut().list(&api_version, &kind, &selector);
@@ -451,48 +372,30 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// Applies `obj` now (pruned to this reconciler's fields); returns the stored object.
-    fn client_update<'v>(
-        obj: Value<'v>,
-        eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn client_update<'v>(obj: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
         update(obj, eval, "client_update")
     }
 
     /// The same as `client_update` (upstream too: status is not a subresource here).
-    fn client_update_status<'v>(
-        obj: Value<'v>,
-        eval: &mut Evaluator<'v, '_, '_>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn client_update_status<'v>(obj: Value<'v>, eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
         update(obj, eval, "client_update_status")
     }
 
     /// `{"resource": {"apiVersion", "kind"}, ...}`: a type handle for `client_get`/`client_list`.
-    fn get_resource<'v>(
-        api_version: &str,
-        kind: &str,
-        heap: Heap<'v>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn get_resource<'v>(api_version: &str, kind: &str, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         let resource = heap.alloc(AllocDict([("apiVersion", api_version), ("kind", kind)]));
         Ok(result(heap, resource, None))
     }
 
     /// A copy of `obj` with `finalizer` added, in a result dict.
-    fn add_finalizer<'v>(
-        obj: Value<'v>,
-        finalizer: &str,
-        heap: Heap<'v>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn add_finalizer<'v>(obj: Value<'v>, finalizer: &str, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         let mut json = json_arg(obj, "obj")?;
         children::add_finalizer(&mut json, finalizer);
         Ok(result(heap, alloc_json(heap, &json)?, None))
     }
 
     /// A copy of `obj` without `finalizer`, in a result dict.
-    fn del_finalizer<'v>(
-        obj: Value<'v>,
-        finalizer: &str,
-        heap: Heap<'v>,
-    ) -> anyhow::Result<Value<'v>> {
+    fn del_finalizer<'v>(obj: Value<'v>, finalizer: &str, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
         let mut json = json_arg(obj, "obj")?;
         children::remove_finalizer(&mut json, finalizer);
         Ok(result(heap, alloc_json(heap, &json)?, None))
@@ -549,11 +452,7 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
     }
 }
 
-fn update<'v>(
-    obj: Value<'v>,
-    eval: &mut Evaluator<'v, '_, '_>,
-    builtin: &str,
-) -> anyhow::Result<Value<'v>> {
+fn update<'v>(obj: Value<'v>, eval: &mut Evaluator<'v, '_, '_>, builtin: &str) -> anyhow::Result<Value<'v>> {
     let ctx = context(eval, builtin)?;
     let heap = eval.heap();
     let json = json_arg(obj, "obj")?;
@@ -573,28 +472,15 @@ mod tests {
 
     #[test]
     fn prefixes_parse_like_go_netip() {
-        assert_eq!(
-            parse_prefix("10.0.0.1/24").unwrap(),
-            ("10.0.0.1".parse().unwrap(), 24)
-        );
+        assert_eq!(parse_prefix("10.0.0.1/24").unwrap(), ("10.0.0.1".parse().unwrap(), 24));
         assert_eq!(parse_prefix("10.0.0.1").unwrap().1, 32);
         assert_eq!(parse_prefix("2001:db8::1").unwrap().1, 128);
-        for bad in [
-            "10.0.0.1/33",
-            "10.0.0.1/024",
-            "10.0.0.1/+4",
-            "10.0.0.1/",
-            "nope",
-            "1000::/129",
-        ] {
+        for bad in ["10.0.0.1/33", "10.0.0.1/024", "10.0.0.1/+4", "10.0.0.1/", "nope", "1000::/129"] {
             assert!(parse_prefix(bad).is_err(), "{bad}");
         }
         assert_eq!(subnet_name("10.0.0.7/24").unwrap(), "10.0.0.0-24");
         assert_eq!(subnet_name("1000::1/32").unwrap(), "1000---32");
-        assert_eq!(
-            subnet_name("2001:db8:0:0:1::5/64").unwrap(),
-            "2001-db8---64"
-        );
+        assert_eq!(subnet_name("2001:db8:0:0:1::5/64").unwrap(), "2001-db8---64");
         assert_eq!(subnet_name("0.0.0.0/0").unwrap(), "0.0.0.0-0");
     }
 }

@@ -34,10 +34,7 @@ fn to_starlark_at<'v>(json: &Json, heap: Heap<'v>, depth: usize) -> Result<Value
         Json::Number(n) => number_to_starlark(n, heap)?,
         Json::String(s) => heap.alloc(s.as_str()),
         Json::Array(items) => {
-            let items = items
-                .iter()
-                .map(|i| to_starlark_at(i, heap, depth + 1))
-                .collect::<Result<Vec<_>, _>>()?;
+            let items = items.iter().map(|i| to_starlark_at(i, heap, depth + 1)).collect::<Result<Vec<_>, _>>()?;
             heap.alloc(AllocList(items))
         }
         Json::Object(map) => {
@@ -72,9 +69,7 @@ pub fn to_json(value: Value, path: &str) -> Result<Json, String> {
 
 fn to_json_at(value: Value, path: &mut String, depth: usize) -> Result<Json, String> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "{path}: value nested too deeply (a list or dict containing itself?)"
-        ));
+        return Err(format!("{path}: value nested too deeply (a list or dict containing itself?)"));
     }
     if value.is_none() {
         return Ok(Json::Null);
@@ -86,9 +81,7 @@ fn to_json_at(value: Value, path: &mut String, depth: usize) -> Result<Json, Str
         return Ok(Json::String(s.to_string()));
     }
     if let Some(f) = StarlarkFloat::unpack_value_opt(value) {
-        return Number::from_f64(f.0)
-            .map(Json::Number)
-            .ok_or_else(|| format!("{path}: {} is not a JSON number", f.0));
+        return Number::from_f64(f.0).map(Json::Number).ok_or_else(|| format!("{path}: {} is not a JSON number", f.0));
     }
     if value.get_type() == "int" {
         return match i64::unpack_value(value) {
@@ -103,10 +96,7 @@ fn to_json_at(value: Value, path: &mut String, depth: usize) -> Result<Json, Str
         let mut map = Map::new();
         for (k, v) in dict.iter() {
             let Some(key) = k.unpack_str() else {
-                return Err(format!(
-                    "{path}: dict key {k} is a {}, not a string",
-                    k.get_type()
-                ));
+                return Err(format!("{path}: dict key {k} is a {}, not a string", k.get_type()));
             };
             let len = path.len();
             path.push('.');
@@ -122,10 +112,7 @@ fn to_json_at(value: Value, path: &mut String, depth: usize) -> Result<Json, Str
     } else if let Some(tuple) = TupleRef::from_value(value) {
         tuple.content()
     } else {
-        return Err(format!(
-            "{path}: a {} cannot be stored in an object",
-            value.get_type()
-        ));
+        return Err(format!("{path}: a {} cannot be stored in an object", value.get_type()));
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {

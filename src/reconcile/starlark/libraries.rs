@@ -48,27 +48,17 @@ struct Loaded {
 
 impl Libraries {
     pub fn new(sources: BTreeMap<String, String>) -> Libraries {
-        Libraries {
-            sources,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Libraries { sources, cache: Mutex::new(HashMap::new()) }
     }
 
     /// How many libraries are compiled (tests check that a second reconciler reuses them).
     #[cfg(test)]
     pub(crate) fn compiled(&self) -> usize {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
     fn cached(&self, name: &str) -> Option<Loaded> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(name)
-            .cloned()
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
 
     /// Loads `name` on behalf of the libraries in `chain` (outermost first), which are still
@@ -77,10 +67,7 @@ impl Libraries {
         if let Some(pos) = chain.iter().position(|c| c == name) {
             let mut path: Vec<&str> = chain[pos..].iter().map(String::as_str).collect();
             path.push(name);
-            return Err(other_error(format!(
-                "cycle in load graph: {}",
-                path.join(" -> ")
-            )));
+            return Err(other_error(format!("cycle in load graph: {}", path.join(" -> "))));
         }
         if let Some(loaded) = self.cached(name) {
             return Ok(loaded);
@@ -94,23 +81,15 @@ impl Libraries {
         let loader = Loader::new(self, inner_chain);
         loader.note(scan_forms(&ast));
         let module = evaluate(ast, &loader)?;
-        let loaded = Loaded {
-            module,
-            forms: loader.forms.get(),
-        };
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let loaded = Loaded { module, forms: loader.forms.get() };
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(cache.entry(name.to_string()).or_insert(loaded).clone())
     }
 }
 
 impl std::fmt::Debug for Libraries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Libraries")
-            .field("names", &self.sources.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Libraries").field("names", &self.sources.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -123,11 +102,7 @@ pub(crate) struct Loader<'l> {
 
 impl<'l> Loader<'l> {
     pub(crate) fn new(libraries: &'l Libraries, chain: Vec<String>) -> Loader<'l> {
-        Loader {
-            libraries,
-            chain,
-            forms: Cell::new(0),
-        }
+        Loader { libraries, chain, forms: Cell::new(0) }
     }
 
     pub(crate) fn note(&self, forms: Forms) {

@@ -48,15 +48,10 @@ const MAIN_FILE: &str = "reconciler.star";
 /// `if`/`for`. Re-exporting loaded names is allowed (Go forbids it; harmless).
 pub(crate) const DIALECT: Dialect = Dialect::Standard;
 
-
 /// The builtins plus Starlark's standard functions, built once per process.
 pub(crate) fn globals() -> &'static Globals {
     static GLOBALS: OnceLock<Globals> = OnceLock::new();
-    GLOBALS.get_or_init(|| {
-        GlobalsBuilder::extended_by(&[LibraryExtension::Print])
-            .with(builtins::builtins)
-            .build()
-    })
+    GLOBALS.get_or_init(|| GlobalsBuilder::extended_by(&[LibraryExtension::Print]).with(builtins::builtins).build())
 }
 
 /// `print()` in scripts goes to the debug log, not to the engine's stdout.
@@ -111,13 +106,8 @@ pub(crate) fn error_line(e: &starlark::Error) -> String {
     };
     let mut out = format!("{}: {message}", location(span));
     if span.filename() != MAIN_FILE {
-        let caller = e
-            .call_stack()
-            .frames
-            .iter()
-            .rev()
-            .filter_map(|f| f.location.as_ref())
-            .find(|l| l.filename() == MAIN_FILE);
+        let caller =
+            e.call_stack().frames.iter().rev().filter_map(|f| f.location.as_ref()).find(|l| l.filename() == MAIN_FILE);
         if let Some(caller) = caller {
             out.push_str(&format!(" (called from {})", location(caller)));
         }
@@ -131,11 +121,7 @@ fn location(span: &starlark::codemap::FileSpan) -> String {
 }
 
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// A compiled Starlark reconciler (`reconciler.star` of its config), frozen once.
@@ -152,9 +138,7 @@ pub struct StarlarkRuntime {
 
 impl std::fmt::Debug for StarlarkRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StarlarkRuntime")
-            .field("reconciler", &self.cfg.name)
-            .finish_non_exhaustive()
+        f.debug_struct("StarlarkRuntime").field("reconciler", &self.cfg.name).finish_non_exhaustive()
     }
 }
 
@@ -162,16 +146,9 @@ impl StarlarkRuntime {
     /// Parses and evaluates reconciler.star (resolving load() through `libraries`). Errors are
     /// one line: `reconciler.star:LINE:COL: message` (or `<library name>:LINE:COL: …` for an error
     /// inside a library, `cycle in load graph: a.star -> b.star -> a.star`, `module X not found in library`).
-    pub fn compile(
-        cfg: Arc<ReconcilerConfig>,
-        libraries: Arc<Libraries>,
-    ) -> Result<StarlarkRuntime, String> {
-        let source = cfg
-            .code
-            .get(MAIN_FILE)
-            .ok_or_else(|| format!("{MAIN_FILE}: missing"))?;
-        let ast =
-            AstModule::parse(MAIN_FILE, source.clone(), &DIALECT).map_err(|e| error_line(&e))?;
+    pub fn compile(cfg: Arc<ReconcilerConfig>, libraries: Arc<Libraries>) -> Result<StarlarkRuntime, String> {
+        let source = cfg.code.get(MAIN_FILE).ok_or_else(|| format!("{MAIN_FILE}: missing"))?;
+        let ast = AstModule::parse(MAIN_FILE, source.clone(), &DIALECT).map_err(|e| error_line(&e))?;
         let loader = Loader::new(&libraries, Vec::new());
         loader.note(libraries::scan_forms(&ast));
         let module = libraries::evaluate(ast, &loader).map_err(|e| error_line(&e))?;
@@ -184,27 +161,16 @@ impl StarlarkRuntime {
         // A script that only ever calls the 5-argument form leaves deletion to choreo. Without a
         // literal call to go by, a configured conditionType (a HEAD-only field) decides.
         let forms = loader.forms();
-        let head_only = if forms == 0 {
-            cfg.condition_type.is_some()
-        } else {
-            forms == FORM_HEAD
-        };
+        let head_only = if forms == 0 { cfg.condition_type.is_some() } else { forms == FORM_HEAD };
         let script_on_delete = cfg.spec_update || !head_only;
-        Ok(StarlarkRuntime {
-            cfg,
-            _libraries: libraries,
-            _module: module,
-            reconcile,
-            script_on_delete,
-        })
+        Ok(StarlarkRuntime { cfg, _libraries: libraries, _module: module, reconcile, script_on_delete })
     }
 
     /// Calls `reconcile(self)` and reads back what it returned.
     fn run(&self, object: &Json, ctx: &Ctx, budget: &Budget<'_>) -> Result<ScriptResult, String> {
         Module::with_temp_heap(|module| {
             let heap = module.heap();
-            let this = convert::to_starlark(object, heap)
-                .map_err(|e| format!("{MAIN_FILE}: self: {e}"))?;
+            let this = convert::to_starlark(object, heap).map_err(|e| format!("{MAIN_FILE}: self: {e}"))?;
             let function = heap.access_owned_frozen_value(&self.reconcile);
             let mut eval = Evaluator::new(&module);
             eval.extra = Some(ctx);
@@ -245,11 +211,7 @@ impl StarlarkRuntime {
                     client.apply(&intent, &cfg.name)
                 });
                 if let Err(e) = applied {
-                    log::debug!(
-                        "{}: recording the failure on {}: {e}",
-                        cfg.name,
-                        describe(live)
-                    );
+                    log::debug!("{}: recording the failure on {}: {e}", cfg.name, describe(live));
                 }
             }
             return res.outcome();
@@ -325,12 +287,7 @@ impl Runtime for StarlarkRuntime {
             children_applied: Cell::new(false),
         };
         let run = self.run(object, &ctx, budget);
-        let Ctx {
-            client,
-            children,
-            children_applied,
-            ..
-        } = ctx;
+        let Ctx { client, children, children_applied, .. } = ctx;
         let res = match run {
             Ok(res) => res,
             Err(message) => return Outcome::Error(message),
@@ -338,13 +295,7 @@ impl Runtime for StarlarkRuntime {
         if res.legacy {
             return res.outcome();
         }
-        self.finish_head(
-            object,
-            client.into_inner(),
-            &mut children.into_inner(),
-            children_applied.get(),
-            res,
-        )
+        self.finish_head(object, client.into_inner(), &mut children.into_inner(), children_applied.get(), res)
     }
 }
 
@@ -352,10 +303,7 @@ fn client_outcome(e: ClientError) -> Outcome {
     if e.fatal {
         Outcome::Error(e.message)
     } else {
-        Outcome::Requeue {
-            after: None,
-            message: e.message,
-        }
+        Outcome::Requeue { after: None, message: e.message }
     }
 }
 
@@ -377,12 +325,7 @@ struct ScriptResult {
 
 impl ScriptResult {
     fn read(returned: Value) -> Result<ScriptResult, String> {
-        let wrong = || {
-            format!(
-                "reconcile must return reconcile_result(...), got {}",
-                returned.get_type()
-            )
-        };
+        let wrong = || format!("reconcile must return reconcile_result(...), got {}", returned.get_type());
         let dict = DictRef::from_value(returned).ok_or_else(wrong)?;
         if dict.get_str("obj").is_none() || dict.get_str("fatal").is_none() {
             return Err(format!("{} without obj and fatal", wrong()));
@@ -393,20 +336,12 @@ impl ScriptResult {
             .filter(|v| !v.is_none())
             .map(|v| v.unpack_str().map_or_else(|| v.to_str(), str::to_string))
             .filter(|e| !e.is_empty());
-        let flag = |key: &str| {
-            dict.get_str(key)
-                .and_then(|v| v.unpack_bool())
-                .unwrap_or(false)
-        };
+        let flag = |key: &str| dict.get_str(key).and_then(|v| v.unpack_bool()).unwrap_or(false);
         let obj = match dict.get_str("obj") {
             Some(v) if !legacy && !v.is_none() => {
-                let json =
-                    convert::to_json(v, "obj").map_err(|e| format!("reconcile_result: {e}"))?;
+                let json = convert::to_json(v, "obj").map_err(|e| format!("reconcile_result: {e}"))?;
                 if !json.is_object() {
-                    return Err(format!(
-                        "reconcile_result: obj: expected a dict, got {}",
-                        v.get_type()
-                    ));
+                    return Err(format!("reconcile_result: obj: expected a dict, got {}", v.get_type()));
                 }
                 Some(json)
             }
@@ -418,30 +353,19 @@ impl ScriptResult {
             error,
             fatal: flag("fatal"),
             requeue: flag("requeue"),
-            requeue_after: dict
-                .get_str("requeueAfter")
-                .and_then(|v| v.unpack_i32())
-                .map_or(0, i64::from),
+            requeue_after: dict.get_str("requeueAfter").and_then(|v| v.unpack_i32()).map_or(0, i64::from),
         })
     }
 
     fn outcome(&self) -> Outcome {
         match &self.error {
             Some(e) if self.fatal => Outcome::Error(e.clone()),
-            Some(e) => Outcome::Requeue {
-                after: None,
-                message: e.clone(),
-            },
+            Some(e) => Outcome::Requeue { after: None, message: e.clone() },
             None if self.requeue_after > 0 => Outcome::Requeue {
-                after: Some(std::time::Duration::from_secs(
-                    self.requeue_after.unsigned_abs(),
-                )),
+                after: Some(std::time::Duration::from_secs(self.requeue_after.unsigned_abs())),
                 message: String::new(),
             },
-            None if self.requeue => Outcome::Requeue {
-                after: None,
-                message: String::new(),
-            },
+            None if self.requeue => Outcome::Requeue { after: None, message: String::new() },
             None => Outcome::Done,
         }
     }

@@ -30,24 +30,19 @@ impl FakeClient {
     fn with(objects: &[Json]) -> FakeClient {
         let mut c = FakeClient::default();
         for o in objects {
-            c.objects
-                .insert(ObjectKey::of(o).expect("test object has a key"), o.clone());
+            c.objects.insert(ObjectKey::of(o).expect("test object has a key"), o.clone());
         }
         c
     }
 
     fn object(&self, kind: &str, namespace: &str, name: &str) -> Option<&Json> {
-        self.objects.values().find(|o| {
-            o["kind"] == kind && object::namespace(o) == namespace && object::name(o) == Some(name)
-        })
+        self.objects
+            .values()
+            .find(|o| o["kind"] == kind && object::namespace(o) == namespace && object::name(o) == Some(name))
     }
 
     fn writes(&self) -> Vec<&str> {
-        self.calls
-            .iter()
-            .map(String::as_str)
-            .filter(|c| !c.starts_with("get") && !c.starts_with("list"))
-            .collect()
+        self.calls.iter().map(String::as_str).filter(|c| !c.starts_with("get") && !c.starts_with("list")).collect()
     }
 }
 
@@ -63,12 +58,7 @@ impl Client for FakeClient {
         Ok(self.object(kind, namespace, name).cloned())
     }
 
-    fn list(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        selector: &Selector,
-    ) -> Result<Vec<Json>, ClientError> {
+    fn list(&mut self, api_version: &str, kind: &str, selector: &Selector) -> Result<Vec<Json>, ClientError> {
         self.calls.push(format!("list {kind}"));
         Ok(self
             .objects
@@ -86,8 +76,7 @@ impl Client for FakeClient {
         }
         let mut stored = obj.clone();
         let old = self.objects.get(&key).cloned();
-        let meta =
-            object::metadata_mut(&mut stored).ok_or_else(|| ClientError::fatal("no metadata"))?;
+        let meta = object::metadata_mut(&mut stored).ok_or_else(|| ClientError::fatal("no metadata"))?;
         match old.as_ref().and_then(object::metadata) {
             Some(old_meta) => {
                 for f in ["uid", "deletionTimestamp"] {
@@ -109,21 +98,12 @@ impl Client for FakeClient {
         Ok(stored)
     }
 
-    fn delete(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(), ClientError> {
+    fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError> {
         self.calls.push(format!("delete {kind} {namespace}/{name}"));
         let key = ObjectKey::of(&json!({"apiVersion": api_version, "kind": kind,
             "metadata": {"name": name, "namespace": namespace}}))
         .ok_or_else(|| ClientError::fatal("no key"))?;
-        let holds = self
-            .objects
-            .get(&key)
-            .is_some_and(|o| !object::finalizers(o).is_empty());
+        let holds = self.objects.get(&key).is_some_and(|o| !object::finalizers(o).is_empty());
         if holds {
             if let Some(o) = self.objects.get_mut(&key) {
                 o["metadata"]["deletionTimestamp"] = json!(NOW);
@@ -155,11 +135,7 @@ fn config(script: &str, extra: Json) -> Arc<ReconcilerConfig> {
 }
 
 fn libraries(libs: &[(&str, &str)]) -> Arc<Libraries> {
-    Arc::new(Libraries::new(
-        libs.iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect(),
-    ))
+    Arc::new(Libraries::new(libs.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()))
 }
 
 fn compile(script: &str, extra: Json, libs: &[(&str, &str)]) -> Result<StarlarkRuntime, String> {
@@ -177,10 +153,7 @@ fn hello(spec: Json) -> Json {
 
 /// Runs one reconcile of the stored HelloWorld `default/test`.
 fn reconcile(rt: &StarlarkRuntime, client: &mut FakeClient) -> Outcome {
-    let live = client
-        .object("HelloWorld", "default", "test")
-        .cloned()
-        .expect("the HelloWorld exists");
+    let live = client.object("HelloWorld", "default", "test").cloned().expect("the HelloWorld exists");
     let interrupt = crate::reconcile::Interrupt::default();
     rt.reconcile(&live, client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &interrupt))
 }
@@ -232,7 +205,8 @@ fn a_cancelled_reconcile_stops_in_the_middle() {
     let live = client.object("HelloWorld", "default", "test").cloned().unwrap();
     let interrupt = crate::reconcile::Interrupt::default();
     interrupt.shutdown();
-    let e = error_of(rt.reconcile(&live, &mut client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &interrupt)));
+    let e =
+        error_of(rt.reconcile(&live, &mut client, &crate::reconcile::Budget::start(rt.cfg.limits, None, &interrupt)));
     assert!(e.contains("cancelled"), "{e}");
 }
 
@@ -245,10 +219,9 @@ fn eval_in_status(expr: &str) -> Result<Json, Outcome> {
     let rt = runtime(&script, json!({}), &[]);
     let mut client = FakeClient::with(&[hello(json!({"n": 3}))]);
     match reconcile(&rt, &mut client) {
-        Outcome::Done => Ok(client
-            .object("HelloWorld", "default", "test")
-            .expect("still there")["status"]["out"]
-            .clone()),
+        Outcome::Done => {
+            Ok(client.object("HelloWorld", "default", "test").expect("still there")["status"]["out"].clone())
+        }
         other => Err(other),
     }
 }
@@ -344,13 +317,8 @@ def reconcile(self):
     let rt = runtime(script, json!({}), &[]);
     let mut client = FakeClient::with(&[hello(json!({}))]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    assert_eq!(
-        client.writes(),
-        ["apply HelloWorld.example.com default/test as hello.reconciler"]
-    );
-    let stored = client
-        .object("HelloWorld", "default", "test")
-        .expect("stored");
+    assert_eq!(client.writes(), ["apply HelloWorld.example.com default/test as hello.reconciler"]);
+    let stored = client.object("HelloWorld", "default", "test").expect("stored");
     assert_eq!(stored["spec"]["greeting"], "hello from a test");
     assert_eq!(
         stored["status"]["conditions"],
@@ -366,17 +334,13 @@ fn six_argument_children_need_client_apply_and_get_a_controller_reference() {
     let rt = runtime(CHILD_SCRIPT, json!({}), &child_libs());
     let mut client = FakeClient::with(&[hello(json!({"greeting": "hi note"}))]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    let note = client
-        .object("Note", "default", "test")
-        .expect("child applied");
+    let note = client.object("Note", "default", "test").expect("child applied");
     assert_eq!(note["spec"]["text"], "hi note");
     assert_eq!(
         note["metadata"]["ownerReferences"],
         json!([{"apiVersion": "example.com/v1alpha1", "kind": "HelloWorld", "name": "test", "uid": "u-hello", "controller": true}])
     );
-    let parent = client
-        .object("HelloWorld", "default", "test")
-        .expect("parent");
+    let parent = client.object("HelloWorld", "default", "test").expect("parent");
     assert_eq!(object::finalizers(parent), ["notes.example.com/owned"]);
     assert_eq!(object::condition_status(parent, "Ready"), Some("True"));
 
@@ -394,98 +358,51 @@ fn six_argument_deletion_is_the_scripts_business() {
     let mut client = FakeClient::with(&[hello(json!({}))]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
     assert!(client.object("Note", "default", "test").is_some());
-    client
-        .delete("example.com/v1alpha1", "HelloWorld", "default", "test")
-        .expect("fake delete");
-    assert!(
-        client.object("HelloWorld", "default", "test").is_some(),
-        "the finalizer holds it"
-    );
+    client.delete("example.com/v1alpha1", "HelloWorld", "default", "test").expect("fake delete");
+    assert!(client.object("HelloWorld", "default", "test").is_some(), "the finalizer holds it");
     client.calls.clear();
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    assert!(
-        client.object("Note", "default", "test").is_none(),
-        "client_delete() removed the child"
-    );
-    assert!(
-        client.object("HelloWorld", "default", "test").is_none(),
-        "its last finalizer went"
-    );
+    assert!(client.object("Note", "default", "test").is_none(), "client_delete() removed the child");
+    assert!(client.object("HelloWorld", "default", "test").is_none(), "its last finalizer went");
     assert_eq!(
         client.writes(),
-        [
-            "delete Note default/test",
-            "apply HelloWorld.example.com default/test as hello.reconciler"
-        ]
+        ["delete Note default/test", "apply HelloWorld.example.com default/test as hello.reconciler"]
     );
 }
 
 #[test]
 fn libraries_load_libraries_and_are_compiled_once() {
     let libs = libraries(&[
-        (
-            "a.star",
-            "load(\"b.star\", \"b\")\ndef a():\n  return b() + 1\n",
-        ),
+        ("a.star", "load(\"b.star\", \"b\")\ndef a():\n  return b() + 1\n"),
         ("b.star", "def b():\n  return 41\n"),
     ]);
     let script = "load(\"a.star\", \"a\")\ndef reconcile(self):\n  self[\"status\"] = {\"v\": a()}\n  return reconcile_result(self, False, 0, \"\", False)\n";
-    let first =
-        StarlarkRuntime::compile(config(script, json!({})), libs.clone()).expect("compiles");
+    let first = StarlarkRuntime::compile(config(script, json!({})), libs.clone()).expect("compiles");
     // A second reconciler of the same load reuses the frozen libraries.
-    let second =
-        StarlarkRuntime::compile(config(script, json!({})), libs.clone()).expect("compiles");
+    let second = StarlarkRuntime::compile(config(script, json!({})), libs.clone()).expect("compiles");
     assert_eq!(libs.compiled(), 2);
     for rt in [&first, &second] {
         let mut client = FakeClient::with(&[hello(json!({}))]);
         let interrupt = crate::reconcile::Interrupt::default();
         let budget = crate::reconcile::Budget::unbounded(&interrupt);
         assert_eq!(rt.reconcile(&hello(json!({})), &mut client, &budget), Outcome::Done);
-        assert_eq!(
-            client
-                .object("HelloWorld", "default", "test")
-                .expect("applied")["status"]["v"],
-            42
-        );
+        assert_eq!(client.object("HelloWorld", "default", "test").expect("applied")["status"]["v"], 42);
     }
 }
 
 #[test]
 fn load_errors_name_the_module() {
-    let cyclic = [
-        ("a.star", "load(\"b.star\", \"b\")\nx = 1\n"),
-        ("b.star", "load(\"a.star\", \"x\")\ndef b():\n  return x\n"),
-    ];
-    let e = compile(
-        "load(\"a.star\", \"x\")\ndef reconcile(self):\n  pass\n",
-        json!({}),
-        &cyclic,
-    )
-    .unwrap_err();
-    assert!(
-        e.contains("cycle in load graph: a.star -> b.star -> a.star"),
-        "{e}"
-    );
+    let cyclic =
+        [("a.star", "load(\"b.star\", \"b\")\nx = 1\n"), ("b.star", "load(\"a.star\", \"x\")\ndef b():\n  return x\n")];
+    let e = compile("load(\"a.star\", \"x\")\ndef reconcile(self):\n  pass\n", json!({}), &cyclic).unwrap_err();
+    assert!(e.contains("cycle in load graph: a.star -> b.star -> a.star"), "{e}");
     assert!(!e.contains('\n'), "{e}");
 
-    let e = compile(
-        "load(\"nope.star\", \"x\")\ndef reconcile(self):\n  pass\n",
-        json!({}),
-        &[],
-    )
-    .unwrap_err();
-    assert_eq!(
-        e,
-        "reconciler.star:1:1: module nope.star not found in library"
-    );
+    let e = compile("load(\"nope.star\", \"x\")\ndef reconcile(self):\n  pass\n", json!({}), &[]).unwrap_err();
+    assert_eq!(e, "reconciler.star:1:1: module nope.star not found in library");
 
     let broken = [("bad.star", "def f():\n  return 1 +\n")];
-    let e = compile(
-        "load(\"bad.star\", \"f\")\ndef reconcile(self):\n  pass\n",
-        json!({}),
-        &broken,
-    )
-    .unwrap_err();
+    let e = compile("load(\"bad.star\", \"f\")\ndef reconcile(self):\n  pass\n", json!({}), &broken).unwrap_err();
     assert!(e.starts_with("bad.star:2:"), "{e}");
 }
 
@@ -495,12 +412,7 @@ fn compile_errors_carry_line_and_column() {
     assert!(e.starts_with("reconciler.star:1:"), "{e}");
     assert!(!e.contains('\n'), "{e}");
 
-    let e = compile(
-        "def reconcile(self):\n  return undefined_thing\n",
-        json!({}),
-        &[],
-    )
-    .unwrap_err();
+    let e = compile("def reconcile(self):\n  return undefined_thing\n", json!({}), &[]).unwrap_err();
     assert!(e.starts_with("reconciler.star:2:10: "), "{e}");
     assert!(e.contains("undefined_thing"), "{e}");
 
@@ -508,61 +420,30 @@ fn compile_errors_carry_line_and_column() {
     assert_eq!(e, "reconciler.star: no function reconcile(self) defined");
 
     // Store builtins need a reconcile; calling one while a module loads is an error.
-    let e = compile(
-        "x = client_apply()\ndef reconcile(self):\n  pass\n",
-        json!({}),
-        &[],
-    )
-    .unwrap_err();
-    assert!(
-        e.starts_with("reconciler.star:1:5: client_apply() can only be called while reconciling"),
-        "{e}"
-    );
+    let e = compile("x = client_apply()\ndef reconcile(self):\n  pass\n", json!({}), &[]).unwrap_err();
+    assert!(e.starts_with("reconciler.star:1:5: client_apply() can only be called while reconciling"), "{e}");
 }
 
 #[test]
 fn runtime_errors_point_at_the_failing_line() {
-    let rt = runtime(
-        "def reconcile(self):\n  spec = self[\"spec\"]\n  x = spec[\"missing\"]\n  return x\n",
-        json!({}),
-        &[],
-    );
+    let rt =
+        runtime("def reconcile(self):\n  spec = self[\"spec\"]\n  x = spec[\"missing\"]\n  return x\n", json!({}), &[]);
     let mut client = FakeClient::with(&[hello(json!({}))]);
-    let Outcome::Error(e) = reconcile(&rt, &mut client) else {
-        panic!("expected an error")
-    };
+    let Outcome::Error(e) = reconcile(&rt, &mut client) else { panic!("expected an error") };
     assert!(e.starts_with("reconciler.star:3:7: "), "{e}");
     assert!(e.contains("missing"), "{e}");
     assert!(!e.contains('\n'), "{e}");
 
     // A builtin's error is reported at the call.
-    let rt = runtime(
-        "def reconcile(self):\n  return is_ipv4(\"not an address\")\n",
-        json!({}),
-        &[],
-    );
-    let Outcome::Error(e) = reconcile(&rt, &mut client) else {
-        panic!("expected an error")
-    };
-    assert!(
-        e.starts_with("reconciler.star:2:10: invalid prefix \"not an address\""),
-        "{e}"
-    );
+    let rt = runtime("def reconcile(self):\n  return is_ipv4(\"not an address\")\n", json!({}), &[]);
+    let Outcome::Error(e) = reconcile(&rt, &mut client) else { panic!("expected an error") };
+    assert!(e.starts_with("reconciler.star:2:10: invalid prefix \"not an address\""), "{e}");
 
     // An error inside a library names the library and the reconciler line that called it.
     // (Two statements, so that the optimiser does not inline the call.)
-    let libs = [(
-        "lib.star",
-        "def boom(x):\n  y = x.get(\"spec\")\n  return y[\"nope\"]\n",
-    )];
-    let rt = runtime(
-        "load(\"lib.star\", \"boom\")\ndef reconcile(self):\n  return boom(self)\n",
-        json!({}),
-        &libs,
-    );
-    let Outcome::Error(e) = reconcile(&rt, &mut client) else {
-        panic!("expected an error")
-    };
+    let libs = [("lib.star", "def boom(x):\n  y = x.get(\"spec\")\n  return y[\"nope\"]\n")];
+    let rt = runtime("load(\"lib.star\", \"boom\")\ndef reconcile(self):\n  return boom(self)\n", json!({}), &libs);
+    let Outcome::Error(e) = reconcile(&rt, &mut client) else { panic!("expected an error") };
     assert!(e.starts_with("lib.star:3:10: "), "{e}");
     assert!(e.ends_with("(called from reconciler.star:3:10)"), "{e}");
 
@@ -573,14 +454,8 @@ fn runtime_errors_point_at_the_failing_line() {
     );
 
     // An endless loop is stopped rather than hanging the engine.
-    let rt = runtime(
-        "def reconcile(self):\n  for i in range(1000000000):\n    pass\n",
-        json!({}),
-        &[],
-    );
-    let Outcome::Error(e) = reconcile(&rt, &mut client) else {
-        panic!("expected an error")
-    };
+    let rt = runtime("def reconcile(self):\n  for i in range(1000000000):\n    pass\n", json!({}), &[]);
+    let Outcome::Error(e) = reconcile(&rt, &mut client) else { panic!("expected an error") };
     assert!(e.contains("limit of 10000000 steps"), "{e}");
 }
 
@@ -607,67 +482,44 @@ fn five_argument_result_lets_choreo_apply_status_finalizer_condition_and_childre
             "apply HelloWorld.example.com default/test as hello.reconciler"
         ]
     );
-    let note = client
-        .object("Note", "default", "made-by-head")
-        .expect("child applied automatically");
+    let note = client.object("Note", "default", "made-by-head").expect("child applied automatically");
     assert_eq!(note["metadata"]["ownerReferences"][0]["uid"], "u-hello");
-    let parent = client
-        .object("HelloWorld", "default", "test")
-        .expect("parent");
+    let parent = client.object("HelloWorld", "default", "test").expect("parent");
     assert_eq!(parent["status"]["phase"], "done");
     assert_eq!(object::condition_status(parent, "Ready"), Some("True"));
     assert_eq!(object::finalizers(parent), ["hello.reconciler"]);
-    assert_eq!(
-        parent["spec"],
-        json!({"greeting": "g"}),
-        "spec is the script's only with specUpdate"
-    );
+    assert_eq!(parent["spec"], json!({"greeting": "g"}), "spec is the script's only with specUpdate");
 
-    let rt = runtime(
-        HEAD_SCRIPT,
-        json!({"conditionType": "Ready", "specUpdate": true}),
-        &[],
-    );
+    let rt = runtime(HEAD_SCRIPT, json!({"conditionType": "Ready", "specUpdate": true}), &[]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    let parent = client
-        .object("HelloWorld", "default", "test")
-        .expect("parent");
+    let parent = client.object("HelloWorld", "default", "test").expect("parent");
     assert_eq!(parent["spec"]["ignored"], "not applied without specUpdate");
 }
 
 #[test]
 fn five_argument_errors_set_the_condition_and_requeue_or_fail() {
-    let script = "def reconcile(self):\n  return reconcile_result(self, False, 0, \"no capacity\", self[\"spec\"][\"fatal\"])\n";
+    let script =
+        "def reconcile(self):\n  return reconcile_result(self, False, 0, \"no capacity\", self[\"spec\"][\"fatal\"])\n";
     let rt = runtime(script, json!({"conditionType": "Ready"}), &[]);
     let mut client = FakeClient::with(&[hello(json!({"fatal": false}))]);
     assert_eq!(
         reconcile(&rt, &mut client),
-        Outcome::Requeue {
-            after: None,
-            message: "reconcile failed no capacity".into()
-        }
+        Outcome::Requeue { after: None, message: "reconcile failed no capacity".into() }
     );
-    let parent = client
-        .object("HelloWorld", "default", "test")
-        .expect("parent");
+    let parent = client.object("HelloWorld", "default", "test").expect("parent");
     assert_eq!(parent["status"]["conditions"][0]["status"], "False");
     assert_eq!(parent["status"]["conditions"][0]["reason"], "Failed");
-    assert_eq!(
-        parent["status"]["conditions"][0]["message"],
-        "reconcile failed no capacity"
-    );
+    assert_eq!(parent["status"]["conditions"][0]["message"], "reconcile failed no capacity");
 
     let mut client = FakeClient::with(&[hello(json!({"fatal": true}))]);
-    assert_eq!(
-        reconcile(&rt, &mut client),
-        Outcome::Error("reconcile failed no capacity".into())
-    );
+    assert_eq!(reconcile(&rt, &mut client), Outcome::Error("reconcile failed no capacity".into()));
 }
 
 #[test]
 fn five_argument_deletion_is_choreos_business() {
     // The script would fail if it ran: without specUpdate it must not.
-    let script = "def reconcile(self):\n  fail(\"ran on delete\")\n  return reconcile_result(self, False, 0, \"\", False)\n";
+    let script =
+        "def reconcile(self):\n  fail(\"ran on delete\")\n  return reconcile_result(self, False, 0, \"\", False)\n";
     let rt = runtime(script, json!({"conditionType": "Ready"}), &[]);
     let mut deleting = hello(json!({}));
     deleting["metadata"]["deletionTimestamp"] = json!(NOW);
@@ -678,25 +530,16 @@ fn five_argument_deletion_is_choreos_business() {
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
     assert_eq!(
         client.writes(),
-        [
-            "delete Note default/c",
-            "apply HelloWorld.example.com default/test as hello.reconciler"
-        ]
+        ["delete Note default/c", "apply HelloWorld.example.com default/test as hello.reconciler"]
     );
-    assert!(
-        client.objects.is_empty(),
-        "child deleted, finalizer dropped, object gone"
-    );
+    assert!(client.objects.is_empty(), "child deleted, finalizer dropped, object gone");
 
     // With specUpdate the script runs first (here it looks something up), then the same.
     let script = "def reconcile(self):\n  client_get(\"x\", \"default\", get_resource(\"example.com/v1alpha1\", \"Note\"))\n  return reconcile_result(self, False, 0, \"\", False)\n";
     let rt = runtime(script, json!({"specUpdate": true}), &[]);
     let mut client = FakeClient::with(&[deleting, child]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    assert_eq!(
-        client.calls.first().map(String::as_str),
-        Some("get Note default/x")
-    );
+    assert_eq!(client.calls.first().map(String::as_str), Some("get Note default/x"));
     assert!(client.objects.is_empty());
 }
 
@@ -719,23 +562,13 @@ def reconcile(self):
   return reconcile_result(self, False, 0, "", False)
 "#;
     let rt = runtime(script, json!({}), &[]);
-    let mut client = FakeClient::with(&[
-        hello(json!({})),
-        item("a", "red"),
-        item("b", "blue"),
-        item("c", "red"),
-    ]);
+    let mut client = FakeClient::with(&[hello(json!({})), item("a", "red"), item("b", "blue"), item("c", "red")]);
     assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
-    let status = &client
-        .object("HelloWorld", "default", "test")
-        .expect("parent")["status"];
+    let status = &client.object("HelloWorld", "default", "test").expect("parent")["status"];
     assert_eq!(status["kind"], "NoteList");
     assert_eq!(status["reds"], json!(["a", "c"]));
     assert_eq!(status["all"], 3);
-    assert_eq!(
-        status["missing"],
-        json!([null, "Note.example.com default/nope not found", false])
-    );
+    assert_eq!(status["missing"], json!([null, "Note.example.com default/nope not found", false]));
     assert_eq!(status["found"], "blue");
 }
 
@@ -747,32 +580,16 @@ fn ip_builtins_answer_under_both_spellings() {
           get_subnetname(\"10.0.0.7/24\"), get_subnetname(\"1000::1/32\")]",
     )
     .expect("evaluates");
-    assert_eq!(
-        out,
-        json!([
-            true,
-            true,
-            true,
-            false,
-            "10.0.0.1",
-            24,
-            128,
-            "10.0.0.0-24",
-            "1000---32"
-        ])
-    );
-    let Err(Outcome::Error(e)) = eval_in_status("isIPv6(\"10.0.0.1/40\")") else {
-        panic!("expected an error")
-    };
+    assert_eq!(out, json!([true, true, true, false, "10.0.0.1", 24, 128, "10.0.0.0-24", "1000---32"]));
+    let Err(Outcome::Error(e)) = eval_in_status("isIPv6(\"10.0.0.1/40\")") else { panic!("expected an error") };
     assert!(e.contains("prefix length out of range"), "{e}");
 }
 
 #[test]
 fn numbers_keep_their_type() {
-    let out = eval_in_status(
-        "[str(self[\"spec\"][\"n\"]), self[\"spec\"][\"n\"] + 1, self[\"spec\"][\"n\"] / 2, None]",
-    )
-    .expect("evaluates");
+    let out =
+        eval_in_status("[str(self[\"spec\"][\"n\"]), self[\"spec\"][\"n\"] + 1, self[\"spec\"][\"n\"] / 2, None]")
+            .expect("evaluates");
     assert_eq!(out, json!(["3", 4, 1.5, null]));
 }
 
@@ -794,63 +611,32 @@ fn result_arguments_map_to_outcomes() {
     let cases: [(&str, Outcome); 8] = [
         (
             "self, False, 7, \"\", \"\", False",
-            Outcome::Requeue {
-                after: Some(Duration::from_secs(7)),
-                message: String::new(),
-            },
+            Outcome::Requeue { after: Some(Duration::from_secs(7)), message: String::new() },
         ),
-        (
-            "self, True, 0, \"\", \"\", False",
-            Outcome::Requeue {
-                after: None,
-                message: String::new(),
-            },
-        ),
+        ("self, True, 0, \"\", \"\", False", Outcome::Requeue { after: None, message: String::new() }),
         (
             "self, False, 0, \"\", \"boom\", False",
-            Outcome::Requeue {
-                after: None,
-                message: "reconcile failed boom".into(),
-            },
+            Outcome::Requeue { after: None, message: "reconcile failed boom".into() },
         ),
-        (
-            "self, False, 0, \"\", \"boom\", True",
-            Outcome::Error("reconcile failed boom".into()),
-        ),
+        ("self, False, 0, \"\", \"boom\", True", Outcome::Error("reconcile failed boom".into())),
         (
             "self, requeue=True, requeueAfter=5",
-            Outcome::Requeue {
-                after: Some(Duration::from_secs(5)),
-                message: String::new(),
-            },
+            Outcome::Requeue { after: Some(Duration::from_secs(5)), message: String::new() },
         ),
         ("obj=self, conditionType=\"\", msg=\"\"", Outcome::Done),
         (
             "self, False, 0, \"\", False, wrong=1",
-            Outcome::Error(
-                "error: reconcile_result: unexpected keyword argument \"wrong\", msg: ".into(),
-            ),
+            Outcome::Error("error: reconcile_result: unexpected keyword argument \"wrong\", msg: ".into()),
         ),
         (
             "self, \"no\", 0, \"\", False",
-            Outcome::Error(
-                "error: reconcile_result: for parameter requeue: got string, want bool, msg: "
-                    .into(),
-            ),
+            Outcome::Error("error: reconcile_result: for parameter requeue: got string, want bool, msg: ".into()),
         ),
     ];
     for (args, want) in cases {
-        let rt = runtime(
-            &format!("def reconcile(self):\n  return reconcile_result({args})\n"),
-            json!({}),
-            &[],
-        );
+        let rt = runtime(&format!("def reconcile(self):\n  return reconcile_result({args})\n"), json!({}), &[]);
         let mut client = FakeClient::with(&[hello(json!({}))]);
-        assert_eq!(
-            reconcile(&rt, &mut client),
-            want,
-            "reconcile_result({args})"
-        );
+        assert_eq!(reconcile(&rt, &mut client), want, "reconcile_result({args})");
     }
 }
 
@@ -865,10 +651,7 @@ fn six_argument_apply_errors_surface_verbatim() {
     client.fail_apply = Some(ClientError::fatal("HelloWorld default/test not found"));
     assert_eq!(
         reconcile(&rt, &mut client),
-        Outcome::Requeue {
-            after: None,
-            message: "HelloWorld default/test not found".into()
-        }
+        Outcome::Requeue { after: None, message: "HelloWorld default/test not found".into() }
     );
 }
 
@@ -893,7 +676,11 @@ fn the_deepest_value_a_script_can_build_does_not_overflow_the_reconcile_stack() 
             for (level, cost, op) in cases {
                 let levels = (max << 20) / cost * 7 / 10;
                 let body = format!("  x = 0\n  for i in range({levels}):\n    x = {level}\n  s = {op}");
-                assert_eq!(run_limited(&body, json!({"memoryMiB": max, "timeoutSeconds": 3600})), Outcome::Done, "{level} {op}");
+                assert_eq!(
+                    run_limited(&body, json!({"memoryMiB": max, "timeoutSeconds": 3600})),
+                    Outcome::Done,
+                    "{level} {op}"
+                );
             }
         })
         .unwrap();
