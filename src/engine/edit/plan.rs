@@ -64,6 +64,7 @@ impl FilePlan {
 
     /// Replaces the document of `key` in `path` with `yaml`, keeping every other byte.
     pub fn replace(&mut self, path: &Path, key: &ObjectKey, yaml: &str) -> Result<(), String> {
+        let path = &written_path(path);
         let shown = self.show(path).to_string();
         let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
         let span = find_document(&shown, text, key)?;
@@ -80,6 +81,7 @@ impl FilePlan {
 
     /// Cuts the document of `key` from `path`; the file goes when no document is left.
     pub fn cut(&mut self, path: &Path, key: &ObjectKey) -> Result<(), String> {
+        let path = &written_path(path);
         let shown = self.show(path).to_string();
         let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
         let span = find_document(&shown, text, key)?;
@@ -119,6 +121,15 @@ impl FilePlan {
     /// The files whose content the plan changes.
     pub fn into_changes(self) -> Vec<(PathBuf, PlannedFile)> {
         self.files.into_iter().filter(|(_, f)| f.before != f.after).collect()
+    }
+}
+
+/// The file an edit of `path` writes: the target of a symbolic link (the loader already held
+/// it to the project's bounds), so the link stays a link.
+fn written_path(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -252,6 +263,20 @@ mod tests {
         assert!(e.contains("more than once"), "{e}");
         let e = FilePlan::default().cut(&dir.path().join("gone.yaml"), &key("B", "x", "b")).unwrap_err();
         assert!(e.contains("gone.yaml no longer exists"), "{e}");
+    }
+
+    #[test]
+    fn an_edit_through_a_symbolic_link_writes_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("shared.yaml");
+        std::fs::write(&target, TWO).unwrap();
+        let link = dir.path().join("in.yaml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut plan = FilePlan::default();
+        plan.cut(&link, &key("A", "default", "a")).unwrap();
+        let changes = plan.into_changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, std::fs::canonicalize(&target).unwrap(), "the target is written, the link stays");
     }
 
     #[test]
