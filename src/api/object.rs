@@ -145,6 +145,26 @@ pub fn metadata_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
     meta.as_object_mut()
 }
 
+/// The deepest nesting an object may have: well under the 128 levels serde_json parses back,
+/// leaving room for the `managedFields` that mirror the object's structure.
+pub const MAX_DEPTH: usize = 120;
+
+/// How deeply `v` nests (a scalar is 0, `{}` and `[]` are 1), without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
 pub fn name(obj: &Value) -> Option<&str> {
     metadata(obj)?.get("name")?.as_str()
 }
@@ -285,5 +305,18 @@ mod tests {
         let refs = owner_references(&obj);
         assert_eq!(refs[0].group, "example.com");
         assert!(refs[0].controller);
+    }
+
+    #[test]
+    fn depth_counts_collections() {
+        use serde_json::json;
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({})), 1);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+        let mut deep = json!(0);
+        for _ in 0..1000 {
+            deep = json!([deep]);
+        }
+        assert_eq!(depth(&deep), 1000);
     }
 }

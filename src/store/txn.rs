@@ -236,6 +236,10 @@ impl<'s> Txn<'s> {
         let map = obj
             .as_object()
             .ok_or_else(|| StoreError::Malformed(format!("an object must be a map, got {}", type_name(obj))))?;
+        // Deeper objects could not be read back: refuse them here rather than lose them later.
+        if object::depth(obj) > object::MAX_DEPTH {
+            return Err(StoreError::Malformed(format!("the object nests deeper than {} levels", object::MAX_DEPTH)));
+        }
         let api_version = match map.get("apiVersion") {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
             _ => return Err(StoreError::Malformed("object has no apiVersion".into())),
