@@ -176,19 +176,33 @@ impl Engine {
     /// Brings the load cache and the source index up to what the edit wrote.
     fn after_edit(&mut self, changes: &[(PathBuf, PlannedFile)], created: Vec<(ObjectKey, PathBuf)>) {
         let Some(layout) = self.layout.clone() else { return };
+        let by_path: HashMap<&std::path::Path, &PlannedFile> = changes.iter().map(|(p, f)| (p.as_path(), f)).collect();
+        let new_files: std::collections::HashSet<PathBuf> = created.iter().map(|(_, p)| p.clone()).collect();
         for (key, path) in created {
-            let text = changes.iter().find(|(p, _)| *p == path).and_then(|(_, f)| f.after.as_deref());
+            let text = by_path.get(path.as_path()).and_then(|f| f.after.as_deref());
             if let (Some(cache), Some(text)) = (self.load_cache.as_mut(), text) {
                 cache.wrote_file(layout.relative(&path).to_path_buf(), text, key.clone());
             }
             self.sources.insert(key, (path, 0));
         }
-        // Objects whose documents were cut: their file no longer defines them.
+        // Objects whose documents were cut from an existing file: it no longer defines them.
+        // Each edited file's documents are parsed once.
+        let mut documents: HashMap<&std::path::Path, Vec<Value>> = HashMap::new();
+        for (path, f) in changes {
+            if new_files.contains(path) {
+                continue;
+            }
+            let docs = match f.after.as_deref() {
+                Some(text) => project::parse_documents(path, text).0.into_iter().map(|d| d.value).collect(),
+                None => Vec::new(),
+            };
+            documents.insert(path.as_path(), docs);
+        }
         let removed: Vec<ObjectKey> = self
             .sources
             .iter()
             .filter(|(k, (p, _))| {
-                changes.iter().any(|(cp, f)| cp == p && f.after.as_deref().is_none_or(|t| !defines(t, k)))
+                documents.get(p.as_path()).is_some_and(|docs| !docs.iter().any(|d| plan::is_object(d, k)))
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -324,10 +338,4 @@ fn commit_edit(
         return Err(ErrorReport::new(ErrorKind::Internal, message));
     }
     Ok(Committed::Store)
-}
-
-/// Whether `text` still has a document that is the object `key`.
-fn defines(text: &str, key: &ObjectKey) -> bool {
-    let (docs, _) = project::parse_documents(std::path::Path::new(""), text);
-    docs.iter().any(|d| plan::is_object(&d.value, key))
 }
