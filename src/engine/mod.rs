@@ -81,15 +81,17 @@ impl Handle {
             Request::RunList => Some(run::run_list(&self.reader)),
             Request::RunDiff(req) => Some(run::run_diff(&self.reader, req.clone())),
             Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
-            Request::Get(get) => Some(self.reader.with(|s| query::get(s, get)).map_err(|e| {
-                if self.status().status == "Initializing" {
-                    e.with_hint(
+            Request::Get(get) => {
+                Some(self.reader.with(|s| query::find(s, get)).map(|f| query::render(f, get)).map_err(|e| {
+                    if self.status().status == "Initializing" {
+                        e.with_hint(
                         "this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`",
                     )
-                } else {
-                    e
-                }
-            })),
+                    } else {
+                        e
+                    }
+                }))
+            }
             _ => None,
         };
         if let Some(answer) = answer {
@@ -497,7 +499,7 @@ impl Engine {
             // the engine correct if a caller sends them anyway.
             Request::ServerStatus => Ok(Reply::Status(self.status.lock().unwrap_or_else(|p| p.into_inner()).clone())),
             Request::ApiResources => Ok(Reply::ApiResources(self.store.with(query::api_resources))),
-            Request::Get(get) => self.store.with(|s| query::get(s, &get)),
+            Request::Get(get) => self.store.with(|s| query::find(s, &get)).map(|f| query::render(f, &get)),
         }
     }
 

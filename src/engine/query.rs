@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::api::crd::ResolveError;
 use crate::api::object::{GroupKind, ObjectKey};
 use crate::protocol::{ApiResourceInfo, ErrorKind, ErrorReport, GetRequest, Reply};
-use crate::store::State;
+use crate::store::{State, Stored};
 
 /// Every registered API, sorted by resource name then group.
 pub fn api_resources(state: &State) -> Vec<ApiResourceInfo> {
@@ -38,37 +38,58 @@ pub fn resolve_error(e: ResolveError) -> ErrorReport {
 }
 
 /// `get`: one object or a sorted list.
-pub fn get(state: &State, req: &GetRequest) -> Result<Reply, ErrorReport> {
-    let res = state.registry.resolve(&req.resource).map_err(resolve_error)?;
-    let gk = GroupKind::new(res.group.clone(), res.kind.clone());
-    let render = |obj: &Value| {
+/// The first half of `get`, under the read lock: only the resource and the stored objects
+/// (`Arc`s) are taken; [`render`] parses and renders them after the lock is let go, so a large
+/// list never holds up a commit.
+pub fn find(state: &State, req: &GetRequest) -> Result<Found, ErrorReport> {
+    {
+        let res = state.registry.resolve(&req.resource).map_err(resolve_error)?;
+        let gk = GroupKind::new(res.group.clone(), res.kind.clone());
+        let objects = match &req.name {
+            Some(name) => {
+                let ns = if res.namespaced { req.namespace.as_deref().unwrap_or("default") } else { "" };
+                let key = ObjectKey::new(&gk, ns, name);
+                let one = state
+                    .objects
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found")))?;
+                vec![one]
+            }
+            None => state.list_stored(&gk, if res.namespaced { req.namespace.as_deref() } else { None }),
+        };
+        Ok(Found { res, objects })
+    }
+}
+
+/// The second half of `get`, without any lock.
+pub fn render(found: Found, req: &GetRequest) -> Reply {
+    let render = |stored: &Stored| {
+        let obj = stored.value();
         let text = if req.show_managed_fields {
-            serde_json::to_string(obj)
+            serde_json::to_string(&*obj)
         } else {
-            serde_json::to_string(&without_managed_fields(obj))
+            serde_json::to_string(&without_managed_fields(&obj))
         };
         // Encoding a Value cannot fail.
         text.unwrap_or_default()
     };
+    let Found { res, objects } = found;
     match &req.name {
-        Some(name) => {
-            let ns = if res.namespaced { req.namespace.as_deref().unwrap_or("default") } else { "" };
-            let key = ObjectKey::new(&gk, ns, name);
-            let obj =
-                state.get(&key).ok_or_else(|| ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found")))?;
-            Ok(Reply::Object(render(&obj)))
-        }
-        None => {
-            let ns = if res.namespaced { req.namespace.as_deref() } else { None };
-            let items = state.list(&gk, ns).iter().map(|o| render(o)).collect();
-            Ok(Reply::List {
-                api_version: res.api_version(),
-                kind: res.kind.clone(),
-                namespaced: res.namespaced,
-                items,
-            })
-        }
+        Some(_) => Reply::Object(objects.first().map(|o| render(o)).unwrap_or_default()),
+        None => Reply::List {
+            api_version: res.api_version(),
+            kind: res.kind.clone(),
+            namespaced: res.namespaced,
+            items: objects.iter().map(|o| render(o)).collect(),
+        },
     }
+}
+
+/// What `get` takes under the lock.
+pub struct Found {
+    res: std::sync::Arc<crate::api::crd::ApiResource>,
+    objects: Vec<std::sync::Arc<Stored>>,
 }
 
 /// A copy of `obj` without `metadata.managedFields`, as reads show objects by default.

@@ -147,6 +147,19 @@ impl State {
         self.owners.get(uid).into_iter().flatten()
     }
 
+    /// The stored form of the objects [`State::list`] returns (cheap: no parsing), for readers
+    /// that parse and render after letting go of the lock.
+    pub fn list_stored(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<Arc<Stored>> {
+        let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
+        self.objects
+            .range(start..)
+            .take_while(|(k, _)| {
+                k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Objects of one kind, optionally in one namespace, in key order.
     pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<Arc<Value>> {
         let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
