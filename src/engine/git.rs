@@ -182,7 +182,13 @@ impl Engine {
                 }
                 None => log::info!("{line}"),
             };
-            let result = Repo::clone_or_fetch(&req.url, &clone, &mut progress);
+            // Whatever happens, the engine hears back: it holds requests until it does.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Repo::clone_or_fetch(&req.url, &clone, &mut progress)
+            }))
+            .unwrap_or_else(|_| {
+                Err(RepoError::Refused(format!("fetching {} failed unexpectedly (see the server log)", req.url)))
+            });
             let done = Fetched { req, pinned, reply, result, started };
             // The engine is gone only when the server stops: then nothing waits for this.
             let _ = engine.send(super::Msg::Fetched(Box::new(done)));
