@@ -162,14 +162,7 @@ impl State {
 
     /// Objects of one kind, optionally in one namespace, in key order.
     pub fn list(&self, gk: &GroupKind, namespace: Option<&str>) -> Vec<Arc<Value>> {
-        let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
-        self.objects
-            .range(start..)
-            .take_while(|(k, _)| {
-                k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns)
-            })
-            .map(|(_, v)| v.value())
-            .collect()
+        self.list_stored(gk, namespace).iter().map(|v| v.value()).collect()
     }
 }
 
