@@ -135,6 +135,8 @@ impl Handle {
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             };
+            // The engine spoke (a progress line of its own, saying why it waits): no need to.
+            told = true;
             let last = msg.is_final();
             if !emit(msg) || last {
                 return;

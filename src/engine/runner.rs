@@ -353,8 +353,8 @@ pub enum Slice {
     Done(RunReport),
 }
 
-/// A `run once` in progress, driven a slice at a time by the engine loop so that requests are
-/// answered while it runs.
+/// A `run once` in progress, driven a slice at a time by the engine loop (`engine::run`) so
+/// that requests are answered while it runs.
 pub struct OnceRun {
     work: Work,
     opts: RunOptions,
@@ -445,27 +445,6 @@ impl OnceRun {
             elapsed: self.started.elapsed(),
             events: std::mem::take(&mut self.work.events),
             reconciles: self.work.reconciles,
-        }
-    }
-}
-
-/// Runs reconcilers from `seeds` until nothing is left to do, on the calling thread (tests and
-/// tools; the engine drives a [`OnceRun`] from its loop instead).
-pub fn run(
-    store: &Store,
-    controllers: &[Controller],
-    seeds: Vec<Item>,
-    changes: &Changes,
-    opts: RunOptions,
-    interrupt: &Interrupt,
-    progress: &mut dyn FnMut(&str),
-) -> RunReport {
-    let mut run = OnceRun::new(controllers, seeds, opts);
-    loop {
-        match run.slice(store, controllers, changes, interrupt, 256, progress) {
-            Slice::More => {}
-            Slice::WaitUntil(at) => std::thread::sleep(at.saturating_duration_since(Instant::now())),
-            Slice::Done(report) => return report,
         }
     }
 }
