@@ -175,36 +175,11 @@ fn a_deeply_nested_value_fails_the_reconcile_not_the_server() {
     p.cli(&["server", "get"]).ok();
 }
 
-const PORT_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: ports.net.example.org
-spec:
-  group: net.example.org
-  scope: Namespaced
-  names: {kind: Port, plural: ports, singular: port}
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          apiVersion: {type: string}
-          kind: {type: string}
-          metadata: {type: object}
-          spec:
-            type: object
-            properties:
-              index: {type: integer}
-";
-
 #[test]
 fn thousands_of_children_in_one_reconcile() {
     // One reconcile of the spine creates 3000 Ports (the benchmark does 10k in release).
     let p = TestProject::new("fabric");
-    p.write("crds/net.example.org_ports.yaml", PORT_CRD);
+    p.write("crds/net.example.org_ports.yaml", &crd("net.example.org", "v1alpha1", "Port", "index", "integer"));
     let config = std::fs::read_to_string(p.path(CONFIG)).unwrap();
     p.write(CONFIG, &format!("{config}  owns:\n  - group: net.example.org\n    version: v1alpha1\n    kind: Port\n"));
     p.write(

@@ -3,31 +3,6 @@
 
 use crate::support::*;
 
-const BLOB_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: blobs.big.example.org
-spec:
-  group: big.example.org
-  scope: Namespaced
-  names: {kind: Blob, listKind: BlobList, plural: blobs, singular: blob}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          apiVersion: {type: string}
-          kind: {type: string}
-          metadata: {type: object}
-          spec:
-            type: object
-            properties:
-              data: {type: string}
-";
-
 fn blob(name: &str, data: &str) -> String {
     format!("apiVersion: big.example.org/v1\nkind: Blob\nmetadata:\n  name: {name}\nspec:\n  data: {data}\n")
 }
@@ -50,7 +25,7 @@ fn a_list_beyond_one_frame_arrives_whole_and_an_apply_beyond_one_frame_is_refuse
     const BLOBS: usize = 36;
     const DATA: usize = 2 << 20;
     let p = TestProject::new("network");
-    p.write("crds/big.example.org_blobs.yaml", BLOB_CRD);
+    p.write("crds/big.example.org_blobs.yaml", &crd("big.example.org", "v1", "Blob", "data", "string"));
     for i in 0..BLOBS {
         let name = format!("blob-{i:02}");
         p.write(&format!("in/{name}.yaml"), &blob(&name, &data_of(&name, DATA)));

@@ -224,3 +224,35 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A namespaced CRD of `kind` in `group`/`version` whose spec has the one field `field` of
+/// JSON type `ty` (plural: the kind in lower case plus `s`).
+pub fn crd(group: &str, version: &str, kind: &str, field: &str, ty: &str) -> String {
+    let singular = kind.to_lowercase();
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {singular}s.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{kind: {kind}, plural: {singular}s, singular: {singular}}}
+  versions:
+  - name: {version}
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          apiVersion: {{type: string}}
+          kind: {{type: string}}
+          metadata: {{type: object}}
+          spec:
+            type: object
+            properties:
+              {field}: {{type: {ty}}}
+"
+    )
+}
