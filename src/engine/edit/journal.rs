@@ -185,7 +185,7 @@ mod tests {
     use super::*;
 
     fn planned(before: Option<&str>, after: Option<&str>) -> PlannedFile {
-        PlannedFile { before: before.map(String::from), after: after.map(String::from) }
+        PlannedFile { before: before.map(String::from), after: after.map(String::from), via: Vec::new() }
     }
 
     #[test]

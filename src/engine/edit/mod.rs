@@ -196,6 +196,9 @@ impl Engine {
                 Some(text) => project::parse_documents(path, text).0.into_iter().map(|d| d.value).collect(),
                 None => Vec::new(),
             };
+            for alias in &f.via {
+                documents.insert(alias.as_path(), docs.clone());
+            }
             documents.insert(path.as_path(), docs);
         }
         let removed: Vec<ObjectKey> = self

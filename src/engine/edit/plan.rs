@@ -27,6 +27,8 @@ pub(super) struct PlannedFile {
     pub before: Option<String>,
     /// The content the plan gives it; `None` removes it.
     pub after: Option<String>,
+    /// Symbolic links the file was edited through (the loader knows it by those paths).
+    pub via: Vec<PathBuf>,
 }
 
 /// Planned file changes, by absolute path.
@@ -57,14 +59,14 @@ impl FilePlan {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(format!("cannot read {}: {e}", self.show(path))),
             };
-            self.files.insert(path.to_path_buf(), PlannedFile { after: before.clone(), before });
+            self.files.insert(path.to_path_buf(), PlannedFile { after: before.clone(), before, via: Vec::new() });
         }
         Ok(self.files.get(path).and_then(|f| f.after.as_deref()))
     }
 
     /// Replaces the document of `key` in `path` with `yaml`, keeping every other byte.
     pub fn replace(&mut self, path: &Path, key: &ObjectKey, yaml: &str) -> Result<(), String> {
-        let path = &written_path(path);
+        let path = &self.written_path(path)?;
         let shown = self.show(path).to_string();
         let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
         let span = find_document(&shown, text, key)?;
@@ -81,7 +83,7 @@ impl FilePlan {
 
     /// Cuts the document of `key` from `path`; the file goes when no document is left.
     pub fn cut(&mut self, path: &Path, key: &ObjectKey) -> Result<(), String> {
-        let path = &written_path(path);
+        let path = &self.written_path(path)?;
         let shown = self.show(path).to_string();
         let text = self.text(path)?.ok_or_else(|| gone(&shown, key))?;
         let span = find_document(&shown, text, key)?;
@@ -108,8 +110,28 @@ impl FilePlan {
         let name = new_file_name(key, taken)?;
         taken.insert(name.clone());
         let path = input_dir.join(name);
-        self.files.insert(path.clone(), PlannedFile { before: None, after: Some(yaml) });
+        self.files.insert(path.clone(), PlannedFile { before: None, after: Some(yaml), via: Vec::new() });
         Ok(path)
+    }
+
+    /// The file an edit of `path` writes: the target of a symbolic link (the loader already held
+    /// it to the project's bounds), so the link stays a link; the link is remembered on the
+    /// target's entry.
+    fn written_path(&mut self, path: &Path) -> Result<PathBuf, String> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::canonicalize(path)
+                    .map_err(|e| format!("{}: symbolic link that does not resolve: {e}", self.show(path)))?;
+                self.text(&target)?;
+                if let Some(f) = self.files.get_mut(&target) {
+                    if !f.via.iter().any(|v| v == path) {
+                        f.via.push(path.to_path_buf());
+                    }
+                }
+                Ok(target)
+            }
+            _ => Ok(path.to_path_buf()),
+        }
     }
 
     fn set(&mut self, path: &Path, after: Option<String>) {
@@ -121,15 +143,6 @@ impl FilePlan {
     /// The files whose content the plan changes.
     pub fn into_changes(self) -> Vec<(PathBuf, PlannedFile)> {
         self.files.into_iter().filter(|(_, f)| f.before != f.after).collect()
-    }
-}
-
-/// The file an edit of `path` writes: the target of a symbolic link (the loader already held
-/// it to the project's bounds), so the link stays a link.
-fn written_path(path: &Path) -> PathBuf {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
     }
 }
 
@@ -277,6 +290,7 @@ mod tests {
         let changes = plan.into_changes();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].0, std::fs::canonicalize(&target).unwrap(), "the target is written, the link stays");
+        assert_eq!(changes[0].1.via, [link], "and the link it was edited through is known");
     }
 
     #[test]
