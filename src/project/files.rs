@@ -255,78 +255,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Writes several new files durably with one flush: every file goes to a hidden temporary name
-/// first, the file system is synced once (`syncfs`, far cheaper than one fsync per file for
-/// thousands of files), then each is renamed into place and the directories are fsynced. On error
-/// no temporary file is left; files already renamed stay (each is complete).
-pub fn write_batch(files: &[(PathBuf, Vec<u8>)]) -> Result<(), (PathBuf, std::io::Error)> {
-    if files.len() <= 4 {
-        for (path, contents) in files {
-            write_atomic(path, contents).map_err(|e| (path.clone(), e))?;
-        }
-        return Ok(());
-    }
-    let tmp_of = |path: &Path| {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        dir.join(format!(".{name}.{}.tmp", std::process::id()))
-    };
-    let cleanup = |upto: usize| {
-        for (path, _) in &files[..upto] {
-            let _ = fs::remove_file(tmp_of(path));
-        }
-    };
-    for (i, (path, contents)) in files.iter().enumerate() {
-        let tmp = tmp_of(path);
-        let written = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| fs::File::create(&tmp))
-            .and_then(|mut f| f.write_all(contents));
-        if let Err(e) = written {
-            cleanup(i + 1);
-            return Err((path.clone(), e));
-        }
-    }
-    let mut dirs: Vec<&Path> = files.iter().filter_map(|(p, _)| p.parent()).collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in &dirs {
-        if let Err(e) = syncfs(dir) {
-            cleanup(files.len());
-            return Err((dir.to_path_buf(), e));
-        }
-    }
-    for (i, (path, _)) in files.iter().enumerate() {
-        if let Err(e) = fs::rename(tmp_of(path), path) {
-            for (p, _) in &files[i..] {
-                let _ = fs::remove_file(tmp_of(p));
-            }
-            return Err((path.clone(), e));
-        }
-    }
-    for dir in dirs {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (dir.to_path_buf(), e))?;
-    }
-    Ok(())
-}
-
 /// Flushes the whole file system holding `dir` to disk.
-fn syncfs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn syncfs(dir: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = fs::File::open(dir)?;
     // SAFETY: syncfs on a valid open file descriptor.
     if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Removes a file and fsyncs its directory.
-pub fn remove_durable(path: &Path) -> std::io::Result<()> {
-    fs::remove_file(path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
@@ -447,17 +382,6 @@ mod tests {
     fn parallel_map_keeps_order() {
         let items: Vec<u32> = (0..1000).collect();
         assert_eq!(parallel_map(&items, |x| x * 2), items.iter().map(|x| x * 2).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn batch_write_creates_every_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let files: Vec<(PathBuf, Vec<u8>)> = (0..10)
-            .map(|i| (dir.path().join("in").join(format!("f{i}.yaml")), format!("n: {i}\n").into_bytes()))
-            .collect();
-        write_batch(&files).unwrap();
-        assert_eq!(fs::read_dir(dir.path().join("in")).unwrap().count(), 10);
-        assert_eq!(fs::read_to_string(dir.path().join("in/f7.yaml")).unwrap(), "n: 7\n");
     }
 
     #[test]

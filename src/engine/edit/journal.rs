@@ -129,7 +129,7 @@ fn put_files(staging: &Path, files: &[(PathBuf, Option<&str>)]) -> Result<(), St
         }
         if writes.len() > 4 {
             // One flush of the file system instead of thousands of fsyncs.
-            syncfs(staging).map_err(|e| io(staging, e))?;
+            crate::project::files::syncfs(staging).map_err(|e| io(staging, e))?;
         }
         let mut dirs: Vec<&Path> = Vec::new();
         for (i, (path, content)) in files.iter().enumerate() {
@@ -168,16 +168,6 @@ fn put_files(staging: &Path, files: &[(PathBuf, Option<&str>)]) -> Result<(), St
         }
     }
     result
-}
-
-fn syncfs(dir: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = fs::File::open(dir)?;
-    // SAFETY: syncfs on a valid open file descriptor.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
