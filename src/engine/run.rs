@@ -193,7 +193,21 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
     let latest = snaps.first().ok_or_else(no_snapshot)?;
     let empty = BTreeMap::new();
     let previous = snaps.get(1).map(|s| &s.objects).unwrap_or(&empty);
-    let shown = |key: &ObjectKey| req.show_choreo_apis || !reader.with(|s| is_choreo_api(s, key));
+    // Which kinds are choreo's own, decided under one read lock rather than one per object.
+    let hidden: std::collections::HashSet<crate::api::object::GroupKind> = if req.show_choreo_apis {
+        Default::default()
+    } else {
+        reader.with(|s| {
+            latest
+                .objects
+                .keys()
+                .chain(previous.keys())
+                .filter(|k| is_choreo_api(s, k))
+                .map(|k| k.group_kind())
+                .collect()
+        })
+    };
+    let shown = |key: &ObjectKey| !hidden.contains(&key.group_kind());
     let render = |v: &Value| {
         let v = if req.show_managed_fields { v.clone() } else { without_managed_fields(v) };
         crate::api::object::to_yaml(&v).unwrap_or_default()
