@@ -180,11 +180,10 @@ impl StarlarkRuntime {
             let returned = match eval.eval_function(function, &[this], &[]) {
                 Ok(v) => v,
                 Err(e) => {
-                    let place = error_line(&e);
                     return Err(match limit_error(&eval, budget) {
-                        // Keep the place (file:line:col) the script was stopped at.
-                        Some(limit) => format!("{}: {limit}", place.split(": ").next().unwrap_or(MAIN_FILE)),
-                        None => place,
+                        // The place (file:line:col) the script was stopped at, if known.
+                        Some(limit) => format!("{}: {limit}", e.span().map_or_else(|| MAIN_FILE.to_string(), location)),
+                        None => error_line(&e),
                     });
                 }
             };
