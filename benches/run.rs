@@ -59,38 +59,68 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The children of process `pid` (its reconcile worker).
+fn worker_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[10] };
     let tmp = tempfile::tempdir().unwrap();
     println!("| benchmark | result |\n|---|---|");
     for &n in sizes {
-        let dir = project(tmp.path(), n);
-        let socket = tmp.path().join(format!("r{n}.sock"));
-        let mut child = common::start_server(BIN, &dir, &socket);
-        let mut c = Client::connect(&socket).unwrap();
-        let (s, secs) = run_once(&mut c, false);
-        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-        println!(
-            "| run once, {n} objects, one child each | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB |",
-            secs,
-            reconciles as f64 / secs,
-            peak_rss_mb(child.id())
-        );
-        let f = dir.join("in/d0.yaml");
-        let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");
-        std::fs::write(&f, text).unwrap();
-        let (s, secs) = run_once(&mut c, true);
-        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-        println!("| edit one input of {n}, `run once --changed` | {:.0} ms, {reconciles} reconciles |", secs * 1e3);
-        let (s, secs) = run_once(&mut c, false);
-        let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-        println!(
-            "| nothing changed, full `run once` of {n} again | {:.0} ms, {reconciles} reconciles, 0 writes |",
-            secs * 1e3
-        );
-        let _ = c.request(Request::ServerStop, &mut |_| {});
-        let _ = child.wait();
+        // Reconcilers in the worker process (the default) and in the server's thread, side by
+        // side: the difference is what isolation costs.
+        for (isolation, label) in [("process", "worker process"), ("thread", "server thread")] {
+            let dir = project(tmp.path(), n);
+            let dir = {
+                let target = tmp.path().join(format!("p{n}-{isolation}"));
+                std::fs::rename(&dir, &target).unwrap();
+                target
+            };
+            let socket = tmp.path().join(format!("r{n}{isolation}.sock"));
+            let mut child = common::start_server_with(
+                BIN,
+                &[dir.as_os_str(), "--reconciler-isolation".as_ref(), isolation.as_ref()],
+                &socket,
+                &[],
+                |_| {},
+            );
+            let mut c = Client::connect(&socket).unwrap();
+            let (s, secs) = run_once(&mut c, false);
+            let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+            let workers: f64 = worker_pids(child.id()).into_iter().map(peak_rss_mb).sum();
+            println!(
+                "| run once, {n} objects, one child each ({label}) | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server + {:.0} MB worker |",
+                secs,
+                reconciles as f64 / secs,
+                peak_rss_mb(child.id()),
+                workers
+            );
+            let f = dir.join("in/d0.yaml");
+            let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");
+            std::fs::write(&f, text).unwrap();
+            let (s, secs) = run_once(&mut c, true);
+            let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+            println!(
+                "| edit one input of {n}, `run once --changed` ({label}) | {:.0} ms, {reconciles} reconciles |",
+                secs * 1e3
+            );
+            let (s, secs) = run_once(&mut c, false);
+            let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
+            println!(
+                "| nothing changed, full `run once` of {n} again ({label}) | {:.0} ms, {reconciles} reconciles, 0 writes |",
+                secs * 1e3
+            );
+            let _ = c.request(Request::ServerStop, &mut |_| {});
+            let _ = child.wait();
+        }
     }
     children_in_one_reconcile(tmp.path(), if full { 10_000 } else { 10 });
     if !full {

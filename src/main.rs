@@ -14,6 +14,21 @@ use choreo::server::{self, ServerConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ReconcileWorker(args) = &cli.command {
+        // The worker logs through its pipe to the server, never on its own.
+        let args = choreo::reconcile::worker::WorkerArgs {
+            memory_mib: args.memory_mib,
+            log_level: args.log_level,
+            parent: args.parent,
+        };
+        return match choreo::reconcile::worker::serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("choreo reconcile worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = if cli.debug { "debug" } else { "info" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
     let result = match &cli.command {
@@ -60,6 +75,10 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
         state_dir,
         socket: cli::server_socket(socket.as_deref(), project.as_deref()),
         socket_group,
+        isolation: match args.reconciler_isolation {
+            cli::IsolationArg::Process => choreo::reconcile::worker::Isolation::process(args.worker_memory_mib),
+            cli::IsolationArg::Thread => choreo::reconcile::worker::Isolation::Thread,
+        },
     };
     server::run(config).map_err(|e| CliError::Failed(e.to_string()))
 }

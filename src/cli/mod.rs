@@ -73,6 +73,30 @@ pub enum Command {
     },
     /// Print the version of this binary and, if one answers, of the server
     Version,
+    /// The reconcile worker the server starts (not for people)
+    #[command(name = "__reconcile-worker", hide = true)]
+    ReconcileWorker(WorkerArgs),
+}
+
+/// The arguments the server gives its reconcile worker.
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub memory_mib: u64,
+    #[arg(long, default_value = "info")]
+    pub log_level: log::LevelFilter,
+    #[arg(long)]
+    pub parent: u32,
+}
+
+/// Where reconcilers run (`server start --reconciler-isolation`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum IsolationArg {
+    /// In a worker process that can die without the server
+    Process,
+    /// In the server's engine thread: a little faster, but a reconciler that allocates more
+    /// than the machine has, or hangs inside a builtin, takes the server down
+    Thread,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +265,14 @@ pub struct ServerStartArgs {
     /// owned by the group. By default only the server's own user (and root) may connect
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// Where reconcilers run. `process` (the default) runs them in a worker process whose
+    /// memory is bounded; a reconcile that exhausts it, or overruns its timeout inside a
+    /// builtin, fails with an error and the worker is restarted, while the server stays up
+    #[arg(long, value_enum, default_value = "process", value_name = "WHERE", env = "CHOREO_RECONCILER_ISOLATION")]
+    pub reconciler_isolation: IsolationArg,
+    /// Memory the reconcile worker may use (MiB of address space, besides its 1 GiB stack)
+    #[arg(long, default_value_t = crate::reconcile::worker::DEFAULT_WORKER_MEMORY_MIB, value_name = "MIB")]
+    pub worker_memory_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -436,7 +468,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let socket = client_socket(cli.socket.as_deref());
     let connect = || Client::connect(&socket);
     match cli.command {
-        Command::Server(ServerCommand::Start(_)) => {
+        Command::Server(ServerCommand::Start(_)) | Command::ReconcileWorker(_) => {
             Err(CliError::Usage("`server start` is not a client command".into()))
         }
         Command::Completion { shell } => {

@@ -24,7 +24,8 @@ use crate::api::meta;
 use crate::api::object::{self, GroupKind, ObjectKey, INPUT_FIELD_MANAGER, ORIGIN_ANNOTATION, ORIGIN_FILE};
 use crate::project::reconcilers::{read_sources, LibrarySource, ReconcilerSource};
 use crate::project::{self, Document, Layout, SourceLoc};
-use crate::reconcile::{Lang, ReconcilerConfig, Runtime};
+use crate::reconcile::worker::Host;
+use crate::reconcile::ReconcilerConfig;
 use crate::store::{ApplyOptions, Store, StoreError, Txn, WriteOutcome};
 
 /// Where each loaded input object is defined: absolute file and document index.
@@ -120,6 +121,7 @@ pub fn load(
     cache: &mut Option<LoadCache>,
     sources: &mut Sources,
     scope: Scope<'_>,
+    host: &Host,
     progress: &mut dyn FnMut(String),
 ) -> Result<LoadSummary, Vec<String>> {
     // With packages that bring data, an input file removed may uncover a package object it
@@ -136,8 +138,8 @@ pub fn load(
         _ => None,
     };
     let result = match (&partial, cache.as_mut()) {
-        (Some(paths), Some(c)) => load_inputs(store, layout, c, sources, paths),
-        _ => load_full(store, layout, cache, sources, progress),
+        (Some(paths), Some(c)) => load_inputs(store, layout, c, sources, paths, host),
+        _ => load_full(store, layout, cache, sources, host, progress),
     };
     if result.is_err() {
         if let Some(c) = cache.as_mut() {
@@ -156,6 +158,7 @@ fn load_full(
     layout: &Layout,
     cache_slot: &mut Option<LoadCache>,
     sources: &mut Sources,
+    host: &Host,
     progress: &mut dyn FnMut(String),
 ) -> Result<LoadSummary, Vec<String>> {
     let (packages, ref_docs) = super::upstream::resolve(layout, progress)?;
@@ -259,7 +262,7 @@ fn load_full(
     }
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
-    summary.controllers = Some(build_controllers(&txn, layout, &packages)?);
+    summary.controllers = Some(build_controllers(&txn, layout, &packages, host)?);
     let mut new_cache =
         LoadCache { crd_signature, upstream_keys: upstream_keys.into_keys().collect(), ..Default::default() };
     for (key, (loc, _)) in &loaded_inputs {
@@ -288,6 +291,7 @@ fn load_inputs(
     cache: &mut LoadCache,
     sources: &mut Sources,
     paths: &[PathBuf],
+    host: &Host,
 ) -> Result<LoadSummary, Vec<String>> {
     let (texts, gone, mut diags) = project::read_some_texts(layout, &layout.input, paths);
     let mut hashes: HashMap<PathBuf, u128> = HashMap::new();
@@ -347,7 +351,7 @@ fn load_inputs(
     let choreo = crate::api::builtin::CHOREO_GROUP;
     let is_code = |k: &ObjectKey| k.group == choreo && (k.kind == "Reconciler" || k.kind == "Library");
     if old_keys.iter().chain(loaded.keys()).chain(collected.iter()).any(is_code) {
-        summary.controllers = Some(build_controllers(&txn, layout, &cache.packages)?);
+        summary.controllers = Some(build_controllers(&txn, layout, &cache.packages, host)?);
     }
     txn.commit().map_err(|e| vec![format!("cannot commit the load: {e}")])?;
 
@@ -530,6 +534,7 @@ fn build_controllers(
     txn: &Txn<'_>,
     layout: &Layout,
     packages: &[super::upstream::Package],
+    host: &Host,
 ) -> Result<Vec<Controller>, Vec<String>> {
     let mut sources = Vec::new();
     let mut lib_sources = Vec::new();
@@ -578,9 +583,7 @@ fn build_controllers(
         }
         text
     };
-    let libs = Arc::new(crate::reconcile::starlark::Libraries::new(libraries));
-
-    let mut controllers = Vec::new();
+    let mut checked = Vec::new();
     for (name, (obj, origin)) in reconcilers {
         let cfg = match ReconcilerConfig::from_object(&obj) {
             Ok(c) => Arc::new(c),
@@ -599,11 +602,11 @@ fn build_controllers(
                 Some(_) => {}
             }
         }
-        let runtime: Result<Box<dyn Runtime>, String> = match cfg.lang {
-            Lang::Starlark => crate::reconcile::starlark::StarlarkRuntime::compile(cfg.clone(), libs.clone())
-                .map(|r| Box::new(r) as Box<dyn Runtime>),
-            other => Err(format!("{} reconcilers are not supported yet", other.as_str())),
-        };
+        checked.push((cfg, obj, origin));
+    }
+    let compiled = host.compile(libraries, checked.iter().map(|(cfg, obj, _)| (cfg.clone(), obj.clone())).collect());
+    let mut controllers = Vec::new();
+    for ((cfg, obj, origin), runtime) in checked.into_iter().zip(compiled) {
         match runtime {
             Ok(runtime) => {
                 let mut text = serde_json::to_string(&obj["spec"]).unwrap_or_default();
@@ -611,7 +614,7 @@ fn build_controllers(
                 let fingerprint = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
                 controllers.push(Controller { cfg, runtime, fingerprint });
             }
-            Err(e) => errors.push(format!("{origin}: reconciler {name}: {e}")),
+            Err(e) => errors.push(format!("{origin}: reconciler {}: {e}", cfg.name)),
         }
     }
     if errors.is_empty() {
@@ -655,7 +658,8 @@ mod tests {
         }
 
         fn load(&mut self, scope: Scope<'_>) -> Result<LoadSummary, Vec<String>> {
-            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope, &mut |_| {})
+            let host = Host::new(crate::reconcile::worker::Isolation::Thread, Default::default());
+            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope, &host, &mut |_| {})
         }
 
         fn fails(&mut self, names: &[&str]) -> Vec<String> {

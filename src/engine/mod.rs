@@ -212,12 +212,18 @@ pub struct Engine {
     fetching: bool,
     /// The engine's own queue, for workers to report back on.
     own_tx: Sender<Msg>,
+    /// Where reconcilers are compiled and run (a worker process, or this thread).
+    host: crate::reconcile::worker::Host,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
 /// serves anything; returns once that is done. Returns the handle, the thread, and a channel
 /// that fires when a client asks the server to stop.
-pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, Receiver<()>), EngineError> {
+pub fn start(
+    mode: Mode,
+    state_dir: PathBuf,
+    isolation: crate::reconcile::worker::Isolation,
+) -> Result<(Handle, JoinHandle<()>, Receiver<()>), EngineError> {
     limit_malloc_arenas();
     crate::repo::enable_fsync();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
@@ -234,7 +240,7 @@ pub fn start(mode: Mode, state_dir: PathBuf) -> Result<(Handle, JoinHandle<()>, 
         // Reconciles run here: a stack deep enough for the deepest value a script's memory
         // limit lets it build (see `Limits::STACK`).
         .stack_size(crate::reconcile::Limits::STACK)
-        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx) {
+        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx, isolation) {
             Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
                 engine.run(rx, watch_rx, watcher);
@@ -257,6 +263,7 @@ impl Engine {
         stop_requested: Sender<()>,
         interrupt: Arc<Interrupt>,
         own_tx: Sender<Msg>,
+        isolation: crate::reconcile::worker::Isolation,
     ) -> Result<(Engine, Receiver<crate::watch::WatchBatch>, Option<crate::watch::WatchHandle>), EngineError> {
         let store = Store::open(&state_dir.join("db"))?;
         let mut status = ServerStatus {
@@ -299,6 +306,7 @@ impl Engine {
             sources: Default::default(),
             stop_requested,
             state_dir: state_dir.to_path_buf(),
+            host: crate::reconcile::worker::Host::new(isolation, interrupt.clone()),
             interrupt,
             once: None,
             deferred: Default::default(),
@@ -544,7 +552,8 @@ impl Engine {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
         let mut progress = progress_sink(self.progress.clone());
-        let result = load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope, &mut progress);
+        let result =
+            load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope, &self.host, &mut progress);
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(summary) => {

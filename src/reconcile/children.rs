@@ -68,7 +68,9 @@ impl Children {
         self.slots.is_empty()
     }
 
-    /// Deletes stale children, then applies the recorded ones as `cfg.name`.
+    /// Deletes stale children, then applies the recorded ones as `cfg.name`. The client may
+    /// defer those writes: a caller that must know now whether they worked calls
+    /// [`Client::flush`]; otherwise the next call that returns something reports their failure.
     pub fn apply(&mut self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
         if !self.owner_uid.is_empty() {
             for key in client.child_keys_of(&self.owner_uid, &cfg.owns)? {

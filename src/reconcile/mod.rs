@@ -14,6 +14,7 @@ pub mod config;
 pub mod limits;
 pub mod selector;
 pub mod starlark;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -22,6 +23,20 @@ use serde_json::Value;
 pub use config::{Lang, ReconcilerConfig, ResourceRef};
 pub use limits::{Budget, Exhausted, Interrupt, Limits};
 pub use selector::Selector;
+pub use starlark::Libraries;
+
+/// Compiles one reconciler's code for its language, with the project's Starlark `libraries`.
+pub fn compile(
+    cfg: std::sync::Arc<ReconcilerConfig>,
+    libraries: &std::sync::Arc<Libraries>,
+) -> Result<Box<dyn Runtime>, String> {
+    match cfg.lang {
+        Lang::Starlark => {
+            starlark::StarlarkRuntime::compile(cfg, libraries.clone()).map(|r| Box::new(r) as Box<dyn Runtime>)
+        }
+        other => Err(format!("{} reconcilers are not supported yet", other.as_str())),
+    }
+}
 
 /// What one reconcile asks of the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +117,15 @@ pub trait Client {
         kinds: &[ResourceRef],
     ) -> Result<Vec<crate::api::object::ObjectKey>, ClientError> {
         Ok(self.children_of(owner_uid, kinds)?.iter().filter_map(crate::api::object::ObjectKey::of).collect())
+    }
+
+    /// Makes every call made so far and reports the first failure among them. Clients may
+    /// defer [`Client::apply_unread`] and [`Client::delete_key`] (their results are not needed)
+    /// until the next call that returns something, or until this; calls still deferred when a
+    /// reconcile returns are made right after it, in order, and the first failure replaces its
+    /// outcome as a failed call would have (fatal: an error; otherwise a requeue).
+    fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(())
     }
 
     /// Deletes the object `key` (finalizers hold it); a missing object is not an error.

@@ -18,6 +18,9 @@ use crate::api::cel::{compile_cel, eval_json};
 pub struct Selector {
     /// `None`: no selector at all, which matches nothing.
     terms: Option<Vec<Term>>,
+    /// What it was parsed from (null for no selector), so it can be sent elsewhere and parsed
+    /// again.
+    source: Value,
 }
 
 #[derive(Clone)]
@@ -57,12 +60,17 @@ impl std::fmt::Debug for Selector {
 impl Selector {
     /// Matches nothing.
     pub fn nothing() -> Selector {
-        Selector { terms: None }
+        Selector { terms: None, source: Value::Null }
     }
 
     /// Matches every object.
     pub fn everything() -> Selector {
-        Selector { terms: Some(Vec::new()) }
+        Selector { terms: Some(Vec::new()), source: Value::Object(serde_json::Map::new()) }
+    }
+
+    /// The value it was parsed from: `Selector::parse(Some(s.source()), ..)` is `s` again.
+    pub fn source(&self) -> &Value {
+        &self.source
     }
 
     /// Whether every object matches (`{}`), which needs no look at the object.
@@ -142,7 +150,7 @@ impl Selector {
                 other => return Err(format!("{path}.{other}: field not declared in schema")),
             }
         }
-        Ok(Selector { terms: Some(terms) })
+        Ok(Selector { terms: Some(terms), source: Value::Object(map.clone()) })
     }
 
     /// Whether the selector has only `match` terms (what `watches` allows).

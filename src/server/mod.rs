@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub socket: PathBuf,
     /// A group whose members may connect too (socket mode 0660 instead of 0600).
     pub socket_group: Option<u32>,
+    /// Where reconcilers run.
+    pub isolation: crate::reconcile::worker::Isolation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,8 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         fs::write(&ignore, "# choreo's server state (database, socket, caches)\n*\n").map_err(io_err(&ignore))?;
     }
 
-    let (handle, engine_thread, stop_requested) = engine::start(config.mode.clone(), config.state_dir.clone())?;
+    let (handle, engine_thread, stop_requested) =
+        engine::start(config.mode.clone(), config.state_dir.clone(), config.isolation.clone())?;
     let listener = match bind(&socket, config.socket_group) {
         Ok(l) => l,
         Err(e) => {

@@ -307,7 +307,8 @@ pub(crate) fn builtins(builder: &mut GlobalsBuilder) {
     fn client_apply<'v>(eval: &mut Evaluator<'v, '_, '_>) -> anyhow::Result<Value<'v>> {
         let ctx = context(eval, "client_apply")?;
         let mut client = ctx.client.borrow_mut();
-        let applied = ctx.children.borrow_mut().apply(ctx.cfg, &mut **client);
+        // The script learns now whether the children were written.
+        let applied = ctx.children.borrow_mut().apply(ctx.cfg, &mut **client).and_then(|()| client.flush());
         if applied.is_ok() {
             ctx.children_applied.set(true);
         }

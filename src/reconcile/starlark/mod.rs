@@ -242,7 +242,9 @@ impl StarlarkRuntime {
                 let now = client.now();
                 children::set_condition(&mut intent, condition_type, "", Some(live), &now);
             }
-            client.apply(&intent, &cfg.name)
+            // Its result is not needed: a deferring client sends it with the reconcile's end,
+            // and its failure still becomes the outcome (see `Client::flush`).
+            client.apply_unread(&intent, &cfg.name)
         });
         match applied {
             Ok(_) => res.outcome(),

@@ -1,0 +1,110 @@
+//! Reconcilers in a worker process: what cannot be stopped inside the interpreter ends the
+//! worker, fails that reconcile with an error, and leaves the server up with a new worker.
+
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+const CONFIG: &str = "reconcilers/device-inventory/config.yaml";
+const SCRIPT: &str = "reconcilers/device-inventory/inventory.star";
+const GOOD: &str = "def reconcile(self):\n    return reconcile_result(self, False, 0, '', False)\n";
+
+fn project_with(script: &str, limits: &str) -> TestProject {
+    let p = TestProject::new("fabric");
+    let config = std::fs::read_to_string(p.path(CONFIG)).unwrap();
+    p.write(CONFIG, &format!("{config}  limits: {limits}\n"));
+    p.write(SCRIPT, script);
+    p
+}
+
+/// The pid of the server's reconcile worker (a child of the server running `__reconcile-worker`).
+fn worker_pids(server: &Server) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-P", &server.child.id().to_string()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn an_allocation_larger_than_the_worker_fails_the_reconcile_not_the_server() {
+    // 8 GiB in one native allocation: past the worker's address space, so malloc fails there.
+    let p = project_with(
+        "def reconcile(self):\n    x = [0] * (1 << 30)\n    return reconcile_result(self, False, 0, '', False)\n",
+        "{}",
+    );
+    let s = p.start();
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("the reconcile worker died"), "{}", run.stdout);
+    assert!(run.stdout.contains("memory allocation of"), "{}", run.stdout);
+    assert!(run.stdout.contains("--worker-memory-mib"), "{}", run.stdout);
+    p.cli(&["server", "get"]).ok();
+    // A fixed reconciler runs in a new worker.
+    p.write(SCRIPT, GOOD);
+    p.cli(&["run", "load"]).ok();
+    let again = p.cli(&["run", "once"]);
+    assert_eq!(again.code, 0, "{again:?}\n{}", s.log());
+    assert_eq!(worker_pids(&s).len(), 1, "one worker runs");
+}
+
+/// A tuple whose two halves are the same tuple, 60 levels deep: hashing it visits 2^60 leaves
+/// natively, without memory and without returning to the interpreter.
+const NATIVE_FOREVER: &str = "def reconcile(self):\n    a = (1,)\n    for i in range(60):\n        a = (a, a)\n    h = hash(a)\n    return reconcile_result(self, False, 0, '', False)\n";
+
+#[test]
+fn a_builtin_that_never_returns_is_stopped_at_the_timeout_by_ending_its_worker() {
+    let p = project_with(NATIVE_FOREVER, "{timeoutSeconds: 1}");
+    let _s = p.start();
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("longer than its limit of 1s (spec.limits.timeoutSeconds)"), "{}", run.stdout);
+    assert!(run.stdout.contains("its worker process was stopped"), "{}", run.stdout);
+    p.cli(&["server", "get"]).ok();
+}
+
+#[test]
+fn sigterm_ends_the_server_while_a_builtin_runs() {
+    let p = project_with(NATIVE_FOREVER, "{timeoutSeconds: 3600}");
+    let mut s = p.start();
+    let run = Command::new(BIN)
+        .args(["run", "once", "--socket"])
+        .arg(&p.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the run to start", 30, || {
+        (p.cli(&["server", "get", "-o", "json"]).ok().json()["runner"] == "Once").then_some(())
+    });
+    let workers = worker_pids(&s);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait(), 0, "{}", s.log());
+    let out = run.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    // The worker went with the server.
+    wait_for("the worker to end", 30, || {
+        (!std::path::Path::new(&format!("/proc/{}", workers[0])).exists()).then_some(())
+    });
+}
+
+#[test]
+fn code_that_kills_the_worker_while_loading_is_a_load_error_naming_the_reconciler() {
+    let p = project_with(&format!("BIG = [0] * (1 << 30)\n{GOOD}"), "{}");
+    let _s = p.start();
+    let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
+    assert_eq!(status["status"], "Failed", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("reconciler net.example.org.devices.inventory:"), "{reason}");
+    assert!(reason.contains("loading its code killed the reconcile worker"), "{reason}");
+    p.write(SCRIPT, GOOD);
+    p.cli(&["run", "load"]).ok();
+    p.cli(&["run", "once"]).ok();
+}
+
+#[test]
+fn reconcilers_can_run_in_the_server_thread() {
+    let p = TestProject::new("fabric");
+    let s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "--reconciler-isolation", "thread"]);
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(worker_pids(&s).is_empty(), "no worker process in thread mode");
+}
