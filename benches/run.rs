@@ -95,13 +95,16 @@ fn main() {
             let mut c = Client::connect(&socket).unwrap();
             let (s, secs) = run_once(&mut c, false);
             let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-            let workers: f64 = worker_pids(child.id()).into_iter().map(peak_rss_mb).sum();
+            let workers: Vec<f64> = worker_pids(child.id()).into_iter().map(peak_rss_mb).collect();
+            let worker = match workers.as_slice() {
+                [] => String::new(),
+                w => format!(" + {:.0} MB worker", w.iter().sum::<f64>()),
+            };
             println!(
-                "| run once, {n} objects, one child each ({label}) | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server + {:.0} MB worker |",
+                "| run once, {n} objects, one child each ({label}) | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server{worker} |",
                 secs,
                 reconciles as f64 / secs,
                 peak_rss_mb(child.id()),
-                workers
             );
             let f = dir.join("in/d0.yaml");
             let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");
