@@ -175,6 +175,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
         let engine = self.own_tx.clone();
+        let interrupt = self.interrupt.clone();
         let spawned = std::thread::Builder::new().name("choreo-fetch".into()).spawn(move || {
             let mut progress = |line: String| match &reply {
                 Some(r) => {
@@ -184,7 +185,8 @@ impl Engine {
             };
             // Whatever happens, the engine hears back: it holds requests until it does.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Repo::clone_or_fetch(&req.url, &clone, &mut progress)
+                let progress = repo::Progress { report: &mut progress, cancel: interrupt.shutdown_flag() };
+                Repo::clone_or_fetch(&req.url, &clone, progress)
             }))
             .unwrap_or_else(|_| {
                 Err(RepoError::Refused(format!("fetching {} failed unexpectedly (see the server log)", req.url)))
@@ -436,7 +438,9 @@ impl Engine {
         self.refuse_in_production("pushes")?;
         let repo = self.repo()?;
         let mut progress = progress_sink(self.progress.clone());
-        repo.push(&mut progress).map(Reply::Message).map_err(repo_error)
+        repo.push(repo::Progress { report: &mut progress, cancel: self.interrupt.shutdown_flag() })
+            .map(Reply::Message)
+            .map_err(repo_error)
     }
 
     pub(super) fn branch(&mut self, req: BranchRequest) -> Result<Reply, ErrorReport> {

@@ -122,7 +122,7 @@ pub fn load(
     sources: &mut Sources,
     scope: Scope<'_>,
     host: &Host,
-    progress: &mut dyn FnMut(String),
+    progress: crate::repo::Progress<'_>,
 ) -> Result<LoadSummary, Vec<String>> {
     // With packages that bring data, an input file removed may uncover a package object it
     // shadowed: only a full load knows, so every load is one.
@@ -159,7 +159,7 @@ fn load_full(
     cache_slot: &mut Option<LoadCache>,
     sources: &mut Sources,
     host: &Host,
-    progress: &mut dyn FnMut(String),
+    progress: crate::repo::Progress<'_>,
 ) -> Result<LoadSummary, Vec<String>> {
     let (packages, ref_docs) = super::upstream::resolve(layout, progress)?;
     let (mut crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
@@ -659,7 +659,9 @@ mod tests {
 
         fn load(&mut self, scope: Scope<'_>) -> Result<LoadSummary, Vec<String>> {
             let host = Host::new(crate::reconcile::worker::Isolation::Thread, Default::default());
-            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope, &host, &mut |_| {})
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let progress = crate::repo::Progress { report: &mut |_| {}, cancel: &never };
+            load(&self.store, &self.layout, &mut self.cache, &mut self.sources, scope, &host, progress)
         }
 
         fn fails(&mut self, names: &[&str]) -> Vec<String> {

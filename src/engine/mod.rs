@@ -154,7 +154,6 @@ impl Handle {
     /// progress is cancelled (its partial clone is discarded; the next apply starts over).
     pub fn shutdown(&self) {
         self.interrupt.shutdown();
-        crate::repo::cancel_transfers();
         let _ = self.tx.send(Msg::Shutdown);
     }
 }
@@ -552,8 +551,15 @@ impl Engine {
         let layout = self.layout()?.clone();
         let started = std::time::Instant::now();
         let mut progress = progress_sink(self.progress.clone());
-        let result =
-            load::load(&self.store, &layout, &mut self.load_cache, &mut self.sources, scope, &self.host, &mut progress);
+        let result = load::load(
+            &self.store,
+            &layout,
+            &mut self.load_cache,
+            &mut self.sources,
+            scope,
+            &self.host,
+            crate::repo::Progress { report: &mut progress, cancel: self.interrupt.shutdown_flag() },
+        );
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(summary) => {

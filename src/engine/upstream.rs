@@ -53,12 +53,12 @@ impl Package {
 /// fetches. Every problem names the refs file it comes from.
 pub fn resolve(
     layout: &Layout,
-    progress: &mut dyn FnMut(String),
+    mut progress: repo::Progress<'_>,
 ) -> Result<(Vec<Package>, Vec<Document>), Vec<String>> {
     let mut out = Vec::new();
     let mut seen: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
     let mut errors = Vec::new();
-    let root_docs = collect(layout, layout, 0, &mut out, &mut seen, &mut errors, progress);
+    let root_docs = collect(layout, layout, 0, &mut out, &mut seen, &mut errors, &mut progress);
     if errors.is_empty() {
         Ok((out, root_docs))
     } else {
@@ -73,7 +73,7 @@ fn collect(
     out: &mut Vec<Package>,
     seen: &mut BTreeMap<(String, String), (String, String)>,
     errors: &mut Vec<String>,
-    progress: &mut dyn FnMut(String),
+    progress: &mut repo::Progress<'_>,
 ) -> Vec<Document> {
     let (texts, diags) = project::read_texts(layout, &layout.refs);
     errors.extend(diags.iter().map(ToString::to_string));
@@ -120,7 +120,7 @@ fn collect(
             continue;
         }
         let data = matches!(spec.get("type").and_then(Value::as_str), Some("all" | "full"));
-        let (bare, oid) = match repo::fetch_commit(url, kind, reference, &cache.join("git"), progress) {
+        let (bare, oid) = match repo::fetch_commit(url, kind, reference, &cache.join("git"), progress.again()) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(format!("{at}: upstream ref {name}: {e}"));

@@ -121,6 +121,12 @@ impl Interrupt {
         self.shutdown.store(true, Ordering::SeqCst);
     }
 
+    /// The flag [`Interrupt::shutdown`] raises, for work that only needs to know that (git
+    /// transfers).
+    pub fn shutdown_flag(&self) -> &AtomicBool {
+        &self.shutdown
+    }
+
     /// `run stop`: the reconcile in progress stops; cleared once the stop is handled.
     pub fn stop_run(&self) {
         self.stop_run.store(true, Ordering::SeqCst);

@@ -19,8 +19,28 @@ use std::path::{Path, PathBuf};
 
 use git2::{BranchType, Repository};
 
-/// Where progress lines of a long operation go.
-pub type Progress<'a> = &'a mut dyn FnMut(String);
+/// Where a transfer reports its progress, and the flag that stops it: raised (by the server as
+/// it stops), a clone or fetch in progress ends at its next progress callback instead of holding
+/// the shutdown up for as long as a large clone takes. libgit2 offers no way to interrupt a push.
+pub struct Progress<'a> {
+    pub report: &'a mut dyn FnMut(String),
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Progress<'_> {
+    pub(crate) fn say(&mut self, line: String) {
+        (self.report)(line);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The same sink and flag, borrowed again.
+    pub(crate) fn again(&mut self) -> Progress<'_> {
+        Progress { report: &mut *self.report, cancel: self.cancel }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -156,24 +176,12 @@ fn rewrite_with(cfg: &git2::Config, url: &str, push: bool) -> String {
     }
 }
 
-/// Set once the server is shutting down: transfers in progress stop at their next progress
-/// callback instead of holding the shutdown up for as long as a large clone takes.
-static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Stops every clone and fetch of this process (they fail with "cancelled"; libgit2 offers no
-/// way to interrupt a push).
-pub fn cancel_transfers() {
-    CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-fn cancelled() -> bool {
-    CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 /// Callbacks that report transfer progress and answer credential requests.
-fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::RemoteCallbacks<'a> {
+fn callbacks<'a>(progress: Progress<'a>, what: &'a str) -> git2::RemoteCallbacks<'a> {
     let mut cb = git2::RemoteCallbacks::new();
     let mut last_percent = u32::MAX;
+    let Progress { report, cancel } = progress;
+    let cancelled = move || cancel.load(std::sync::atomic::Ordering::SeqCst);
     cb.transfer_progress(move |stats| {
         if cancelled() {
             return false;
@@ -183,7 +191,7 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
             // Report every 10 %, and the end.
             if percent / 10 != last_percent / 10 || (percent == 100 && last_percent != 100) {
                 last_percent = percent;
-                progress(format!(
+                report(format!(
                     "{what}: {percent}% ({}/{} objects, {} KiB)",
                     stats.received_objects(),
                     stats.total_objects(),
@@ -193,7 +201,7 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
         }
         true
     });
-    cb.sideband_progress(|_| !cancelled());
+    cb.sideband_progress(move |_| !cancelled());
     // libgit2 asks again after a refusal: each kind of credential is offered once, then the
     // refusal is reported with what was tried.
     let (mut ssh_tries, mut helper_tries, mut default_tries) = (0, 0, 0);
@@ -233,7 +241,7 @@ fn callbacks<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::Re
 const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
 
 /// Fetch options for every transfer: progress, credentials, all tags.
-fn fetch_options<'a>(progress: &'a mut dyn FnMut(String), what: &'a str) -> git2::FetchOptions<'a> {
+fn fetch_options<'a>(progress: Progress<'a>, what: &'a str) -> git2::FetchOptions<'a> {
     let mut fo = git2::FetchOptions::new();
     fo.remote_callbacks(callbacks(progress, what));
     fo.download_tags(git2::AutotagOption::All);
@@ -247,13 +255,13 @@ fn fetch_into(
     url: &str,
     refspecs: &[&str],
     prune: bool,
-    progress: Progress<'_>,
+    mut progress: Progress<'_>,
 ) -> Result<(), RepoError> {
     let actual = rewrite_url(url, false);
     let shown = if actual == url { url.to_string() } else { format!("{url} (as {actual})") };
     let mut remote = git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {shown}"))?;
     let what = format!("fetching {url}");
-    let mut fo = fetch_options(progress, &what);
+    let mut fo = fetch_options(progress.again(), &what);
     if prune {
         fo.prune(git2::FetchPrune::On);
     }
@@ -285,13 +293,17 @@ impl Repo {
     /// Opens `dest` and fetches `url` into it, or clones `url` there when it does not exist.
     /// A failed fetch of an existing clone is a warning (returned), not an error: the clone is
     /// used as it is.
-    pub fn clone_or_fetch(url: &str, dest: &Path, progress: Progress<'_>) -> Result<(Repo, Option<String>), RepoError> {
+    pub fn clone_or_fetch(
+        url: &str,
+        dest: &Path,
+        mut progress: Progress<'_>,
+    ) -> Result<(Repo, Option<String>), RepoError> {
         if dest.join(".git").exists() {
             let repo = Repo::discover(dest)?;
-            progress(format!("fetching {url}"));
-            match fetch_into(&repo.git, url, &FETCH_REFSPECS, true, progress) {
+            progress.say(format!("fetching {url}"));
+            match fetch_into(&repo.git, url, &FETCH_REFSPECS, true, progress.again()) {
                 Ok(()) => Ok((repo, None)),
-                Err(_) if cancelled() => {
+                Err(_) if progress.cancelled() => {
                     Err(RepoError::Refused(format!("fetching {url} was cancelled: the server is stopping")))
                 }
                 Err(e) => Ok((
@@ -304,7 +316,7 @@ impl Repo {
                 std::fs::create_dir_all(parent)
                     .map_err(|source| RepoError::Io { path: parent.to_path_buf(), source })?;
             }
-            progress(format!("cloning {url} into {}", dest.display()));
+            progress.say(format!("cloning {url} into {}", dest.display()));
             // Clone into a temporary sibling and rename, so an interrupted clone leaves nothing
             // that looks like a usable clone.
             let tmp = partial_path(dest);
@@ -313,7 +325,7 @@ impl Repo {
             }
             let what = format!("cloning {url}");
             let git = git2::build::RepoBuilder::new()
-                .fetch_options(fetch_options(progress, &what))
+                .fetch_options(fetch_options(progress.again(), &what))
                 .clone(&rewrite_url(url, false), &tmp)
                 .map_err(|source| {
                     let _ = std::fs::remove_dir_all(&tmp);
@@ -735,7 +747,7 @@ impl Repo {
     }
 
     /// Pushes the checked-out branch to its remote (origin by default) under the same name.
-    pub fn push(&self, progress: Progress<'_>) -> Result<String, RepoError> {
+    pub fn push(&self, mut progress: Progress<'_>) -> Result<String, RepoError> {
         let branch = self
             .current_branch()
             .ok_or_else(|| RepoError::Refused("HEAD is detached: there is no branch to push".into()))?;
@@ -755,10 +767,10 @@ impl Repo {
         let actual = rewrite_url(&url, true);
         let mut remote = self.git.remote_anonymous(&actual).ctx(|| format!("cannot use remote {url}"))?;
         let what = format!("pushing {branch} to {url}");
-        progress(what.clone());
+        progress.say(what.clone());
         let mut rejected: Option<String> = None;
         {
-            let mut cb = callbacks(progress, &what);
+            let mut cb = callbacks(progress.again(), &what);
             cb.push_update_reference(|name, status| {
                 if let Some(s) = status {
                     rejected = Some(format!("{name}: {s}"));

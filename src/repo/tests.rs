@@ -2,6 +2,13 @@ use std::path::Path;
 
 use super::*;
 
+static NEVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Progress to `report`, never cancelled.
+fn p(report: &mut dyn FnMut(String)) -> Progress<'_> {
+    Progress { report, cancel: &NEVER }
+}
+
 /// A bare "remote" with one commit on `main` (`file.txt` = `one`) and the work clone it came
 /// from.
 fn remote(tmp: &Path) -> (PathBuf, Repository) {
@@ -79,7 +86,7 @@ fn clone_resolve_and_production_checkout() {
 
     let mut lines = Vec::new();
     let dest = tmp.path().join("clone");
-    let (repo, warning) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |l| lines.push(l)).unwrap();
+    let (repo, warning) = Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |l| lines.push(l))).unwrap();
     assert!(warning.is_none());
     assert!(lines.iter().any(|l| l.starts_with("cloning")), "{lines:?}");
     assert_eq!(repo.resolve("main").unwrap(), second);
@@ -109,11 +116,11 @@ fn fetching_an_unreachable_remote_keeps_the_clone() {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, _work) = remote(tmp.path());
     let dest = tmp.path().join("clone");
-    Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |_| {})).unwrap();
     std::fs::rename(&bare, tmp.path().join("gone.git")).unwrap();
-    let (_, warning) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    let (_, warning) = Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |_| {})).unwrap();
     assert!(warning.unwrap().contains("using the existing clone"));
-    let err = Repo::clone_or_fetch(&url(&bare), &tmp.path().join("other"), &mut |_| {}).err().unwrap();
+    let err = Repo::clone_or_fetch(&url(&bare), &tmp.path().join("other"), p(&mut |_| {})).err().unwrap();
     assert!(err.to_string().contains("cannot clone"), "{err}");
     assert!(!tmp.path().join("other").exists() && !tmp.path().join("other.partial").exists());
 }
@@ -123,7 +130,7 @@ fn development_branch_commit_push_and_fast_forward() {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, work) = remote(tmp.path());
     let dest = tmp.path().join("clone");
-    let (repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    let (repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |_| {})).unwrap();
     assert_eq!(repo.checkout_development("feature", "main").unwrap(), (None, true));
     assert!(repo.is_current_development("feature"));
     assert_eq!(repo.current_branch().as_deref(), Some("feature"));
@@ -137,7 +144,7 @@ fn development_branch_commit_push_and_fast_forward() {
     std::fs::remove_file(dest.join("outside.txt")).unwrap();
 
     let mut lines = Vec::new();
-    repo.push(&mut |l| lines.push(l)).unwrap();
+    repo.push(p(&mut |l| lines.push(l))).unwrap();
     let remote_repo = Repository::open_bare(&bare).unwrap();
     assert_eq!(remote_repo.refname_to_id("refs/heads/feature").unwrap(), oid);
     let log = repo.log("feature", 10).unwrap();
@@ -148,7 +155,7 @@ fn development_branch_commit_push_and_fast_forward() {
     repo.checkout_development("main", "main").unwrap();
     let newer = commit_file(&work, "file.txt", "three", "third");
     push_main(&work);
-    Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |_| {})).unwrap();
     repo.switch_branch("feature", false).unwrap();
     repo.checkout_development("main", "main").unwrap();
     assert_eq!(repo.head_commit(), Some(newer));
@@ -167,7 +174,7 @@ fn fast_forward_merge_and_stash() {
     let tmp = tempfile::tempdir().unwrap();
     let (bare, _work) = remote(tmp.path());
     let dest = tmp.path().join("clone");
-    let (mut repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, &mut |_| {}).unwrap();
+    let (mut repo, _) = Repo::clone_or_fetch(&url(&bare), &dest, p(&mut |_| {})).unwrap();
     repo.checkout_development("main", "main").unwrap();
     repo.create_branch("topic").unwrap();
     assert!(repo.create_branch("topic").is_err());
@@ -196,18 +203,18 @@ fn upstream_packages_are_read_at_the_pinned_commit() {
     push_main(&work);
     let cache = tmp.path().join("cache");
     let mut lines = Vec::new();
-    let (path, oid) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, &mut |l| lines.push(l)).unwrap();
+    let (path, oid) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, p(&mut |l| lines.push(l))).unwrap();
     assert_eq!(oid, first);
     let fetches = |lines: &[String]| lines.iter().filter(|l| l.contains(" for hash ")).count();
     assert_eq!(fetches(&lines), 1, "fetched once: {lines:?}");
-    let (_, again) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, &mut |l| lines.push(l)).unwrap();
+    let (_, again) = fetch_commit(&url(&bare), "hash", &first.to_string(), &cache, p(&mut |l| lines.push(l))).unwrap();
     assert_eq!(again, first);
     assert_eq!(fetches(&lines), 1, "the second lookup is local: {lines:?}");
     let dest = cache.join("export");
     export_commit(&path, oid, &dest).unwrap();
     assert_eq!(std::fs::read_to_string(dest.join("file.txt")).unwrap(), "one");
     assert!(!dest.join("pkg").exists(), "the newer commit's files are not there");
-    let err = fetch_commit(&url(&bare), "tag", "v9", &cache, &mut |_| {}).unwrap_err();
+    let err = fetch_commit(&url(&bare), "tag", "v9", &cache, p(&mut |_| {})).unwrap_err();
     assert!(matches!(err, RepoError::UnknownRef { .. }), "{err}");
 }
 
@@ -229,13 +236,13 @@ fn an_upstream_branch_ref_stays_where_it_was_first_resolved() {
     let (bare, work) = remote(tmp.path());
     let first = work.head().unwrap().target().unwrap();
     let cache = tmp.path().join("cache");
-    let (_, oid) = fetch_commit(&url(&bare), "branch", "main", &cache, &mut |_| {}).unwrap();
+    let (_, oid) = fetch_commit(&url(&bare), "branch", "main", &cache, p(&mut |_| {})).unwrap();
     assert_eq!(oid, first);
     // main moves on and another ref of the same URL makes the cache fetch again.
     let second = commit_file(&work, "file.txt", "two", "second");
     push_main(&work);
-    let (_, again) = fetch_commit(&url(&bare), "hash", &second.to_string(), &cache, &mut |_| {}).unwrap();
+    let (_, again) = fetch_commit(&url(&bare), "hash", &second.to_string(), &cache, p(&mut |_| {})).unwrap();
     assert_eq!(again, second);
-    let (_, still) = fetch_commit(&url(&bare), "branch", "main", &cache, &mut |_| {}).unwrap();
+    let (_, still) = fetch_commit(&url(&bare), "branch", "main", &cache, p(&mut |_| {})).unwrap();
     assert_eq!(still, first);
 }

@@ -17,7 +17,7 @@ pub fn fetch_commit(
     kind: &str,
     reference: &str,
     cache_dir: &Path,
-    progress: Progress<'_>,
+    mut progress: Progress<'_>,
 ) -> Result<(PathBuf, Oid), RepoError> {
     let path = cache_dir.join(format!("{}.git", cache_name(url)));
     let git = if path.exists() {
@@ -43,15 +43,15 @@ pub fn fetch_commit(
     if let Some(oid) = lookup(&git, kind, reference) {
         return Ok((path, pinned(oid)));
     }
-    progress(format!("fetching {url} for {kind} {reference}"));
-    fetch_into(&git, url, &FETCH_REFSPECS, false, progress)?;
+    progress.say(format!("fetching {url} for {kind} {reference}"));
+    fetch_into(&git, url, &FETCH_REFSPECS, false, progress.again())?;
     // A commit that no branch or tag reaches any more may still be fetched by its hash.
     if lookup(&git, kind, reference).is_none()
         && kind == "hash"
         && reference.len() == 40
         && Oid::from_str(reference).is_ok()
     {
-        let _ = fetch_into(&git, url, &[reference], false, progress);
+        let _ = fetch_into(&git, url, &[reference], false, progress.again());
     }
     lookup(&git, kind, reference)
         .map(|oid| (path.clone(), pinned(oid)))
