@@ -53,7 +53,7 @@ fn apply(c: &mut Client, url: &str, reference: &str) -> Duration {
     }
     let elapsed = t.elapsed();
     match c.request(Request::ServerStatus, &mut |_| {}) {
-        Ok(Reply::Status(s)) => assert_eq!(s.status, "Ready", "{}", s.reason),
+        Ok(Reply::Status(s)) => assert_eq!(s.status, choreo::protocol::ServerState::Ready, "{}", s.reason),
         other => panic!("{other:?}"),
     }
     elapsed

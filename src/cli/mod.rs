@@ -17,8 +17,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemResult, Reply,
-    Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemOutcome,
+    ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -692,7 +692,8 @@ fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
 }
 
 /// Prints per-object results; returns `Reported` when any failed.
-fn report_items(items: &[ItemResult]) -> Result<(), CliError> {
+/// With `dry_run`, what would have been written says so.
+fn report_items(items: &[ItemResult], dry_run: bool) -> Result<(), CliError> {
     let mut failed = false;
     let mut text = String::new();
     for item in items {
@@ -703,6 +704,9 @@ fn report_items(items: &[ItemResult]) -> Result<(), CliError> {
             }
             None => {
                 text.push_str(&format!("{} {}", item.object, item.outcome));
+                if dry_run && matches!(item.outcome, ItemOutcome::Created | ItemOutcome::Configured) {
+                    text.push_str(" (dry run)");
+                }
                 if let Some(f) = &item.file {
                     text.push_str(&format!(" ({f})"));
                 }
@@ -728,7 +732,7 @@ fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Res
         &mut progress,
     )?;
     match reply {
-        Reply::Items(items) => report_items(&items),
+        Reply::Items(items) => report_items(&items, args.dry_run),
         other => Err(unexpected(&other)),
     }
 }
@@ -754,7 +758,7 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
     }
     let reply = connect()?.request(Request::Delete(DeleteRequest { targets }), &mut progress)?;
     match reply {
-        Reply::Items(items) => report_items(&items),
+        Reply::Items(items) => report_items(&items, false),
         other => Err(unexpected(&other)),
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::api::object;
-use crate::protocol::{ApiResourceInfo, DepNode, DiffItem, RunSummary, ServerStatus};
+use crate::protocol::{ApiResourceInfo, DepNode, DiffItem, Mode, RunSummary, ServerStatus};
 
 /// Renders rows as a left-aligned table with columns separated by three spaces (kubectl style).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -123,26 +123,26 @@ pub fn api_resources_json(list: &[ApiResourceInfo]) -> Value {
 /// The JSON form of `server get` (SPEC §2).
 pub fn status_json(s: &ServerStatus) -> Value {
     let c = &s.context;
-    let context = if s.mode == "static" {
+    let context = if s.mode == Mode::Static {
         json!({"path": c.path})
     } else {
         json!({"url": c.url, "directory": c.directory, "ref": c.reference, "commit": c.commit, "branch": c.branch})
     };
     let last_run = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()).unwrap_or(Value::Null);
     json!({
-        "mode": s.mode, "production": s.production, "status": s.status, "reason": s.reason,
-        "context": context, "runner": s.runner, "lastRun": last_run,
+        "mode": s.mode.as_str(), "production": s.production, "status": s.status.as_str(), "reason": s.reason,
+        "context": context, "runner": s.runner.as_str(), "lastRun": last_run,
         "serverVersion": s.server_version, "pid": s.pid,
     })
 }
 
 pub fn status_text(s: &ServerStatus) -> String {
     let c = &s.context;
-    let mut lines = vec![("mode", s.mode.clone())];
-    if s.mode == "dynamic" {
+    let mut lines = vec![("mode", s.mode.to_string())];
+    if s.mode == Mode::Dynamic {
         lines.push(("production", s.production.to_string()));
     }
-    lines.push(("status", s.status.clone()));
+    lines.push(("status", s.status.to_string()));
     let context = match &c.path {
         Some(p) => p.clone(),
         None => match &c.url {
@@ -164,7 +164,7 @@ pub fn status_text(s: &ServerStatus) -> String {
             lines.push(("branch", branch.clone()));
         }
     }
-    lines.push(("runner", s.runner.clone()));
+    lines.push(("runner", s.runner.to_string()));
     if let Some(last) = s.last_run.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
         let outcome = if last["success"] == true {
             "success".to_string()

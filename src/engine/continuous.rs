@@ -18,7 +18,7 @@ use super::load::Scope;
 use super::runner::{self, RunOptions, Step, Work};
 use super::Engine;
 use crate::project::Layout;
-use crate::protocol::{ErrorKind, ErrorReport, Reply};
+use crate::protocol::{ErrorKind, ErrorReport, Reply, Runner};
 use crate::watch::{self, WatchBatch, WatchConfig, WatchEvent, WatchHandle};
 
 /// Reconciles done between two looks at the engine's channels.
@@ -84,9 +84,9 @@ impl Engine {
 
     pub(super) fn run_start(&mut self) -> Result<Reply, ErrorReport> {
         self.layout()?;
-        match self.status().runner.as_str() {
-            "Running" => return Ok(Reply::Done),
-            "Stopped" => {}
+        match self.runner() {
+            Runner::Running => return Ok(Reply::Done),
+            Runner::Stopped => {}
             other => {
                 return Err(ErrorReport::new(
                     ErrorKind::Unavailable,
@@ -105,7 +105,7 @@ impl Engine {
         // Everything is reconciled from the current state; older events are covered by that.
         self.changes.drain();
         self.work = Some(Work::new(&self.controllers, seeds));
-        self.set_runner("Running");
+        self.publish_runner();
     }
 
     pub(super) fn run_stop(&mut self) -> Result<Reply, ErrorReport> {
@@ -126,7 +126,7 @@ impl Engine {
             // Whatever was still queued is reconciled by the next run, which starts over.
             self.fingerprints.clear();
         }
-        self.set_runner("Stopped");
+        self.publish_runner();
     }
 
     /// Works off a slice of the continuous runner's queue.

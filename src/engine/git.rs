@@ -16,7 +16,7 @@ use crossbeam_channel::Sender;
 use super::{internal, progress_sink, Engine, Mode};
 use crate::protocol::{
     BranchEntry, BranchRequest, ErrorKind, ErrorReport, LogEntry, Reply, ServerApplyRequest, ServerMessage,
-    StatusContext,
+    ServerState, StatusContext,
 };
 use crate::repo::{self, Repo, RepoError};
 
@@ -346,7 +346,7 @@ impl Engine {
             if self.dynamic.is_none() {
                 // Nothing was served before: the status says why nothing is served now.
                 let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-                status.status = "Failed".into();
+                status.status = ServerState::Failed;
                 status.reason =
                     std::iter::once(e.message.clone()).chain(e.causes.iter().cloned()).collect::<Vec<_>>().join("\n");
                 drop(status);
@@ -392,7 +392,7 @@ impl Engine {
         let report = repo_error(e);
         if self.dynamic.is_none() {
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            status.status = "Failed".into();
+            status.status = ServerState::Failed;
             status.reason = report.message.clone();
         }
         report
@@ -410,7 +410,7 @@ impl Engine {
             }
         } else {
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            status.status = "Initializing".into();
+            status.status = ServerState::Initializing;
         }
         self.refresh_context();
     }

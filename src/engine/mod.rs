@@ -24,7 +24,9 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::project::Layout;
-use crate::protocol::{ErrorKind, ErrorReport, Reply, Request, ServerMessage, ServerStatus, StatusContext};
+use crate::protocol::{
+    self, ErrorKind, ErrorReport, Reply, Request, Runner, ServerMessage, ServerState, ServerStatus, StatusContext,
+};
 use crate::reconcile::Interrupt;
 use crate::store::{Reader, Store, StoreError};
 
@@ -83,7 +85,7 @@ impl Handle {
             Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
             Request::Get(get) => {
                 Some(self.reader.with(|s| query::find(s, get)).map(|f| query::render(f, get)).map_err(|e| {
-                    if self.status().status == "Initializing" {
+                    if self.status().status == ServerState::Initializing {
                         e.with_hint(
                         "this dynamic-mode server serves no project yet: `choreo server apply URL DIR REF [BRANCH]`",
                     )
@@ -104,7 +106,7 @@ impl Handle {
             Request::ServerStop => self.interrupt.shutdown(),
             Request::RunStop => {
                 let status = self.status();
-                if status.runner == "Once" || (status.runner == "Running" && !status.production) {
+                if status.runner == Runner::Once || (status.runner == Runner::Running && !status.production) {
                     self.interrupt.stop_run();
                 }
             }
@@ -123,8 +125,8 @@ impl Handle {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                     if !told {
                         told = true;
-                        let busy = match self.status().runner.as_str() {
-                            "Stopped" => "the engine is busy (a load or an earlier request)".to_string(),
+                        let busy = match self.status().runner {
+                            Runner::Stopped => "the engine is busy (a load or an earlier request)".to_string(),
                             runner => format!("the engine is busy with a reconcile (runner {runner})"),
                         };
                         if !emit(ServerMessage::Progress(format!("waiting: {busy}"))) {
@@ -268,17 +270,17 @@ impl Engine {
         let mut status = ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
-            runner: "Stopped".into(),
+            runner: Runner::Stopped,
             ..ServerStatus::default()
         };
         match &mode {
             Mode::Static { layout } => {
-                status.mode = "static".into();
+                status.mode = protocol::Mode::Static;
                 status.context = StatusContext { path: Some(layout.root.display().to_string()), ..Default::default() };
             }
             Mode::Dynamic { .. } => {
-                status.mode = "dynamic".into();
-                status.status = "Initializing".into();
+                status.mode = protocol::Mode::Dynamic;
+                status.status = ServerState::Initializing;
                 status.reason = "waiting for `choreo server apply URL DIR REF [BRANCH]`".into();
             }
         }
@@ -519,12 +521,21 @@ impl Engine {
         })
     }
 
-    fn status(&self) -> ServerStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// What the runner does, from the work in progress.
+    fn runner(&self) -> Runner {
+        if self.once.is_some() {
+            Runner::Once
+        } else if self.work.is_some() {
+            Runner::Running
+        } else {
+            Runner::Stopped
+        }
     }
 
-    fn set_runner(&self, state: &str) {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = state.to_string();
+    /// Shows connections what the runner does now (call after starting or ending work).
+    fn publish_runner(&self) {
+        let runner = self.runner();
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = runner;
     }
 
     /// Hands freed memory back to the operating system after a large piece of work (a load or
@@ -537,7 +548,7 @@ impl Engine {
     }
 
     fn is_ready(&self) -> bool {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).status == "Ready"
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).status == ServerState::Ready
     }
 
     /// Loads the project; on failure the status becomes `Failed` with every problem as the
@@ -580,13 +591,13 @@ impl Engine {
                 if let Some(controllers) = summary.controllers {
                     self.controllers = controllers;
                 }
-                status.status = "Ready".into();
+                status.status = ServerState::Ready;
                 status.reason.clear();
                 Ok(())
             }
             Err(errors) => {
                 log::warn!("load of {} failed: {}", layout.root.display(), errors.join("; "));
-                status.status = "Failed".into();
+                status.status = ServerState::Failed;
                 status.reason = errors.join("\n");
                 let n = errors.len();
                 Err(ErrorReport::new(

@@ -28,8 +28,8 @@ use super::runner::{self, OnceRun, RunOptions, RunReport, Slice};
 use super::{internal, Engine};
 use crate::api::object::{self, ObjectKey};
 use crate::protocol::{
-    DepNode, DiffItem, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunEvent, RunOnceRequest,
-    RunSummary, ServerMessage, SnapshotInfo,
+    DepNode, DiffItem, DiffSymbol, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunEvent,
+    RunOnceRequest, RunSummary, Runner, ServerMessage, SnapshotInfo,
 };
 use crate::store::{Reader, State};
 
@@ -40,8 +40,8 @@ impl Engine {
         let progress = |line: &str| {
             let _ = reply.send(ServerMessage::Progress(line.to_string()));
         };
-        let runner_state = self.status().runner.clone();
-        if runner_state != "Stopped" {
+        let runner_state = self.runner();
+        if runner_state != Runner::Stopped {
             return Err(ErrorReport::new(
                 ErrorKind::Unavailable,
                 format!("runner is already running, status {runner_state}"),
@@ -52,7 +52,6 @@ impl Engine {
         progress("loading ...");
         self.reload()?;
         progress("loading done");
-        self.set_runner("Once");
         progress("running reconcilers ...");
         let root = layout.root.file_name().and_then(|n| n.to_str()).unwrap_or("root").to_string();
         progress(&format!("running root reconciler {root}"));
@@ -78,6 +77,7 @@ impl Engine {
         let opts =
             RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
         self.once = Some(OnceJob { run: OnceRun::new(&self.controllers, seeds, opts), reply, wake: None });
+        self.publish_runner();
         Ok(())
     }
 
@@ -121,7 +121,7 @@ impl Engine {
         };
         let result = self.finish_run(report);
         Self::release_memory();
-        self.set_runner("Stopped");
+        self.publish_runner();
         let message = match result {
             Ok(summary) => ServerMessage::Reply(Reply::Run(summary)),
             Err(report) => ServerMessage::Error(report),
@@ -213,9 +213,9 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
         crate::api::object::to_yaml(&v).unwrap_or_default()
     };
     let mut items = Vec::new();
-    let mut push = |symbol: &str, obj: &Value, key: &ObjectKey, details: Option<String>| {
+    let mut push = |symbol: DiffSymbol, obj: &Value, key: &ObjectKey, details: Option<String>| {
         items.push(DiffItem {
-            symbol: symbol.to_string(),
+            symbol,
             api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
             kind: key.kind.clone(),
             namespace: key.namespace.clone(),
@@ -232,23 +232,23 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
         }
         match previous.get(key) {
             Some(old) if object::uid(old) != object::uid(new) => {
-                push("-", old, key, None);
-                push("+", new, key, req.details.then(|| unified("", &render(new))));
+                push(DiffSymbol::Deleted, old, key, None);
+                push(DiffSymbol::Added, new, key, req.details.then(|| unified("", &render(new))));
             }
             Some(old) => {
                 let (a, b) = (render(old), render(new));
                 if a == b {
-                    push("=", new, key, None);
+                    push(DiffSymbol::Equal, new, key, None);
                 } else {
-                    push("~", new, key, req.details.then(|| unified(&a, &b)));
+                    push(DiffSymbol::Modified, new, key, req.details.then(|| unified(&a, &b)));
                 }
             }
-            None => push("+", new, key, req.details.then(|| unified("", &render(new)))),
+            None => push(DiffSymbol::Added, new, key, req.details.then(|| unified("", &render(new)))),
         }
     }
     for (key, old) in previous {
         if shown(key) && !latest.objects.contains_key(key) {
-            push("-", old, key, req.details.then(|| unified(&render(old), "")));
+            push(DiffSymbol::Deleted, old, key, req.details.then(|| unified(&render(old), "")));
         }
     }
     items.sort_by(|a, b| {

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version both ends must speak; bumped on any change to the types below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The largest frame either end accepts (64 MiB).
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// A server message whose encoding is larger than this (16 MiB) travels as [`ServerMessage::Part`]
@@ -295,10 +295,98 @@ pub struct SnapshotInfo {
     pub success: bool,
 }
 
+/// Generates a plain enum with the word each variant is shown as.
+macro_rules! words {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The word users see (CLI output, JSON).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// How the server serves projects.
+    #[derive(Default)]
+    Mode {
+        /// `server start DIR`: the user owns the directory.
+        #[default]
+        Static = "static",
+        /// `server start` plus `server apply`: the server owns clones.
+        Dynamic = "dynamic",
+    }
+}
+
+words! {
+    /// Whether the last load worked.
+    #[derive(Default)]
+    ServerState {
+        /// Dynamic mode before the first `server apply`.
+        #[default]
+        Initializing = "Initializing",
+        Ready = "Ready",
+        /// The last load failed; the store keeps the last good state.
+        Failed = "Failed",
+    }
+}
+
+words! {
+    /// What the reconciler runner is doing.
+    #[derive(Default)]
+    Runner {
+        #[default]
+        Stopped = "Stopped",
+        /// A `run once` is in progress.
+        Once = "Once",
+        /// The continuous runner runs.
+        Running = "Running",
+    }
+}
+
+words! {
+    /// What a multi-object request did to one object.
+    ItemOutcome {
+        Created = "created",
+        Configured = "configured",
+        Unchanged = "unchanged",
+        Deleted = "deleted",
+        /// Deletion started; finalizers hold the object.
+        Deleting = "deleting",
+        /// Nothing was done: see the item's error.
+        Failed = "failed",
+    }
+}
+
+words! {
+    /// How an object differs between two snapshots.
+    DiffSymbol {
+        // In the order of their symbols, which is how a diff sorts.
+        Added = "+",
+        Deleted = "-",
+        Equal = "=",
+        Modified = "~",
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiffItem {
-    /// `+` added, `-` deleted, `~` modified, `=` equal.
-    pub symbol: String,
+    pub symbol: DiffSymbol,
     pub api_version: String,
     pub kind: String,
     pub namespace: String,
@@ -412,8 +500,7 @@ pub enum Reply {
 pub struct ItemResult {
     /// The object as `Kind.group namespace/name` (or the source when it has no identity).
     pub object: String,
-    /// `created`, `configured`, `unchanged`, `deleted`, `deleting`, or empty on error.
-    pub outcome: String,
+    pub outcome: ItemOutcome,
     /// Where the object was written to or removed from, relative to the project.
     pub file: Option<String>,
     pub error: Option<String>,
@@ -421,15 +508,12 @@ pub struct ItemResult {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ServerStatus {
-    /// `static` or `dynamic`.
-    pub mode: String,
+    pub mode: Mode,
     pub production: bool,
-    /// `Initializing`, `Ready` or `Failed`.
-    pub status: String,
+    pub status: ServerState,
     pub reason: String,
     pub context: StatusContext,
-    /// `Stopped`, `Once` or `Running`.
-    pub runner: String,
+    pub runner: Runner,
     /// The last run's summary as JSON text, if any.
     pub last_run: Option<String>,
     pub server_version: String,
@@ -757,6 +841,20 @@ impl<R: Read> Read for PartReader<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_states_show_their_words_and_diffs_sort_by_symbol() {
+        assert_eq!(Runner::default().to_string(), "Stopped");
+        assert_eq!(ServerState::Failed.as_str(), "Failed");
+        assert_eq!(Mode::Dynamic.to_string(), "dynamic");
+        assert_eq!(ItemOutcome::Configured.to_string(), "configured");
+        let mut symbols = vec![DiffSymbol::Modified, DiffSymbol::Equal, DiffSymbol::Deleted, DiffSymbol::Added];
+        symbols.sort();
+        let words: Vec<&str> = symbols.iter().map(|s| s.as_str()).collect();
+        let mut sorted = words.clone();
+        sorted.sort();
+        assert_eq!(words, sorted);
+    }
 
     #[test]
     fn frames_round_trip() {

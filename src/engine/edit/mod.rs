@@ -19,7 +19,9 @@ use super::load::input_object;
 use super::{internal, query, store_error, Engine};
 use crate::api::object::{GroupKind, ObjectKey, INPUT_FIELD_MANAGER};
 use crate::project;
-use crate::protocol::{ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, ItemResult, Reply};
+use crate::protocol::{
+    ApplyRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, ItemOutcome, ItemResult, Reply,
+};
 use crate::store::{ApplyOptions, Store, StoreError, Txn, WriteOutcome};
 use plan::{FilePlan, PlannedFile};
 
@@ -61,7 +63,7 @@ impl Engine {
                     Ok((key, outcome)) => {
                         items.push(ItemResult {
                             object: key.to_string(),
-                            outcome: outcome_word(outcome, req.dry_run).into(),
+                            outcome: outcome_word(outcome),
                             file: None,
                             error: None,
                         });
@@ -140,12 +142,12 @@ impl Engine {
             match txn.delete(&key) {
                 Ok(outcome) => items.push(ItemResult {
                     object: key.to_string(),
-                    outcome: outcome_word(outcome, false).into(),
+                    outcome: outcome_word(outcome),
                     file,
                     error: None,
                 }),
                 Err(StoreError::NotFound { .. }) if file.is_some() => {
-                    items.push(ItemResult { object: key.to_string(), outcome: "deleted".into(), file, error: None })
+                    items.push(ItemResult { object: key.to_string(), outcome: ItemOutcome::Deleted, file, error: None })
                 }
                 Err(e) => items.push(item_error(&key.to_string(), store_error(&e).message)),
             }
@@ -287,20 +289,18 @@ impl Engine {
     }
 }
 
-fn outcome_word(outcome: WriteOutcome, dry_run: bool) -> &'static str {
-    match (outcome, dry_run) {
-        (WriteOutcome::Created, false) => "created",
-        (WriteOutcome::Created, true) => "created (dry run)",
-        (WriteOutcome::Updated, false) => "configured",
-        (WriteOutcome::Updated, true) => "configured (dry run)",
-        (WriteOutcome::Unchanged, _) => "unchanged",
-        (WriteOutcome::Deleting, _) => "deleting",
-        (WriteOutcome::Deleted, _) => "deleted",
+fn outcome_word(outcome: WriteOutcome) -> ItemOutcome {
+    match outcome {
+        WriteOutcome::Created => ItemOutcome::Created,
+        WriteOutcome::Updated => ItemOutcome::Configured,
+        WriteOutcome::Unchanged => ItemOutcome::Unchanged,
+        WriteOutcome::Deleting => ItemOutcome::Deleting,
+        WriteOutcome::Deleted => ItemOutcome::Deleted,
     }
 }
 
 fn item_error(object: &str, error: String) -> ItemResult {
-    ItemResult { object: object.to_string(), outcome: String::new(), file: None, error: Some(error) }
+    ItemResult { object: object.to_string(), outcome: ItemOutcome::Failed, file: None, error: Some(error) }
 }
 
 /// How far [`commit_edit`] went.
