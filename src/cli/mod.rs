@@ -73,6 +73,14 @@ pub enum Command {
     },
     /// Print the version of this binary and, if one answers, of the server
     Version,
+    /// Wait until the server has nothing to do (for tests and scripts; watch events not yet
+    /// reported are not waited for)
+    #[command(name = "__quiesce", hide = true)]
+    Quiesce {
+        /// Give up after this many seconds (exit 1)
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// The reconcile worker the server starts (not for people)
     #[command(name = "__reconcile-worker", hide = true)]
     ReconcileWorker(WorkerArgs),
@@ -476,6 +484,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd, "choreo", &mut buf);
             emit(&String::from_utf8_lossy(&buf))
+        }
+        Command::Quiesce { timeout } => {
+            let reply = connect()?.request(Request::Quiesce { timeout_secs: timeout }, &mut progress)?;
+            match reply {
+                Reply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            }
         }
         Command::Version => {
             let mut text =

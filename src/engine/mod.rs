@@ -215,6 +215,8 @@ pub struct Engine {
     own_tx: Sender<Msg>,
     /// Where reconcilers are compiled and run (a worker process, or this thread).
     host: crate::reconcile::worker::Host,
+    /// `Quiesce` requests: answered once the engine has nothing to do, or at their deadline.
+    quiesce: Vec<(Option<std::time::Instant>, Sender<ServerMessage>)>,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -308,6 +310,7 @@ impl Engine {
             stop_requested,
             state_dir: state_dir.to_path_buf(),
             host: crate::reconcile::worker::Host::new(isolation, interrupt.clone()),
+            quiesce: Vec::new(),
             interrupt,
             once: None,
             deferred: Default::default(),
@@ -364,7 +367,9 @@ impl Engine {
                 Some(w) => w.next_deadline().map(|at| at.saturating_duration_since(now)),
                 None => None,
             };
-            let timer = match [once_wait, work_wait].into_iter().flatten().min() {
+            let quiesce_wait =
+                self.quiesce.iter().filter_map(|(at, _)| at.map(|at| at.saturating_duration_since(now))).min();
+            let timer = match [once_wait, work_wait, quiesce_wait].into_iter().flatten().min() {
                 Some(d) => crossbeam_channel::after(d),
                 None => crossbeam_channel::never(),
             };
@@ -399,6 +404,7 @@ impl Engine {
             }
             self.drive_once();
             self.drive();
+            self.answer_quiesce();
         }
         drop(watcher);
         if let Err(e) = self.store.sync() {
@@ -437,6 +443,12 @@ impl Engine {
             },
             // The reply goes when the fetch is done.
             Request::ServerApply(req) => self.server_apply(req, reply.clone()),
+            // The reply goes when the engine is idle.
+            Request::Quiesce { timeout_secs } => {
+                let deadline = std::time::Instant::now().checked_add(std::time::Duration::from_secs(timeout_secs));
+                self.quiesce.push((deadline, reply.clone()));
+                None
+            }
             other => Some(self.handle(other)),
         };
         self.progress = None;
@@ -503,6 +515,7 @@ impl Engine {
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
             Request::ServerApply(_) => Err(internal("server apply is started by serve_request")),
+            Request::Quiesce { .. } => Err(internal("quiesce is answered by the engine loop")),
             Request::RunCommit { message } => self.run_commit(message),
             Request::RunPush => self.run_push(),
             Request::Branch(req) => self.branch(req),
@@ -512,6 +525,38 @@ impl Engine {
             Request::ApiResources => Ok(Reply::ApiResources(self.store.with(query::api_resources))),
             Request::Get(get) => self.store.with(|s| query::find(s, &get)).map(|f| query::render(f, &get)),
         }
+    }
+
+    /// Whether nothing is in progress or ready to be done.
+    fn idle(&self) -> bool {
+        self.once.is_none()
+            && !self.fetching
+            && self.deferred.is_empty()
+            && self.deferred_watch.is_empty()
+            && self.work.as_ref().is_none_or(|w| !w.has_ready())
+    }
+
+    /// Answers the `Quiesce` requests that can be answered: all once idle, else those past
+    /// their deadline.
+    fn answer_quiesce(&mut self) {
+        if self.quiesce.is_empty() {
+            return;
+        }
+        if self.idle() {
+            for (_, reply) in self.quiesce.drain(..) {
+                let _ = reply.send(ServerMessage::Reply(Reply::Done));
+            }
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.quiesce.retain(|(deadline, reply)| {
+            if deadline.is_some_and(|d| now >= d) {
+                let report = ErrorReport::new(ErrorKind::Unavailable, "the engine is still busy");
+                let _ = reply.send(ServerMessage::Error(report));
+                return false;
+            }
+            true
+        });
     }
 
     fn layout(&self) -> Result<&Layout, ErrorReport> {
@@ -650,4 +695,138 @@ pub fn store_error(e: &StoreError) -> ErrorReport {
         _ => ErrorKind::Invalid,
     };
     ErrorReport::new(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine in process: started on a copy of a fixture project, driven through
+    //! [`Handle::serve`] as a connection thread drives it, reconcilers in this process.
+
+    use super::*;
+    use crate::protocol::{ApplyRequest, Document, GetRequest, RunOnceRequest};
+
+    struct Harness {
+        _tmp: tempfile::TempDir,
+        root: PathBuf,
+        handle: Handle,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    impl Harness {
+        fn start(fixture: &str) -> Harness {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("project");
+            copy(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(fixture), &root);
+            let layout = Layout::new(root.clone());
+            let state = layout.state_dir();
+            let (handle, thread, _stop) =
+                start(Mode::Static { layout }, state, crate::reconcile::worker::Isolation::Thread).unwrap();
+            Harness { _tmp: tmp, root, handle, thread: Some(thread) }
+        }
+
+        /// Every frame of the answer to `request`; the last one is final.
+        fn ask(&self, request: Request) -> Vec<ServerMessage> {
+            let mut out = Vec::new();
+            self.handle.serve(request, &mut |m| {
+                out.push(m);
+                true
+            });
+            out
+        }
+
+        fn reply(&self, request: Request) -> Reply {
+            match self.ask(request).pop() {
+                Some(ServerMessage::Reply(r)) => r,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+
+        fn get(&self, resource: &str, name: &str) -> Option<serde_json::Value> {
+            let req = GetRequest {
+                resource: resource.into(),
+                name: Some(name.into()),
+                namespace: None,
+                show_managed_fields: false,
+            };
+            match self.ask(Request::Get(req)).pop() {
+                Some(ServerMessage::Reply(Reply::Object(json))) => Some(serde_json::from_str(&json).unwrap()),
+                _ => None,
+            }
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.handle.shutdown();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_once_reconciles_and_the_status_follows_it() {
+        let h = Harness::start("fabric");
+        let Reply::Status(s) = h.reply(Request::ServerStatus) else { panic!() };
+        assert_eq!((s.status, s.runner, s.mode), (ServerState::Ready, Runner::Stopped, protocol::Mode::Static));
+        let Reply::Run(summary) = h.reply(Request::RunOnce(RunOnceRequest { timeout_secs: 60, changed_only: false }))
+        else {
+            panic!()
+        };
+        assert!(summary.success, "{}", summary.message);
+        assert!(h.get("deviceconfigs", "spine1").is_some());
+        let Reply::Status(s) = h.reply(Request::ServerStatus) else { panic!() };
+        assert_eq!(s.runner, Runner::Stopped);
+    }
+
+    #[test]
+    fn quiesce_answers_once_the_continuous_runner_settled() {
+        let h = Harness::start("fabric");
+        assert!(matches!(h.reply(Request::RunStart), Reply::Done));
+        assert!(matches!(h.reply(Request::Quiesce { timeout_secs: 60 }), Reply::Done));
+        // Everything was reconciled by the time the answer came: no polling.
+        assert!(h.get("deviceconfigs", "spine1").is_some());
+        let doc = Document {
+            source: "-".into(),
+            json: r#"{"apiVersion":"net.example.org/v1alpha1","kind":"Device","metadata":{"name":"leaf9","namespace":"default"},"spec":{"asn":65109}}"#.into(),
+        };
+        let Reply::Items(items) =
+            h.reply(Request::Apply(ApplyRequest { documents: vec![doc], force: false, dry_run: false }))
+        else {
+            panic!()
+        };
+        assert_eq!(items[0].outcome, protocol::ItemOutcome::Created, "{items:?}");
+        assert!(matches!(h.reply(Request::Quiesce { timeout_secs: 60 }), Reply::Done));
+        assert!(h.get("deviceconfigs", "leaf9").is_some());
+        assert!(h.root.join("in").exists());
+    }
+
+    #[test]
+    fn a_load_error_is_a_status_and_the_store_keeps_the_last_good_state() {
+        let h = Harness::start("fabric");
+        std::fs::write(
+            h.root.join("in/broken.yaml"),
+            "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata: [\n",
+        )
+        .unwrap();
+        let frames = h.ask(Request::RunLoad);
+        assert!(matches!(frames.last(), Some(ServerMessage::Error(_))), "{frames:?}");
+        let Reply::Status(s) = h.reply(Request::ServerStatus) else { panic!() };
+        assert_eq!(s.status, ServerState::Failed);
+        assert!(s.reason.contains("in/broken.yaml:"), "{}", s.reason);
+        assert!(h.get("devices", "spine1").is_some());
+    }
 }

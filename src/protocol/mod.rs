@@ -169,6 +169,13 @@ pub enum Request {
     RunStart,
     /// Stop the continuous runner.
     RunStop,
+    /// Answered once the engine has nothing to do (no run once, fetch or held request, no
+    /// reconcile ready in the continuous runner), or with an error after `timeout_secs`. File
+    /// changes the watcher has not reported yet are not waited for. For tests and scripts that
+    /// would otherwise poll.
+    Quiesce {
+        timeout_secs: u64,
+    },
     /// The summary of the last run.
     RunResult,
     /// Every stored snapshot, newest first.
@@ -419,6 +426,7 @@ impl Request {
             Request::RunResult => "run-result",
             Request::RunStart => "run-start",
             Request::RunStop => "run-stop",
+            Request::Quiesce { .. } => "quiesce",
             Request::RunList => "run-list",
             Request::RunDiff(_) => "run-diff",
             Request::RunDeps(_) => "run-deps",
@@ -848,7 +856,7 @@ mod tests {
         assert_eq!(ServerState::Failed.as_str(), "Failed");
         assert_eq!(Mode::Dynamic.to_string(), "dynamic");
         assert_eq!(ItemOutcome::Configured.to_string(), "configured");
-        let mut symbols = vec![DiffSymbol::Modified, DiffSymbol::Equal, DiffSymbol::Deleted, DiffSymbol::Added];
+        let mut symbols = [DiffSymbol::Modified, DiffSymbol::Equal, DiffSymbol::Deleted, DiffSymbol::Added];
         symbols.sort();
         let words: Vec<&str> = symbols.iter().map(|s| s.as_str()).collect();
         let mut sorted = words.clone();
