@@ -162,7 +162,10 @@ fn load_full(
     progress: crate::repo::Progress<'_>,
 ) -> Result<LoadSummary, Vec<String>> {
     let (packages, ref_docs) = super::upstream::resolve(layout, progress)?;
-    let (mut crd_texts, mut diags) = project::read_texts(layout, &layout.apis);
+    // The project's files, read once; the sources' problems are reported with the reconcilers.
+    let (files, mut diags) = project::read_project(layout);
+    let project::ProjectFiles { crds: mut crd_texts, inputs: input_texts, reconcilers, libraries } = files;
+    let own_sources = (reconcilers, libraries);
     // Packages' CRDs count like the project's own (their content is part of the signature, so
     // a package at a new commit makes a full load); their paths name the package.
     for pkg in &packages {
@@ -170,8 +173,6 @@ fn load_full(
         diags.extend(d);
         crd_texts.extend(texts);
     }
-    let (input_texts, d) = project::read_texts(layout, &layout.input);
-    diags.extend(d);
     let crd_signature = {
         let mut sig = String::new();
         for (file, text) in &crd_texts {
@@ -262,7 +263,7 @@ fn load_full(
     }
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
-    summary.controllers = Some(build_controllers(&txn, layout, &packages, host)?);
+    summary.controllers = Some(build_controllers(&txn, Some(own_sources), layout, &packages, host)?);
     let mut new_cache =
         LoadCache { crd_signature, upstream_keys: upstream_keys.into_keys().collect(), ..Default::default() };
     for (key, (loc, _)) in &loaded_inputs {
@@ -351,7 +352,7 @@ fn load_inputs(
     let choreo = crate::api::builtin::CHOREO_GROUP;
     let is_code = |k: &ObjectKey| k.group == choreo && (k.kind == "Reconciler" || k.kind == "Library");
     if old_keys.iter().chain(loaded.keys()).chain(collected.iter()).any(is_code) {
-        summary.controllers = Some(build_controllers(&txn, layout, &cache.packages, host)?);
+        summary.controllers = Some(build_controllers(&txn, None, layout, &cache.packages, host)?);
     }
     txn.commit().map_err(|e| vec![format!("cannot commit the load: {e}")])?;
 
@@ -527,11 +528,13 @@ pub fn describe(loc: &SourceLoc, e: &StoreError) -> String {
     }
 }
 
-/// Reads reconciler and library sources, merges them with the compiled `Reconciler` and
-/// `Library` objects of the transaction (a source file wins over a compiled object of the same
-/// name), checks every reconciler and compiles its code. Every problem names its origin.
+/// Merges reconciler and library sources (the project's as read by this load, or read now
+/// when `own` is `None`; the packages' read now) with the compiled `Reconciler` and `Library`
+/// objects of the transaction (a source file wins over a compiled object of the same name),
+/// checks every reconciler and compiles its code. Every problem names its origin.
 fn build_controllers(
     txn: &Txn<'_>,
+    own: Option<(Vec<ReconcilerSource>, Vec<LibrarySource>)>,
     layout: &Layout,
     packages: &[super::upstream::Package],
     host: &Host,
@@ -549,8 +552,14 @@ fn build_controllers(
         }));
         lib_sources.extend(l);
     }
-    let (r, l, diags) = read_sources(layout);
-    errors.extend(diags.iter().map(ToString::to_string));
+    let (r, l) = match own {
+        Some(read) => read,
+        None => {
+            let (r, l, diags) = read_sources(layout);
+            errors.extend(diags.iter().map(ToString::to_string));
+            (r, l)
+        }
+    };
     sources.extend(r);
     lib_sources.extend(l);
     let choreo = crate::api::builtin::CHOREO_GROUP;

@@ -144,6 +144,27 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Everything a load reads from a project directory, read in one pass: the texts of the CRD
+/// and input directories (paths relative to the project, sorted) and the reconciler and library
+/// sources. Parsing is left to the caller, which knows which texts changed.
+#[derive(Debug, Default)]
+pub struct ProjectFiles {
+    pub crds: Vec<(PathBuf, String)>,
+    pub inputs: Vec<(PathBuf, String)>,
+    pub reconcilers: Vec<reconcilers::ReconcilerSource>,
+    pub libraries: Vec<reconcilers::LibrarySource>,
+}
+
+/// Reads [`ProjectFiles`] of `layout`, with a diagnostic for every file that could not be read.
+pub fn read_project(layout: &Layout) -> (ProjectFiles, Vec<Diagnostic>) {
+    let (crds, mut diags) = read_texts(layout, &layout.apis);
+    let (inputs, d) = read_texts(layout, &layout.input);
+    diags.extend(d);
+    let (reconcilers, libraries, d) = reconcilers::read_sources(layout);
+    diags.extend(d);
+    (ProjectFiles { crds, inputs, reconcilers, libraries }, diags)
+}
+
 /// The documents of a project.
 #[derive(Debug, Default)]
 pub struct Tree {
