@@ -108,3 +108,21 @@ fn reconcilers_can_run_in_the_server_thread() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(worker_pids(&s).is_empty(), "no worker process in thread mode");
 }
+
+#[test]
+fn str_of_a_value_that_shares_its_parts_exponentially_fails_the_reconcile() {
+    // 2^40 leaves when printed: the text outgrows the worker's memory (or its timeout) natively.
+    let p = project_with(
+        "def reconcile(self):\n    a = [1]\n    for i in range(40):\n        a = [a, a]\n    s = str(a)\n    return reconcile_result(self, False, 0, '', False)\n",
+        "{timeoutSeconds: 5}",
+    );
+    let _s = p.start();
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("the reconcile worker died") || run.stdout.contains("its worker process was stopped"),
+        "{}",
+        run.stdout
+    );
+    p.cli(&["server", "get"]).ok();
+}
