@@ -101,6 +101,10 @@ pub(super) fn compile(
     libraries: BTreeMap<String, String>,
     reconcilers: Vec<(Arc<ReconcilerConfig>, Value)>,
 ) -> Vec<Result<Box<dyn Runtime>, String>> {
+    // No reconcilers, no worker to start.
+    if reconcilers.is_empty() {
+        return Vec::new();
+    }
     let set = Arc::new(CompileSet {
         generation: worker.generation.fetch_add(1, Ordering::Relaxed) + 1,
         libraries: libraries.into_iter().collect(),
