@@ -270,6 +270,8 @@ struct Proc {
     stdout: ChildStdout,
     /// Bytes read and not yet taken as frames.
     buf: Vec<u8>,
+    /// Where reads land (allocated and zeroed once, not per read).
+    chunk: Box<[u8]>,
     tail: Arc<Mutex<VecDeque<String>>>,
     stderr: Option<std::thread::JoinHandle<()>>,
 }
@@ -315,7 +317,7 @@ impl Proc {
                 }
             })
             .ok();
-        Ok(Proc { child, stdin, stdout, buf: Vec::new(), tail, stderr })
+        Ok(Proc { child, stdin, stdout, buf: Vec::new(), chunk: vec![0u8; 64 << 10].into_boxed_slice(), tail, stderr })
     }
 
     /// The next message, waiting at most until `deadline` (hard) and while nothing interrupts:
@@ -354,10 +356,9 @@ impl Proc {
             {
                 continue;
             }
-            let mut chunk = [0u8; 64 << 10];
-            match self.stdout.read(&mut chunk) {
+            match self.stdout.read(&mut self.chunk) {
                 Ok(0) => return Err(Stop::Died(self.reap_in_place())),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Stop::Died(format!("reading its pipe: {e}"))),
             }
