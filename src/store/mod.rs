@@ -258,6 +258,9 @@ pub struct Store {
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
     /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
     pending: Mutex<Pending>,
+    /// The body hashes of the newest snapshot (`None`: not read yet), so a snapshot writes only
+    /// the bodies that changed since, without looking each one up.
+    newest_blobs: Mutex<Option<std::collections::HashSet<[u8; 16]>>>,
 }
 
 impl Store {
@@ -336,6 +339,7 @@ impl Store {
             state: Arc::new(RwLock::new(state)),
             changes: Changes::default(),
             pending: Mutex::new(Pending::default()),
+            newest_blobs: Mutex::new(None),
         };
         store.sync()?;
         Ok(store)
