@@ -117,6 +117,24 @@ pub struct ApplyRequest<'a> {
 ///   conflicts, but their fields count as owned by someone else for removal.
 /// - Applying without any change returns a value equal to the live object, entry times included.
 pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
+    Ok(match apply_change(req)? {
+        Change::Unchanged => req.live.cloned().unwrap_or(Value::Null),
+        Change::Merged(v) => v,
+    })
+}
+
+/// The result of [`apply_change`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The result is exactly the live object (managedFields and their times included).
+    Unchanged,
+    /// The merged object with updated `metadata.managedFields`.
+    Merged(Value),
+}
+
+/// [`apply`], telling an apply that changes nothing apart without copying the live object.
+/// [`Change::Unchanged`] is only returned when there is a live object.
+pub fn apply_change(req: &ApplyRequest) -> Result<Change, ApplyError> {
     if req.manager.is_empty() {
         return Err(ApplyError::Invalid("field manager must not be empty".into()));
     }
@@ -201,14 +219,10 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
         }
     }
 
-    // 4: merge.
-    let (mut merged, object_changed) = match merge(root, req.live, req.applied) {
-        None => (req.live.cloned().unwrap_or(Value::Null), false),
-        Some(v) => {
-            let changed = req.live != Some(&v);
-            (v, changed)
-        }
-    };
+    // 4: merge. `None`: the live object as it is (copied only once something changes it).
+    let mut merged = merge(root, req.live, req.applied);
+    let object_changed = merged.as_ref().is_some_and(|v| req.live != Some(v));
+    let live_copy = || req.live.cloned().unwrap_or(Value::Null);
 
     // 5: remove what the manager stopped applying and nobody else owns.
     if let Some(prev) = own.as_ref().filter(|e| !e.same_as_new).map(|e| &e.set) {
@@ -217,7 +231,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
             for entry in &entries {
                 keep.union_with(&entry.set);
             }
-            remove_unowned(prev, Some(&keep), &mut merged, Some(req.applied), &[]);
+            remove_unowned(prev, Some(&keep), merged.get_or_insert_with(live_copy), Some(req.applied), &[]);
         }
     }
 
@@ -229,9 +243,15 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
             None => !new_set.is_empty(),
         };
     if !own_changed && !entries.iter().any(|e| e.changed) {
-        // Nothing moved: `merged` still carries the live managedFields verbatim.
-        return Ok(merged);
+        // Nothing moved: the merge equals the live object (or there is none: the object is
+        // created from an apply that sets nothing).
+        return Ok(match merged {
+            _ if req.live.is_some() => Change::Unchanged,
+            Some(v) => Change::Merged(v),
+            None => Change::Merged(Value::Null),
+        });
     }
+    let mut merged = merged.unwrap_or_else(live_copy);
     let own_entry = match own {
         Some(mut e) if !own_changed => {
             if e.same_as_new {
@@ -258,7 +278,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Value, ApplyError> {
     entries.sort_by(|a, b| (&a.manager, &a.operation).cmp(&(&b.manager, &b.operation)));
     let list: Vec<Value> = entries.into_iter().map(|e| e.into_json(req.now)).collect();
     set_managed_fields(&mut merged, list);
-    Ok(merged)
+    Ok(Change::Merged(merged))
 }
 
 /// A copy of `obj` without the fields that only other managers own (what upstream choreo calls
@@ -275,12 +295,30 @@ pub fn prune_foreign(obj: &Value, manager: &str) -> Result<Value, ApplyError> {
             foreign.union_with(&entry.set);
         }
     }
-    let mut out = obj.clone();
+    let mut out = copy_without_managed_fields(obj);
     remove_unowned(&foreign, Some(&mine), &mut out, None, &[]);
     if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("managedFields");
     }
     Ok(out)
+}
+
+/// A copy of `obj` whose `metadata.managedFields` (if any) is `null`: the entries are not
+/// copied only to be dropped, while the key stays (so `metadata` does not count as emptied).
+fn copy_without_managed_fields(obj: &Value) -> Value {
+    let Some(root) = obj.as_object() else { return obj.clone() };
+    let copy = |(k, v): (&String, &Value)| -> (String, Value) {
+        let v = match v {
+            Value::Object(meta) if k == "metadata" => Value::Object(
+                meta.iter()
+                    .map(|(k, v)| (k.clone(), if k == "managedFields" { Value::Null } else { v.clone() }))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        (k.clone(), v)
+    };
+    Value::Object(root.iter().map(copy).collect())
 }
 
 /// The fields `manager` owns in `obj` (over all its managedFields entries), as sorted printable
@@ -1568,7 +1606,13 @@ mod tests {
         force: bool,
         now: &str,
     ) -> Result<Value, ApplyError> {
-        apply(&ApplyRequest { schema: s, live, applied, manager, force, now })
+        let req = ApplyRequest { schema: s, live, applied, manager, force, now };
+        let result = apply(&req);
+        // Whatever says "unchanged" must be the live object, exactly.
+        if let (Ok(Change::Unchanged), Ok(v)) = (apply_change(&req), &result) {
+            assert_eq!(Some(v), live);
+        }
+        result
     }
 
     fn ok(s: &Schema, live: Option<&Value>, applied: &Value, manager: &str, now: &str) -> Value {
@@ -1602,6 +1646,26 @@ mod tests {
             }])
         );
         assert_eq!(managed_paths(&out, "alice").unwrap(), vec![".spec.greeting", ".spec.replicas"]);
+    }
+
+    #[test]
+    fn apply_change_tells_an_unchanged_result_apart() {
+        let s = schema();
+        let change = |live: Option<&Value>, applied: &Value, manager: &str, now: &str| {
+            apply_change(&ApplyRequest { schema: &s, live, applied, manager, force: false, now }).unwrap()
+        };
+        let x = obj(json!({"greeting": "hi", "replicas": 2}));
+        let first = ok(&s, None, &x, "alice", T1);
+        assert_eq!(change(None, &x, "alice", T1), Change::Merged(first.clone()));
+        assert_eq!(change(Some(&first), &x, "alice", T2), Change::Unchanged);
+        // Same values, another manager: only managedFields change, and that is a change.
+        let shared = change(Some(&first), &obj(json!({"greeting": "hi"})), "bob", T2);
+        assert_eq!(shared, Change::Merged(ok(&s, Some(&first), &obj(json!({"greeting": "hi"})), "bob", T2)));
+        assert_ne!(shared, Change::Merged(first.clone()));
+        // A manager that stops applying a field removes it.
+        let dropped = change(Some(&first), &obj(json!({"greeting": "hi"})), "alice", T2);
+        let Change::Merged(dropped) = dropped else { panic!("a dropped field is a change") };
+        assert_eq!(dropped["spec"], json!({"greeting": "hi"}));
     }
 
     #[test]

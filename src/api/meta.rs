@@ -28,6 +28,15 @@ pub fn strip_system_fields(obj: &mut Value) {
     }
 }
 
+/// Whether [`strip_system_fields`] or [`default_namespace`] would change `obj`.
+pub fn needs_normalizing(obj: &Value, namespaced: bool) -> bool {
+    let Some(meta) = obj.get("metadata").and_then(Value::as_object) else {
+        return false;
+    };
+    SYSTEM_FIELDS.iter().any(|f| meta.contains_key(*f))
+        || (namespaced && meta.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty))
+}
+
 /// Fills in `metadata.namespace` for namespaced kinds (`default` when absent), as kubectl does.
 pub fn default_namespace(obj: &mut Value, namespaced: bool) {
     if !namespaced {
@@ -203,6 +212,28 @@ mod tests {
         strip_system_fields(&mut obj);
         default_namespace(&mut obj, true);
         assert_eq!(obj, json!({"metadata": {"name": "x", "namespace": "default"}}));
+    }
+
+    #[test]
+    fn needs_normalizing_tells_when_stripping_or_defaulting_changes_something() {
+        let cases = [
+            json!({"metadata": {"name": "x", "namespace": "ns"}}),
+            json!({"metadata": {"name": "x"}}),
+            json!({"metadata": {"name": "x", "namespace": ""}}),
+            json!({"metadata": {"name": "x", "namespace": 3}}),
+            json!({"metadata": {"name": "x", "namespace": "ns", "managedFields": []}}),
+            json!({"metadata": {"name": "x", "namespace": "ns", "creationTimestamp": null}}),
+            json!({"metadata": "x"}),
+            json!({"spec": {}}),
+        ];
+        for obj in cases {
+            for namespaced in [true, false] {
+                let mut normalized = obj.clone();
+                strip_system_fields(&mut normalized);
+                default_namespace(&mut normalized, namespaced);
+                assert_eq!(needs_normalizing(&obj, namespaced), normalized != obj, "{obj} namespaced={namespaced}");
+            }
+        }
     }
 
     #[test]

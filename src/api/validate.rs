@@ -140,6 +140,47 @@ fn default_node(s: &Schema, v: &mut Value) {
     }
 }
 
+/// Whether [`apply_defaults`] would change `value` (it may answer `true` for a default equal to
+/// what it replaces; never `false` when something would change).
+pub fn needs_defaults(schema: &Schema, value: &Value) -> bool {
+    needs_default_node(schema, value)
+}
+
+fn needs_default_node(s: &Schema, v: &Value) -> bool {
+    match v {
+        Value::Object(map) => {
+            let gap = s.properties.iter().any(|(name, prop)| {
+                prop.default.is_some()
+                    && match map.get(name) {
+                        None => true,
+                        Some(slot) => slot.is_null() && !prop.nullable,
+                    }
+            });
+            if gap {
+                return true;
+            }
+            let extra = match &s.additional_properties {
+                Some(AdditionalProperties::Schema(ap)) => Some(&**ap),
+                _ => None,
+            };
+            map.iter().any(|(key, child)| match (s.properties.get(key), extra) {
+                (Some(prop), _) => needs_default_node(prop, child),
+                (None, Some(ap)) => needs_default_null(ap, child) || needs_default_node(ap, child),
+                (None, None) => false,
+            })
+        }
+        Value::Array(items) => s
+            .items
+            .as_deref()
+            .is_some_and(|item| items.iter().any(|it| needs_default_null(item, it) || needs_default_node(item, it))),
+        _ => false,
+    }
+}
+
+fn needs_default_null(s: &Schema, v: &Value) -> bool {
+    v.is_null() && !s.nullable && s.default.is_some()
+}
+
 /// Replaces a null the schema does not allow with the schema's default, if it has one.
 fn default_null(s: &Schema, v: &mut Value) {
     if v.is_null() && !s.nullable {
@@ -1627,6 +1668,54 @@ mod tests {
         let mut v = json!({"a": 5});
         apply_defaults(&s, &mut v);
         assert_eq!(v, json!({"a": 5}));
+    }
+
+    #[test]
+    fn needs_defaults_tells_exactly_when_defaulting_changes_something() {
+        let nested = schema(json!({
+            "type": "object",
+            "properties": {
+                "a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 7}}},
+                "n": {"type": "object", "nullable": true, "properties": {"b": {"type": "integer", "default": 7}}},
+                "m": {"type": "object", "additionalProperties": {"type": "object", "default": {"z": "d"},
+                    "properties": {"z": {"type": "string", "default": "q"}}}},
+                "l": {"type": "array", "items": {"type": "object", "default": {"y": 1},
+                    "properties": {"y": {"type": "integer", "default": 2}}}}
+            }
+        }));
+        let cases = [
+            (&nested, json!({})),
+            (&nested, json!({"a": {}})),
+            (&nested, json!({"a": {"b": 1}})),
+            (&nested, json!({"a": {"b": null}})),
+            (&nested, json!({"a": {"b": 1}, "n": null})),
+            (&nested, json!({"a": {"b": 1}, "n": {}})),
+            (&nested, json!({"a": {"b": 1}, "m": {"k": {}}})),
+            (&nested, json!({"a": {"b": 1}, "m": {"k": null}})),
+            (&nested, json!({"a": {"b": 1}, "m": {"k": {"z": "x"}}})),
+            (&nested, json!({"a": {"b": 1}, "l": [{"y": 3}, null]})),
+            (&nested, json!({"a": {"b": 1}, "l": [{"y": 3}, {}]})),
+            (&nested, json!({"a": {"b": 1}, "l": [{"y": 3}]})),
+            (&nested, json!({"a": 5})),
+            (&nested, json!([1, 2])),
+        ];
+        let w = workload();
+        let more = [
+            obj(json!({"name": "web"})),
+            obj(json!({"name": "web", "replicas": 1, "minReplicas": 1, "mode": "a"})),
+            obj(json!({"name": "web", "replicas": 1, "minReplicas": 1, "mode": "a", "ports": [{"port": 1}]})),
+            obj(
+                json!({"name": "web", "replicas": 1, "minReplicas": 1, "mode": "a", "ports": [{"port": 1, "protocol": "UDP"}]}),
+            ),
+            obj(
+                json!({"name": "web", "replicas": 1, "minReplicas": 1, "mode": "a", "ports": [{"port": 1, "protocol": "UDP", "options": {}}]}),
+            ),
+        ];
+        for (s, v) in cases.iter().map(|(s, v)| (*s, v)).chain(more.iter().map(|v| (&w, v))) {
+            let mut defaulted = v.clone();
+            apply_defaults(s, &mut defaulted);
+            assert_eq!(needs_defaults(s, v), defaulted != *v, "{v}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::api::object::{self, GroupKind, ObjectKey};
 use crate::reconcile::{Budget, Client, ClientError, Interrupt, Outcome, ReconcilerConfig, Runtime, Selector};
-use crate::store::{ApplyOptions, Changes, Event, EventType, State, Store, StoreError, Txn, WriteOutcome};
+use crate::store::{ApplyOptions, Changes, Event, EventType, State, Store, StoreError, Txn};
 
 /// A loaded reconciler: its configuration and compiled code.
 pub struct Controller {
@@ -148,33 +148,35 @@ pub fn seed_all(controllers: &[Controller], state: &State, only: Option<&HashSet
 /// state (level-triggered); a deleted watched object queues every matching for-object.
 pub fn dispatch(controllers: &[Controller], state: &State, events: &[Event]) -> Vec<Item> {
     let mut out = Vec::new();
+    let is = |r: &crate::reconcile::ResourceRef, key: &ObjectKey| r.group == key.group && r.kind == key.kind;
     for ev in events {
-        let gk = ev.key.group_kind();
         let current = std::cell::OnceCell::new();
         let object = || current.get_or_init(|| state.get(&ev.key)).clone();
         for (i, c) in controllers.iter().enumerate() {
-            let for_gk = c.cfg.for_.group_kind();
-            if gk == for_gk
+            let for_ = &c.cfg.for_;
+            if is(for_, &ev.key)
                 && ev.kind != EventType::Deleted
                 && (c.cfg.for_selector.matches_everything() || object().is_some_and(|o| c.cfg.for_selector.matches(&o)))
             {
                 out.push((i, ev.key.clone()));
             }
-            if c.cfg.owns.iter().any(|o| o.group_kind() == gk) {
+            if c.cfg.owns.iter().any(|o| is(o, &ev.key)) {
+                let for_gk = for_.group_kind();
                 let owner_ns = match state.registry.get(&for_gk) {
-                    Some(r) if r.namespaced => ev.key.namespace.clone(),
-                    _ => String::new(),
+                    Some(r) if r.namespaced => ev.key.namespace.as_str(),
+                    _ => "",
                 };
                 for r in &ev.owners {
                     if r.group == for_gk.group && r.kind == for_gk.kind {
-                        out.push((i, ObjectKey::new(&for_gk, &owner_ns, &r.name)));
+                        out.push((i, ObjectKey::new(&for_gk, owner_ns, &r.name)));
                     }
                 }
             }
             for (w, sel) in &c.cfg.watches {
-                let triggered = w.group_kind() == gk
-                    && (ev.kind == EventType::Deleted || object().is_some_and(|o| sel.matches(&o)));
+                let triggered =
+                    is(w, &ev.key) && (ev.kind == EventType::Deleted || object().is_some_and(|o| sel.matches(&o)));
                 if triggered {
+                    let for_gk = for_.group_kind();
                     let start = ObjectKey::new(&for_gk, "", "");
                     for (k, obj) in state
                         .objects
@@ -548,15 +550,11 @@ impl Client for TxnClient<'_, '_> {
     }
 
     fn apply(&mut self, obj: &Value, manager: &str) -> Result<Value, ClientError> {
-        let (key, outcome) = self.txn.apply(obj, ApplyOptions { manager, force: false }).map_err(client_error)?;
-        match outcome {
-            WriteOutcome::Deleted => Ok(obj.clone()),
-            _ => self
-                .txn
-                .get(&key)
-                .map(|v| (*v).clone())
-                .ok_or_else(|| ClientError::transient(format!("{key}: not found"))),
-        }
+        // The stored result comes back from the apply itself: reading it back would parse the
+        // JSON just staged and copy it once more.
+        let (_, _, stored) =
+            self.txn.apply_and_read(obj, ApplyOptions { manager, force: false }).map_err(client_error)?;
+        Ok(stored.unwrap_or_else(|| obj.clone()))
     }
 
     fn apply_unread(&mut self, obj: &Value, manager: &str) -> Result<(), ClientError> {

@@ -60,27 +60,42 @@ pub struct Event {
 /// One stored object: its compact JSON text, plus the metadata the store consults without
 /// parsing it (a parsed `serde_json::Value` takes about ten times the memory of its text, which
 /// for 20k objects is the difference between 25 MB and 250 MB).
+///
+/// The text is a sled `IVec` (reference counted): a commit hands it to sled without copying it,
+/// and sled's cached nodes share it with the in-memory state.
 #[derive(Debug)]
 pub struct Stored {
-    json: Box<[u8]>,
+    json: sled::IVec,
     uid: Box<str>,
     owners: Vec<crate::api::object::OwnerRef>,
     deleting: bool,
 }
 
 impl Stored {
-    fn new(value: &Value, json: Vec<u8>) -> Stored {
+    fn new(value: &Value, json: sled::IVec) -> Stored {
         Stored {
             uid: crate::api::object::uid(value).unwrap_or("").into(),
             owners: crate::api::object::owner_references(value),
             deleting: crate::api::object::deletion_timestamp(value).is_some(),
-            json: json.into_boxed_slice(),
+            json,
         }
+    }
+
+    /// `value` in its stored form.
+    fn of(value: &Value) -> Arc<Stored> {
+        // serde_json never fails to encode a Value.
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        Arc::new(Stored::new(value, sled::IVec::from(json)))
     }
 
     /// The object as compact JSON.
     pub fn json(&self) -> &[u8] {
         &self.json
+    }
+
+    /// The JSON text for sled (shared, not copied).
+    fn ivec(&self) -> sled::IVec {
+        self.json.clone()
     }
 
     /// The object, parsed.
@@ -243,6 +258,9 @@ pub struct Store {
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
     /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
     pending: Mutex<Pending>,
+    /// The body hashes of the newest snapshot (`None`: not read yet), so a snapshot writes only
+    /// the bodies that changed since, without looking each one up.
+    newest_blobs: Mutex<Option<std::collections::HashSet<[u8; 16]>>>,
 }
 
 impl Store {
@@ -297,7 +315,7 @@ impl Store {
             };
             let key = ObjectKey::from_bytes(&k).ok_or_else(|| corrupt("bad key".into()))?;
             let value: Value = serde_json::from_slice(&v).map_err(|e| corrupt(format!("bad JSON: {e}")))?;
-            state.put(key, Some(Arc::new(Stored::new(&value, v.to_vec()))));
+            state.put(key, Some(Arc::new(Stored::new(&value, v))));
         }
         // The registry is derived from the stored CRD objects, never stored on its own.
         let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
@@ -321,6 +339,7 @@ impl Store {
             state: Arc::new(RwLock::new(state)),
             changes: Changes::default(),
             pending: Mutex::new(Pending::default()),
+            newest_blobs: Mutex::new(None),
         };
         store.sync()?;
         Ok(store)

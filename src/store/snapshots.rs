@@ -73,34 +73,54 @@ impl Store {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
             None => 1,
         };
-        let mut list = Vec::new();
+        let mut newest = self.newest_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if newest.is_none() {
+            *newest = Some(self.blobs_of_newest(&metas, &lists)?);
+        }
+        let known = newest.take().unwrap_or_default();
+        // The objects' stored forms, taken under the read lock; hashed and written after it.
+        let objects: Vec<(Vec<u8>, Arc<super::Stored>)> =
+            self.with(|state| state.objects.iter().map(|(k, v)| (k.to_bytes(), v.clone())).collect());
+        let mut list = Vec::with_capacity(objects.len());
+        let mut written = HashSet::with_capacity(objects.len());
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        let mut seen = HashSet::new();
-        self.with(|state| -> Result<()> {
-            list.reserve(state.objects.len());
-            for (key, obj) in &state.objects {
-                let bytes = obj.json();
-                let h = hash(bytes);
-                if seen.insert(h) && !blobs.contains_key(h).map_err(self.db_err())? {
-                    batch.insert(&h[..], bytes);
-                    in_batch += 1;
-                    if in_batch == BLOB_BATCH {
-                        blobs.apply_batch(std::mem::take(&mut batch)).map_err(self.db_err())?;
-                        in_batch = 0;
-                    }
+        for (key, obj) in objects {
+            let h = hash(obj.json());
+            // Bodies of the newest snapshot are stored (it is never pruned); any other body is
+            // written, which for one an older snapshot already stored rewrites the same bytes.
+            if !known.contains(&h) && written.insert(h) {
+                batch.insert(&h[..], obj.ivec());
+                in_batch += 1;
+                if in_batch == BLOB_BATCH {
+                    blobs.apply_batch(std::mem::take(&mut batch)).map_err(self.db_err())?;
+                    in_batch = 0;
                 }
-                list.push((key.to_bytes(), h));
             }
-            Ok(())
-        })?;
+            list.push((key, h));
+        }
         blobs.apply_batch(batch).map_err(self.db_err())?;
+        let hashes: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
         lists.insert(seq.to_be_bytes(), encode(&ObjectList(list))).map_err(self.db_err())?;
         let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary };
         metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
         self.prune_snapshots(&metas, &lists, &blobs)?;
         self.sync()?;
+        // Only a snapshot that was saved whole becomes the reference for the next one.
+        *newest = Some(hashes);
         Ok(meta)
+    }
+
+    /// The body hashes of the newest stored snapshot (none: empty).
+    fn blobs_of_newest(&self, metas: &sled::Tree, lists: &sled::Tree) -> Result<HashSet<[u8; 16]>> {
+        let Some((k, _)) = metas.last().map_err(self.db_err())? else {
+            return Ok(HashSet::new());
+        };
+        let Some(bytes) = lists.get(&k).map_err(self.db_err())? else {
+            return Ok(HashSet::new());
+        };
+        let list = (View { db: &self.db, dir: &self.dir }).decode_list(&k, &bytes)?;
+        Ok(list.0.into_iter().map(|(_, h)| h).collect())
     }
 
     fn prune_snapshots(&self, metas: &sled::Tree, lists: &sled::Tree, blobs: &sled::Tree) -> Result<()> {

@@ -276,3 +276,91 @@ fn reopen(path: &std::path::Path) -> Store {
         }
     }
 }
+
+#[test]
+fn apply_and_read_returns_what_a_read_gives() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    let (key, outcome, created) = txn.apply_and_read(&widget("a", 1), M).unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    assert_eq!(created.as_ref(), txn.get(&key).as_deref());
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let (_, outcome, same) = txn.apply_and_read(&widget("a", 1), M).unwrap();
+    assert_eq!(outcome, WriteOutcome::Unchanged);
+    assert_eq!(same.as_ref(), txn.get(&key).as_deref());
+    let (_, outcome, updated) = txn.apply_and_read(&widget("a", 2), M).unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    assert_eq!(updated.as_ref(), txn.get(&key).as_deref());
+    assert_eq!(updated.unwrap()["metadata"]["resourceVersion"], "2");
+    // The last finalizer removed from a deleting object: it is gone, nothing to read.
+    let mut held = widget("b", 1);
+    held["metadata"]["finalizers"] = json!(["f"]);
+    txn.apply(&held, M).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let b = ObjectKey::new(&GroupKind::new("example.com", "Widget"), "default", "b");
+    assert_eq!(txn.delete(&b).unwrap(), WriteOutcome::Deleting);
+    let (_, outcome, gone) = txn.apply_and_read(&widget("b", 1), M).unwrap();
+    assert_eq!((outcome, gone), (WriteOutcome::Deleted, None));
+}
+
+#[test]
+fn an_unchanged_apply_still_defaults_and_validates_under_a_changed_crd() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    let (key, _) = txn.apply(&widget("a", 5), M).unwrap();
+    txn.commit().unwrap();
+    // The CRD gains a default and a bound the stored object breaks.
+    let mut changed = crd();
+    changed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"] =
+        json!({"size": {"type": "integer", "maximum": 3}, "color": {"type": "string", "default": "red"}});
+    let mut txn = store.begin();
+    txn.apply(&changed, M).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    let err = txn.apply(&widget("a", 5), M).unwrap_err().to_string();
+    assert!(err.contains("spec.size"), "{err}");
+    // Within bounds, the same intent now writes the default.
+    let mut txn = store.begin();
+    txn.apply(&widget("a", 2), M).unwrap();
+    txn.commit().unwrap();
+    let mut loosened = changed.clone();
+    loosened["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["shape"] =
+        json!({"type": "string", "default": "round"});
+    let mut txn = store.begin();
+    txn.apply(&loosened, M).unwrap();
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    assert_eq!(txn.apply(&widget("a", 2), M).unwrap().1, WriteOutcome::Updated);
+    txn.commit().unwrap();
+    let obj = store.with(|s| s.get(&key)).unwrap();
+    assert_eq!(obj["spec"], json!({"size": 2, "color": "red", "shape": "round"}));
+}
+
+#[test]
+fn a_transaction_reading_every_object_reads_each_correctly() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let mut txn = store.begin();
+    let n = super::txn::PARSED_MAX * 3;
+    for i in 0..n {
+        txn.apply(&widget(&format!("w{i}"), i as i64), M).unwrap();
+    }
+    txn.commit().unwrap();
+    let mut txn = store.begin();
+    // Half of them rewritten in the transaction, then all read twice: more than the
+    // transaction keeps parsed.
+    for i in (0..n).step_by(2) {
+        txn.apply(&widget(&format!("w{i}"), 1000 + i as i64), M).unwrap();
+    }
+    for _ in 0..2 {
+        for i in 0..n {
+            let key = ObjectKey::new(&GroupKind::new("example.com", "Widget"), "default", &format!("w{i}"));
+            let want = if i % 2 == 0 { 1000 + i } else { i };
+            assert_eq!(txn.get(&key).unwrap()["spec"]["size"], want);
+        }
+    }
+}

@@ -1,12 +1,13 @@
 //! Transactions over the store: an overlay of writes that commits atomically or not at all.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
 use super::{Event, EventType, Result, Store, StoreError, Stored};
-use crate::api::apply::{self, ApplyRequest};
+use crate::api::apply::{self, ApplyRequest, Change};
 use crate::api::builtin::{CRD_GROUP, CRD_KIND};
 use crate::api::crd::{ApiResource, Registry};
 use crate::api::meta;
@@ -38,34 +39,57 @@ pub enum WriteOutcome {
     Deleted,
 }
 
-/// One staged write: the object as it will be stored (compact JSON and the metadata the store
-/// indexes), parsed again only when the transaction reads it back. A load stages every input
-/// at once, and 10k parsed `Value`s held ~70 MB where their text holds ~10 MB.
-#[derive(Debug)]
-struct Staged {
-    stored: Arc<Stored>,
-    parsed: std::sync::OnceLock<Arc<Value>>,
+/// Parsed objects a transaction keeps for reading them again: enough for the few objects a
+/// reconcile reads more than once, bounded so that a load which reads every object does not
+/// hold them all parsed (a parsed `Value` takes about ten times the memory of its text: 10k of
+/// them held ~65 MB at a load's commit).
+pub(super) const PARSED_MAX: usize = 64;
+
+/// The objects a transaction parsed, by key; emptied when full (see [`PARSED_MAX`]).
+#[derive(Default)]
+struct Parsed {
+    map: std::collections::HashMap<ObjectKey, Arc<Value>>,
 }
 
-impl Staged {
-    fn new(value: &Value) -> Arc<Staged> {
-        // serde_json never fails to encode a Value.
-        let json = serde_json::to_vec(value).unwrap_or_default();
-        Arc::new(Staged { stored: Arc::new(Stored::new(value, json)), parsed: std::sync::OnceLock::new() })
+impl Parsed {
+    fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
+        self.map.get(key).cloned()
     }
 
-    fn value(&self) -> Arc<Value> {
-        self.parsed.get_or_init(|| self.stored.value()).clone()
+    fn insert(&mut self, key: ObjectKey, value: Arc<Value>) {
+        if self.map.len() >= PARSED_MAX {
+            self.map.clear();
+        }
+        self.map.insert(key, value);
     }
+
+    fn remove(&mut self, key: &ObjectKey) {
+        self.map.remove(key);
+    }
+}
+
+/// What an apply left: the object as stored, for callers that want it back without reading it
+/// again (and parsing it: a staged object is kept as JSON).
+enum Written {
+    /// The object as staged (created, updated), or a copy equal to the live object (unchanged).
+    Value(Value),
+    /// Unchanged: the live object.
+    Live(Arc<Value>),
+    /// The apply removed the last finalizer of a deleting object, which is gone.
+    Gone,
 }
 
 /// A set of writes that becomes visible and durable together at [`Txn::commit`].
+///
+/// Staged writes are kept in their stored form (compact JSON and the metadata the store
+/// indexes), parsed again only when the transaction reads them back: a load stages every input
+/// at once, and 10k parsed `Value`s held ~70 MB where their text holds ~10 MB.
 pub struct Txn<'s> {
     store: &'s Store,
-    /// Stored objects this transaction parsed, so repeated reads of one object parse it once;
-    /// an object's entry goes when the transaction writes it.
-    parsed: std::cell::RefCell<std::collections::HashMap<ObjectKey, Arc<Value>>>,
-    writes: BTreeMap<ObjectKey, Option<Arc<Staged>>>,
+    /// Objects this transaction parsed (stored or staged), so repeated reads of one object parse
+    /// it once; an object's entry goes when the transaction writes it.
+    parsed: std::cell::RefCell<Parsed>,
+    writes: BTreeMap<ObjectKey, Option<Arc<Stored>>>,
     /// A modified copy of the registry, when a CRD was applied or deleted.
     registry: Option<Registry>,
     now: String,
@@ -87,17 +111,17 @@ impl<'s> Txn<'s> {
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
-        match self.writes.get(key) {
-            Some(v) => v.as_ref().map(|v| v.value()),
-            None => {
-                if let Some(v) = self.parsed.borrow().get(key) {
-                    return Some(v.clone());
-                }
-                let v = self.store.with(|s| s.get(key))?;
-                self.parsed.borrow_mut().insert(key.clone(), v.clone());
-                Some(v)
-            }
+        if let Some(v) = self.parsed.borrow().get(key) {
+            return Some(v);
         }
+        // The stored form is taken under the read lock and parsed after it.
+        let stored = match self.writes.get(key) {
+            Some(v) => v.clone()?,
+            None => self.store.with(|s| s.objects.get(key).cloned())?,
+        };
+        let v = stored.value();
+        self.parsed.borrow_mut().insert(key.clone(), v.clone());
+        Some(v)
     }
 
     /// Runs `f` with the registry as this transaction sees it.
@@ -117,21 +141,22 @@ impl<'s> Txn<'s> {
         let in_range =
             |k: &ObjectKey| k.group == gk.group && k.kind == gk.kind && namespace.is_none_or(|ns| k.namespace == ns);
         let start = ObjectKey::new(gk, namespace.unwrap_or(""), "");
-        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self.store.with(|s| {
+        // The stored forms are taken under the read lock and parsed after it.
+        let mut out: BTreeMap<ObjectKey, Arc<Stored>> = self.store.with(|s| {
             s.objects
                 .range(start.clone()..)
                 .take_while(|(k, _)| in_range(k))
                 .filter(|(k, _)| !self.writes.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.value()))
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         });
         for (k, v) in self.writes.range(start..).take_while(|(k, _)| in_range(k)) {
             match v {
-                Some(v) => out.insert(k.clone(), v.value()),
+                Some(v) => out.insert(k.clone(), v.clone()),
                 None => out.remove(k),
             };
         }
-        out.into_iter().collect()
+        out.into_iter().map(|(k, v)| (k, v.value())).collect()
     }
 
     /// Objects whose owner references name `uid`, as this transaction sees them, in key order.
@@ -141,23 +166,26 @@ impl<'s> Txn<'s> {
 
     /// [`Txn::owned_by`] limited to the keys `wanted` accepts; only those objects are parsed.
     pub fn owned_by_where(&self, uid: &str, wanted: impl Fn(&ObjectKey) -> bool) -> Vec<(ObjectKey, Arc<Value>)> {
-        let mut out: BTreeMap<ObjectKey, Arc<Value>> = self
-            .store
-            .with(|s| s.owned_by(uid).filter(|k| wanted(k)).filter_map(|k| s.get(k).map(|v| (k.clone(), v))).collect());
+        let mut out: BTreeMap<ObjectKey, Arc<Stored>> = self.store.with(|s| {
+            s.owned_by(uid)
+                .filter(|k| wanted(k))
+                .filter_map(|k| s.objects.get(k).map(|v| (k.clone(), v.clone())))
+                .collect()
+        });
         for (k, v) in &self.writes {
             if !wanted(k) {
                 continue;
             }
             match v {
-                Some(v) if v.stored.owners().iter().any(|r| r.uid == uid) => {
-                    out.insert(k.clone(), v.value());
+                Some(v) if v.owners().iter().any(|r| r.uid == uid) => {
+                    out.insert(k.clone(), v.clone());
                 }
                 _ => {
                     out.remove(k);
                 }
             }
         }
-        out.into_iter().collect()
+        out.into_iter().map(|(k, v)| (k, v.value())).collect()
     }
 
     /// The keys of [`Txn::owned_by_where`], without reading any object.
@@ -169,7 +197,7 @@ impl<'s> Txn<'s> {
                 continue;
             }
             match v {
-                Some(v) if v.stored.owners().iter().any(|r| r.uid == uid) => {
+                Some(v) if v.owners().iter().any(|r| r.uid == uid) => {
                     out.insert(k.clone());
                 }
                 _ => {
@@ -196,11 +224,31 @@ impl<'s> Txn<'s> {
     /// Server-side applies `obj` (a full intent of `opts.manager`), validates the result and
     /// stages it. Nothing is staged when this returns an error.
     pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
+        self.apply_inner(obj, opts).map(|(key, outcome, _)| (key, outcome))
+    }
+
+    /// [`Txn::apply`] that also returns the object as this transaction now holds it (`None`
+    /// when the apply deleted it), without reading it back.
+    pub fn apply_and_read(
+        &mut self,
+        obj: &Value,
+        opts: ApplyOptions<'_>,
+    ) -> Result<(ObjectKey, WriteOutcome, Option<Value>)> {
+        let (key, outcome, written) = self.apply_inner(obj, opts)?;
+        let value = match written {
+            Written::Value(v) => Some(v),
+            Written::Live(live) => Some((*live).clone()),
+            Written::Gone => None,
+        };
+        Ok((key, outcome, value))
+    }
+
+    fn apply_inner(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome, Written)> {
         let (res, applied) = self.prepare(obj)?;
         let key = ObjectKey::of(&applied).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
         let live = self.get(&key);
         let schema: &Schema = res.schema.as_deref().unwrap_or(&PERMISSIVE);
-        let mut merged = apply::apply(&ApplyRequest {
+        let change = apply::apply_change(&ApplyRequest {
             schema,
             live: live.as_deref(),
             applied: &applied,
@@ -209,30 +257,24 @@ impl<'s> Txn<'s> {
             now: &self.now,
         })
         .map_err(|source| StoreError::Apply { key: Box::new(key.clone()), source })?;
-
-        validate::apply_defaults(schema, &mut merged);
-        let mut errors = meta::validate_metadata(&merged, res.namespaced);
-        errors.extend(validate::validate(schema, &merged, live.as_deref()).iter().map(|e| e.to_string()));
-        if let Some(live) = &live {
-            if object::deletion_timestamp(live).is_some() {
-                let before: BTreeSet<&str> = object::finalizers(live).into_iter().collect();
-                if object::finalizers(&merged).iter().any(|f| !before.contains(f)) {
-                    errors.push(
-                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"
-                            .into(),
-                    );
-                }
+        let mut merged = match (change, &live) {
+            (Change::Unchanged, Some(live)) if !validate::needs_defaults(schema, live) => {
+                // Nothing to write, and no copy of the live object to make: it only has to be
+                // valid still (its CRD may have changed since it was written).
+                check_valid(&key, &res, schema, live, Some(live))?;
+                return Ok((key, WriteOutcome::Unchanged, Written::Live(live.clone())));
             }
-        }
-        if !errors.is_empty() {
-            return Err(StoreError::Invalid { key, errors });
-        }
+            (Change::Unchanged, live) => live.as_deref().cloned().unwrap_or(Value::Null),
+            (Change::Merged(v), _) => v,
+        };
+        validate::apply_defaults(schema, &mut merged);
+        check_valid(&key, &res, schema, &merged, live.as_deref())?;
         self.stage(key, &res, live, merged)
     }
 
     /// Resolves the API of `obj` and normalises the client's object (system fields dropped,
-    /// namespace defaulted).
-    fn prepare(&self, obj: &Value) -> Result<(Arc<ApiResource>, Value)> {
+    /// namespace defaulted); the object is copied only when that changes it.
+    fn prepare<'o>(&self, obj: &'o Value) -> Result<(Arc<ApiResource>, Cow<'o, Value>)> {
         let map = obj
             .as_object()
             .ok_or_else(|| StoreError::Malformed(format!("an object must be a map, got {}", type_name(obj))))?;
@@ -259,10 +301,13 @@ impl<'s> Txn<'s> {
                 served: res.api_version(),
             });
         }
+        if !meta::needs_normalizing(obj, res.namespaced) {
+            return Ok((res, Cow::Borrowed(obj)));
+        }
         let mut obj = obj.clone();
         meta::strip_system_fields(&mut obj);
         meta::default_namespace(&mut obj, res.namespaced);
-        Ok((res, obj))
+        Ok((res, Cow::Owned(obj)))
     }
 
     /// Validates `obj` as [`Txn::apply`] would, without staging anything.
@@ -272,6 +317,8 @@ impl<'s> Txn<'s> {
         let result = self.apply(obj, opts);
         self.writes = saved_writes;
         self.registry = saved_registry;
+        // Nothing parsed during the check may outlive the writes it saw.
+        *self.parsed.get_mut() = Parsed::default();
         result
     }
 
@@ -282,17 +329,17 @@ impl<'s> Txn<'s> {
         res: &ApiResource,
         live: Option<Arc<Value>>,
         mut merged: Value,
-    ) -> Result<(ObjectKey, WriteOutcome)> {
+    ) -> Result<(ObjectKey, WriteOutcome, Written)> {
         let outcome = match &live {
             Some(live) => {
                 copy_system_fields(live, &mut merged);
                 if merged == **live {
-                    return Ok((key, WriteOutcome::Unchanged));
+                    return Ok((key, WriteOutcome::Unchanged, Written::Value(merged)));
                 }
                 if object::deletion_timestamp(&merged).is_some() && object::finalizers(&merged).is_empty() {
                     // The last finalizer is gone: the deletion it held completes now.
                     self.remove(&key, live.clone());
-                    return Ok((key, WriteOutcome::Deleted));
+                    return Ok((key, WriteOutcome::Deleted, Written::Gone));
                 }
                 let rv = resource_version(live) + 1;
                 let generation = generation(live) + u64::from(live.get("spec") != merged.get("spec"));
@@ -328,8 +375,8 @@ impl<'s> Txn<'s> {
             }
             self.registry_mut().insert(crd);
         }
-        self.stage_write(key.clone(), Some(Staged::new(&merged)));
-        Ok((key, outcome))
+        self.stage_write(key.clone(), Some(Stored::of(&merged)));
+        Ok((key, outcome, Written::Value(merged)))
     }
 
     /// Deletes an object, or marks it deleting when finalizers hold it.
@@ -348,7 +395,7 @@ impl<'s> Txn<'s> {
             m.insert("deletionTimestamp".into(), Value::String(self.now.clone()));
             m.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
-        self.stage_write(key.clone(), Some(Staged::new(&marked)));
+        self.stage_write(key.clone(), Some(Stored::of(&marked)));
         Ok(WriteOutcome::Deleting)
     }
 
@@ -371,7 +418,7 @@ impl<'s> Txn<'s> {
     }
 
     /// Records a write; the parsed stored object it replaces is no longer needed.
-    fn stage_write(&mut self, key: ObjectKey, value: Option<Arc<Staged>>) {
+    fn stage_write(&mut self, key: ObjectKey, value: Option<Arc<Stored>>) {
         self.parsed.get_mut().remove(&key);
         self.writes.insert(key, value);
     }
@@ -396,7 +443,7 @@ impl<'s> Txn<'s> {
             let mut candidates: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_keys().cloned().collect());
             for (k, v) in &self.writes {
                 match v {
-                    Some(v) if !v.stored.owners().is_empty() => {
+                    Some(v) if !v.owners().is_empty() => {
                         candidates.insert(k.clone());
                     }
                     _ => {}
@@ -440,7 +487,7 @@ impl<'s> Txn<'s> {
     /// The uid, owner references and deletion state of an object, without parsing stored ones.
     fn gc_info(&self, key: &ObjectKey) -> Option<(String, Vec<object::OwnerRef>, bool)> {
         match self.writes.get(key) {
-            Some(Some(v)) => Some((v.stored.uid().to_string(), v.stored.owners().to_vec(), v.stored.deleting())),
+            Some(Some(v)) => Some((v.uid().to_string(), v.owners().to_vec(), v.deleting())),
             Some(None) => None,
             None => self
                 .store
@@ -486,10 +533,10 @@ impl<'s> Txn<'s> {
                 let before = state.objects.get(key);
                 match (value, before) {
                     (Some(v), before) => {
-                        batch.push((key.to_bytes(), Some(sled::IVec::from(v.stored.json()))));
-                        stored.push((key.clone(), Some(v.stored.clone())));
+                        batch.push((key.to_bytes(), Some(v.ivec())));
+                        stored.push((key.clone(), Some(v.clone())));
                         let kind = if before.is_some() { EventType::Modified } else { EventType::Added };
-                        events.push(Event { kind, key: key.clone(), owners: v.stored.owners().to_vec() });
+                        events.push(Event { kind, key: key.clone(), owners: v.owners().to_vec() });
                     }
                     (None, Some(old)) => {
                         batch.push((key.to_bytes(), None));
@@ -525,6 +572,35 @@ enum Durability {
     Durable,
     /// Durable, with the intent record removed in the same sync.
     ClearingIntent,
+}
+
+/// The validation of an object about to be stored (or kept): metadata, schema and CEL rules,
+/// and no new finalizers on a deleting object.
+fn check_valid(
+    key: &ObjectKey,
+    res: &ApiResource,
+    schema: &Schema,
+    merged: &Value,
+    live: Option<&Value>,
+) -> Result<()> {
+    let mut errors = meta::validate_metadata(merged, res.namespaced);
+    errors.extend(validate::validate(schema, merged, live).iter().map(|e| e.to_string()));
+    if let Some(live) = live {
+        if object::deletion_timestamp(live).is_some() {
+            let before: BTreeSet<&str> = object::finalizers(live).into_iter().collect();
+            if object::finalizers(merged).iter().any(|f| !before.contains(f)) {
+                errors.push(
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"
+                        .into(),
+                );
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid { key: key.clone(), errors })
+    }
 }
 
 fn copy_system_fields(live: &Value, merged: &mut Value) {
