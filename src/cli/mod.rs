@@ -102,8 +102,9 @@ pub struct WorkerArgs {
 pub enum IsolationArg {
     /// In a worker process that can die without the server
     Process,
-    /// In the server's engine thread: a little faster, but a reconciler that allocates more
-    /// than the machine has, or hangs inside a builtin, takes the server down
+    /// In the server's engine thread: faster (no pipe exchange per reconcile), but a
+    /// reconciler that allocates more than the machine has, or hangs inside a builtin, takes
+    /// the server down
     Thread,
 }
 
