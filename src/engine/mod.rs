@@ -583,8 +583,9 @@ impl Engine {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = runner;
     }
 
-    /// Hands freed memory back to the operating system after a large piece of work (a load or
-    /// a run parses and drops many short-lived values; glibc keeps the pages otherwise).
+    /// Hands freed memory back to the operating system after a large piece of work. Rust's
+    /// allocations go to jemalloc, which returns freed pages at once (see `src/lib.rs`); this
+    /// trims what C code (libgit2) allocated through glibc.
     pub(crate) fn release_memory() {
         // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
         unsafe {
@@ -655,7 +656,9 @@ impl Engine {
     }
 }
 
-/// Caps glibc's malloc arenas at two: the calling thread's and the engine thread's (the first
+/// Caps glibc's malloc arenas at two, for what C code (libgit2) allocates through glibc; Rust's
+/// allocations go to jemalloc, which has two arenas of its own (see `src/lib.rs`). For glibc:
+/// the calling thread's arena and the engine thread's (the first
 /// thread spawned that allocates). By default each thread may get an arena of its own (up to
 /// eight per core) and memory freed in one arena is never reused by another, so the parse
 /// threads of a load and sled's flusher spread a 10k-object run's memory over several; two

@@ -276,5 +276,18 @@ mod tests {
         assert_eq!(latest.len(), 2);
         let lib = |s: &Snapshot| s.objects.values().next().unwrap()["spec"]["code"].clone();
         assert_ne!(lib(&latest[0]), lib(&latest[1]));
+        // After a reopen the newest snapshot's bodies are known from its list: an unchanged
+        // body is not written again, a changed one (also one an older snapshot had) is.
+        for (i, code) in ["# 0", "# 0", "# new", "# 1"].into_iter().enumerate() {
+            let mut txn = store.begin();
+            let lib = json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
+                "metadata": {"name": "lib"}, "spec": {"code": code}});
+            txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
+            txn.commit().unwrap();
+            store.save_snapshot(&format!("again{i}"), "t", true, "{}".into()).unwrap();
+            let newest = store.latest_snapshots(1).unwrap();
+            assert_eq!(newest[0].meta.id, format!("again{i}"));
+            assert_eq!(newest[0].objects.values().next().unwrap()["spec"]["code"], code);
+        }
     }
 }

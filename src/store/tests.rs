@@ -364,3 +364,22 @@ fn a_transaction_reading_every_object_reads_each_correctly() {
         }
     }
 }
+
+#[test]
+fn the_owner_index_keeps_one_or_many_objects_in_key_order() {
+    let key = |n: &str| ObjectKey::new(&GroupKind::new("g", "K"), "ns", n);
+    let mut owned = Owned::One(key("b"));
+    owned.insert(key("b"));
+    assert!(matches!(owned, Owned::One(_)), "the same object again is still one");
+    owned.insert(key("a"));
+    owned.insert(key("c"));
+    let names: Vec<&str> = owned.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(!owned.remove(&key("b")));
+    assert!(!owned.remove(&key("x")));
+    assert!(!owned.remove(&key("a")));
+    assert!(owned.remove(&key("c")), "nothing left");
+    let mut one = Owned::One(key("a"));
+    assert!(!one.remove(&key("b")), "another object leaves it");
+    assert!(one.remove(&key("a")));
+}
