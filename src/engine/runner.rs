@@ -467,11 +467,7 @@ fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget
         match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client, budget))) {
             Ok(o) => o,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = crate::reconcile::panic_text(&*panic);
                 Outcome::Error(format!("internal error: the reconciler panicked: {what}"))
             }
         }

@@ -25,6 +25,14 @@ pub use limits::{Budget, Exhausted, Interrupt, Limits};
 pub use selector::Selector;
 pub use starlark::Libraries;
 
+/// The message of a caught panic (a reconciler's panic becomes its reconcile's error).
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Compiles one reconciler's code for its language, with the project's Starlark `libraries`.
 pub fn compile(
     cfg: std::sync::Arc<ReconcilerConfig>,

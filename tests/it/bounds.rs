@@ -4,18 +4,6 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-const CONFIG: &str = "reconcilers/device-inventory/config.yaml";
-const SCRIPT: &str = "reconcilers/device-inventory/inventory.star";
-
-/// The fabric project with the inventory reconciler replaced by `script` under `limits`.
-fn project_with(script: &str, limits: &str) -> TestProject {
-    let p = TestProject::new("fabric");
-    let config = std::fs::read_to_string(p.path(CONFIG)).unwrap();
-    p.write(CONFIG, &format!("{config}  limits: {limits}\n"));
-    p.write(SCRIPT, script);
-    p
-}
-
 const ENDLESS: &str = "def reconcile(self):\n    for i in range(2000000000):\n        for j in range(2000000000):\n            pass\n    return reconcile_result(self, False, 0, '', False)\n";
 
 /// Starts `run once` in the background; returns once the runner reports it runs.
@@ -37,7 +25,7 @@ fn run_once_in_background(p: &TestProject, args: &[&str]) -> std::process::Child
 
 #[test]
 fn a_reconcile_stuck_inside_the_interpreter_stops_at_its_timeout() {
-    let p = project_with(
+    let p = fabric_with(
         "def reconcile(self):\n    big = list(range(100000))\n    for i in range(2000000000):\n        if -1 in big:\n            pass\n    return reconcile_result(self, False, 0, '', False)\n",
         "{timeoutSeconds: 1, steps: 1000000000000}",
     );
@@ -50,13 +38,13 @@ fn a_reconcile_stuck_inside_the_interpreter_stops_at_its_timeout() {
 
 #[test]
 fn the_run_timeout_stops_a_reconcile_in_the_middle_and_any_value_is_accepted() {
-    let p = project_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
     let _s = p.start();
     let run = p.cli(&["run", "once", "--timeout", "1"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("run's deadline passed during the reconcile"), "{}", run.stdout);
     // The largest timeout there is: no deadline, no panic. The script stops at its step limit.
-    let p2 = project_with(ENDLESS, "{steps: 100000}");
+    let p2 = fabric_with(ENDLESS, "{steps: 100000}");
     let _s2 = p2.start();
     let run = p2.cli(&["run", "once", "--timeout", "18446744073709551615"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -93,7 +81,7 @@ const EXTRA: &str =
 
 #[test]
 fn requests_are_answered_during_a_run_and_server_stop_ends_it() {
-    let p = project_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
     let mut s = p.start();
     let run = run_once_in_background(&p, &[]);
     // Reads, run history among them, are answered while the reconcile runs.
@@ -119,7 +107,7 @@ fn requests_are_answered_during_a_run_and_server_stop_ends_it() {
 fn edits_interleave_with_a_run_of_short_reconciles() {
     // Each reconcile is short but requeues itself, so the run goes on; an apply in the middle
     // is answered between two reconciles.
-    let p = project_with(
+    let p = fabric_with(
         "def reconcile(self):\n    return reconcile_result(self, True, 0, '', False)\n",
         "{timeoutSeconds: 10}",
     );
@@ -136,7 +124,7 @@ fn edits_interleave_with_a_run_of_short_reconciles() {
 
 #[test]
 fn run_stop_ends_a_run_once_and_a_waiting_load_goes_after_it() {
-    let p = project_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
     let _s = p.start();
     let run = run_once_in_background(&p, &[]);
     // A load waits for the run, saying so.
@@ -152,7 +140,7 @@ fn run_stop_ends_a_run_once_and_a_waiting_load_goes_after_it() {
 
 #[test]
 fn sigterm_during_a_run_ends_the_server() {
-    let p = project_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
     let mut s = p.start();
     let run = run_once_in_background(&p, &[]);
     s.signal(libc::SIGTERM);
@@ -164,7 +152,7 @@ fn sigterm_during_a_run_ends_the_server() {
 
 #[test]
 fn a_deeply_nested_value_fails_the_reconcile_not_the_server() {
-    let p = project_with(
+    let p = fabric_with(
         "def reconcile(self):\n    x = 0\n    for i in range(100000000):\n        x = (x,)\n    s = str(x)\n    return reconcile_result(self, False, 0, '', False)\n",
         "{steps: 1000000000}",
     );

@@ -5,17 +5,7 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-const CONFIG: &str = "reconcilers/device-inventory/config.yaml";
-const SCRIPT: &str = "reconcilers/device-inventory/inventory.star";
 const GOOD: &str = "def reconcile(self):\n    return reconcile_result(self, False, 0, '', False)\n";
-
-fn project_with(script: &str, limits: &str) -> TestProject {
-    let p = TestProject::new("fabric");
-    let config = std::fs::read_to_string(p.path(CONFIG)).unwrap();
-    p.write(CONFIG, &format!("{config}  limits: {limits}\n"));
-    p.write(SCRIPT, script);
-    p
-}
 
 /// The pid of the server's reconcile worker (a child of the server running `__reconcile-worker`).
 fn worker_pids(server: &Server) -> Vec<u32> {
@@ -26,7 +16,7 @@ fn worker_pids(server: &Server) -> Vec<u32> {
 #[test]
 fn an_allocation_larger_than_the_worker_fails_the_reconcile_not_the_server() {
     // 8 GiB in one native allocation: past the worker's address space, so malloc fails there.
-    let p = project_with(
+    let p = fabric_with(
         "def reconcile(self):\n    x = [0] * (1 << 30)\n    return reconcile_result(self, False, 0, '', False)\n",
         "{}",
     );
@@ -51,7 +41,7 @@ const NATIVE_FOREVER: &str = "def reconcile(self):\n    a = (1,)\n    for i in r
 
 #[test]
 fn a_builtin_that_never_returns_is_stopped_at_the_timeout_by_ending_its_worker() {
-    let p = project_with(NATIVE_FOREVER, "{timeoutSeconds: 1}");
+    let p = fabric_with(NATIVE_FOREVER, "{timeoutSeconds: 1}");
     let _s = p.start();
     let run = p.cli(&["run", "once"]);
     assert_eq!(run.code, 1, "{run:?}");
@@ -62,7 +52,7 @@ fn a_builtin_that_never_returns_is_stopped_at_the_timeout_by_ending_its_worker()
 
 #[test]
 fn sigterm_ends_the_server_while_a_builtin_runs() {
-    let p = project_with(NATIVE_FOREVER, "{timeoutSeconds: 3600}");
+    let p = fabric_with(NATIVE_FOREVER, "{timeoutSeconds: 3600}");
     let mut s = p.start();
     let run = Command::new(BIN)
         .args(["run", "once", "--socket"])
@@ -88,7 +78,7 @@ fn sigterm_ends_the_server_while_a_builtin_runs() {
 
 #[test]
 fn code_that_kills_the_worker_while_loading_is_a_load_error_naming_the_reconciler() {
-    let p = project_with(&format!("BIG = [0] * (1 << 30)\n{GOOD}"), "{}");
+    let p = fabric_with(&format!("BIG = [0] * (1 << 30)\n{GOOD}"), "{}");
     let _s = p.start();
     let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
     assert_eq!(status["status"], "Failed", "{status}");
@@ -112,7 +102,7 @@ fn reconcilers_can_run_in_the_server_thread() {
 #[test]
 fn str_of_a_value_that_shares_its_parts_exponentially_fails_the_reconcile() {
     // 2^40 leaves when printed: the text outgrows the worker's memory (or its timeout) natively.
-    let p = project_with(
+    let p = fabric_with(
         "def reconcile(self):\n    a = [1]\n    for i in range(40):\n        a = [a, a]\n    s = str(a)\n    return reconcile_result(self, False, 0, '', False)\n",
         "{timeoutSeconds: 5}",
     );

@@ -256,3 +256,16 @@ spec:
 "
     )
 }
+
+/// The fabric fixture's inventory reconciler: its config and script.
+pub const CONFIG: &str = "reconcilers/device-inventory/config.yaml";
+pub const SCRIPT: &str = "reconcilers/device-inventory/inventory.star";
+
+/// The fabric project with the inventory reconciler replaced by `script` under `limits`.
+pub fn fabric_with(script: &str, limits: &str) -> TestProject {
+    let p = TestProject::new("fabric");
+    let config = std::fs::read_to_string(p.path(CONFIG)).unwrap();
+    p.write(CONFIG, &format!("{config}  limits: {limits}\n"));
+    p.write(SCRIPT, script);
+    p
+}

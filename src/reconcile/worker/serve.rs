@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::wire::{self, Answer, Call, End, FromWorker, Key, Kind, ToWorker};
 use crate::api::object::ObjectKey;
 use crate::reconcile::{
-    compile, Budget, Client, ClientError, Interrupt, Libraries, Limits, Outcome, ReconcilerConfig, ResourceRef,
-    Runtime, Selector,
+    compile, panic_text, Budget, Client, ClientError, Interrupt, Libraries, Limits, Outcome, ReconcilerConfig,
+    ResourceRef, Runtime, Selector,
 };
 
 /// Address space the worker may use besides its reconcile stack: the binary, its libraries
@@ -219,13 +219,6 @@ fn reconcile(
         Outcome::Error(message) => End::Error(message),
     };
     Ok((deferred, end))
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 struct Io {
