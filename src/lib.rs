@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod ids;
 pub mod project;
 pub mod protocol;
 pub mod reconcile;

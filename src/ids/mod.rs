@@ -1,0 +1,18 @@
+//! Identifier allocation for `-r` (kuid's backends: IPAM, VLAN, AS, GENID, EXTCOMM): the free
+//! space of a pool and the allocation rules of each backend, as pure data structures that a
+//! store transaction drives.
+//!
+//! `space` is the free-space structure every pool is built from (free runs plus a best-fit
+//! index of aligned blocks); `pool` is a pool of plain ids (VLAN, AS, GENID, EXTCOMM) with
+//! kuid's static, dynamic and range claims, every change journaled so a transaction can roll it
+//! back.
+//!
+//! Architecture invariant: no I/O, no threads, no sled, no objects: the store persists and
+//! publishes what these structures decide, and the API glue turns claims into calls.
+
+// The store and the API glue that drive these pools are being built (issue 10); until then the
+// pools are exercised by their own tests only.
+#![allow(dead_code)]
+
+pub(crate) mod pool;
+pub(crate) mod space;
