@@ -16,7 +16,7 @@
 //!
 //! Invariant: pure data: knows claims only as owner identities, nothing of objects or storage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::space::{aligned_blocks, count, Space, SpaceError};
 
@@ -155,11 +155,13 @@ pub(crate) struct IdPool {
     max: u128,
     main: Table,
     ranges: BTreeMap<String, Table>,
+    /// The items of each owner, so a claim finds what it holds without a scan.
+    owned: HashMap<Owner, BTreeSet<(TableRef, u128)>>,
 }
 
 impl IdPool {
     pub fn new(max: u128) -> IdPool {
-        IdPool { max, main: Table::new(0, max), ranges: BTreeMap::new() }
+        IdPool { max, main: Table::new(0, max), ranges: BTreeMap::new(), owned: HashMap::new() }
     }
 
     pub fn max(&self) -> u128 {
@@ -190,33 +192,49 @@ impl IdPool {
 
     /// Every item `owner` holds, in any table.
     pub fn held_by(&self, owner: &Owner) -> Vec<(TableRef, u128, &Item)> {
-        let mut out: Vec<(TableRef, u128, &Item)> =
-            self.main.items.iter().filter(|(_, i)| &i.owner == owner).map(|(s, i)| (TableRef::Main, *s, i)).collect();
-        for (name, t) in &self.ranges {
-            out.extend(
-                t.items.iter().filter(|(_, i)| &i.owner == owner).map(|(s, i)| (TableRef::Range(name.clone()), *s, i)),
-            );
+        let Some(set) = self.owned.get(owner) else { return Vec::new() };
+        set.iter()
+            .filter_map(|(t, s)| self.table(t).and_then(|tb| tb.items.get(s)).map(|i| (t.clone(), *s, i)))
+            .collect()
+    }
+
+    /// Stores an item without journaling (the primitives and the rollback use this).
+    fn raw_insert(&mut self, table: &TableRef, start: u128, item: Item) -> Result<(), SpaceError> {
+        let t = self.table_mut(table).ok_or(SpaceError::NotFree { start, end: item.end })?;
+        t.space.take(start, item.end)?;
+        let owner = item.owner.clone();
+        t.items.insert(start, item);
+        self.owned.entry(owner).or_default().insert((table.clone(), start));
+        Ok(())
+    }
+
+    /// Removes an item without journaling.
+    fn raw_remove(&mut self, table: &TableRef, start: u128) -> Option<Item> {
+        let t = self.table_mut(table)?;
+        let item = t.items.remove(&start)?;
+        // The item's ids are taken by construction.
+        let _ = t.space.give(start, item.end);
+        if let Some(set) = self.owned.get_mut(&item.owner) {
+            set.remove(&(table.clone(), start));
+            if set.is_empty() {
+                self.owned.remove(&item.owner);
+            }
         }
-        out
+        Some(item)
     }
 
     // -- primitives: every change of a pool is one of these ----------------------------------
 
     /// Stores `item` at `start` of `table`, taking its ids. The ids must be free.
     fn put(&mut self, j: &mut Journal, table: &TableRef, start: u128, item: Item) -> Result<(), SpaceError> {
-        let t = self.table_mut(table).ok_or(SpaceError::NotFree { start, end: item.end })?;
-        t.space.take(start, item.end)?;
-        t.items.insert(start, item);
+        self.raw_insert(table, start, item)?;
         j.undo.push(Undo::Slot { table: table.clone(), start, prev: None });
         Ok(())
     }
 
     /// Removes the item at `start` of `table`, freeing its ids.
     fn drop_item(&mut self, j: &mut Journal, table: &TableRef, start: u128) -> Option<Item> {
-        let t = self.table_mut(table)?;
-        let item = t.items.remove(&start)?;
-        // The item's ids are taken by construction.
-        let _ = t.space.give(start, item.end);
+        let item = self.raw_remove(table, start)?;
         j.undo.push(Undo::Slot { table: table.clone(), start, prev: Some(item.clone()) });
         Some(item)
     }
@@ -252,13 +270,9 @@ impl IdPool {
             let Some(u) = j.undo.pop() else { break };
             match u {
                 Undo::Slot { table, start, prev } => {
-                    let Some(t) = self.table_mut(&table) else { continue };
-                    if let Some(cur) = t.items.remove(&start) {
-                        let _ = t.space.give(start, cur.end);
-                    }
+                    self.raw_remove(&table, start);
                     if let Some(item) = prev {
-                        let _ = t.space.take(start, item.end);
-                        t.items.insert(start, item);
+                        let _ = self.raw_insert(&table, start, item);
                     }
                 }
                 Undo::Bounds { name, prev } => match prev {
