@@ -42,7 +42,7 @@ use lists::{duplicate_indices, key_default, key_value, OldListIndex};
 /// numbers bare, `"object"`/`"array"` for compound values); it is `None` for kinds whose message
 /// carries no value, such as `Required value` or `Too long`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub path: String,
     pub kind: FieldErrorKind,
     pub value: Option<String>,
@@ -51,7 +51,7 @@ pub struct FieldError {
 
 /// The kind of a [`FieldError`], after `field.ErrorType` of k8s.io/apimachinery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldErrorKind {
+pub(crate) enum FieldErrorKind {
     Invalid,
     Required,
     NotSupported,
@@ -64,7 +64,7 @@ pub enum FieldErrorKind {
 
 impl FieldErrorKind {
     /// The text Kubernetes prints for the kind.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FieldErrorKind::Invalid => "Invalid value",
             FieldErrorKind::Required => "Required value",
@@ -107,7 +107,7 @@ const RULES_SKIPPED: &str = "some validation rules were not checked because the 
 /// defaulted recursively, including inside the defaults just inserted. Nothing is defaulted inside
 /// a null. `allOf`/`anyOf`/`oneOf`/`not` never carry defaults in a structural schema and are
 /// ignored.
-pub fn apply_defaults(schema: &Schema, value: &mut Value) {
+pub(crate) fn apply_defaults(schema: &Schema, value: &mut Value) {
     default_node(schema, value);
 }
 
@@ -154,7 +154,7 @@ fn default_node(s: &Schema, v: &mut Value) {
 
 /// Whether [`apply_defaults`] would change `value` (it may answer `true` for a default equal to
 /// what it replaces; never `false` when something would change).
-pub fn needs_defaults(schema: &Schema, value: &Value) -> bool {
+pub(crate) fn needs_defaults(schema: &Schema, value: &Value) -> bool {
     needs_default_node(schema, value)
 }
 
@@ -210,7 +210,7 @@ fn default_null(s: &Schema, v: &mut Value) {
 /// `apiVersion`/`kind` to be strings. CEL rules of a node run only when the node's subtree has no
 /// type errors; if any rule is skipped that way, one object-wide error says so, as the API server
 /// does.
-pub fn validate(schema: &Schema, value: &Value, old: Option<&Value>) -> Vec<FieldError> {
+pub(crate) fn validate(schema: &Schema, value: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut v = Validator {
         path: Vec::with_capacity(16),
         errors: Vec::new(),
