@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::crd::{ApiResource, CrdError};
 
 /// The group of choreo's own APIs.
-pub const CHOREO_GROUP: &str = "choreo.kform.dev";
+pub(crate) const CHOREO_GROUP: &str = "choreo.kform.dev";
 /// The group and kind of CRD objects.
-pub const CRD_GROUP: &str = "apiextensions.k8s.io";
-pub const CRD_KIND: &str = "CustomResourceDefinition";
+pub(crate) const CRD_GROUP: &str = "apiextensions.k8s.io";
+pub(crate) const CRD_KIND: &str = "CustomResourceDefinition";
 
 const CRD_CRD: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -221,7 +221,7 @@ spec:
 "#;
 
 /// The built-in CRD objects, in registration order.
-pub fn builtin_crds() -> Vec<Value> {
+pub(crate) fn builtin_crds() -> Vec<Value> {
     [CRD_CRD, RECONCILER_CRD, LIBRARY_CRD, UPSTREAMREF_CRD]
         .iter()
         .map(|text| {
@@ -232,7 +232,7 @@ pub fn builtin_crds() -> Vec<Value> {
 }
 
 /// The built-in APIs, ready to register.
-pub fn builtin_resources() -> Result<Vec<ApiResource>, CrdError> {
+pub(crate) fn builtin_resources() -> Result<Vec<ApiResource>, CrdError> {
     builtin_crds()
         .iter()
         .map(|crd| {

@@ -328,17 +328,17 @@ fn escape_property(name: &str) -> Option<Cow<'_, str>> {
 
 /// The largest estimated cost of one rule, times the times it can run (Kubernetes'
 /// `StaticEstimatedCostLimit`).
-pub const RULE_COST_LIMIT: u64 = 10_000_000;
+pub(crate) const RULE_COST_LIMIT: u64 = 10_000_000;
 
 /// The largest estimated cost of all the rules of a CRD (`StaticEstimatedCRDCostLimit`).
-pub const CRD_COST_LIMIT: u64 = 100_000_000;
+pub(crate) const CRD_COST_LIMIT: u64 = 100_000_000;
 
 /// The largest cost of one evaluation of a rule, estimated from the object's real sizes
 /// (Kubernetes' `PerCallLimit`).
-pub const CALL_COST_LIMIT: u64 = 1_000_000;
+pub(crate) const CALL_COST_LIMIT: u64 = 1_000_000;
 
 /// The cost all the rule evaluations of one object may add up to (`RuntimeCELCostBudget`).
-pub const OBJECT_COST_BUDGET: u64 = 10_000_000;
+pub(crate) const OBJECT_COST_BUDGET: u64 = 10_000_000;
 
 /// What an unbounded list, map or string is assumed to hold: as much as a request of the
 /// Kubernetes API server's maximum size (3 MiB) can.

@@ -34,16 +34,16 @@ pub struct ApiResource {
 }
 
 impl ApiResource {
-    pub fn group_kind(&self) -> GroupKind {
+    pub(crate) fn group_kind(&self) -> GroupKind {
         GroupKind::new(self.group.clone(), self.kind.clone())
     }
 
-    pub fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         super::object::api_version(&self.group, &self.version)
     }
 
     /// `plural.group`, the name `get` and `api-resources` use.
-    pub fn full_name(&self) -> String {
+    pub(crate) fn full_name(&self) -> String {
         if self.group.is_empty() {
             self.plural.clone()
         } else {
@@ -52,7 +52,7 @@ impl ApiResource {
     }
 
     /// Builds a resource from a `CustomResourceDefinition` object.
-    pub fn from_crd(crd: &Value) -> Result<ApiResource, CrdError> {
+    pub(crate) fn from_crd(crd: &Value) -> Result<ApiResource, CrdError> {
         let name =
             crd.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
         let err = |message: String| CrdError { crd: name.clone(), message };
@@ -167,7 +167,7 @@ fn str_list(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Whether `v` is a Kubernetes-style version name (`v1`, `v1alpha1`, `v2beta3`).
-pub fn is_kube_version(v: &str) -> bool {
+pub(crate) fn is_kube_version(v: &str) -> bool {
     let Some(rest) = v.strip_prefix('v') else { return false };
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 || rest.starts_with('0') {
@@ -200,36 +200,32 @@ pub enum ResolveError {
 }
 
 impl Registry {
-    pub fn insert(&mut self, res: ApiResource) {
+    pub(crate) fn insert(&mut self, res: ApiResource) {
         self.by_gk.insert(res.group_kind(), Arc::new(res));
     }
 
-    pub fn remove(&mut self, gk: &GroupKind) -> Option<Arc<ApiResource>> {
+    pub(crate) fn remove(&mut self, gk: &GroupKind) -> Option<Arc<ApiResource>> {
         self.by_gk.remove(gk)
     }
 
-    pub fn get(&self, gk: &GroupKind) -> Option<&Arc<ApiResource>> {
+    pub(crate) fn get(&self, gk: &GroupKind) -> Option<&Arc<ApiResource>> {
         self.by_gk.get(gk)
     }
 
     /// Every resource, sorted by plural name then group (the order of `api-resources`).
-    pub fn sorted(&self) -> Vec<Arc<ApiResource>> {
+    pub(crate) fn sorted(&self) -> Vec<Arc<ApiResource>> {
         let mut all: Vec<_> = self.by_gk.values().cloned().collect();
         all.sort_by(|a, b| (&a.plural, &a.group).cmp(&(&b.plural, &b.group)));
         all
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_gk.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_gk.is_empty()
     }
 
     /// Resolves `NAME[.GROUP]` where NAME is a plural, singular, kind or short name
     /// (case-insensitive), as kubectl does.
-    pub fn resolve(&self, input: &str) -> Result<Arc<ApiResource>, ResolveError> {
+    pub(crate) fn resolve(&self, input: &str) -> Result<Arc<ApiResource>, ResolveError> {
         let lower = input.to_lowercase();
         let matches_name = |r: &ApiResource, n: &str| {
             r.plural == n

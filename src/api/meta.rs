@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 /// Fields of `metadata` the server owns: a client's values are ignored on write.
-pub const SYSTEM_FIELDS: &[&str] = &[
+pub(crate) const SYSTEM_FIELDS: &[&str] = &[
     "uid",
     "resourceVersion",
     "generation",
@@ -20,7 +20,7 @@ pub const SYSTEM_FIELDS: &[&str] = &[
 
 /// Removes server-owned metadata from a client's object (a stale `creationTimestamp: null` from a
 /// compiled file, or a copied `uid`, must not leak into the stored object).
-pub fn strip_system_fields(obj: &mut Value) {
+pub(crate) fn strip_system_fields(obj: &mut Value) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         for f in SYSTEM_FIELDS {
             meta.remove(*f);
@@ -29,7 +29,7 @@ pub fn strip_system_fields(obj: &mut Value) {
 }
 
 /// Whether [`strip_system_fields`] or [`default_namespace`] would change `obj`.
-pub fn needs_normalizing(obj: &Value, namespaced: bool) -> bool {
+pub(crate) fn needs_normalizing(obj: &Value, namespaced: bool) -> bool {
     let Some(meta) = obj.get("metadata").and_then(Value::as_object) else {
         return false;
     };
@@ -38,7 +38,7 @@ pub fn needs_normalizing(obj: &Value, namespaced: bool) -> bool {
 }
 
 /// Fills in `metadata.namespace` for namespaced kinds (`default` when absent), as kubectl does.
-pub fn default_namespace(obj: &mut Value, namespaced: bool) {
+pub(crate) fn default_namespace(obj: &mut Value, namespaced: bool) {
     if !namespaced {
         return;
     }
@@ -51,7 +51,7 @@ pub fn default_namespace(obj: &mut Value, namespaced: bool) {
 }
 
 /// Checks the metadata of an object about to be stored. Returns Kubernetes-style messages.
-pub fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
+pub(crate) fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
     let mut errs = Vec::new();
     let Some(meta) = obj.get("metadata").and_then(Value::as_object) else {
         errs.push("metadata: Required value".to_string());
@@ -145,7 +145,7 @@ pub fn validate_metadata(obj: &Value, namespaced: bool) -> Vec<String> {
 
 /// Why `s` is not a DNS-1123 subdomain (lowercase alphanumerics, `-` and `.`, at most 253
 /// characters, alphanumeric at both ends), or `None` if it is one.
-pub fn dns1123_subdomain(s: &str) -> Option<String> {
+pub(crate) fn dns1123_subdomain(s: &str) -> Option<String> {
     if s.len() > 253 {
         return Some("must be no more than 253 characters".into());
     }
@@ -161,7 +161,7 @@ pub fn dns1123_subdomain(s: &str) -> Option<String> {
 }
 
 /// Why `s` is not a DNS-1123 label, or `None` if it is one.
-pub fn dns1123_label(s: &str) -> Option<String> {
+pub(crate) fn dns1123_label(s: &str) -> Option<String> {
     if s.len() > 63 {
         return Some("must be no more than 63 characters".into());
     }
@@ -175,7 +175,7 @@ pub fn dns1123_label(s: &str) -> Option<String> {
 }
 
 /// Sets or replaces one annotation.
-pub fn set_annotation(obj: &mut Value, key: &str, value: &str) {
+pub(crate) fn set_annotation(obj: &mut Value, key: &str, value: &str) {
     if let Some(meta) = super::object::metadata_mut(obj) {
         let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
         if !ann.is_object() {

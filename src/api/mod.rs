@@ -6,10 +6,10 @@
 //! what lets the store, the loader and the CLI share it and lets it be tested exhaustively.
 
 pub mod apply;
-pub mod builtin;
-pub mod cel;
+pub(crate) mod builtin;
+pub(crate) mod cel;
 pub mod crd;
-pub mod meta;
+pub(crate) mod meta;
 pub mod object;
 pub mod schema;
-pub mod validate;
+pub(crate) mod validate;

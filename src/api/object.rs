@@ -10,11 +10,11 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 /// The annotation that records where an object came from (`{"kind":"File"}` for project files).
-pub const ORIGIN_ANNOTATION: &str = "api.choreo.kform.dev/origin";
+pub(crate) const ORIGIN_ANNOTATION: &str = "api.choreo.kform.dev/origin";
 /// The origin value of objects loaded from the project's own files.
-pub const ORIGIN_FILE: &str = r#"{"kind":"File"}"#;
+pub(crate) const ORIGIN_FILE: &str = r#"{"kind":"File"}"#;
 /// The field manager of everything loaded from project files.
-pub const INPUT_FIELD_MANAGER: &str = "inputfileloader";
+pub(crate) const INPUT_FIELD_MANAGER: &str = "inputfileloader";
 
 /// An API group and kind, the identity of a registered API.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,7 +24,7 @@ pub struct GroupKind {
 }
 
 impl GroupKind {
-    pub fn new(group: impl Into<String>, kind: impl Into<String>) -> Self {
+    pub(crate) fn new(group: impl Into<String>, kind: impl Into<String>) -> Self {
         GroupKind { group: group.into(), kind: kind.into() }
     }
 }
@@ -51,7 +51,7 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(gk: &GroupKind, namespace: &str, name: &str) -> Self {
+    pub(crate) fn new(gk: &GroupKind, namespace: &str, name: &str) -> Self {
         ObjectKey {
             group: gk.group.clone(),
             kind: gk.kind.clone(),
@@ -60,12 +60,12 @@ impl ObjectKey {
         }
     }
 
-    pub fn group_kind(&self) -> GroupKind {
+    pub(crate) fn group_kind(&self) -> GroupKind {
         GroupKind::new(self.group.clone(), self.kind.clone())
     }
 
     /// The key as bytes for sled: the four parts joined by NUL, which no part may contain.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(self.group.len() + self.kind.len() + self.namespace.len() + self.name.len() + 3);
         for (i, part) in [&self.group, &self.kind, &self.namespace, &self.name].iter().enumerate() {
@@ -77,7 +77,7 @@ impl ObjectKey {
         out
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Option<ObjectKey> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<ObjectKey> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut parts = text.split('\0');
         let key = ObjectKey {
@@ -90,7 +90,7 @@ impl ObjectKey {
     }
 
     /// The key of an object value, if it has apiVersion, kind and metadata.name.
-    pub fn of(obj: &Value) -> Option<ObjectKey> {
+    pub(crate) fn of(obj: &Value) -> Option<ObjectKey> {
         let (group, _) = split_api_version(obj.get("apiVersion")?.as_str()?);
         Some(ObjectKey {
             group: group.to_string(),
@@ -117,14 +117,14 @@ impl fmt::Display for ObjectKey {
 }
 
 /// Splits `group/version` into its parts; a bare `v1` is the core group.
-pub fn split_api_version(api_version: &str) -> (&str, &str) {
+pub(crate) fn split_api_version(api_version: &str) -> (&str, &str) {
     match api_version.rsplit_once('/') {
         Some((group, version)) => (group, version),
         None => ("", api_version),
     }
 }
 
-pub fn api_version(group: &str, version: &str) -> String {
+pub(crate) fn api_version(group: &str, version: &str) -> String {
     if group.is_empty() {
         version.to_string()
     } else {
@@ -132,11 +132,11 @@ pub fn api_version(group: &str, version: &str) -> String {
     }
 }
 
-pub fn metadata(obj: &Value) -> Option<&Map<String, Value>> {
+pub(crate) fn metadata(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata")?.as_object()
 }
 
-pub fn metadata_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
+pub(crate) fn metadata_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
     let map = obj.as_object_mut()?;
     let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
@@ -147,10 +147,10 @@ pub fn metadata_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
 
 /// The deepest nesting an object may have: well under the 128 levels serde_json parses back,
 /// leaving room for the `managedFields` that mirror the object's structure.
-pub const MAX_DEPTH: usize = 120;
+pub(crate) const MAX_DEPTH: usize = 120;
 
 /// How deeply `v` nests (a scalar is 0, `{}` and `[]` are 1), without recursion.
-pub fn depth(v: &Value) -> usize {
+pub(crate) fn depth(v: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(v, 0usize)];
     while let Some((v, d)) = stack.pop() {
@@ -164,23 +164,23 @@ pub fn depth(v: &Value) -> usize {
     deepest
 }
 
-pub fn name(obj: &Value) -> Option<&str> {
+pub(crate) fn name(obj: &Value) -> Option<&str> {
     metadata(obj)?.get("name")?.as_str()
 }
 
-pub fn namespace(obj: &Value) -> &str {
+pub(crate) fn namespace(obj: &Value) -> &str {
     metadata(obj).and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("")
 }
 
-pub fn uid(obj: &Value) -> Option<&str> {
+pub(crate) fn uid(obj: &Value) -> Option<&str> {
     metadata(obj)?.get("uid")?.as_str()
 }
 
-pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     metadata(obj)?.get("annotations")?.get(key)?.as_str()
 }
 
-pub fn finalizers(obj: &Value) -> Vec<&str> {
+pub(crate) fn finalizers(obj: &Value) -> Vec<&str> {
     metadata(obj)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
@@ -188,12 +188,12 @@ pub fn finalizers(obj: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-pub fn deletion_timestamp(obj: &Value) -> Option<&str> {
+pub(crate) fn deletion_timestamp(obj: &Value) -> Option<&str> {
     metadata(obj)?.get("deletionTimestamp")?.as_str()
 }
 
 /// Whether the manager has an entry in `metadata.managedFields`.
-pub fn has_manager(obj: &Value, manager: &str) -> bool {
+pub(crate) fn has_manager(obj: &Value, manager: &str) -> bool {
     metadata(obj)
         .and_then(|m| m.get("managedFields"))
         .and_then(Value::as_array)
@@ -210,7 +210,7 @@ pub struct OwnerRef {
     pub controller: bool,
 }
 
-pub fn owner_references(obj: &Value) -> Vec<OwnerRef> {
+pub(crate) fn owner_references(obj: &Value) -> Vec<OwnerRef> {
     let Some(list) = metadata(obj).and_then(|m| m.get("ownerReferences")).and_then(Value::as_array) else {
         return Vec::new();
     };
@@ -229,7 +229,7 @@ pub fn owner_references(obj: &Value) -> Vec<OwnerRef> {
 }
 
 /// The status of the condition of the given type, if the object has one.
-pub fn condition_status<'a>(obj: &'a Value, ctype: &str) -> Option<&'a str> {
+pub(crate) fn condition_status<'a>(obj: &'a Value, ctype: &str) -> Option<&'a str> {
     obj.get("status")?
         .get("conditions")?
         .as_array()?
@@ -244,7 +244,7 @@ pub fn condition_status<'a>(obj: &'a Value, ctype: &str) -> Option<&'a str> {
 /// serde_json's `arbitrary_precision` feature is switched on for the whole build by the
 /// `starlark` crate, and with it a `Value` number serializes as a private one-key map that YAML
 /// would print verbatim; this wrapper serializes numbers as numbers instead.
-pub fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
+pub(crate) fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
     serde_yaml_ng::to_string(&PlainNumbers(v))
 }
 

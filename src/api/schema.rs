@@ -22,7 +22,7 @@ pub enum SchemaType {
 }
 
 impl SchemaType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SchemaType::Object => "object",
             SchemaType::Array => "array",
@@ -125,14 +125,14 @@ pub struct Schema {
 /// A problem in a CRD's schema, with the path inside `openAPIV3Schema`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
-pub struct SchemaError {
+pub(crate) struct SchemaError {
     pub path: String,
     pub message: String,
 }
 
 impl Schema {
     /// Parses a `JSONSchemaProps` JSON document. `path` names the node in errors.
-    pub fn parse(value: &Value, path: &str) -> Result<Schema, SchemaError> {
+    pub(crate) fn parse(value: &Value, path: &str) -> Result<Schema, SchemaError> {
         let err = |message: String| SchemaError { path: path.to_string(), message };
         let map = value.as_object().ok_or_else(|| err(format!("must be an object, got {}", json_type_name(value))))?;
         let mut s = Schema::default();
@@ -287,7 +287,7 @@ impl Schema {
 
     /// Returns the schema for the property `name` of an object node, following
     /// `additionalProperties` when the property is not declared.
-    pub fn property(&self, name: &str) -> Option<&Schema> {
+    pub(crate) fn property(&self, name: &str) -> Option<&Schema> {
         self.properties.get(name).or(match &self.additional_properties {
             Some(AdditionalProperties::Schema(s)) => Some(s),
             _ => None,
@@ -295,14 +295,14 @@ impl Schema {
     }
 
     /// Whether a field not named in `properties` is accepted under this node.
-    pub fn allows_unknown_fields(&self) -> bool {
+    pub(crate) fn allows_unknown_fields(&self) -> bool {
         self.preserve_unknown_fields
             || matches!(self.additional_properties, Some(AdditionalProperties::Allowed(true)))
             || matches!(self.additional_properties, Some(AdditionalProperties::Schema(_)))
     }
 
     /// The effective list type (`atomic` when unset).
-    pub fn effective_list_type(&self) -> ListType {
+    pub(crate) fn effective_list_type(&self) -> ListType {
         self.list_type.unwrap_or_default()
     }
 }
@@ -385,7 +385,7 @@ fn uint_field(v: &Value, path: &str) -> Result<u64, SchemaError> {
 }
 
 /// The JSON type name of a value, as Kubernetes error messages spell it.
-pub fn json_type_name(v: &Value) -> &'static str {
+pub(crate) fn json_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
