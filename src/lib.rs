@@ -4,6 +4,7 @@
 //! module map and the rules on which module may depend on which.
 
 pub mod api;
+pub mod backends;
 pub mod cli;
 pub mod engine;
 pub mod ids;

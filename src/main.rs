@@ -75,9 +75,12 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
         state_dir,
         socket: cli::server_socket(socket.as_deref(), project.as_deref()),
         socket_group,
-        isolation: match args.reconciler_isolation {
-            cli::IsolationArg::Process => choreo::reconcile::worker::Isolation::process(args.worker_memory_mib),
-            cli::IsolationArg::Thread => choreo::reconcile::worker::Isolation::Thread,
+        engine: choreo::engine::Options {
+            isolation: match args.reconciler_isolation {
+                cli::IsolationArg::Process => choreo::reconcile::worker::Isolation::process(args.worker_memory_mib),
+                cli::IsolationArg::Thread => choreo::reconcile::worker::Isolation::Thread,
+            },
+            internal_reconcilers: args.internal_reconcilers,
         },
     };
     server::run(config).map_err(|e| CliError::Failed(e.to_string()))

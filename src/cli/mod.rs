@@ -282,6 +282,11 @@ pub struct ServerStartArgs {
     /// Memory the reconcile worker may use (MiB of address space, besides its 1 GiB stack)
     #[arg(long, default_value_t = crate::reconcile::worker::DEFAULT_WORKER_MEMORY_MIB, value_name = "MIB")]
     pub worker_memory_mib: u64,
+    /// Serve the identifier backends (kuid's APIs under ipam/vlan/as/genid/extcomm.be.kuid.dev):
+    /// writing an IPIndex or IPClaim (from in/, `choreo apply` or a reconciler) allocates in the
+    /// same transaction, and the claim gets its prefix or address in `status`
+    #[arg(short = 'r', long, env = "CHOREO_INTERNAL_RECONCILERS")]
+    pub internal_reconcilers: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

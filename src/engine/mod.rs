@@ -222,10 +222,20 @@ pub struct Engine {
 /// Starts the engine thread, which opens the store and performs the initial load before it
 /// serves anything; returns once that is done. Returns the handle, the thread, and a channel
 /// that fires when a client asks the server to stop.
+/// How the engine runs, besides its mode and state directory.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where reconcilers run.
+    pub isolation: crate::reconcile::worker::Isolation,
+    /// `-r`: serve the identifier backends (IPAM, VLAN, AS, GENID, EXTCOMM) and allocate in
+    /// the store's transactions.
+    pub internal_reconcilers: bool,
+}
+
 pub fn start(
     mode: Mode,
     state_dir: PathBuf,
-    isolation: crate::reconcile::worker::Isolation,
+    options: Options,
 ) -> Result<(Handle, JoinHandle<()>, Receiver<()>), EngineError> {
     limit_malloc_arenas();
     crate::repo::enable_fsync();
@@ -243,7 +253,7 @@ pub fn start(
         // Reconciles run here: a stack deep enough for the deepest value a script's memory
         // limit lets it build (see `Limits::STACK`).
         .stack_size(crate::reconcile::Limits::STACK)
-        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx, isolation) {
+        .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx, options) {
             Ok((engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
                 engine.run(rx, watch_rx, watcher);
@@ -266,9 +276,18 @@ impl Engine {
         stop_requested: Sender<()>,
         interrupt: Arc<Interrupt>,
         own_tx: Sender<Msg>,
-        isolation: crate::reconcile::worker::Isolation,
+        options: Options,
     ) -> Result<(Engine, Receiver<crate::watch::WatchBatch>, Option<crate::watch::WatchHandle>), EngineError> {
-        let store = Store::open(&state_dir.join("db"))?;
+        let store_options = if options.internal_reconcilers {
+            crate::store::StoreOptions {
+                extra_apis: crate::backends::crds::resources().map_err(crate::store::StoreError::from)?,
+                admission: Some(Arc::new(crate::backends::Backends::new())),
+            }
+        } else {
+            crate::store::StoreOptions::default()
+        };
+        let store = Store::open_with(&state_dir.join("db"), store_options)?;
+        let isolation = options.isolation;
         let mut status = ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -735,8 +754,12 @@ mod tests {
             copy(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(fixture), &root);
             let layout = Layout::new(root.clone());
             let state = layout.state_dir();
-            let (handle, thread, _stop) =
-                start(Mode::Static { layout }, state, crate::reconcile::worker::Isolation::Thread).unwrap();
+            let (handle, thread, _stop) = start(
+                Mode::Static { layout },
+                state,
+                Options { isolation: crate::reconcile::worker::Isolation::Thread, internal_reconcilers: false },
+            )
+            .unwrap();
             Harness { _tmp: tmp, root, handle, thread: Some(thread) }
         }
 

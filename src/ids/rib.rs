@@ -233,6 +233,24 @@ impl RibJournal {
     pub fn len(&self) -> usize {
         self.undo.len()
     }
+
+    /// The routes and range addresses this journal's changes touched.
+    pub fn touched(&self) -> (Vec<Net>, Vec<(String, u128)>) {
+        let mut routes = Vec::new();
+        let mut addrs = Vec::new();
+        for u in &self.undo {
+            match u {
+                Undo::Route { net, .. } => routes.push(*net),
+                Undo::Addr { range, addr, .. } => addrs.push((range.clone(), *addr)),
+                Undo::Table { .. } => {}
+            }
+        }
+        routes.sort();
+        routes.dedup();
+        addrs.sort();
+        addrs.dedup();
+        (routes, addrs)
+    }
 }
 
 /// Why an IP claim was refused.
@@ -288,6 +306,9 @@ pub(crate) fn route_labels(net: &Net, r: &Route) -> BTreeMap<String, String> {
     l
 }
 
+/// A claim's routes and its addresses in range tables.
+pub(crate) type Holdings<'a> = (Vec<(Net, &'a Route)>, Vec<(String, u128, &'a RangeAddr)>);
+
 /// One IPAM index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Rib {
@@ -340,6 +361,45 @@ impl Rib {
             (Net { start: n.start, len: n.len + 1 }, Net { start: n.end(), len: 128 })
         };
         self.routes.range(from..=to).filter(move |(k, _)| n.contains(k) && **k != n)
+    }
+
+    /// The address of `range` at `addr`, if handed out.
+    pub fn range_addr(&self, range: &str, addr: u128) -> Option<&RangeAddr> {
+        self.ranges.get(range).and_then(|t| t.addrs.get(&addr))
+    }
+
+    /// What `owner` holds: its routes and its addresses in range tables.
+    pub fn holdings(&self, owner: &Owner) -> Holdings<'_> {
+        let (routes, addrs) = self.held(owner);
+        let routes = routes.into_iter().filter_map(|n| self.routes.get(&n).map(|r| (n, r))).collect();
+        let addrs =
+            addrs.into_iter().filter_map(|(name, a)| self.range_addr(&name, a).map(|v| (name.clone(), a, v))).collect();
+        (routes, addrs)
+    }
+
+    /// Rebuilds a RIB from its persisted routes and range addresses (routes in key order,
+    /// parents first); range tables take their bounds from their range routes.
+    pub fn restore(routes: Vec<(Net, Route)>, addrs: Vec<(String, u128, RangeAddr)>) -> Rib {
+        let mut rib = Rib::default();
+        let j = &mut RibJournal::default();
+        let mut bounds: BTreeMap<String, (u128, u128)> = BTreeMap::new();
+        for (net, route) in routes {
+            if route.claim_type.summary() == Summary::Range {
+                let b = bounds.entry(route.owner.name.clone()).or_insert((net.start, net.end()));
+                b.0 = b.0.min(net.start);
+                b.1 = b.1.max(net.end());
+            }
+            rib.put(j, net, route);
+        }
+        for (name, b) in bounds {
+            rib.set_table(j, &name, Some(b));
+        }
+        for (range, addr, a) in addrs {
+            if let Err(e) = rib.put_addr(j, &range, addr, a) {
+                log::warn!("dropping a stored address of range {range}: {e}");
+            }
+        }
+        rib
     }
 
     // -- primitives -----------------------------------------------------------------------------

@@ -38,8 +38,8 @@ pub struct ServerConfig {
     pub socket: PathBuf,
     /// A group whose members may connect too (socket mode 0660 instead of 0600).
     pub socket_group: Option<u32>,
-    /// Where reconcilers run.
-    pub isolation: crate::reconcile::worker::Isolation,
+    /// How the engine runs (reconciler isolation, `-r`).
+    pub engine: engine::Options,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     }
 
     let (handle, engine_thread, stop_requested) =
-        engine::start(config.mode.clone(), config.state_dir.clone(), config.isolation.clone())?;
+        engine::start(config.mode.clone(), config.state_dir.clone(), config.engine.clone())?;
     let listener = match bind(&socket, config.socket_group) {
         Ok(l) => l,
         Err(e) => {

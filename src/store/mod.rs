@@ -14,6 +14,7 @@
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
 
+mod admission;
 mod changes;
 mod snapshots;
 mod txn;
@@ -30,6 +31,7 @@ use crate::api::builtin::{builtin_resources, CRD_GROUP, CRD_KIND};
 use crate::api::crd::{ApiResource, CrdError, Registry};
 use crate::api::object::{GroupKind, ObjectKey};
 
+pub use admission::{Admission, Record};
 pub use changes::Changes;
 pub use snapshots::{Snapshot, SnapshotMeta, RETAINED};
 pub use txn::{ApplyOptions, Txn, WriteOutcome};
@@ -259,6 +261,8 @@ pub enum StoreError {
     Invalid { key: ObjectKey, errors: Vec<String> },
     #[error("{key}: {source}")]
     Apply { key: Box<ObjectKey>, source: ApplyError },
+    #[error("{key}: {message}")]
+    Admission { key: Box<ObjectKey>, message: String },
     #[error("{key}: not found")]
     NotFound { key: ObjectKey },
     #[error("{0}")]
@@ -288,7 +292,18 @@ const PENDING_WRITES: usize = 512;
 #[derive(Default)]
 struct Pending {
     batch: sled::Batch,
+    /// The admission's records, written before the objects they go with.
+    records: sled::Batch,
     writes: usize,
+}
+
+/// What a store is opened with besides its directory.
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// Built-in APIs besides choreo's own (the identifier backends of `-r`).
+    pub extra_apis: Vec<ApiResource>,
+    /// The participant in every transaction (see [`Admission`]).
+    pub admission: Option<Arc<dyn Admission>>,
 }
 
 /// The single writer of the API store.
@@ -304,6 +319,8 @@ pub struct Store {
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
     /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
     pending: Mutex<Pending>,
+    /// The admission installed at open, and its sled tree.
+    admission: Option<(Arc<dyn Admission>, sled::Tree)>,
     /// The body hashes of the newest snapshot (`None`: not read yet), so a snapshot writes only
     /// the bodies that changed since, without looking each one up.
     newest_blobs: Mutex<Option<std::collections::HashSet<[u8; 16]>>>,
@@ -312,6 +329,11 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database in `dir` and loads every object into memory.
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with built-in APIs and an admission besides choreo's own.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
         let db = sled::Config::new()
             .path(dir)
@@ -349,7 +371,7 @@ impl Store {
         let objects = db.open_tree("objects").map_err(db_err)?;
 
         let mut state = State::default();
-        for res in builtin_resources()? {
+        for res in builtin_resources()?.into_iter().chain(options.extra_apis) {
             state.registry.insert(res);
         }
         for item in objects.iter() {
@@ -371,6 +393,29 @@ impl Store {
                 Err(e) => log::warn!("stored CRD no longer registers: {e}"),
             }
         }
+        let admission = match options.admission {
+            None => None,
+            Some(a) => {
+                let tree = db.open_tree(a.tree()).map_err(db_err)?;
+                let mut records = tree.iter().filter_map(|r| match r {
+                    Ok((k, v)) => Some((k.to_vec(), v.to_vec())),
+                    Err(e) => {
+                        log::error!("reading {} records: {e}", a.tree());
+                        None
+                    }
+                });
+                let uid_of = |k: &ObjectKey| state.objects.get(k).map(|s| s.uid().to_string());
+                let stale = a.restore(&mut records, &uid_of).map_err(|message| StoreError::Corrupt {
+                    path: dir.into(),
+                    key: a.tree().into(),
+                    message,
+                })?;
+                for k in stale {
+                    tree.remove(k).map_err(db_err)?;
+                }
+                Some((a, tree))
+            }
+        };
         log::debug!(
             "opened store {} with {} objects and {} APIs",
             dir.display(),
@@ -385,6 +430,7 @@ impl Store {
             state: Arc::new(RwLock::new(state)),
             changes: Changes::default(),
             pending: Mutex::new(Pending::default()),
+            admission,
             newest_blobs: Mutex::new(None),
         };
         store.sync()?;
@@ -418,7 +464,7 @@ impl Store {
     /// Makes everything written so far durable: pending writes to sled, sled flush, then fsync
     /// of the database files.
     pub fn sync(&self) -> Result<()> {
-        self.write_objects(Vec::new(), true)?;
+        self.write_objects(Vec::new(), Vec::new(), true)?;
         self.db.flush().map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
         fsync_dir_files(&self.dir)
     }
@@ -449,20 +495,36 @@ impl Store {
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
     /// hands the batch to sled when `now` or when it has grown large. A commit's writes always
     /// go in one sled batch together, so each commit stays atomic on disk.
-    fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, now: bool) -> Result<()> {
+    fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, records: Vec<Record>, now: bool) -> Result<()> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.writes += writes.len();
+        pending.writes += writes.len() + records.len();
         for (key, value) in writes {
             match value {
                 Some(v) => pending.batch.insert(key, v),
                 None => pending.batch.remove(key),
             }
         }
+        for (key, value) in records {
+            match value {
+                Some(v) => pending.records.insert(key, v),
+                None => pending.records.remove(key),
+            }
+        }
         if pending.writes == 0 || !(now || pending.writes > PENDING_WRITES) {
             return Ok(());
         }
         let batch = std::mem::take(&mut *pending);
-        self.objects.apply_batch(batch.batch).map_err(|source| StoreError::Db { path: self.dir.clone(), source })
+        let db_err = |source| StoreError::Db { path: self.dir.clone(), source };
+        // Records first: after a crash between the two, the next open drops records whose
+        // owners never made it (see `Admission::restore`).
+        if let Some((_, tree)) = &self.admission {
+            tree.apply_batch(batch.records).map_err(db_err)?;
+        }
+        self.objects.apply_batch(batch.batch).map_err(db_err)
+    }
+
+    pub(crate) fn admission(&self) -> Option<&Arc<dyn Admission>> {
+        self.admission.as_ref().map(|(a, _)| a)
     }
 
     fn publish(&self, events: Vec<Event>, writes: Vec<(ObjectKey, Option<Arc<Stored>>)>, registry: Option<Registry>) {
@@ -485,7 +547,7 @@ impl Drop for Store {
     /// Hands pending writes to sled, which writes them back on its own (not durably: only
     /// [`Store::sync`] is), so a store dropped without a sync loses no more than sled would.
     fn drop(&mut self) {
-        if let Err(e) = self.write_objects(Vec::new(), true) {
+        if let Err(e) = self.write_objects(Vec::new(), Vec::new(), true) {
             log::error!("cannot write the last changes to {}: {e}", self.dir.display());
         }
     }

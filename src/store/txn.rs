@@ -93,11 +93,34 @@ pub struct Txn<'s> {
     /// A modified copy of the registry, when a CRD was applied or deleted.
     registry: Option<Registry>,
     now: String,
+    /// The admission's journal mark when this transaction first called it; a transaction
+    /// dropped without committing rolls the admission back to it.
+    admitted: Option<usize>,
 }
 
 impl<'s> Txn<'s> {
     pub(super) fn new(store: &'s Store) -> Self {
-        Txn { store, parsed: Default::default(), writes: BTreeMap::new(), registry: None, now: super::now_rfc3339() }
+        Txn {
+            store,
+            parsed: Default::default(),
+            writes: BTreeMap::new(),
+            registry: None,
+            now: super::now_rfc3339(),
+            admitted: None,
+        }
+    }
+
+    /// The admission for objects of `gk`, if one is installed and handles the kind; marks
+    /// this transaction as one that must commit or roll the admission back.
+    fn admission_for(&mut self, gk: &GroupKind) -> Option<std::sync::Arc<dyn super::Admission>> {
+        let a = self.store.admission()?.clone();
+        if !a.handles(gk) {
+            return None;
+        }
+        if self.admitted.is_none() {
+            self.admitted = Some(a.mark());
+        }
+        Some(a)
     }
 
     /// The time stamped on what this transaction creates or changes.
@@ -257,8 +280,9 @@ impl<'s> Txn<'s> {
             now: &self.now,
         })
         .map_err(|source| StoreError::Apply { key: Box::new(key.clone()), source })?;
+        let admitted = self.store.admission().is_some_and(|a| a.handles(&key.group_kind()));
         let mut merged = match (change, &live) {
-            (Change::Unchanged, Some(live)) if !validate::needs_defaults(schema, live) => {
+            (Change::Unchanged, Some(live)) if !admitted && !validate::needs_defaults(schema, live) => {
                 // Nothing to write, and no copy of the live object to make: it only has to be
                 // valid still (its CRD may have changed since it was written).
                 check_valid(&key, &res, schema, live, Some(live))?;
@@ -269,7 +293,7 @@ impl<'s> Txn<'s> {
         };
         validate::apply_defaults(schema, &mut merged);
         check_valid(&key, &res, schema, &merged, live.as_deref())?;
-        self.stage(key, &res, live, merged)
+        self.stage(key, &res, live, merged, opts.manager)
     }
 
     /// Resolves the API of `obj` and normalises the client's object (system fields dropped,
@@ -310,13 +334,28 @@ impl<'s> Txn<'s> {
         Ok((res, Cow::Owned(obj)))
     }
 
+    /// Stages the live object again, through the admission: what it depends on changed in
+    /// this transaction (a claim's index appeared, its range went). `manager` is who asks.
+    pub fn readmit(&mut self, key: &ObjectKey, manager: &str) -> Result<WriteOutcome> {
+        let Some(live) = self.get(key) else { return Err(StoreError::NotFound { key: key.clone() }) };
+        let res = self
+            .resource(&key.group_kind())
+            .ok_or_else(|| StoreError::UnknownKind { api_version: key.group.clone(), kind: key.kind.clone() })?;
+        let merged = (*live).clone();
+        self.stage(key.clone(), &res, Some(live), merged, manager).map(|(_, outcome, _)| outcome)
+    }
+
     /// Validates `obj` as [`Txn::apply`] would, without staging anything.
     pub fn check(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
         let saved_writes = self.writes.clone();
         let saved_registry = self.registry.clone();
+        let mark = self.store.admission().map(|a| a.mark());
         let result = self.apply(obj, opts);
         self.writes = saved_writes;
         self.registry = saved_registry;
+        if let (Some(a), Some(mark)) = (self.store.admission(), mark) {
+            a.rollback_to(mark);
+        }
         // Nothing parsed during the check may outlive the writes it saw.
         *self.parsed.get_mut() = Parsed::default();
         result
@@ -329,10 +368,23 @@ impl<'s> Txn<'s> {
         res: &ApiResource,
         live: Option<Arc<Value>>,
         mut merged: Value,
+        manager: &str,
     ) -> Result<(ObjectKey, WriteOutcome, Written)> {
+        match &live {
+            Some(live) => copy_system_fields(live, &mut merged),
+            None => {
+                if let Some(m) = object::metadata_mut(&mut merged) {
+                    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+                    m.insert("creationTimestamp".into(), Value::String(self.now.clone()));
+                }
+            }
+        }
+        if let Some(a) = self.admission_for(&key.group_kind()) {
+            a.on_write(self, &key, &mut merged, live.as_deref(), manager)
+                .map_err(|message| StoreError::Admission { key: Box::new(key.clone()), message })?;
+        }
         let outcome = match &live {
             Some(live) => {
-                copy_system_fields(live, &mut merged);
                 if merged == **live {
                     return Ok((key, WriteOutcome::Unchanged, Written::Value(merged)));
                 }
@@ -351,8 +403,6 @@ impl<'s> Txn<'s> {
             }
             None => {
                 if let Some(m) = object::metadata_mut(&mut merged) {
-                    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
-                    m.insert("creationTimestamp".into(), Value::String(self.now.clone()));
                     m.insert("resourceVersion".into(), Value::String("1".into()));
                     m.insert("generation".into(), Value::from(1u64));
                 }
@@ -382,6 +432,12 @@ impl<'s> Txn<'s> {
     /// Deletes an object, or marks it deleting when finalizers hold it.
     pub fn delete(&mut self, key: &ObjectKey) -> Result<WriteOutcome> {
         let live = self.get(key).ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
+        if object::deletion_timestamp(&live).is_none() {
+            if let Some(a) = self.admission_for(&key.group_kind()) {
+                a.on_delete(self, key, &live)
+                    .map_err(|message| StoreError::Admission { key: Box::new(key.clone()), message })?;
+            }
+        }
         if object::finalizers(&live).is_empty() {
             self.remove(key, live);
             return Ok(WriteOutcome::Deleted);
@@ -519,9 +575,15 @@ impl<'s> Txn<'s> {
         self.commit_inner(Durability::Unsynced)
     }
 
-    fn commit_inner(self, durability: Durability) -> Result<Vec<Event>> {
+    fn commit_inner(mut self, durability: Durability) -> Result<Vec<Event>> {
         let durable = durability != Durability::Unsynced;
-        if self.is_empty() {
+        let admission = self.admitted.and(self.store.admission().cloned());
+        let records = admission.as_ref().map(|a| a.records()).unwrap_or_default();
+        if self.is_empty() && records.is_empty() {
+            if let Some(a) = &admission {
+                a.committed();
+                self.admitted = None;
+            }
             return Ok(Vec::new());
         }
         let store = self.store;
@@ -551,7 +613,13 @@ impl<'s> Txn<'s> {
                 }
             }
         });
-        store.write_objects(batch, durable)?;
+        store.write_objects(batch, records, durable)?;
+        if let Some(a) = &admission {
+            // Written (durably, when this commit is): the admission's journal starts over, and
+            // dropping this transaction must not roll it back.
+            a.committed();
+            self.admitted = None;
+        }
         if durability == Durability::ClearingIntent {
             store
                 .meta
@@ -561,8 +629,17 @@ impl<'s> Txn<'s> {
         if durable {
             store.sync()?;
         }
-        store.publish(events.clone(), stored, self.registry);
+        store.publish(events.clone(), stored, self.registry.take());
         Ok(events)
+    }
+}
+
+impl Drop for Txn<'_> {
+    /// A transaction that ends without committing takes back what the admission did for it.
+    fn drop(&mut self) {
+        if let (Some(mark), Some(a)) = (self.admitted, self.store.admission()) {
+            a.rollback_to(mark);
+        }
     }
 }
 

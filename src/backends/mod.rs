@@ -1,0 +1,246 @@
+//! The identifier backends of `-r`: the glue between the store and the allocators of `ids`.
+//!
+//! [`Backends`] is the store's [`Admission`]: every write of an Index or a Claim of the five
+//! kuid groups allocates or releases inside the store transaction that writes it (the claim is
+//! stored with its `status` and `Ready` condition, its Entries are written beside it, or the
+//! write is refused and nothing of it is stored); a delete releases at once. The pools live in
+//! memory (`ids::pool`, `ids::rib`), every change journaled, and persist as records in the
+//! sled tree `ids` committed with the objects; at open they are rebuilt from those records,
+//! not by replaying claims.
+//!
+//! Invariant: knows objects and pools; no I/O of its own (the store persists its records), no
+//! files, no engine.
+
+pub(crate) mod crds;
+mod ipam;
+mod records;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::api::object::{self, GroupKind, ObjectKey};
+use crate::ids::pool::Owner;
+use crate::ids::rib::{Rib, RibJournal};
+use crate::store::{Admission, Record, Txn};
+
+use crds::{backend_of, Backend, BackendKind};
+
+/// The field manager of everything the backends write (entries, index-owned claims).
+pub(crate) const MANAGER: &str = "backend";
+
+/// An index: backend group, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct IndexKey {
+    pub group: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for IndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// One index's allocations and the journal of their changes since the last commit.
+#[derive(Debug)]
+enum Pool {
+    Ip { rib: Rib, journal: RibJournal },
+}
+
+/// A change of the set of pools, or of one pool (by its journal length before the change).
+#[derive(Debug)]
+enum Step {
+    Created(IndexKey),
+    Removed(IndexKey, Box<Pool>),
+    Changed(IndexKey, usize),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    pools: BTreeMap<IndexKey, Pool>,
+    steps: Vec<Step>,
+}
+
+/// The identifier backends (see the module doc).
+#[derive(Debug, Default)]
+pub struct Backends {
+    inner: Mutex<Inner>,
+}
+
+impl Backends {
+    pub fn new() -> Backends {
+        Backends::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the RIB of `key` (which must exist), journaled.
+    fn with_rib<T>(&self, key: &IndexKey, f: impl FnOnce(&mut Rib, &mut RibJournal) -> T) -> Option<T> {
+        let mut inner = self.lock();
+        let Inner { pools, steps } = &mut *inner;
+        let Pool::Ip { rib, journal } = pools.get_mut(key)?;
+        steps.push(Step::Changed(key.clone(), journal.len()));
+        Some(f(rib, journal))
+    }
+
+    fn has_pool(&self, key: &IndexKey) -> bool {
+        self.lock().pools.contains_key(key)
+    }
+
+    fn create_pool(&self, key: &IndexKey, pool: Pool) {
+        let mut inner = self.lock();
+        if !inner.pools.contains_key(key) {
+            inner.pools.insert(key.clone(), pool);
+            inner.steps.push(Step::Created(key.clone()));
+        }
+    }
+
+    fn remove_pool(&self, key: &IndexKey) {
+        let mut inner = self.lock();
+        if let Some(pool) = inner.pools.remove(key) {
+            inner.steps.push(Step::Removed(key.clone(), Box::new(pool)));
+        }
+    }
+}
+
+/// The backend and index an object of a backend group belongs to.
+fn backend(gk: &GroupKind) -> Option<&'static Backend> {
+    backend_of(&gk.group)
+}
+
+/// Sets the `type` condition of `obj` (a new transition time only when the status changes).
+pub(crate) fn set_condition(obj: &mut Value, ty: &str, ok: bool, reason: &str, message: &str, now: &str) {
+    let status = if ok { "True" } else { "False" };
+    let Some(map) = obj.as_object_mut() else { return };
+    let st = map.entry("status").or_insert_with(|| json!({}));
+    if !st.is_object() {
+        *st = json!({});
+    }
+    let conds = st.as_object_mut().map(|m| m.entry("conditions").or_insert_with(|| json!([])));
+    let Some(conds) = conds else { return };
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let Some(list) = conds.as_array_mut() else { return };
+    let prev = list.iter().position(|c| c.get("type").and_then(Value::as_str) == Some(ty));
+    let since = prev
+        .and_then(|i| list.get(i))
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now));
+    let cond = json!({"type": ty, "status": status, "reason": reason, "message": message, "lastTransitionTime": since});
+    match prev {
+        Some(i) => list[i] = cond,
+        None => list.push(cond),
+    }
+}
+
+/// The owner identity of a claim object.
+fn owner_of(obj: &Value) -> Owner {
+    Owner {
+        name: object::name(obj).unwrap_or_default().to_string(),
+        uid: object::uid(obj).unwrap_or_default().to_string(),
+    }
+}
+
+impl Admission for Backends {
+    fn tree(&self) -> &'static str {
+        "ids"
+    }
+
+    fn handles(&self, gk: &GroupKind) -> bool {
+        backend(gk).is_some()
+    }
+
+    fn on_write(
+        &self,
+        txn: &mut Txn<'_>,
+        key: &ObjectKey,
+        obj: &mut Value,
+        live: Option<&Value>,
+        manager: &str,
+    ) -> Result<(), String> {
+        let gk = key.group_kind();
+        let Some(b) = backend(&gk) else { return Ok(()) };
+        if gk.kind == b.entry_kind() {
+            if manager != MANAGER {
+                return Err(format!(
+                    "{} objects are written by the {} backend: claim through a {}",
+                    b.entry_kind(),
+                    b.group,
+                    b.claim_kind()
+                ));
+            }
+            return Ok(());
+        }
+        match b.kind {
+            BackendKind::Ipam => ipam::on_write(self, b, txn, key, obj, live),
+            _ => Err(format!("the {} backend does not allocate yet", b.group)),
+        }
+    }
+
+    fn on_delete(&self, txn: &mut Txn<'_>, key: &ObjectKey, live: &Value) -> Result<(), String> {
+        let gk = key.group_kind();
+        let Some(b) = backend(&gk) else { return Ok(()) };
+        match b.kind {
+            BackendKind::Ipam => ipam::on_delete(self, b, txn, key, live),
+            _ => Ok(()),
+        }
+    }
+
+    fn mark(&self) -> usize {
+        self.lock().steps.len()
+    }
+
+    fn rollback_to(&self, mark: usize) {
+        let mut inner = self.lock();
+        while inner.steps.len() > mark {
+            let Some(step) = inner.steps.pop() else { break };
+            match step {
+                Step::Created(k) => {
+                    inner.pools.remove(&k);
+                }
+                Step::Removed(k, pool) => {
+                    inner.pools.insert(k, *pool);
+                }
+                Step::Changed(k, len) => {
+                    if let Some(Pool::Ip { rib, journal }) = inner.pools.get_mut(&k) {
+                        rib.rollback(journal, len);
+                    }
+                }
+            }
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let inner = self.lock();
+        records::touched(&inner)
+    }
+
+    fn committed(&self) {
+        let mut inner = self.lock();
+        inner.steps.clear();
+        for pool in inner.pools.values_mut() {
+            match pool {
+                Pool::Ip { journal, .. } => *journal = RibJournal::default(),
+            }
+        }
+    }
+
+    fn restore(
+        &self,
+        records: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        uid_of: &dyn Fn(&ObjectKey) -> Option<String>,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let mut inner = self.lock();
+        records::restore(&mut inner, records, uid_of)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! How the pools persist: one sled record per pool header, route and range address, keyed so
+//! that a pool's records are contiguous and its routes come parents first.
+//!
+//! Keys: `group \0 namespace \0 index \0` then `H` (the header), `R` + start (16 bytes, big
+//! endian) + length (the route), or `A` + range name + `\0` + address (16 bytes). Values are
+//! JSON. A commit writes the final state of every key its journal touched.
+//!
+//! Invariant: encoding only; which records exist is decided by the pools.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::{IndexKey, Inner, Pool, Step};
+use crate::api::object::{GroupKind, ObjectKey};
+use crate::ids::pool::Owner;
+use crate::ids::rib::{Net, RangeAddr, Rib, Route};
+use crate::store::Record;
+
+fn prefix(k: &IndexKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(k.group.len() + k.namespace.len() + k.name.len() + 3);
+    for part in [&k.group, &k.namespace, &k.name] {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+fn header_key(k: &IndexKey) -> Vec<u8> {
+    let mut out = prefix(k);
+    out.push(b'H');
+    out
+}
+
+fn route_key(k: &IndexKey, net: &Net) -> Vec<u8> {
+    let mut out = prefix(k);
+    out.push(b'R');
+    out.extend_from_slice(&net.start.to_be_bytes());
+    out.push(net.len);
+    out
+}
+
+fn addr_key(k: &IndexKey, range: &str, addr: u128) -> Vec<u8> {
+    let mut out = prefix(k);
+    out.push(b'A');
+    out.extend_from_slice(range.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&addr.to_be_bytes());
+    out
+}
+
+/// What a key names.
+enum Parsed {
+    Header(IndexKey),
+    Route(IndexKey, Net),
+    Addr(IndexKey, String, u128),
+}
+
+fn parse_key(key: &[u8]) -> Option<Parsed> {
+    let mut parts = key.splitn(4, |b| *b == 0);
+    let group = std::str::from_utf8(parts.next()?).ok()?;
+    let namespace = std::str::from_utf8(parts.next()?).ok()?;
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let rest = parts.next()?;
+    let k = IndexKey { group: group.into(), namespace: namespace.into(), name: name.into() };
+    match rest.split_first()? {
+        (b'H', []) => Some(Parsed::Header(k)),
+        (b'R', tail) if tail.len() == 17 => {
+            let start = u128::from_be_bytes(tail[..16].try_into().ok()?);
+            Some(Parsed::Route(k, Net { start, len: tail[16] }))
+        }
+        (b'A', tail) if tail.len() > 17 => {
+            let (range, addr) = tail.split_at(tail.len() - 16);
+            let range = std::str::from_utf8(range.strip_suffix(&[0])?).ok()?;
+            Some(Parsed::Addr(k, range.into(), u128::from_be_bytes(addr.try_into().ok()?)))
+        }
+        _ => None,
+    }
+}
+
+fn json_bytes<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
+    serde_json::to_vec(v).ok()
+}
+
+/// Every key of a pool.
+fn all_keys(k: &IndexKey, pool: &Pool) -> Vec<Vec<u8>> {
+    let mut out = vec![header_key(k)];
+    match pool {
+        Pool::Ip { rib, .. } => {
+            out.extend(rib.routes().keys().map(|n| route_key(k, n)));
+            for (name, t) in rib.ranges() {
+                out.extend(t.addrs.keys().map(|a| addr_key(k, name, *a)));
+            }
+        }
+    }
+    out
+}
+
+/// The records the steps since the last commit touched, in their current state.
+pub(super) fn touched(inner: &Inner) -> Vec<Record> {
+    let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut changed: BTreeSet<&IndexKey> = BTreeSet::new();
+    for step in &inner.steps {
+        match step {
+            Step::Created(k) => {
+                keys.insert(header_key(k));
+                changed.insert(k);
+            }
+            Step::Removed(k, pool) => keys.extend(all_keys(k, pool)),
+            Step::Changed(k, _) => {
+                changed.insert(k);
+            }
+        }
+    }
+    for k in changed {
+        if let Some(Pool::Ip { journal, .. }) = inner.pools.get(k) {
+            let (routes, addrs) = journal.touched();
+            keys.extend(routes.iter().map(|n| route_key(k, n)));
+            keys.extend(addrs.iter().map(|(r, a)| addr_key(k, r, *a)));
+        }
+    }
+    keys.into_iter()
+        .map(|key| {
+            let value = match parse_key(&key) {
+                Some(Parsed::Header(k)) => inner.pools.get(&k).and_then(|_| json_bytes(&json!({"kind": "ipam"}))),
+                Some(Parsed::Route(k, net)) => match inner.pools.get(&k) {
+                    Some(Pool::Ip { rib, .. }) => rib.routes().get(&net).and_then(json_bytes),
+                    None => None,
+                },
+                Some(Parsed::Addr(k, range, addr)) => match inner.pools.get(&k) {
+                    Some(Pool::Ip { rib, .. }) => rib.range_addr(&range, addr).and_then(json_bytes),
+                    None => None,
+                },
+                None => None,
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// The claim object an owner is, for the orphan check.
+fn claim_key(k: &IndexKey, owner: &Owner) -> Option<ObjectKey> {
+    let b = super::crds::backend_of(&k.group)?;
+    Some(ObjectKey::new(&GroupKind::new(k.group.clone(), b.claim_kind()), &k.namespace, &owner.name))
+}
+
+/// Rebuilds the pools from their records; records of owners that are no longer stored (with
+/// that uid) are left out and returned for deletion.
+pub(super) fn restore(
+    inner: &mut Inner,
+    records: &mut dyn Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    uid_of: &dyn Fn(&ObjectKey) -> Option<String>,
+) -> Result<Vec<Vec<u8>>, String> {
+    type Loaded = (Vec<(Net, Route)>, Vec<(String, u128, RangeAddr)>);
+    let mut pools: BTreeMap<IndexKey, Loaded> = BTreeMap::new();
+    let mut stale = Vec::new();
+    let alive =
+        |k: &IndexKey, owner: &Owner| claim_key(k, owner).and_then(|c| uid_of(&c)).is_some_and(|uid| uid == owner.uid);
+    for (key, value) in records {
+        let bad = |what: &str| format!("record {:?}: {what}", String::from_utf8_lossy(&key).replace('\0', "/"));
+        match parse_key(&key) {
+            Some(Parsed::Header(k)) => {
+                pools.entry(k).or_default();
+            }
+            Some(Parsed::Route(k, net)) => {
+                let route: Route = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                if alive(&k, &route.owner) {
+                    pools.entry(k).or_default().0.push((net, route));
+                } else {
+                    stale.push(key);
+                }
+            }
+            Some(Parsed::Addr(k, range, addr)) => {
+                let a: RangeAddr = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                if alive(&k, &a.owner) {
+                    pools.entry(k).or_default().1.push((range, addr, a));
+                } else {
+                    stale.push(key);
+                }
+            }
+            None => return Err(bad("unknown key")),
+        }
+    }
+    for (k, (routes, addrs)) in pools {
+        let rib = Rib::restore(routes, addrs);
+        inner.pools.insert(k, Pool::Ip { rib, journal: Default::default() });
+    }
+    if !stale.is_empty() {
+        log::warn!("dropped {} identifier allocations whose claims are gone", stale.len());
+    }
+    Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = IndexKey { group: "ipam.be.kuid.dev".into(), namespace: "default".into(), name: "a.b".into() };
+        let net = Net { start: 7 << 100, len: 40 };
+        assert!(matches!(parse_key(&header_key(&k)), Some(Parsed::Header(x)) if x == k));
+        assert!(matches!(parse_key(&route_key(&k, &net)), Some(Parsed::Route(x, n)) if x == k && n == net));
+        assert!(matches!(parse_key(&addr_key(&k, "r.1", 5)), Some(Parsed::Addr(x, r, 5)) if x == k && r == "r.1"));
+        // Routes of a pool sort parents first.
+        assert!(route_key(&k, &Net { start: 0, len: 8 }) < route_key(&k, &Net { start: 0, len: 24 }));
+    }
+}
