@@ -9,6 +9,8 @@ mod bounds;
 mod edits;
 // Git: dynamic mode (server apply), branches, commit and push, upstream refs.
 mod git;
+// -r: the identifier backends.
+mod ids;
 // Reconcilers in a worker process that can die without the server.
 mod isolation;
 // Requests and answers larger than one frame.

@@ -1,0 +1,65 @@
+//! `-r`: the identifier backends served by the real server: their APIs exist only with the
+//! flag, claims get their addresses through `choreo apply`, a claim that cannot be satisfied is
+//! refused with nothing written, and allocations stay put across a restart.
+
+use crate::support::*;
+
+fn claim(name: &str, family: &str) -> String {
+    format!(
+        "apiVersion: ipam.be.kuid.dev/v1alpha1\nkind: IPClaim\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  index: lab\n  selector:\n    matchLabels:\n      ipam.be.kuid.dev/address-family: {family}\n"
+    )
+}
+
+fn address(p: &TestProject, name: &str) -> String {
+    let c = p.cli(&["get", "ipclaims", name, "-n", "default", "-o", "json"]).ok().json();
+    c["status"]["address"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn without_r_the_backend_apis_do_not_exist() {
+    let p = TestProject::new("lab");
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap()]);
+    let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
+    assert_eq!(status["status"], "Failed", "{status}");
+    assert!(status["reason"].as_str().unwrap_or_default().contains("IPIndex"), "{status}");
+    let resources = p.cli(&["api-resources"]).ok();
+    assert!(!resources.stdout.contains("ipclaims"), "{}", resources.stdout);
+}
+
+#[test]
+fn claims_are_allocated_on_apply_refused_when_full_and_kept_across_a_restart() {
+    let p = TestProject::new("lab");
+    let args = [p.dir.to_str().unwrap(), "-r"];
+    let mut s = Server::start(&p.socket, &args);
+    let resources = p.cli(&["api-resources"]).ok().stdout;
+    for plural in ["ipindices", "ipclaims", "ipentries", "vlanclaims", "asindexes", "genidentries", "extcommindices"] {
+        assert!(resources.contains(plural), "{plural} in {resources}");
+    }
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        p.cli_stdin(&["apply", "-f", "-"], &claim(name, "ipv4")).ok();
+        assert_eq!(address(&p, name), format!("10.0.0.{i}/32"));
+    }
+    // The /30 is full: the fifth claim is refused, naming itself, the index and why, and
+    // nothing of it is written.
+    let before = p.in_files();
+    let full = p.cli_stdin(&["apply", "-f", "-"], &claim("e", "ipv4"));
+    assert_eq!(full.code, 1, "{full:?}");
+    assert!(full.stderr.contains("IPClaim.ipam.be.kuid.dev default/e"), "{}", full.stderr);
+    assert!(full.stderr.contains("no free address left in 10.0.0.0/30 of index default.lab"), "{}", full.stderr);
+    assert_eq!(p.in_files(), before);
+    // IPv6 by its family label.
+    p.cli_stdin(&["apply", "-f", "-"], &claim("v6", "ipv6")).ok();
+    assert_eq!(address(&p, "v6"), "2001:db8::/128");
+    // Delete frees at once; a restart keeps every allocation where it was.
+    p.cli(&["delete", "ipclaims", "b", "-n", "default"]).ok();
+    drop(s.cli(&["server", "stop"]));
+    s.wait();
+    let _s = Server::start(&p.socket, &args);
+    for (name, want) in [("a", "10.0.0.0/32"), ("c", "10.0.0.2/32"), ("d", "10.0.0.3/32"), ("v6", "2001:db8::/128")] {
+        assert_eq!(address(&p, name), want, "{name} after the restart");
+    }
+    p.cli_stdin(&["apply", "-f", "-"], &claim("e", "ipv4")).ok();
+    assert_eq!(address(&p, "e"), "10.0.0.1/32");
+    let entries = p.cli(&["get", "ipentries", "-n", "default", "-o", "name"]).ok().stdout;
+    assert!(entries.contains("default.lab.10.0.0.1-32"), "{entries}");
+}
