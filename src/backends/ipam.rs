@@ -77,6 +77,7 @@ pub(super) fn on_delete(
         let orphans = be.with_rib(&ik, |rib, j| rib.release(j, &owner)).unwrap_or_default();
         sync_entries(be, b, txn, &ik, &owner)?;
         readmit(b, txn, &ik, orphans);
+        be.refresh_fullness(b, txn, &ik);
     } else if key.kind == b.index_kind() {
         let ik = index_key(b, &key.namespace, &key.name);
         // Every claim of the index loses its allocation; the index's own claims go with it
@@ -181,6 +182,9 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
     readmit(b, txn, &ik, waiting);
     let now = txn.now().to_string();
     set_condition(obj, "Ready", true, "Ready", "", &now);
+    if let Some((used, size)) = be.index_use(&ik) {
+        super::set_fullness(obj, used, size, &now);
+    }
     Ok(())
 }
 
@@ -334,6 +338,7 @@ fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
     }
     set_condition(obj, "Ready", true, "Ready", "", &now);
     sync_entries(be, b, txn, &ik, &owner)?;
+    be.refresh_fullness(b, txn, &ik);
     Ok(())
 }
 

@@ -12,8 +12,10 @@
 //! files, no engine.
 
 pub(crate) mod crds;
+mod generic;
 mod ipam;
 mod records;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,7 +23,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::api::object::{self, GroupKind, ObjectKey};
-use crate::ids::pool::Owner;
+use crate::ids::pool::{IdPool, Journal, Owner};
 use crate::ids::rib::{Rib, RibJournal};
 use crate::store::{Admission, Record, Txn};
 
@@ -45,13 +47,14 @@ impl std::fmt::Display for IndexKey {
 }
 
 /// One index's allocations and the journal of their changes since the last commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Pool {
     Ip { rib: Rib, journal: RibJournal },
+    Id { pool: IdPool, journal: Journal },
 }
 
 /// A change of the set of pools, or of one pool (by its journal length before the change).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Step {
     Created(IndexKey),
     Removed(IndexKey, Box<Pool>),
@@ -83,9 +86,39 @@ impl Backends {
     fn with_rib<T>(&self, key: &IndexKey, f: impl FnOnce(&mut Rib, &mut RibJournal) -> T) -> Option<T> {
         let mut inner = self.lock();
         let Inner { pools, steps } = &mut *inner;
-        let Pool::Ip { rib, journal } = pools.get_mut(key)?;
+        let Some(Pool::Ip { rib, journal }) = pools.get_mut(key) else { return None };
         steps.push(Step::Changed(key.clone(), journal.len()));
         Some(f(rib, journal))
+    }
+
+    /// Runs `f` on the id pool of `key` (which must exist), journaled.
+    fn with_pool<T>(&self, key: &IndexKey, f: impl FnOnce(&mut IdPool, &mut Journal) -> T) -> Option<T> {
+        let mut inner = self.lock();
+        let Inner { pools, steps } = &mut *inner;
+        let Some(Pool::Id { pool, journal }) = pools.get_mut(key) else { return None };
+        steps.push(Step::Changed(key.clone(), journal.len()));
+        Some(f(pool, journal))
+    }
+
+    /// The largest id of the id pool of `key`, if it exists.
+    fn pool_max(&self, key: &IndexKey) -> Option<u128> {
+        match self.lock().pools.get(key) {
+            Some(Pool::Id { pool, .. }) => Some(pool.max()),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` on the pools as last committed: a transaction in progress (its steps not yet
+    /// committed) is undone on a copy, never in place.
+    fn committed_view<T>(&self, f: impl FnOnce(&BTreeMap<IndexKey, Pool>) -> T) -> T {
+        let inner = self.lock();
+        if inner.steps.is_empty() {
+            return f(&inner.pools);
+        }
+        let mut copy = Inner { pools: inner.pools.clone(), steps: inner.steps.clone() };
+        drop(inner);
+        rollback(&mut copy, 0);
+        f(&copy.pools)
     }
 
     fn has_pool(&self, key: &IndexKey) -> bool {
@@ -104,6 +137,26 @@ impl Backends {
         let mut inner = self.lock();
         if let Some(pool) = inner.pools.remove(key) {
             inner.steps.push(Step::Removed(key.clone(), Box::new(pool)));
+        }
+    }
+}
+
+/// Undoes the steps after `mark`.
+fn rollback(inner: &mut Inner, mark: usize) {
+    while inner.steps.len() > mark {
+        let Some(step) = inner.steps.pop() else { break };
+        match step {
+            Step::Created(k) => {
+                inner.pools.remove(&k);
+            }
+            Step::Removed(k, pool) => {
+                inner.pools.insert(k, *pool);
+            }
+            Step::Changed(k, len) => match inner.pools.get_mut(&k) {
+                Some(Pool::Ip { rib, journal }) => rib.rollback(journal, len),
+                Some(Pool::Id { pool, journal }) => pool.rollback(journal, len),
+                None => {}
+            },
         }
     }
 }
@@ -137,6 +190,54 @@ pub(crate) fn set_condition(obj: &mut Value, ty: &str, ok: bool, reason: &str, m
     match prev {
         Some(i) => list[i] = cond,
         None => list.push(cond),
+    }
+}
+
+/// Sets an index's `NearlyFull` condition from how much of it is used: `True` above
+/// [`usage::NEARLY_FULL_PERCENT`].
+fn set_fullness(obj: &mut Value, used: u128, size: u128, now: &str) {
+    let percent = if size == 0 { 100.0 } else { used as f64 * 100.0 / size as f64 };
+    let full = percent > usage::NEARLY_FULL_PERCENT;
+    let message = format!("{percent:.1}% in use ({used} of {size})");
+    let reason = if full { "NearlyFull" } else { "Available" };
+    set_condition(obj, "NearlyFull", full, reason, &message, now);
+}
+
+fn fullness_of(obj: &Value) -> Option<bool> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "NearlyFull")
+        .map(|c| c["status"] == "True")
+}
+
+impl Backends {
+    /// How much of the index `ik` is used, as (used, size), as the pools are now.
+    fn index_use(&self, ik: &IndexKey) -> Option<(u128, u128)> {
+        let inner = self.lock();
+        match inner.pools.get(ik)? {
+            Pool::Id { pool, .. } => {
+                let (size, free) = usage::id_pool_use(pool);
+                Some((size.saturating_sub(free), size))
+            }
+            Pool::Ip { rib, .. } => Some(usage::rib_use(rib)),
+        }
+    }
+
+    /// After a claim of `ik` changed: when the index crossed the nearly-full line, its
+    /// condition says so (the index object is written only then).
+    fn refresh_fullness(&self, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey) {
+        let Some((used, size)) = self.index_use(ik) else { return };
+        let key = ObjectKey::new(&GroupKind::new(b.group, b.index_kind()), &ik.namespace, &ik.name);
+        let Some(index) = txn.get(&key) else { return };
+        let full = size == 0 || used as f64 * 100.0 / size as f64 > usage::NEARLY_FULL_PERCENT;
+        if fullness_of(&index) == Some(full) {
+            return;
+        }
+        let now = txn.now().to_string();
+        if let Err(e) = txn.update_unadmitted(&key, |obj| set_fullness(obj, used, size, &now)) {
+            log::warn!("{key}: cannot record how full it is: {e}");
+        }
     }
 }
 
@@ -180,7 +281,7 @@ impl Admission for Backends {
         }
         match b.kind {
             BackendKind::Ipam => ipam::on_write(self, b, txn, key, obj, live),
-            _ => Err(format!("the {} backend does not allocate yet", b.group)),
+            _ => generic::on_write(self, b, txn, key, obj),
         }
     }
 
@@ -189,7 +290,7 @@ impl Admission for Backends {
         let Some(b) = backend(&gk) else { return Ok(()) };
         match b.kind {
             BackendKind::Ipam => ipam::on_delete(self, b, txn, key, live),
-            _ => Ok(()),
+            _ => generic::on_delete(self, b, txn, key, live),
         }
     }
 
@@ -198,23 +299,7 @@ impl Admission for Backends {
     }
 
     fn rollback_to(&self, mark: usize) {
-        let mut inner = self.lock();
-        while inner.steps.len() > mark {
-            let Some(step) = inner.steps.pop() else { break };
-            match step {
-                Step::Created(k) => {
-                    inner.pools.remove(&k);
-                }
-                Step::Removed(k, pool) => {
-                    inner.pools.insert(k, *pool);
-                }
-                Step::Changed(k, len) => {
-                    if let Some(Pool::Ip { rib, journal }) = inner.pools.get_mut(&k) {
-                        rib.rollback(journal, len);
-                    }
-                }
-            }
-        }
+        rollback(&mut self.lock(), mark);
     }
 
     fn records(&self) -> Vec<Record> {
@@ -228,6 +313,7 @@ impl Admission for Backends {
         for pool in inner.pools.values_mut() {
             match pool {
                 Pool::Ip { journal, .. } => *journal = RibJournal::default(),
+                Pool::Id { journal, .. } => *journal = Journal::default(),
             }
         }
     }

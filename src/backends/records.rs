@@ -1,9 +1,11 @@
 //! How the pools persist: one sled record per pool header, route and range address, keyed so
 //! that a pool's records are contiguous and its routes come parents first.
 //!
-//! Keys: `group \0 namespace \0 index \0` then `H` (the header), `R` + start (16 bytes, big
-//! endian) + length (the route), or `A` + range name + `\0` + address (16 bytes). Values are
-//! JSON. A commit writes the final state of every key its journal touched.
+//! Keys: `group \0 namespace \0 index \0` then `H` (the header: the kind of pool and, for id
+//! pools, the largest id), `R` + start (16 bytes, big endian) + length (an IPAM route), `A` +
+//! range name + `\0` + address (16 bytes; an address in an IPAM range), or `I` + table name
+//! (empty: the main table) + `\0` + start (16 bytes; an item of an id pool). Values are JSON. A
+//! commit writes the final state of every key its journal touched.
 //!
 //! Invariant: encoding only; which records exist is decided by the pools.
 
@@ -13,7 +15,7 @@ use serde_json::json;
 
 use super::{IndexKey, Inner, Pool, Step};
 use crate::api::object::{GroupKind, ObjectKey};
-use crate::ids::pool::Owner;
+use crate::ids::pool::{IdPool, Item, Owner, TableRef};
 use crate::ids::rib::{Net, RangeAddr, Rib, Route};
 use crate::store::Record;
 
@@ -40,6 +42,17 @@ fn route_key(k: &IndexKey, net: &Net) -> Vec<u8> {
     out
 }
 
+fn item_key(k: &IndexKey, table: &TableRef, start: u128) -> Vec<u8> {
+    let mut out = prefix(k);
+    out.push(b'I');
+    if let TableRef::Range(name) = table {
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.push(0);
+    out.extend_from_slice(&start.to_be_bytes());
+    out
+}
+
 fn addr_key(k: &IndexKey, range: &str, addr: u128) -> Vec<u8> {
     let mut out = prefix(k);
     out.push(b'A');
@@ -54,6 +67,7 @@ enum Parsed {
     Header(IndexKey),
     Route(IndexKey, Net),
     Addr(IndexKey, String, u128),
+    Item(IndexKey, TableRef, u128),
 }
 
 fn parse_key(key: &[u8]) -> Option<Parsed> {
@@ -74,6 +88,12 @@ fn parse_key(key: &[u8]) -> Option<Parsed> {
             let range = std::str::from_utf8(range.strip_suffix(&[0])?).ok()?;
             Some(Parsed::Addr(k, range.into(), u128::from_be_bytes(addr.try_into().ok()?)))
         }
+        (b'I', tail) if tail.len() >= 17 => {
+            let (table, start) = tail.split_at(tail.len() - 16);
+            let table = std::str::from_utf8(table.strip_suffix(&[0])?).ok()?;
+            let table = if table.is_empty() { TableRef::Main } else { TableRef::Range(table.into()) };
+            Some(Parsed::Item(k, table, u128::from_be_bytes(start.try_into().ok()?)))
+        }
         _ => None,
     }
 }
@@ -92,8 +112,22 @@ fn all_keys(k: &IndexKey, pool: &Pool) -> Vec<Vec<u8>> {
                 out.extend(t.addrs.keys().map(|a| addr_key(k, name, *a)));
             }
         }
+        Pool::Id { pool, .. } => {
+            out.extend(pool.main().items.keys().map(|s| item_key(k, &TableRef::Main, *s)));
+            for (name, t) in pool.ranges() {
+                let table = TableRef::Range(name.clone());
+                out.extend(t.items.keys().map(|s| item_key(k, &table, *s)));
+            }
+        }
     }
     out
+}
+
+fn header(pool: &Pool) -> serde_json::Value {
+    match pool {
+        Pool::Ip { .. } => json!({"kind": "ipam"}),
+        Pool::Id { pool, .. } => json!({"kind": "id", "max": pool.max().to_string()}),
+    }
 }
 
 /// The records the steps since the last commit touched, in their current state.
@@ -113,23 +147,36 @@ pub(super) fn touched(inner: &Inner) -> Vec<Record> {
         }
     }
     for k in changed {
-        if let Some(Pool::Ip { journal, .. }) = inner.pools.get(k) {
-            let (routes, addrs) = journal.touched();
-            keys.extend(routes.iter().map(|n| route_key(k, n)));
-            keys.extend(addrs.iter().map(|(r, a)| addr_key(k, r, *a)));
+        match inner.pools.get(k) {
+            Some(Pool::Ip { journal, .. }) => {
+                let (routes, addrs) = journal.touched();
+                keys.extend(routes.iter().map(|n| route_key(k, n)));
+                keys.extend(addrs.iter().map(|(r, a)| addr_key(k, r, *a)));
+            }
+            Some(Pool::Id { journal, .. }) => {
+                let (slots, _) = journal.touched();
+                keys.extend(slots.iter().map(|(t, s)| item_key(k, t, *s)));
+            }
+            None => {}
         }
     }
     keys.into_iter()
         .map(|key| {
             let value = match parse_key(&key) {
-                Some(Parsed::Header(k)) => inner.pools.get(&k).and_then(|_| json_bytes(&json!({"kind": "ipam"}))),
+                Some(Parsed::Header(k)) => inner.pools.get(&k).and_then(|p| json_bytes(&header(p))),
                 Some(Parsed::Route(k, net)) => match inner.pools.get(&k) {
                     Some(Pool::Ip { rib, .. }) => rib.routes().get(&net).and_then(json_bytes),
-                    None => None,
+                    _ => None,
                 },
                 Some(Parsed::Addr(k, range, addr)) => match inner.pools.get(&k) {
                     Some(Pool::Ip { rib, .. }) => rib.range_addr(&range, addr).and_then(json_bytes),
-                    None => None,
+                    _ => None,
+                },
+                Some(Parsed::Item(k, table, start)) => match inner.pools.get(&k) {
+                    Some(Pool::Id { pool, .. }) => {
+                        pool.table(&table).and_then(|t| t.items.get(&start)).and_then(json_bytes)
+                    }
+                    _ => None,
                 },
                 None => None,
             };
@@ -152,7 +199,9 @@ pub(super) fn restore(
     uid_of: &dyn Fn(&ObjectKey) -> Option<String>,
 ) -> Result<Vec<Vec<u8>>, String> {
     type Loaded = (Vec<(Net, Route)>, Vec<(String, u128, RangeAddr)>);
+    type LoadedIds = (u128, Vec<(u128, Item)>, Vec<(String, u128, Item)>);
     let mut pools: BTreeMap<IndexKey, Loaded> = BTreeMap::new();
+    let mut id_pools: BTreeMap<IndexKey, LoadedIds> = BTreeMap::new();
     let mut stale = Vec::new();
     let alive =
         |k: &IndexKey, owner: &Owner| claim_key(k, owner).and_then(|c| uid_of(&c)).is_some_and(|uid| uid == owner.uid);
@@ -160,7 +209,25 @@ pub(super) fn restore(
         let bad = |what: &str| format!("record {:?}: {what}", String::from_utf8_lossy(&key).replace('\0', "/"));
         match parse_key(&key) {
             Some(Parsed::Header(k)) => {
-                pools.entry(k).or_default();
+                let h: serde_json::Value = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                if h["kind"] == "id" {
+                    let max = h["max"].as_str().and_then(|m| m.parse::<u128>().ok()).ok_or_else(|| bad("no max"))?;
+                    id_pools.entry(k).or_insert_with(|| (max, Vec::new(), Vec::new())).0 = max;
+                } else {
+                    pools.entry(k).or_default();
+                }
+            }
+            Some(Parsed::Item(k, table, start)) => {
+                let item: Item = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
+                let Some(p) = id_pools.get_mut(&k) else { return Err(bad("an item before its pool's header")) };
+                if !alive(&k, &item.owner) {
+                    stale.push(key);
+                } else {
+                    match table {
+                        TableRef::Main => p.1.push((start, item)),
+                        TableRef::Range(name) => p.2.push((name, start, item)),
+                    }
+                }
             }
             Some(Parsed::Route(k, net)) => {
                 let route: Route = serde_json::from_slice(&value).map_err(|e| bad(&e.to_string()))?;
@@ -184,6 +251,9 @@ pub(super) fn restore(
     for (k, (routes, addrs)) in pools {
         let rib = Rib::restore(routes, addrs);
         inner.pools.insert(k, Pool::Ip { rib, journal: Default::default() });
+    }
+    for (k, (max, main, ranges)) in id_pools {
+        inner.pools.insert(k, Pool::Id { pool: IdPool::restore(max, main, ranges), journal: Default::default() });
     }
     if !stale.is_empty() {
         log::warn!("dropped {} identifier allocations whose claims are gone", stale.len());

@@ -146,3 +146,149 @@ fn a_reopened_store_serves_the_same_allocations() {
     assert_eq!(address(&store, "n3").as_deref(), Some("10.0.0.0/32"));
     assert_eq!(address(&store, "n2").as_deref(), Some("10.0.0.1/32"));
 }
+
+fn generic(group: &str, kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": format!("{group}/v1alpha1"), "kind": kind,
+           "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn status_of(store: &Store, group: &str, kind: &str, name: &str) -> Value {
+    let key = ObjectKey::new(&GroupKind::new(group, kind), "default", name);
+    store.begin().get(&key).map(|v| v["status"].clone()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn vlan_ids_come_by_best_fit_around_reserved_ranges_and_stay_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = "vlan.be.kuid.dev";
+    let dynamic = |n: &str| generic(g, "VLANClaim", n, json!({"index": "vpc"}));
+    {
+        let store = open(dir.path());
+        apply(&store, &[generic(g, "VLANIndex", "vpc", json!({"minID": 1, "maxID": 4090}))]).unwrap();
+        apply(&store, &[dynamic("a"), dynamic("b"), dynamic("c")]).unwrap();
+        let ids: Vec<Value> =
+            ["a", "b", "c"].iter().map(|n| status_of(&store, g, "VLANClaim", n)["id"].clone()).collect();
+        assert_eq!(ids, [json!(1), json!(4090), json!(2)]);
+        // kuid accepts a static id in a reserved range; the schema refuses one above 4095.
+        apply(&store, &[generic(g, "VLANClaim", "s", json!({"index": "vpc", "id": 4094}))]).unwrap();
+        assert_eq!(status_of(&store, g, "VLANClaim", "s")["id"], json!(4094));
+        let err = apply(&store, &[generic(g, "VLANClaim", "big", json!({"index": "vpc", "id": 5000}))]).unwrap_err();
+        assert!(err.contains("spec.id"), "{err}");
+        let err = apply(&store, &[generic(g, "VLANClaim", "dup", json!({"index": "vpc", "id": 2}))]).unwrap_err();
+        assert!(err.contains("id 2 is already claimed by claim c"), "{err}");
+        let err = apply(&store, &[generic(g, "VLANClaim", "both", json!({"index": "vpc", "id": 7, "range": "10-20"}))])
+            .unwrap_err();
+        assert!(err.contains("has both"), "{err}");
+        // A range, and dynamic ids inside it chosen by its claim name.
+        apply(&store, &[generic(g, "VLANClaim", "r", json!({"index": "vpc", "range": "200-399"}))]).unwrap();
+        let inside = |n: &str| {
+            generic(
+                g,
+                "VLANClaim",
+                n,
+                json!({"index": "vpc", "selector": {"matchLabels": {"be.kuid.dev/claim-name": "r"}}}),
+            )
+        };
+        apply(&store, &[inside("i1"), inside("i2")]).unwrap();
+        assert_eq!(status_of(&store, g, "VLANClaim", "i2")["id"], json!(201));
+        let gk = GroupKind::new(g, "VLANEntry");
+        let names: Vec<String> = store.begin().list(&gk, None).into_iter().map(|(k, _)| k.name).collect();
+        for want in ["vpc.1-16", "vpc.4090-16", "vpc.200-13", "r.201-32"] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+    }
+    let store = open(dir.path());
+    let g2 = |n: &str| status_of(&store, g, "VLANClaim", n)["id"].clone();
+    assert_eq!((g2("a"), g2("b"), g2("i1")), (json!(1), json!(4090), json!(200)));
+    apply(&store, &[dynamic("d")]).unwrap();
+    assert_eq!(status_of(&store, g, "VLANClaim", "d")["id"], json!(3));
+}
+
+#[test]
+fn as_genid_and_extcomm_have_their_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = "as.be.kuid.dev";
+    apply(&store, &[generic(a, "ASIndex", "asn", json!({}))]).unwrap();
+    apply(&store, &[generic(a, "ASClaim", "big", json!({"index": "asn", "id": 4_200_000_000u64}))]).unwrap();
+    assert_eq!(status_of(&store, a, "ASClaim", "big")["id"], json!(4_200_000_000u64));
+    let err =
+        apply(&store, &[generic(a, "ASClaim", "huge", json!({"index": "asn", "id": 4_294_967_296u64}))]).unwrap_err();
+    assert!(err.contains("spec.id"), "{err}");
+    let gid = "genid.be.kuid.dev";
+    let err = apply(&store, &[generic(gid, "GENIDIndex", "g", json!({"type": "12bit"}))]).unwrap_err();
+    assert!(err.contains("spec.type"), "{err}");
+    apply(&store, &[generic(gid, "GENIDIndex", "g", json!({"type": "16bit", "minID": 100}))]).unwrap();
+    let err = apply(&store, &[generic(gid, "GENIDClaim", "x", json!({"index": "g", "id": 70000}))]).unwrap_err();
+    assert!(err.contains("above the largest id 65535"), "{err}");
+    apply(&store, &[generic(gid, "GENIDClaim", "y", json!({"index": "g"}))]).unwrap();
+    assert_eq!(status_of(&store, gid, "GENIDClaim", "y")["id"], json!(100));
+    let x = "extcomm.be.kuid.dev";
+    apply(
+        &store,
+        &[generic(
+            x,
+            "EXTCOMMIndex",
+            "rt",
+            json!({"type": "2byteAS", "subType": "target", "globalID": "65000", "minID": 1}),
+        )],
+    )
+    .unwrap();
+    apply(&store, &[generic(x, "EXTCOMMClaim", "vrf1", json!({"index": "rt"}))]).unwrap();
+    assert_eq!(status_of(&store, x, "EXTCOMMClaim", "vrf1")["id"], json!(1));
+}
+
+#[test]
+fn usage_free_and_the_nearly_full_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let be = Arc::new(Backends::new());
+    let options = StoreOptions { extra_apis: crds::resources().unwrap(), admission: Some(be.clone()) };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let g = "vlan.be.kuid.dev";
+    apply(&store, &[generic(g, "VLANIndex", "small", json!({"minID": 1, "maxID": 10}))]).unwrap();
+    let fullness = |store: &Store| {
+        let idx = store.begin().get(&ObjectKey::new(&GroupKind::new(g, "VLANIndex"), "default", "small")).unwrap();
+        fullness_of(&idx)
+    };
+    assert_eq!(fullness(&store), Some(false));
+    let free = be.free(&crate::protocol::IdsFreeRequest {
+        namespace: "default".into(),
+        index: "small".into(),
+        prefix_length: None,
+        count: 3,
+        range: None,
+    });
+    assert_eq!(free.unwrap(), ["1", "10", "2"]);
+    for i in 0..9 {
+        apply(&store, &[generic(g, "VLANClaim", &format!("c{i}"), json!({"index": "small"}))]).unwrap();
+    }
+    let u = be.usage(&crate::protocol::IdsUsageRequest { namespace: None, index: Some("small".into()) });
+    assert_eq!(u.len(), 1);
+    assert_eq!((u[0].size.as_str(), u[0].used.as_str(), u[0].free.as_str()), ("10", "9", "1"));
+    assert_eq!(fullness(&store), Some(false), "90% is not over 90%");
+    apply(&store, &[generic(g, "VLANClaim", "last", json!({"index": "small"}))]).unwrap();
+    assert_eq!(fullness(&store), Some(true));
+    let mut txn = store.begin();
+    txn.delete(&ObjectKey::new(&GroupKind::new(g, "VLANClaim"), "default", "c0")).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(fullness(&store), Some(false));
+    // A transaction in progress is not what usage reports.
+    let mut txn = store.begin();
+    txn.apply(&generic(g, "VLANClaim", "pending", json!({"index": "small"})), ME).unwrap();
+    let u = be.usage(&crate::protocol::IdsUsageRequest { namespace: None, index: None });
+    assert_eq!(u[0].used, "9");
+    drop(txn);
+    // IPAM: per index prefix, with the largest free block.
+    apply(&store, &[index("net", &[("10.0.0.0/24", "regular")]), claim("a1", json!({"index": "net"}))]).unwrap();
+    let u = be.usage(&crate::protocol::IdsUsageRequest { namespace: None, index: Some("net".into()) });
+    assert_eq!(u[0].pool, "10.0.0.0/24");
+    assert_eq!((u[0].used.as_str(), u[0].largest_free.as_str()), ("1", "10.0.0.128/25"));
+    let free = be.free(&crate::protocol::IdsFreeRequest {
+        namespace: "default".into(),
+        index: "net".into(),
+        prefix_length: Some(26),
+        count: 2,
+        range: None,
+    });
+    assert_eq!(free.unwrap(), ["10.0.0.64/26", "10.0.0.128/26"]);
+}

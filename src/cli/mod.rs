@@ -17,8 +17,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, ItemOutcome,
-    ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, IdsFreeRequest,
+    IdsUsageRequest, ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest,
+    ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -63,6 +64,9 @@ pub enum Command {
     /// dynamic mode)
     #[command(subcommand)]
     Branch(BranchCommand),
+    /// Identifier pools of a server started with -r: how full they are, what comes next
+    #[command(subcommand)]
+    Ids(IdsCommand),
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
@@ -227,6 +231,38 @@ pub enum ServerCommand {
         reference: String,
         /// Work on this branch (development mode)
         branch: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdsCommand {
+    /// Size, use and largest free block of each pool: every IPAM index prefix and range, every
+    /// id pool (without its reserved minID/maxID ranges) and its ranges
+    Usage {
+        /// Only this index
+        index: Option<String>,
+        /// Only this namespace (default: every namespace)
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum)]
+        output: Option<DataFormat>,
+    },
+    /// What INDEX would hand out next, in order, without claiming anything: addresses (or,
+    /// with --prefix-length, prefixes) of an IPAM index; ids of an id index (or of one of its
+    /// ranges with --range)
+    Free {
+        index: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// IPAM: prefixes of this length instead of addresses
+        #[arg(long, value_name = "N")]
+        prefix_length: Option<u8>,
+        /// How many to list
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        count: u32,
+        /// Id indexes: inside this range claim's range
+        #[arg(long, value_name = "CLAIM")]
+        range: Option<String>,
     },
 }
 
@@ -617,6 +653,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let reply = connect()?.request(Request::RunDeps(RunDepsRequest { show_choreo_apis }), &mut progress)?;
             let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
             emit(&output::deps(&nodes))
+        }
+        Command::Ids(IdsCommand::Usage { index, namespace, output }) => {
+            let reply = connect()?.request(Request::IdsUsage(IdsUsageRequest { namespace, index }), &mut progress)?;
+            let Reply::IdsUsage(list) = reply else { return Err(unexpected(&reply)) };
+            match output {
+                Some(DataFormat::Json) => emit(&output::json(&serde_json::to_value(&list).unwrap_or_default())),
+                Some(DataFormat::Yaml) => emit(&output::yaml(&serde_json::to_value(&list).unwrap_or_default())),
+                None => emit(&output::ids_usage(&list)),
+            }
+        }
+        Command::Ids(IdsCommand::Free { index, namespace, prefix_length, count, range }) => {
+            let req = IdsFreeRequest { namespace, index, prefix_length, count, range };
+            let reply = connect()?.request(Request::IdsFree(req), &mut progress)?;
+            let Reply::IdsFree(list) = reply else { return Err(unexpected(&reply)) };
+            if list.is_empty() {
+                return Err(CliError::Failed("nothing free".into()));
+            }
+            emit(&list.iter().map(|v| format!("{v}\n")).collect::<String>())
         }
         Command::Run(RunCommand::Load) => {
             connect()?.request(Request::RunLoad, &mut progress)?;

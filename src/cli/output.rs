@@ -7,6 +7,31 @@ use crate::api::object;
 use crate::protocol::{ApiResourceInfo, DepNode, DiffItem, Mode, RunSummary, ServerStatus};
 
 /// Renders rows as a left-aligned table with columns separated by three spaces (kubectl style).
+/// `choreo ids usage`: one row per pool.
+pub fn ids_usage(list: &[crate::protocol::PoolUsage]) -> String {
+    if list.is_empty() {
+        return "no identifier pools\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|u| {
+            let backend = u.group.split('.').next().unwrap_or_default().to_uppercase();
+            vec![
+                u.namespace.clone(),
+                u.index.clone(),
+                backend,
+                u.pool.clone(),
+                u.size.clone(),
+                u.used.clone(),
+                u.free.clone(),
+                format!("{:.1}%", u.used_percent),
+                u.largest_free.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "INDEX", "BACKEND", "POOL", "SIZE", "USED", "FREE", "USED%", "LARGEST FREE"], &rows)
+}
+
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {

@@ -70,9 +70,18 @@ pub struct Handle {
     status: Arc<Mutex<ServerStatus>>,
     /// Raised at shutdown and by `run stop`: a reconcile in progress stops at its next check.
     interrupt: Arc<Interrupt>,
+    /// `-r`: the identifier pools, read as last committed.
+    backends: Option<Arc<crate::backends::Backends>>,
 }
 
 impl Handle {
+    fn backends(&self) -> Result<&crate::backends::Backends, ErrorReport> {
+        self.backends.as_deref().ok_or_else(|| {
+            ErrorReport::new(ErrorKind::Invalid, "this server has no identifier backends")
+                .with_hint("start it with `choreo server start -r` (--internal-reconcilers)")
+        })
+    }
+
     /// Answers one request, sending progress and the final frame to `emit`.
     pub fn serve(&self, request: Request, emit: &mut dyn FnMut(ServerMessage) -> bool) {
         let answer = match &request {
@@ -83,6 +92,12 @@ impl Handle {
             Request::RunList => Some(run::run_list(&self.reader)),
             Request::RunDiff(req) => Some(run::run_diff(&self.reader, req.clone())),
             Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
+            Request::IdsUsage(req) => Some(self.backends().map(|b| Reply::IdsUsage(b.usage(req)))),
+            Request::IdsFree(req) => Some(
+                self.backends()
+                    .and_then(|b| b.free(req).map_err(|m| ErrorReport::new(ErrorKind::NotFound, m)))
+                    .map(Reply::IdsFree),
+            ),
             Request::Get(get) => {
                 Some(self.reader.with(|s| query::find(s, get)).map(|f| query::render(f, get)).map_err(|e| {
                     if self.status().status == ServerState::Initializing {
@@ -170,6 +185,8 @@ fn final_message(answer: Result<Reply, ErrorReport>) -> ServerMessage {
 /// The engine state, owned by its thread.
 pub struct Engine {
     store: Store,
+    /// `-r`: the identifier backends installed in the store (for `ids usage` and `ids free`).
+    backends: Option<Arc<crate::backends::Backends>>,
     mode: Mode,
     /// The project served: fixed in static mode, set by `server apply` in dynamic mode.
     layout: Option<Layout>,
@@ -255,7 +272,7 @@ pub fn start(
         .stack_size(crate::reconcile::Limits::STACK)
         .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx, options) {
             Ok((engine, watch_rx, watcher)) => {
-                let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone())));
+                let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone(), engine.backends.clone())));
                 engine.run(rx, watch_rx, watcher);
             }
             Err(e) => {
@@ -263,8 +280,8 @@ pub fn start(
             }
         })
         .map_err(EngineError::Thread)?;
-    let (reader, status) = ready_rx.recv().map_err(|_| EngineError::Startup)??;
-    Ok((Handle { tx, reader, status, interrupt }, thread, stop_rx))
+    let (reader, status, backends) = ready_rx.recv().map_err(|_| EngineError::Startup)??;
+    Ok((Handle { tx, reader, status, interrupt, backends }, thread, stop_rx))
 }
 
 impl Engine {
@@ -278,13 +295,13 @@ impl Engine {
         own_tx: Sender<Msg>,
         options: Options,
     ) -> Result<(Engine, Receiver<crate::watch::WatchBatch>, Option<crate::watch::WatchHandle>), EngineError> {
-        let store_options = if options.internal_reconcilers {
-            crate::store::StoreOptions {
+        let backends = options.internal_reconcilers.then(|| Arc::new(crate::backends::Backends::new()));
+        let store_options = match &backends {
+            Some(b) => crate::store::StoreOptions {
                 extra_apis: crate::backends::crds::resources().map_err(crate::store::StoreError::from)?,
-                admission: Some(Arc::new(crate::backends::Backends::new())),
-            }
-        } else {
-            crate::store::StoreOptions::default()
+                admission: Some(b.clone()),
+            },
+            None => crate::store::StoreOptions::default(),
         };
         let store = Store::open_with(&state_dir.join("db"), store_options)?;
         let isolation = options.isolation;
@@ -308,6 +325,7 @@ impl Engine {
         let changes = store.changes();
         let (watch_tx, watch_rx) = crossbeam_channel::unbounded();
         let mut engine = Engine {
+            backends,
             watch_tx,
             watch_generation: 0,
             progress: None,
@@ -490,6 +508,8 @@ impl Engine {
                 | Request::RunList
                 | Request::RunDiff(_)
                 | Request::RunDeps(_)
+                | Request::IdsUsage(_)
+                | Request::IdsFree(_)
                 | Request::ServerStatus
                 | Request::ApiResources
                 | Request::Get(_)
@@ -535,6 +555,7 @@ impl Engine {
             Request::Delete(req) => self.delete(req),
             Request::ServerApply(_) => Err(internal("server apply is started by serve_request")),
             Request::Quiesce { .. } => Err(internal("quiesce is answered by the engine loop")),
+            Request::IdsUsage(_) | Request::IdsFree(_) => Err(internal("ids requests are answered by the connection")),
             Request::RunCommit { message } => self.run_commit(message),
             Request::RunPush => self.run_push(),
             Request::Branch(req) => self.branch(req),

@@ -11,10 +11,6 @@
 //! Architecture invariant: no I/O, no threads, no sled, no objects: the store persists and
 //! publishes what these structures decide, and the API glue turns claims into calls.
 
-// The store and the API glue that drive these pools are being built (issue 10); until then the
-// pools are exercised by their own tests only.
-#![allow(dead_code)]
-
 pub(crate) mod pool;
 pub(crate) mod rib;
 pub(crate) mod space;

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::space::{aligned_blocks, count, Space, SpaceError};
+use super::space::{aligned_blocks, Space, SpaceError};
 
 /// The claim an item belongs to: kuid identifies owners by name and uid.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -91,7 +91,7 @@ enum Undo {
 
 /// The inverse of every change since it was created, for rolling back; and so the slots a
 /// transaction touched.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Journal {
     undo: Vec<Undo>,
 }
@@ -99,10 +99,6 @@ pub(crate) struct Journal {
 impl Journal {
     pub fn len(&self) -> usize {
         self.undo.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.undo.is_empty()
     }
 
     /// The (table, start) slots and range tables this journal's changes touched.
@@ -166,6 +162,33 @@ impl IdPool {
 
     pub fn max(&self) -> u128 {
         self.max
+    }
+
+    /// Rebuilds a pool from its persisted items: the main table's, then each range table's
+    /// (whose bounds are its range blocks in the main table).
+    pub fn restore(max: u128, main: Vec<(u128, Item)>, ranges: Vec<(String, u128, Item)>) -> IdPool {
+        let mut p = IdPool::new(max);
+        let j = &mut Journal::default();
+        let mut bounds: BTreeMap<String, (u128, u128)> = BTreeMap::new();
+        for (start, item) in main {
+            if item.claim_type == ClaimType::Range {
+                let b = bounds.entry(item.owner.name.clone()).or_insert((start, item.end));
+                b.0 = b.0.min(start);
+                b.1 = b.1.max(item.end);
+            }
+            if let Err(e) = p.put(j, &TableRef::Main, start, item) {
+                log::warn!("dropping a stored id: {e}");
+            }
+        }
+        for (name, (lo, hi)) in bounds {
+            p.set_bounds(j, &name, lo, hi);
+        }
+        for (name, start, item) in ranges {
+            if let Err(e) = p.put(j, &TableRef::Range(name.clone()), start, item) {
+                log::warn!("dropping a stored id of range {name}: {e}");
+            }
+        }
+        p
     }
 
     pub fn main(&self) -> &Table {
@@ -559,11 +582,6 @@ impl IdPool {
         }
         orphaned
     }
-
-    /// Ids in use over the main table, counting a range's blocks as used.
-    pub fn used(&self) -> u128 {
-        count(0, self.max).saturating_sub(self.main.space.free())
-    }
 }
 
 #[cfg(test)]
@@ -699,6 +717,7 @@ mod tests {
 
     mod props {
         use super::*;
+        use crate::ids::space::count;
         use proptest::prelude::*;
 
         #[derive(Debug, Clone)]

@@ -224,7 +224,7 @@ enum Undo {
 }
 
 /// The inverse of every change since it was created.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct RibJournal {
     undo: Vec<Undo>,
 }

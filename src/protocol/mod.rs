@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version both ends must speak; bumped on any change to the types below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The largest frame either end accepts (64 MiB).
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// A server message whose encoding is larger than this (16 MiB) travels as [`ServerMessage::Part`]
@@ -194,6 +194,49 @@ pub enum Request {
     RunPush,
     /// Branch commands on the project's repository.
     Branch(BranchRequest),
+    /// `-r`: size, use and largest free block of every identifier pool (or of the pools of
+    /// one index).
+    IdsUsage(IdsUsageRequest),
+    /// `-r`: what an index would hand out next, without claiming it.
+    IdsFree(IdsFreeRequest),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdsUsageRequest {
+    /// Only this namespace (every namespace when `None`).
+    pub namespace: Option<String>,
+    /// Only this index.
+    pub index: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdsFreeRequest {
+    pub namespace: String,
+    pub index: String,
+    /// IPAM: free prefixes of this length instead of addresses.
+    pub prefix_length: Option<u8>,
+    /// How many to list.
+    pub count: u32,
+    /// Id pools: inside this range claim's table instead of the main pool.
+    pub range: Option<String>,
+}
+
+/// The use of one pool of an index: an IPAM prefix of the index or range, an id pool or one
+/// of its ranges. Counts are decimal text (IPv6 pools exceed 64 bits).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolUsage {
+    /// The backend's group (`ipam.be.kuid.dev`, …).
+    pub group: String,
+    pub namespace: String,
+    pub index: String,
+    /// What is counted: `10.0.0.0/24`, `range r1 (10.0.0.10-10.0.0.100)`, `ids 0-4095`.
+    pub pool: String,
+    pub size: String,
+    pub used: String,
+    pub free: String,
+    /// The largest free block: a prefix (IPAM) or `start-end` (ids); empty when full.
+    pub largest_free: String,
+    pub used_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -434,6 +477,8 @@ impl Request {
             Request::RunCommit { .. } => "run-commit",
             Request::RunPush => "run-push",
             Request::Branch(_) => "branch",
+            Request::IdsUsage(_) => "ids-usage",
+            Request::IdsFree(_) => "ids-free",
         }
     }
 }
@@ -498,6 +543,10 @@ pub enum Reply {
     Log(Vec<LogEntry>),
     /// `(symbol, path)` pairs: `+` added, `-` removed, `~` changed.
     BranchDiff(Vec<(String, String)>),
+    IdsUsage(Vec<PoolUsage>),
+    /// What `ids free` found: prefixes, addresses or ids as text, in the order they would be
+    /// handed out.
+    IdsFree(Vec<String>),
     /// A one-line outcome for the user.
     Message(String),
     Done,

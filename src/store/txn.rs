@@ -293,7 +293,7 @@ impl<'s> Txn<'s> {
         };
         validate::apply_defaults(schema, &mut merged);
         check_valid(&key, &res, schema, &merged, live.as_deref())?;
-        self.stage(key, &res, live, merged, opts.manager)
+        self.stage(key, &res, live, merged, Some(opts.manager))
     }
 
     /// Resolves the API of `obj` and normalises the client's object (system fields dropped,
@@ -342,7 +342,20 @@ impl<'s> Txn<'s> {
             .resource(&key.group_kind())
             .ok_or_else(|| StoreError::UnknownKind { api_version: key.group.clone(), kind: key.kind.clone() })?;
         let merged = (*live).clone();
-        self.stage(key.clone(), &res, Some(live), merged, manager).map(|(_, outcome, _)| outcome)
+        self.stage(key.clone(), &res, Some(live), merged, Some(manager)).map(|(_, outcome, _)| outcome)
+    }
+
+    /// Changes the stored object with `f` and stages it without calling the admission: for an
+    /// admission's bookkeeping on an object of a kind it handles (an index's condition), which
+    /// must not run its own hook again.
+    pub fn update_unadmitted(&mut self, key: &ObjectKey, f: impl FnOnce(&mut Value)) -> Result<WriteOutcome> {
+        let Some(live) = self.get(key) else { return Err(StoreError::NotFound { key: key.clone() }) };
+        let res = self
+            .resource(&key.group_kind())
+            .ok_or_else(|| StoreError::UnknownKind { api_version: key.group.clone(), kind: key.kind.clone() })?;
+        let mut merged = (*live).clone();
+        f(&mut merged);
+        self.stage(key.clone(), &res, Some(live), merged, None).map(|(_, outcome, _)| outcome)
     }
 
     /// Validates `obj` as [`Txn::apply`] would, without staging anything.
@@ -368,7 +381,7 @@ impl<'s> Txn<'s> {
         res: &ApiResource,
         live: Option<Arc<Value>>,
         mut merged: Value,
-        manager: &str,
+        manager: Option<&str>,
     ) -> Result<(ObjectKey, WriteOutcome, Written)> {
         match &live {
             Some(live) => copy_system_fields(live, &mut merged),
@@ -379,9 +392,11 @@ impl<'s> Txn<'s> {
                 }
             }
         }
-        if let Some(a) = self.admission_for(&key.group_kind()) {
-            a.on_write(self, &key, &mut merged, live.as_deref(), manager)
-                .map_err(|message| StoreError::Admission { key: Box::new(key.clone()), message })?;
+        if let Some(manager) = manager {
+            if let Some(a) = self.admission_for(&key.group_kind()) {
+                a.on_write(self, &key, &mut merged, live.as_deref(), manager)
+                    .map_err(|message| StoreError::Admission { key: Box::new(key.clone()), message })?;
+            }
         }
         let outcome = match &live {
             Some(live) => {
