@@ -63,3 +63,33 @@ fn claims_are_allocated_on_apply_refused_when_full_and_kept_across_a_restart() {
     let entries = p.cli(&["get", "ipentries", "-n", "default", "-o", "name"]).ok().stdout;
     assert!(entries.contains("default.lab.10.0.0.1-32"), "{entries}");
 }
+
+#[test]
+fn ids_usage_and_free_show_the_pools() {
+    let p = TestProject::new("lab");
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "-r"]);
+    p.cli_stdin(&["apply", "-f", "-"], &claim("a", "ipv4")).ok();
+    let table = p.cli(&["ids", "usage"]).ok().stdout;
+    assert!(table.lines().next().unwrap_or_default().starts_with("NAMESPACE"), "{table}");
+    assert!(table.contains("10.0.0.0/30") && table.contains("2001:db8::/64"), "{table}");
+    let json = p.cli(&["ids", "usage", "lab", "-o", "json"]).ok().json();
+    let v4 = json.as_array().unwrap().iter().find(|u| u["pool"] == "10.0.0.0/30").unwrap().clone();
+    assert_eq!(
+        (v4["size"].as_str(), v4["used"].as_str(), v4["largest_free"].as_str()),
+        (Some("4"), Some("1"), Some("10.0.0.2/31"))
+    );
+    let next = p.cli(&["ids", "free", "lab", "--count", "3"]).ok().stdout;
+    assert_eq!(next, "10.0.0.1/32\n10.0.0.2/32\n10.0.0.3/32\n");
+    let missing = p.cli(&["ids", "free", "nope"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("no index nope in namespace default"), "{}", missing.stderr);
+}
+
+#[test]
+fn ids_commands_need_r() {
+    let p = TestProject::new("greeter");
+    let _s = p.start();
+    let r = p.cli(&["ids", "usage"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("no identifier backends") && r.stderr.contains("-r"), "{}", r.stderr);
+}
