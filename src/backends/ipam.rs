@@ -112,7 +112,16 @@ fn readmit(b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, owners: Vec<Owner>) {
         let same = txn.get(&k).is_some_and(|v| object::uid(&v) == Some(o.uid.as_str()));
         if same {
             if let Err(e) = txn.readmit(&k, MANAGER) {
-                log::warn!("{k}: cannot update after its allocation changed: {e}");
+                // It lost its ids and cannot have others: it says so.
+                let now = txn.now().to_string();
+                let message = e.to_string();
+                let marked = txn.update_unadmitted(&k, |o| {
+                    clear_status(o);
+                    set_condition(o, "Ready", false, "Released", &message, &now);
+                });
+                if let Err(e) = marked {
+                    log::warn!("{k}: cannot record that it lost its allocation: {e}");
+                }
             }
         }
     }

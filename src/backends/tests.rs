@@ -292,3 +292,27 @@ fn usage_free_and_the_nearly_full_condition() {
     });
     assert_eq!(free.unwrap(), ["10.0.0.64/26", "10.0.0.128/26"]);
 }
+
+#[test]
+fn deleting_a_range_marks_the_claims_inside_it_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let g = "vlan.be.kuid.dev";
+    apply(&store, &[generic(g, "VLANIndex", "v", json!({}))]).unwrap();
+    apply(&store, &[generic(g, "VLANClaim", "r", json!({"index": "v", "range": "100-109"}))]).unwrap();
+    let inside = generic(
+        g,
+        "VLANClaim",
+        "in",
+        json!({"index": "v", "selector": {"matchLabels": {"be.kuid.dev/claim-name": "r"}}}),
+    );
+    apply(&store, &[inside]).unwrap();
+    assert_eq!(status_of(&store, g, "VLANClaim", "in")["id"], json!(100));
+    let mut txn = store.begin();
+    txn.delete(&ObjectKey::new(&GroupKind::new(g, "VLANClaim"), "default", "r")).unwrap();
+    txn.commit().unwrap();
+    let st = status_of(&store, g, "VLANClaim", "in");
+    assert!(st.get("id").is_none(), "{st}");
+    assert_eq!(st["conditions"][0]["status"], "False");
+    assert!(st["conditions"][0]["message"].as_str().unwrap().contains("no range of the index matches"), "{st}");
+}
