@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: start a choreo server on a copy of the bundled fabric fixture (two Starlark
 # reconcilers over network devices) and drive it with the CLI, end to end; then serve the same
-# project from a local git repository in dynamic mode (apply v2, roll back to v1). Leaves
-# nothing behind.
+# project from a local git repository in dynamic mode (apply v2, roll back to v1); then a fabric
+# whose reconcilers claim identifiers from the backends of `-r`. Leaves nothing behind.
 set -euo pipefail
 bin=$(realpath "${1:-target/release/choreo}")
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,4 +65,18 @@ for _ in $(seq 1 100); do
 done
 step get devices spine1 -o yaml
 step run commit "not in production" || echo "(refused as expected: production serves the pinned ref)"
+step server stop
+
+printf '\n# -r: identifier backends. A fabric whose reconcilers claim loopbacks, /31s, VLANs and AS numbers\n'
+cp -r "$root/fixtures/idfabric" "$work/idfabric"
+sock="$work/ids.sock"
+"$bin" server start "$work/idfabric" -r --socket "$sock" 2>"$work/ids.log" &
+server=$!
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+step run once
+step get ipclaims
+step get nodeconfigs spine1 -o yaml
+step ids usage
+step ids free fabric --prefix-length 31 --count 2
+step ids free fabric --backend vlan --count 3
 step server stop

@@ -257,6 +257,7 @@ fn usage_free_and_the_nearly_full_condition() {
         prefix_length: None,
         count: 3,
         range: None,
+        backend: None,
     });
     assert_eq!(free.unwrap(), ["1", "10", "2"]);
     for i in 0..9 {
@@ -289,6 +290,7 @@ fn usage_free_and_the_nearly_full_condition() {
         prefix_length: Some(26),
         count: 2,
         range: None,
+        backend: None,
     });
     assert_eq!(free.unwrap(), ["10.0.0.64/26", "10.0.0.128/26"]);
 }

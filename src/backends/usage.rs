@@ -63,6 +63,21 @@ fn is_reserved(name: &str) -> bool {
     name.ends_with(".rangereservedmin") || name.ends_with(".rangereservedmax")
 }
 
+/// The first and last id of an id pool that its reserved ranges leave.
+fn usable_bounds(pool: &IdPool) -> (u128, u128) {
+    let mut lo = 0;
+    let mut hi = pool.max();
+    for (s, i) in &pool.main().items {
+        if i.claim_type == ClaimType::Range && i.owner.name.ends_with(".rangereservedmin") {
+            lo = lo.max(i.end.saturating_add(1));
+        }
+        if i.claim_type == ClaimType::Range && i.owner.name.ends_with(".rangereservedmax") {
+            hi = hi.min(s.saturating_sub(1));
+        }
+    }
+    (lo, hi)
+}
+
 /// The size of an id pool without its reserved ranges, and its free ids.
 pub(crate) fn id_pool_use(pool: &IdPool) -> (u128, u128) {
     let reserved: u128 = pool
@@ -93,7 +108,8 @@ fn pool_usage(k: &IndexKey, pool: &Pool) -> Vec<PoolUsage> {
         }
         Pool::Id { pool, .. } => {
             let (size, free) = id_pool_use(pool);
-            out.push(usage(k, format!("ids 0-{}", pool.max()), size, free, largest_ids(&pool.main().space)));
+            let (lo, hi) = usable_bounds(pool);
+            out.push(usage(k, format!("ids {lo}-{hi}"), size, free, largest_ids(&pool.main().space)));
             for (name, t) in pool.ranges().iter().filter(|(n, _)| !is_reserved(n)) {
                 let what = format!("range {name} ({}-{})", t.space.lo(), t.space.hi());
                 out.push(usage(k, what, t.space.size(), t.space.free(), largest_ids(&t.space)));
@@ -120,14 +136,23 @@ impl Backends {
     pub fn free(&self, req: &IdsFreeRequest) -> Result<Vec<String>, String> {
         let n = req.count.max(1) as usize;
         self.committed_view(|pools| {
-            let found: Vec<(&IndexKey, &Pool)> =
-                pools.iter().filter(|(k, _)| k.namespace == req.namespace && k.name == req.index).collect();
+            let backend = req.backend.clone().or_else(|| req.prefix_length.map(|_| "ipam".to_string()));
+            let wanted =
+                |group: &str| backend.as_deref().is_none_or(|b| group == b || group.split('.').next() == Some(b));
+            let found: Vec<(&IndexKey, &Pool)> = pools
+                .iter()
+                .filter(|(k, _)| k.namespace == req.namespace && k.name == req.index && wanted(&k.group))
+                .collect();
             let (_, pool) = match found.as_slice() {
                 [one] => *one,
                 [] => return Err(format!("no index {} in namespace {}", req.index, req.namespace)),
                 _ => {
                     let groups: Vec<&str> = found.iter().map(|(k, _)| k.group.as_str()).collect();
-                    return Err(format!("index {} exists in several backends: {}", req.index, groups.join(", ")));
+                    return Err(format!(
+                        "index {} exists in several backends ({}): say which with --backend",
+                        req.index,
+                        groups.join(", ")
+                    ));
                 }
             };
             match pool {

@@ -263,6 +263,10 @@ pub enum IdsCommand {
         /// Id indexes: inside this range claim's range
         #[arg(long, value_name = "CLAIM")]
         range: Option<String>,
+        /// ipam, vlan, as, genid or extcomm, when indexes of several backends share the name
+        /// (--prefix-length means ipam)
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
     },
 }
 
@@ -663,8 +667,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 None => emit(&output::ids_usage(&list)),
             }
         }
-        Command::Ids(IdsCommand::Free { index, namespace, prefix_length, count, range }) => {
-            let req = IdsFreeRequest { namespace, index, prefix_length, count, range };
+        Command::Ids(IdsCommand::Free { index, namespace, prefix_length, count, range, backend }) => {
+            let req = IdsFreeRequest { namespace, index, prefix_length, count, range, backend };
             let reply = connect()?.request(Request::IdsFree(req), &mut progress)?;
             let Reply::IdsFree(list) = reply else { return Err(unexpected(&reply)) };
             if list.is_empty() {

@@ -219,6 +219,9 @@ pub struct IdsFreeRequest {
     pub count: u32,
     /// Id pools: inside this range claim's table instead of the main pool.
     pub range: Option<String>,
+    /// The backend (`ipam`, `vlan`, `as`, `genid`, `extcomm`, or its group) when indexes of
+    /// several backends share the name; `prefix_length` implies IPAM.
+    pub backend: Option<String>,
 }
 
 /// The use of one pool of an index: an IPAM prefix of the index or range, an id pool or one

@@ -93,3 +93,70 @@ fn ids_commands_need_r() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("no identifier backends") && r.stderr.contains("-r"), "{}", r.stderr);
 }
+
+#[test]
+fn sixteen_clients_claiming_at_once_get_distinct_addresses() {
+    let p = TestProject::new("lab");
+    p.write(
+        "in/ipam.be.kuid.dev.ipindices.lab.yaml",
+        "apiVersion: ipam.be.kuid.dev/v1alpha1\nkind: IPIndex\nmetadata:\n  name: lab\n  namespace: default\nspec:\n  prefixes:\n  - prefix: 10.1.0.0/24\n",
+    );
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "-r"]);
+    let files: Vec<std::path::PathBuf> = (0..16)
+        .map(|i| {
+            let f = p.tmp.path().join(format!("c{i}.yaml"));
+            std::fs::write(&f, claim(&format!("c{i}"), "ipv4")).unwrap();
+            f
+        })
+        .collect();
+    // All sixteen processes start before any is waited for.
+    let children: Vec<std::process::Child> = files
+        .iter()
+        .map(|f| {
+            std::process::Command::new(BIN)
+                .arg("--socket")
+                .arg(&p.socket)
+                .args(["apply", "-f"])
+                .arg(f)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut got: Vec<String> = (0..16).map(|i| address(&p, &format!("c{i}"))).collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert!(got.iter().all(|a| a.starts_with("10.1.0.") && a.ends_with("/32")), "{got:?}");
+}
+
+#[test]
+fn the_idfabric_fixture_claims_loopbacks_p2p_links_vlans_and_as_numbers() {
+    let p = TestProject::new("idfabric");
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "-r"]);
+    p.cli(&["run", "once"]).ok();
+    let spine = p.cli(&["get", "nodeconfigs", "spine1", "-n", "default", "-o", "json"]).ok().json();
+    let links = spine["spec"]["links"].as_array().unwrap();
+    assert_eq!(links.len(), 2, "{spine}");
+    assert_eq!(links[0]["prefix"], "10.1.0.0/31");
+    assert_eq!(links[1]["prefix"], "10.1.0.2/31");
+    assert_eq!((links[0]["vlan"].as_u64(), links[1]["vlan"].as_u64()), (Some(100), Some(101)));
+    let mut loopbacks: Vec<String> = ["leaf1", "leaf2", "spine1"]
+        .iter()
+        .map(|n| {
+            let c = p.cli(&["get", "nodeconfigs", n, "-n", "default", "-o", "json"]).ok().json();
+            assert!(c["spec"]["asn"].as_u64().is_some_and(|a| (65000..=65099).contains(&a)), "{c}");
+            c["spec"]["loopback"].as_str().unwrap().to_string()
+        })
+        .collect();
+    loopbacks.dedup();
+    assert_eq!(loopbacks, ["10.0.0.0/32", "10.0.0.1/32", "10.0.0.2/32"]);
+    // A second run changes nothing.
+    let again = p.cli(&["run", "once", "-o", "json"]).ok().json();
+    assert_eq!(again["success"], true, "{again}");
+}
