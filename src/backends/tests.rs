@@ -318,3 +318,97 @@ fn deleting_a_range_marks_the_claims_inside_it_not_ready() {
     assert_eq!(st["conditions"][0]["status"], "False");
     assert!(st["conditions"][0]["message"].as_str().unwrap().contains("no range of the index matches"), "{st}");
 }
+
+/// The pools' data (without journals), for comparing two stores.
+#[derive(Debug, PartialEq)]
+enum Data {
+    Ip(Rib),
+    Id(IdPool),
+}
+
+fn pools_of(be: &Backends) -> Vec<(IndexKey, Data)> {
+    be.lock()
+        .pools
+        .iter()
+        .map(|(k, p)| {
+            let data = match p {
+                Pool::Ip { rib, .. } => Data::Ip(rib.clone()),
+                Pool::Id { pool, .. } => Data::Id(pool.clone()),
+            };
+            (k.clone(), data)
+        })
+        .collect()
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Address(u8),
+        Prefix(u8, u8),
+        Vlan(u8, Option<u16>),
+        Delete(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..12).prop_map(Op::Address),
+            (0u8..12, 26u8..30).prop_map(|(n, l)| Op::Prefix(n, l)),
+            (0u8..12, proptest::option::of(1u16..40)).prop_map(|(n, id)| Op::Vlan(n, id)),
+            (0u8..12).prop_map(Op::Delete),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Random claims and deletes through the store, some refused: no two claims share an
+        /// address, prefix or VLAN, and a reopened store rebuilds exactly the same pools.
+        #[test]
+        fn a_reopened_store_has_the_same_pools(ops in proptest::collection::vec(op(), 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            let be = Arc::new(Backends::new());
+            let options = StoreOptions { extra_apis: crds::resources().unwrap(), admission: Some(be.clone()) };
+            let store = Store::open_with(dir.path(), options).unwrap();
+            let v = "vlan.be.kuid.dev";
+            apply(&store, &[index("p", &[("10.0.0.0/26", "regular")]), generic(v, "VLANIndex", "p", json!({"maxID": 40}))]).unwrap();
+            for op in ops {
+                let _ = match op {
+                    Op::Address(n) => apply(&store, &[claim(&format!("a{n}"), json!({"index": "p"}))]),
+                    Op::Prefix(n, l) => apply(&store, &[claim(&format!("n{n}"), json!({"index": "p", "createPrefix": true, "prefixLength": l}))]),
+                    Op::Vlan(n, id) => {
+                        let mut spec = json!({"index": "p"});
+                        if let Some(id) = id { spec["id"] = json!(id); }
+                        apply(&store, &[generic(v, "VLANClaim", &format!("v{n}"), spec)])
+                    }
+                    Op::Delete(n) => {
+                        let mut txn = store.begin();
+                        for (g, k, name) in [("ipam.be.kuid.dev", "IPClaim", format!("a{n}")), ("ipam.be.kuid.dev", "IPClaim", format!("n{n}")), (v, "VLANClaim", format!("v{n}"))] {
+                            let _ = txn.delete(&ObjectKey::new(&GroupKind::new(g, k), "default", &name));
+                        }
+                        txn.commit().map(|_| ()).map_err(|e| e.to_string())
+                    }
+                };
+            }
+            // Every Ready claim's value is its own.
+            let mut seen = std::collections::BTreeSet::new();
+            for (g, k) in [("ipam.be.kuid.dev", "IPClaim"), (v, "VLANClaim")] {
+                for (_, c) in store.begin().list(&GroupKind::new(g, k), None) {
+                    let st = &c["status"];
+                    let value = st.get("address").or(st.get("prefix")).or(st.get("id")).or(st.get("range")).map(|v| format!("{k}:{v}"));
+                    if let Some(value) = value {
+                        prop_assert!(seen.insert(value.clone()), "{value} twice");
+                    }
+                }
+            }
+            let before = pools_of(&be);
+            drop(store);
+            let be2 = Arc::new(Backends::new());
+            let options = StoreOptions { extra_apis: crds::resources().unwrap(), admission: Some(be2.clone()) };
+            let _store = Store::open_with(dir.path(), options).unwrap();
+            prop_assert_eq!(pools_of(&be2), before);
+        }
+    }
+}

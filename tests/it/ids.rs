@@ -160,3 +160,70 @@ fn the_idfabric_fixture_claims_loopbacks_p2p_links_vlans_and_as_numbers() {
     let again = p.cli(&["run", "once", "-o", "json"]).ok().json();
     assert_eq!(again["success"], true, "{again}");
 }
+
+#[test]
+fn a_kill_9_during_a_stream_of_claims_loses_no_acknowledged_claim_and_leaves_nothing_half_done() {
+    let p = TestProject::new("lab");
+    p.write(
+        "in/ipam.be.kuid.dev.ipindices.lab.yaml",
+        "apiVersion: ipam.be.kuid.dev/v1alpha1\nkind: IPIndex\nmetadata:\n  name: lab\n  namespace: default\nspec:\n  prefixes:\n  - prefix: 10.2.0.0/16\n",
+    );
+    let args = [p.dir.to_str().unwrap(), "-r"];
+    let mut s = Server::start(&p.socket, &args);
+    // Batches of claims, one apply each, until the server is killed under them.
+    let socket = p.socket.clone();
+    let tmp = p.tmp.path().to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for batch in 0..200 {
+            let text: String = (0..10).map(|i| claim(&format!("b{batch}-{i}"), "ipv4") + "---\n").collect();
+            let f = tmp.join(format!("batch{batch}.yaml"));
+            std::fs::write(&f, text).unwrap();
+            let run = cli(&socket, &["apply", "-f", f.to_str().unwrap()], None);
+            if run.code != 0 {
+                break;
+            }
+            acked.push(batch);
+        }
+        acked
+    });
+    wait_for("some claims", 30, || {
+        let r = p.cli(&["get", "ipclaims", "-n", "default", "-o", "name"]);
+        (r.code == 0 && r.stdout.lines().count() > 40).then_some(())
+    });
+    s.signal(libc::SIGKILL);
+    s.wait();
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    let _s = Server::start(&p.socket, &args);
+    let claims = p.cli(&["get", "ipclaims", "-n", "default", "-o", "json"]).ok().json();
+    let entries = p.cli(&["get", "ipentries", "-n", "default", "-o", "json"]).ok().json();
+    let entry_names: std::collections::BTreeSet<String> = entries["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut addresses = std::collections::BTreeSet::new();
+    let mut by_name = std::collections::BTreeMap::new();
+    for c in claims["items"].as_array().unwrap() {
+        let name = c["metadata"]["name"].as_str().unwrap().to_string();
+        if name.starts_with("lab.") {
+            continue;
+        }
+        // Whatever is stored is whole: an address, unique, with its entry.
+        let addr = c["status"]["address"].as_str().unwrap_or_else(|| panic!("{name} without an address: {c}"));
+        assert!(addresses.insert(addr.to_string()), "{addr} twice");
+        let entry = format!("default.lab.{}", addr.replace(['/', ':'], "-"));
+        assert!(entry_names.contains(&entry), "{name}: no entry {entry}");
+        by_name.insert(name, addr.to_string());
+    }
+    for batch in acked {
+        for i in 0..10 {
+            assert!(by_name.contains_key(&format!("b{batch}-{i}")), "acknowledged claim b{batch}-{i} lost");
+        }
+    }
+    // Allocations went on where they were: the next claim does not reuse a stored address.
+    p.cli_stdin(&["apply", "-f", "-"], &claim("after", "ipv4")).ok();
+    assert!(!addresses.contains(&address(&p, "after")));
+}
