@@ -354,8 +354,7 @@ fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
 /// Whether the first route a selector picks is IPv4 (a dynamic prefix's length is given in
 /// the family of the pool it comes from).
 fn first_family_v4(rib: &Rib, sel: &BTreeMap<String, String>) -> bool {
-    rib.routes()
-        .iter()
+    rib.holders()
         .filter(|(n, _)| !n.is_host())
         .find(|(n, r)| {
             let l = rib::route_labels(n, r);

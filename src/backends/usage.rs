@@ -5,7 +5,7 @@
 //! Invariant: read-only.
 
 use super::{Backends, IndexKey, Pool};
-use crate::ids::pool::{ClaimType, IdPool};
+use crate::ids::pool::IdPool;
 use crate::ids::rib::{self, Net, Rib};
 use crate::ids::space::{count, Space};
 use crate::protocol::{IdsFreeRequest, IdsUsageRequest, PoolUsage};
@@ -46,8 +46,7 @@ fn largest_ids(space: &Space) -> String {
 
 /// The index's own prefixes (the net routes of its index-owned claims).
 fn index_prefixes(rib: &Rib) -> impl Iterator<Item = (&Net, &Space)> {
-    rib.routes()
-        .iter()
+    rib.holders()
         .filter(|(n, r)| r.index_entry && !n.is_host() && r.subnet == **n)
         .filter_map(move |(n, _)| rib.space(n).map(|s| (n, s)))
 }
@@ -67,12 +66,12 @@ fn is_reserved(name: &str) -> bool {
 fn usable_bounds(pool: &IdPool) -> (u128, u128) {
     let mut lo = 0;
     let mut hi = pool.max();
-    for (s, i) in &pool.main().items {
-        if i.claim_type == ClaimType::Range && i.owner.name.ends_with(".rangereservedmin") {
-            lo = lo.max(i.end.saturating_add(1));
+    for (name, t) in pool.ranges() {
+        if name.ends_with(".rangereservedmin") {
+            lo = lo.max(t.space.hi().saturating_add(1));
         }
-        if i.claim_type == ClaimType::Range && i.owner.name.ends_with(".rangereservedmax") {
-            hi = hi.min(s.saturating_sub(1));
+        if name.ends_with(".rangereservedmax") {
+            hi = hi.min(t.space.lo().saturating_sub(1));
         }
     }
     (lo, hi)
@@ -80,13 +79,8 @@ fn usable_bounds(pool: &IdPool) -> (u128, u128) {
 
 /// The size of an id pool without its reserved ranges, and its free ids.
 pub(crate) fn id_pool_use(pool: &IdPool) -> (u128, u128) {
-    let reserved: u128 = pool
-        .main()
-        .items
-        .iter()
-        .filter(|(_, i)| i.claim_type == ClaimType::Range && is_reserved(&i.owner.name))
-        .map(|(s, i)| count(*s, i.end))
-        .sum();
+    // The reserved ranges' tables span exactly their blocks.
+    let reserved: u128 = pool.ranges().iter().filter(|(n, _)| is_reserved(n)).map(|(_, t)| t.space.size()).sum();
     (count(0, pool.max()).saturating_sub(reserved), pool.main().space.free())
 }
 

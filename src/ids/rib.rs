@@ -332,6 +332,12 @@ impl Rib {
         &self.routes
     }
 
+    /// The routes that can hold others (prefixes and range blocks), in RIB order: a handful
+    /// however many addresses are out.
+    pub fn holders(&self) -> impl Iterator<Item = (&Net, &Route)> {
+        self.holders.iter().filter_map(|n| self.routes.get_key_value(n))
+    }
+
     pub fn ranges(&self) -> &BTreeMap<String, RangeTable> {
         &self.ranges
     }

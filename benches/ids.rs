@@ -1,0 +1,129 @@
+//! Identifier allocation benchmarks (`-r`), against the real `choreo` binary.
+//!
+//! `cargo bench --bench ids` measures (a) one `run once` whose Starlark reconciler creates one
+//! dynamic address claim per object from a /8 (10k and 100k objects) plus 4,094 VLAN claims:
+//! claims per second and the server's peak RSS; (b) one claim at a time through `apply`, each
+//! durable before its reply: p50 / p99 latency. Under `cargo test` the same code runs once on a
+//! tiny project as a smoke test.
+
+use std::path::Path;
+use std::time::Instant;
+
+use choreo::cli::Client;
+use choreo::protocol::{ApplyRequest, Document, Reply, Request, RunOnceRequest};
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_choreo");
+
+const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: endpoints.net.example.org\nspec:\n  group: net.example.org\n  scope: Namespaced\n  names: {kind: Endpoint, plural: endpoints, singular: endpoint}\n  versions:\n  - name: v1alpha1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          apiVersion: {type: string}\n          kind: {type: string}\n          metadata: {type: object}\n          spec: {type: object, properties: {vlan: {type: boolean}}}\n          status: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+
+const RECONCILER: &str = "apiVersion: choreo.kform.dev/v1alpha1\nkind: Reconciler\nmetadata:\n  name: bench.claims\nspec:\n  for: {group: net.example.org, version: v1alpha1, kind: Endpoint, selector: {}}\n  owns:\n  - {group: ipam.be.kuid.dev, version: v1alpha1, kind: IPClaim}\n  - {group: vlan.be.kuid.dev, version: v1alpha1, kind: VLANClaim}\n";
+
+const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n    if self['spec'].get('vlan', False):\n        client_create({'apiVersion': 'vlan.be.kuid.dev/v1alpha1', 'kind': 'VLANClaim', 'metadata': {'name': meta['name'], 'namespace': meta['namespace']}, 'spec': {'index': 'bench'}})\n    else:\n        client_create({'apiVersion': 'ipam.be.kuid.dev/v1alpha1', 'kind': 'IPClaim', 'metadata': {'name': meta['name'], 'namespace': meta['namespace']}, 'spec': {'index': 'bench'}})\n    return reconcile_result(self, False, 0, '', False)\n";
+
+const POOLS: &str = "apiVersion: ipam.be.kuid.dev/v1alpha1\nkind: IPIndex\nmetadata:\n  name: bench\n  namespace: default\nspec:\n  prefixes:\n  - prefix: 10.0.0.0/8\n---\napiVersion: vlan.be.kuid.dev/v1alpha1\nkind: VLANIndex\nmetadata:\n  name: bench\n  namespace: default\nspec:\n  minID: 1\n  maxID: 4094\n";
+
+fn project(root: &Path, addresses: usize, vlans: usize) -> std::path::PathBuf {
+    let dir = root.join(format!("ids{addresses}"));
+    for d in ["crds", "in", "reconcilers/claims"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("crds/endpoints.yaml"), CRD).unwrap();
+    std::fs::write(dir.join("reconcilers/claims/config.yaml"), RECONCILER).unwrap();
+    std::fs::write(dir.join("reconcilers/claims/claims.star"), SCRIPT).unwrap();
+    std::fs::write(dir.join("in/pools.yaml"), POOLS).unwrap();
+    let endpoint = |name: String, vlan: bool| {
+        format!("apiVersion: net.example.org/v1alpha1\nkind: Endpoint\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  vlan: {vlan}\n---\n")
+    };
+    // A thousand objects per file.
+    let all: Vec<String> = (0..addresses)
+        .map(|i| endpoint(format!("a{i}"), false))
+        .chain((0..vlans).map(|i| endpoint(format!("v{i}"), true)))
+        .collect();
+    for (n, chunk) in all.chunks(1000).enumerate() {
+        std::fs::write(dir.join(format!("in/endpoints{n}.yaml")), chunk.concat()).unwrap();
+    }
+    dir
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn claims_in_one_run(root: &Path, addresses: usize, vlans: usize) {
+    let dir = project(root, addresses, vlans);
+    let socket = root.join(format!("r{addresses}.sock"));
+    let mut child = common::start_server_with(BIN, &[dir.as_os_str(), "-r".as_ref()], &socket, &[], |_| {});
+    let mut c = Client::connect(&socket).unwrap();
+    let t = Instant::now();
+    let reply =
+        c.request(Request::RunOnce(RunOnceRequest { timeout_secs: 3600, changed_only: false }), &mut |_| {}).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    match reply {
+        Reply::Run(s) => assert!(s.success, "{}: {}", s.task, s.message),
+        other => panic!("{other:?}"),
+    }
+    let claims = addresses + vlans;
+    println!(
+        "| one `run once` creating {addresses} address claims from a /8 + {vlans} VLAN claims | {secs:.1} s, {:.0} claims/s, peak RSS {:.0} MB server |",
+        claims as f64 / secs,
+        peak_rss_mb(child.id())
+    );
+    let _ = c.request(Request::ServerStop, &mut |_| {});
+    let _ = child.wait();
+}
+
+fn single_claims(root: &Path, n: usize) {
+    let dir = project(root, 0, 0);
+    let socket = root.join("single.sock");
+    let mut child = common::start_server_with(BIN, &[dir.as_os_str(), "-r".as_ref()], &socket, &[], |_| {});
+    let mut c = Client::connect(&socket).unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let claim = format!(
+            "{{\"apiVersion\":\"ipam.be.kuid.dev/v1alpha1\",\"kind\":\"IPClaim\",\"metadata\":{{\"name\":\"c{i}\",\"namespace\":\"default\"}},\"spec\":{{\"index\":\"bench\"}}}}"
+        );
+        let req = ApplyRequest {
+            documents: vec![Document { source: format!("c{i}"), json: claim }],
+            force: false,
+            dry_run: false,
+        };
+        let t = Instant::now();
+        let reply = c.request(Request::Apply(req), &mut |_| {}).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(matches!(reply, Reply::Items(_)), "{reply:?}");
+    }
+    times.sort_by(f64::total_cmp);
+    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    println!(
+        "| one address claim per `apply` (validated, written to in/, allocated, committed with fsync), {n} in a row | p50 {:.2} ms, p99 {:.2} ms |",
+        p(0.5),
+        p(0.99)
+    );
+    let _ = c.request(Request::ServerStop, &mut |_| {});
+    let _ = child.wait();
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let tmp = tempfile::tempdir().unwrap();
+    println!("| benchmark | result |\n|---|---|");
+    if full {
+        let big = std::env::var("CHOREO_BENCH_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        claims_in_one_run(tmp.path(), 10_000, 0);
+        claims_in_one_run(tmp.path(), big, 4094);
+        single_claims(tmp.path(), 300);
+    } else {
+        claims_in_one_run(tmp.path(), 10, 5);
+        single_claims(tmp.path(), 5);
+        println!("1 passed, 0 failed");
+    }
+}
