@@ -77,6 +77,6 @@ step run once
 step get ipclaims
 step get nodeconfigs spine1 -o yaml
 step ids usage
-step ids free fabric --prefix-length 31 --count 2
+step ids free fabric --prefix-length 31 --count 2 -l purpose=p2p
 step ids free fabric --backend vlan --count 3
 step server stop

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::crds::{Backend, BackendKind};
 use super::{owner_of, set_condition, Backends, IndexKey, Pool, MANAGER};
 use crate::api::object::{self, GroupKind, ObjectKey};
-use crate::ids::pool::{ClaimType, Granted, IdPool, Item, Owner, TableRef};
+use crate::ids::pool::{Granted, IdPool, Item, Owner, TableRef};
 use crate::store::{ApplyOptions, Txn};
 
 fn spec(obj: &Value) -> &Value {
@@ -272,19 +272,16 @@ fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
                     let table = match &selector {
                         None => None,
                         Some(sel) => {
-                            let found = p.main().items.values().find(|i| {
-                                let il = item_labels(b, i);
-                                sel.iter().all(|(k, v)| il.get(k) == Some(v))
+                            // Only ranges hand out ids by selector: look at each range's first
+                            // block (a handful of ranges, however many ids are out).
+                            let found = p.ranges().iter().find_map(|(name, t)| {
+                                let (_, block) = p.main().item_at(t.space.lo())?;
+                                let il = item_labels(b, block);
+                                let hit = block.owner.name == *name && sel.iter().all(|(k, v)| il.get(k) == Some(v));
+                                hit.then(|| name.clone())
                             });
                             match found {
-                                Some(i) if i.claim_type == ClaimType::Range => Some(i.owner.name.clone()),
-                                Some(i) => {
-                                    return Err(format!(
-                                        "the selector picks {}, a {} claim: ids are taken from ranges only",
-                                        i.owner.name,
-                                        i.claim_type.as_str()
-                                    ))
-                                }
+                                Some(name) => Some(name),
                                 None => return Err(format!("no range of the index matches the selector {sel:?}")),
                             }
                         }

@@ -258,6 +258,7 @@ fn usage_free_and_the_nearly_full_condition() {
         count: 3,
         range: None,
         backend: None,
+        selector: Vec::new(),
     });
     assert_eq!(free.unwrap(), ["1", "10", "2"]);
     for i in 0..9 {
@@ -291,6 +292,7 @@ fn usage_free_and_the_nearly_full_condition() {
         count: 2,
         range: None,
         backend: None,
+        selector: Vec::new(),
     });
     assert_eq!(free.unwrap(), ["10.0.0.64/26", "10.0.0.128/26"]);
 }

@@ -155,7 +155,18 @@ impl Backends {
                         return Err("--range is for id pools; an IPAM range is selected by its claim".into());
                     }
                     let mut out = Vec::new();
-                    for (net, space) in index_prefixes(rib) {
+                    let parents: Vec<(&Net, &Space)> = if req.selector.is_empty() {
+                        index_prefixes(rib).collect()
+                    } else {
+                        rib.holders()
+                            .filter(|(n, r)| {
+                                let l = rib::route_labels(n, r);
+                                req.selector.iter().all(|(k, v)| l.get(k) == Some(v))
+                            })
+                            .filter_map(|(n, _)| rib.space(n).map(|s| (n, s)))
+                            .collect()
+                    };
+                    for (net, space) in parents {
                         let want = match req.prefix_length {
                             Some(l) if net.is_v4() => l.saturating_add(96),
                             Some(l) => l,

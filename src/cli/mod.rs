@@ -267,6 +267,10 @@ pub enum IdsCommand {
         /// (--prefix-length means ipam)
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
+        /// IPAM: only from prefixes with these labels (KEY=VALUE,...), as a claim's selector
+        /// would pick them (`purpose=p2p`, `ipam.be.kuid.dev/address-family=ipv6`)
+        #[arg(short = 'l', long, value_name = "KEY=VALUE,...")]
+        selector: Option<String>,
     },
 }
 
@@ -667,8 +671,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 None => emit(&output::ids_usage(&list)),
             }
         }
-        Command::Ids(IdsCommand::Free { index, namespace, prefix_length, count, range, backend }) => {
-            let req = IdsFreeRequest { namespace, index, prefix_length, count, range, backend };
+        Command::Ids(IdsCommand::Free { index, namespace, prefix_length, count, range, backend, selector }) => {
+            let mut labels = Vec::new();
+            for pair in selector.iter().flat_map(|s| s.split(',')).filter(|p| !p.trim().is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Usage(format!("--selector: {pair:?} is not KEY=VALUE")))?;
+                labels.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            let req = IdsFreeRequest { namespace, index, prefix_length, count, range, backend, selector: labels };
             let reply = connect()?.request(Request::IdsFree(req), &mut progress)?;
             let Reply::IdsFree(list) = reply else { return Err(unexpected(&reply)) };
             if list.is_empty() {

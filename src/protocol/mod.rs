@@ -222,6 +222,9 @@ pub struct IdsFreeRequest {
     /// The backend (`ipam`, `vlan`, `as`, `genid`, `extcomm`, or its group) when indexes of
     /// several backends share the name; `prefix_length` implies IPAM.
     pub backend: Option<String>,
+    /// IPAM: only from the prefixes whose labels (system labels included) match, as a claim's
+    /// `selector.matchLabels` would pick them.
+    pub selector: Vec<(String, String)>,
 }
 
 /// The use of one pool of an index: an IPAM prefix of the index or range, an id pool or one

@@ -80,6 +80,9 @@ fn ids_usage_and_free_show_the_pools() {
     );
     let next = p.cli(&["ids", "free", "lab", "--count", "3"]).ok().stdout;
     assert_eq!(next, "10.0.0.1/32\n10.0.0.2/32\n10.0.0.3/32\n");
+    let v6 =
+        p.cli(&["ids", "free", "lab", "--prefix-length", "127", "-l", "ipam.be.kuid.dev/address-family=ipv6"]).ok();
+    assert_eq!(v6.stdout, "2001:db8::/127\n");
     let missing = p.cli(&["ids", "free", "nope"]);
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("no index nope in namespace default"), "{}", missing.stderr);
