@@ -364,7 +364,7 @@ fn sync_entries(be: &Backends, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, ow
         }
     }
     for e in entries {
-        txn.apply(&e, ApplyOptions { manager: MANAGER, force: true }).map_err(|e| e.to_string())?;
+        txn.put_system(&e).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

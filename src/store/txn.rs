@@ -358,6 +358,21 @@ impl<'s> Txn<'s> {
         self.stage(key.clone(), &res, Some(live), merged, None).map(|(_, outcome, _)| outcome)
     }
 
+    /// Stages an object the system generates whole (an admission's Entries): no field
+    /// managers (it is replaced as a unit), validated like any write, without calling the
+    /// admission; content equal to the stored object writes nothing.
+    pub fn put_system(&mut self, obj: &Value) -> Result<WriteOutcome> {
+        let (res, prepared) = self.prepare(obj)?;
+        let key =
+            ObjectKey::of(&prepared).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
+        let live = self.get(&key);
+        let schema: &Schema = res.schema.as_deref().unwrap_or(&PERMISSIVE);
+        let mut merged = prepared.into_owned();
+        validate::apply_defaults(schema, &mut merged);
+        check_valid(&key, &res, schema, &merged, live.as_deref())?;
+        self.stage(key, &res, live, merged, None).map(|(_, outcome, _)| outcome)
+    }
+
     /// Validates `obj` as [`Txn::apply`] would, without staging anything.
     pub fn check(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
         let saved_writes = self.writes.clone();
