@@ -10,29 +10,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::common::{claims_of, index_key, labels, readmit, replace_entries, spec, str_field, waiting};
 use super::crds::{Backend, BackendKind};
 use super::{owner_of, set_condition, Backends, IndexKey, Pool, MANAGER};
 use crate::api::object::{self, GroupKind, ObjectKey};
 use crate::ids::pool::{Granted, IdPool, Item, Owner, TableRef};
 use crate::store::{ApplyOptions, Txn};
-
-fn spec(obj: &Value) -> &Value {
-    obj.get("spec").unwrap_or(&Value::Null)
-}
-
-fn str_field<'a>(v: &'a Value, f: &str) -> Option<&'a str> {
-    v.get(f).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-        .unwrap_or_default()
-}
-
-fn index_key(b: &Backend, namespace: &str, name: &str) -> IndexKey {
-    IndexKey { group: b.group.to_string(), namespace: namespace.to_string(), name: name.to_string() }
-}
 
 /// The largest id and the width kuid names entries with, for an index of backend `b`.
 fn bounds(b: &Backend, index_spec: &Value) -> Result<(u128, u8), String> {
@@ -104,7 +87,7 @@ pub(super) fn on_delete(
         let owner = owner_of(live);
         let orphans = be.with_pool(&ik, |p, j| p.release(j, &owner)).unwrap_or_default();
         sync_entries(be, b, txn, &ik, &owner)?;
-        readmit(b, txn, &ik, orphans);
+        readmit(b, txn, &ik, orphans, clear_status);
         be.refresh_fullness(b, txn, &ik);
     } else if key.kind == b.index_kind() {
         let ik = index_key(b, &key.namespace, &key.name);
@@ -114,45 +97,9 @@ pub(super) fn on_delete(
             sync_entries(be, b, txn, &ik, owner)?;
         }
         be.remove_pool(&ik);
-        readmit(b, txn, &ik, claims.into_iter().map(|(_, o)| o).collect());
+        readmit(b, txn, &ik, claims.into_iter().map(|(_, o)| o).collect(), clear_status);
     }
     Ok(())
-}
-
-fn claims_of(b: &Backend, txn: &Txn<'_>, ik: &IndexKey) -> Vec<(ObjectKey, Owner)> {
-    let gk = GroupKind::new(b.group, b.claim_kind());
-    txn.list(&gk, Some(&ik.namespace))
-        .into_iter()
-        .filter(|(_, o)| str_field(spec(o), "index") == Some(ik.name.as_str()))
-        .map(|(k, o)| (k, owner_of(&o)))
-        .collect()
-}
-
-fn readmit(b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, owners: Vec<Owner>) {
-    let gk = GroupKind::new(b.group, b.claim_kind());
-    for o in owners {
-        let k = ObjectKey::new(&gk, &ik.namespace, &o.name);
-        if txn.get(&k).is_some_and(|v| object::uid(&v) == Some(o.uid.as_str())) {
-            if let Err(e) = txn.readmit(&k, MANAGER) {
-                // It lost its ids and cannot have others: it says so.
-                let now = txn.now().to_string();
-                let message = e.to_string();
-                let marked = txn.update_unadmitted(&k, |o| {
-                    clear_status(o);
-                    set_condition(o, "Ready", false, "Released", &message, &now);
-                });
-                if let Err(e) = marked {
-                    log::warn!("{k}: cannot record that it lost its allocation: {e}");
-                }
-            }
-        }
-    }
-}
-
-fn is_ready(obj: &Value) -> bool {
-    obj.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|l| l.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
@@ -210,13 +157,8 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
     for c in &wanted {
         txn.apply(c, ApplyOptions { manager: MANAGER, force: true }).map_err(|e| e.to_string())?;
     }
-    let waiting: Vec<Owner> = claims_of(b, txn, &ik)
-        .into_iter()
-        .filter(|(k, _)| !names.contains(&k.name))
-        .filter(|(k, _)| txn.get(k).is_some_and(|o| !is_ready(&o)))
-        .map(|(_, o)| o)
-        .collect();
-    readmit(b, txn, &ik, waiting);
+    let waiting = waiting(b, txn, &ik, &names);
+    readmit(b, txn, &ik, waiting, clear_status);
     let now = txn.now().to_string();
     set_condition(obj, "Ready", true, "Ready", "", &now);
     if let Some((used, size)) = be.index_use(&ik) {
@@ -354,17 +296,5 @@ fn sync_entries(be: &Backends, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, ow
             out
         })
         .unwrap_or_default();
-    let gk = GroupKind::new(b.group, b.entry_kind());
-    let names: Vec<String> = entries.iter().filter_map(|e| object::name(e).map(str::to_string)).collect();
-    if !owner.uid.is_empty() {
-        for k in txn.owned_keys_where(&owner.uid, |k| k.group == gk.group && k.kind == gk.kind) {
-            if !names.contains(&k.name) {
-                txn.delete(&k).map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    for e in entries {
-        txn.put_system(&e).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    replace_entries(b, txn, owner, entries)
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::common::{claims_of, index_key, labels, readmit, replace_entries, spec, str_field, waiting};
 use super::crds::Backend;
 use super::{owner_of, set_condition, Backends, IndexKey, Pool, MANAGER};
 use crate::api::object::{self, GroupKind, ObjectKey};
@@ -16,31 +17,12 @@ use crate::ids::pool::Owner;
 use crate::ids::rib::{self, IpClaimType, IpGrant, Net, PrefixType, Rib, RibError};
 use crate::store::{ApplyOptions, Txn};
 
-fn spec(obj: &Value) -> &Value {
-    obj.get("spec").unwrap_or(&Value::Null)
-}
-
-fn str_field<'a>(v: &'a Value, f: &str) -> Option<&'a str> {
-    v.get(f).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn labels(v: &Value, f: &str) -> BTreeMap<String, String> {
-    v.get(f)
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-        .unwrap_or_default()
-}
-
 /// kuid's prefix types, with the example-era `pool` and `aggregate` meaning `regular`.
 fn prefix_type(v: &Value) -> PrefixType {
     match str_field(v, "prefixType") {
         Some("network") => PrefixType::Network,
         _ => PrefixType::Regular,
     }
-}
-
-fn index_key(b: &Backend, namespace: &str, name: &str) -> IndexKey {
-    IndexKey { group: b.group.to_string(), namespace: namespace.to_string(), name: name.to_string() }
 }
 
 pub(super) fn on_write(
@@ -76,7 +58,7 @@ pub(super) fn on_delete(
         let owner = owner_of(live);
         let orphans = be.with_rib(&ik, |rib, j| rib.release(j, &owner)).unwrap_or_default();
         sync_entries(be, b, txn, &ik, &owner)?;
-        readmit(b, txn, &ik, orphans);
+        readmit(b, txn, &ik, orphans, clear_status);
         be.refresh_fullness(b, txn, &ik);
     } else if key.kind == b.index_kind() {
         let ik = index_key(b, &key.namespace, &key.name);
@@ -89,42 +71,9 @@ pub(super) fn on_delete(
             let _ = ck;
         }
         be.remove_pool(&ik);
-        readmit(b, txn, &ik, claims.into_iter().map(|(_, o)| o).collect());
+        readmit(b, txn, &ik, claims.into_iter().map(|(_, o)| o).collect(), clear_status);
     }
     Ok(())
-}
-
-/// The claims (key and owner) whose `spec.index` names `ik`.
-fn claims_of(b: &Backend, txn: &Txn<'_>, ik: &IndexKey) -> Vec<(ObjectKey, Owner)> {
-    let gk = GroupKind::new(b.group, b.claim_kind());
-    txn.list(&gk, Some(&ik.namespace))
-        .into_iter()
-        .filter(|(_, o)| str_field(spec(o), "index") == Some(ik.name.as_str()))
-        .map(|(k, o)| (k, owner_of(&o)))
-        .collect()
-}
-
-/// Stages the claims of `owners` again, so their status follows what happened to them.
-fn readmit(b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, owners: Vec<Owner>) {
-    let gk = GroupKind::new(b.group, b.claim_kind());
-    for o in owners {
-        let k = ObjectKey::new(&gk, &ik.namespace, &o.name);
-        let same = txn.get(&k).is_some_and(|v| object::uid(&v) == Some(o.uid.as_str()));
-        if same {
-            if let Err(e) = txn.readmit(&k, MANAGER) {
-                // It lost its ids and cannot have others: it says so.
-                let now = txn.now().to_string();
-                let message = e.to_string();
-                let marked = txn.update_unadmitted(&k, |o| {
-                    clear_status(o);
-                    set_condition(o, "Ready", false, "Released", &message, &now);
-                });
-                if let Err(e) = marked {
-                    log::warn!("{k}: cannot record that it lost its allocation: {e}");
-                }
-            }
-        }
-    }
 }
 
 fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
@@ -162,7 +111,7 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
                 "createPrefix": true
             }
         });
-        let l = labels(p, "labels");
+        let l = labels(p.get("labels"));
         if !l.is_empty() {
             claim["spec"]["labels"] = json!(l);
         }
@@ -182,13 +131,8 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
         txn.apply(c, ApplyOptions { manager: MANAGER, force: true }).map_err(|e| e.to_string())?;
     }
     // Claims that waited for this index.
-    let waiting: Vec<Owner> = claims_of(b, txn, &ik)
-        .into_iter()
-        .filter(|(k, _)| !names.contains(&k.name))
-        .filter(|(k, _)| txn.get(k).is_some_and(|o| !is_ready(&o)))
-        .map(|(_, o)| o)
-        .collect();
-    readmit(b, txn, &ik, waiting);
+    let waiting = waiting(b, txn, &ik, &names);
+    readmit(b, txn, &ik, waiting, clear_status);
     let now = txn.now().to_string();
     set_condition(obj, "Ready", true, "Ready", "", &now);
     if let Some((used, size)) = be.index_use(&ik) {
@@ -203,12 +147,6 @@ fn host_bits(len: u8) -> u128 {
     } else {
         (1u128 << (128 - u32::from(len))).wrapping_sub(1)
     }
-}
-
-fn is_ready(obj: &Value) -> bool {
-    obj.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|l| l.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// kuid's claim types and syntax checks (reference §3.7–3.8), refused with the field named.
@@ -280,9 +218,8 @@ fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
         return Ok(());
     }
     let owner = owner_of(obj);
-    let l = labels(&s, "labels");
-    let selector =
-        s.pointer("/selector/matchLabels").map(|_| labels(&s["selector"], "matchLabels")).unwrap_or_default();
+    let l = labels(s.get("labels"));
+    let selector = s.pointer("/selector/matchLabels").map(|m| labels(Some(m))).unwrap_or_default();
     let status = obj.get("status").cloned().unwrap_or(Value::Null);
     let ptype = prefix_type(&s);
     let gw = s.get("defaultGateway").and_then(Value::as_bool).unwrap_or(false);
@@ -442,19 +379,7 @@ fn sync_entries(be: &Backends, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, ow
             out
         })
         .unwrap_or_default();
-    let gk = GroupKind::new(b.group, b.entry_kind());
-    let names: Vec<String> = entries.iter().filter_map(|e| object::name(e).map(str::to_string)).collect();
-    if !owner.uid.is_empty() {
-        for k in txn.owned_keys_where(&owner.uid, |k| k.group == gk.group && k.kind == gk.kind) {
-            if !names.contains(&k.name) {
-                txn.delete(&k).map_err(|e| e.to_string())?;
-            }
-        }
-    }
-    for e in entries {
-        txn.put_system(&e).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    replace_entries(b, txn, owner, entries)
 }
 
 #[allow(clippy::too_many_arguments)]

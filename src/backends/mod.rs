@@ -11,6 +11,7 @@
 //! Invariant: knows objects and pools; no I/O of its own (the store persists its records), no
 //! files, no engine.
 
+mod common;
 pub(crate) mod crds;
 mod generic;
 mod ipam;
