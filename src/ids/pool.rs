@@ -61,6 +61,15 @@ pub(crate) enum TableRef {
     Range(String),
 }
 
+impl std::fmt::Display for TableRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableRef::Main => f.write_str("the index"),
+            TableRef::Range(r) => write!(f, "range {r}"),
+        }
+    }
+}
+
 /// The items of one table and its free space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Table {
@@ -132,7 +141,7 @@ pub(crate) enum PoolError {
     Overlaps { start: u128, end: u128, by: String },
     #[error("no free id left in {what}")]
     Exhausted { what: String },
-    #[error("range {range} does not exist in this index")]
+    #[error("{range} does not exist in this index")]
     NoRange { range: String },
     #[error("range {name} cannot shrink to {start}-{end}: id {id} inside it is claimed by {by}")]
     ShrinkHeld { name: String, start: u128, end: u128, id: u128, by: String },
@@ -253,6 +262,21 @@ impl IdPool {
         self.raw_insert(table, start, item)?;
         j.undo.push(Undo::Slot { table: table.clone(), start, prev: None });
         Ok(())
+    }
+
+    /// Gives the item at `start` of `table` new labels (a claim re-applied with other labels).
+    fn relabel(
+        &mut self,
+        j: &mut Journal,
+        table: &TableRef,
+        start: u128,
+        item: Item,
+        labels: &BTreeMap<String, String>,
+    ) {
+        if &item.labels != labels {
+            self.drop_item(j, table, start);
+            let _ = self.put(j, table, start, Item { labels: labels.clone(), ..item });
+        }
     }
 
     /// Removes the item at `start` of `table`, freeing its ids.
@@ -403,10 +427,7 @@ impl IdPool {
         for (t, s, item) in held.into_iter().map(|(t, s, i)| (t, s, i.clone())).collect::<Vec<_>>() {
             if t == table && s == id && item.end == id && item.claim_type == ClaimType::StaticId {
                 keep = true;
-                if &item.labels != labels {
-                    self.drop_item(j, &t, s);
-                    let _ = self.put(j, &t, s, Item { labels: labels.clone(), ..item });
-                }
+                self.relabel(j, &t, s, item, labels);
             } else {
                 self.drop_item(j, &t, s);
             }
@@ -426,7 +447,7 @@ impl IdPool {
         claim_type: ClaimType,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), PoolError> {
-        let t = self.table(table).ok_or_else(|| PoolError::NoRange { range: format!("{table:?}") })?;
+        let t = self.table(table).ok_or_else(|| PoolError::NoRange { range: table.to_string() })?;
         if let Some((_, item)) = t.item_at(id) {
             return Err(PoolError::Taken { id, by: Self::describe(item) });
         }
@@ -447,7 +468,7 @@ impl IdPool {
     ) -> Result<Granted, PoolError> {
         let table = match range {
             Some(r) if self.ranges.contains_key(r) => TableRef::Range(r.to_string()),
-            Some(r) => return Err(PoolError::NoRange { range: r.to_string() }),
+            Some(r) => return Err(PoolError::NoRange { range: format!("range {r}") }),
             None => TableRef::Main,
         };
         let held: Vec<(TableRef, u128, Item)> =
@@ -460,10 +481,7 @@ impl IdPool {
             .map(|(_, s, _)| *s);
         for (t, s, item) in &held {
             if Some(*s) == kept && *t == table {
-                if &item.labels != labels {
-                    self.drop_item(j, t, *s);
-                    let _ = self.put(j, t, *s, Item { labels: labels.clone(), ..item.clone() });
-                }
+                self.relabel(j, t, *s, item.clone(), labels);
             } else {
                 self.drop_item(j, t, *s);
             }
@@ -471,7 +489,7 @@ impl IdPool {
         if let Some(id) = kept {
             return Ok(Granted::Id { table, id });
         }
-        let t = self.table(&table).ok_or_else(|| PoolError::NoRange { range: format!("{table:?}") })?;
+        let t = self.table(&table).ok_or_else(|| PoolError::NoRange { range: table.to_string() })?;
         let id = match prefer.filter(|&p| t.space.is_free(p, p)) {
             Some(p) => p,
             None => {
@@ -479,12 +497,7 @@ impl IdPool {
                     TableRef::Main => t.space.best_fit(0).map(|b| b.start),
                     TableRef::Range(_) => t.space.lowest_free(),
                 };
-                picked.ok_or_else(|| PoolError::Exhausted {
-                    what: match &table {
-                        TableRef::Main => "the index".to_string(),
-                        TableRef::Range(r) => format!("range {r}"),
-                    },
-                })?
+                picked.ok_or_else(|| PoolError::Exhausted { what: table.to_string() })?
             }
         };
         self.insert_one(j, &table, id, owner, ClaimType::DynamicId, labels)?;
@@ -526,10 +539,7 @@ impl IdPool {
             });
         if same {
             for (t, s, item) in held {
-                if &item.labels != labels {
-                    self.drop_item(j, &t, s);
-                    let _ = self.put(j, &t, s, Item { labels: labels.clone(), ..item });
-                }
+                self.relabel(j, &t, s, item, labels);
             }
             return Ok(Granted::Range { start, end });
         }
