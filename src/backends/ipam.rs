@@ -87,7 +87,7 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
         if len == 128 {
             return Err(format!("spec.prefixes[{i}].prefix: {text} is a single address, an index needs a prefix"));
         }
-        let net = Net { start: addr & !host_bits(len), len };
+        let net = Net { start: addr & !rib::host_mask(len), len };
         let shown_len = if net.is_v4() { len - 96 } else { len };
         let mut claim = json!({
             "apiVersion": b.api_version(),
@@ -139,14 +139,6 @@ fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, o
         super::set_fullness(obj, used, size, &now);
     }
     Ok(())
-}
-
-fn host_bits(len: u8) -> u128 {
-    if len == 0 {
-        u128::MAX
-    } else {
-        (1u128 << (128 - u32::from(len))).wrapping_sub(1)
-    }
 }
 
 /// kuid's claim types and syntax checks (reference §3.7–3.8), refused with the field named.
@@ -307,13 +299,13 @@ fn check_static_prefix(addr: u128, len: u8, ptype: PrefixType, gw: bool) -> Resu
     if len == 128 {
         return Err(format!("spec.prefix: {text} is a single address: claim it as an address"));
     }
-    let host = addr & host_bits(len);
+    let host = addr & rib::host_mask(len);
     if host != 0 && ptype != PrefixType::Network {
         return Err(format!(
             "spec.prefix: {text} has host bits set; only a network prefix may carry its gateway address"
         ));
     }
-    if gw && (ptype != PrefixType::Network || host == 0 || host == host_bits(len)) {
+    if gw && (ptype != PrefixType::Network || host == 0 || host == rib::host_mask(len)) {
         return Err("spec.defaultGateway: only a network prefix with an inner address can be a gateway".into());
     }
     Ok(())

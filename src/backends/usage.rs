@@ -92,11 +92,8 @@ fn pool_usage(k: &IndexKey, pool: &Pool) -> Vec<PoolUsage> {
                 out.push(usage(k, net.text(), space.size(), space.free(), largest_prefix(space)));
             }
             for (name, t) in rib.ranges() {
-                let what = format!(
-                    "range {name} ({}-{})",
-                    rib::addr_text(t.space.lo(), 128).trim_end_matches(|c| c != '/').trim_end_matches('/'),
-                    rib::addr_text(t.space.hi(), 128).trim_end_matches(|c| c != '/').trim_end_matches('/')
-                );
+                let what =
+                    format!("range {name} ({}-{})", rib::addr_plain(t.space.lo()), rib::addr_plain(t.space.hi()));
                 out.push(usage(k, what, t.space.size(), t.space.free(), String::new()));
             }
         }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::pool::Owner;
-use super::space::{aligned_blocks, Space};
+use super::space::{aligned_blocks, mask, Space};
 
 /// IPv4 addresses live at `::ffff:a.b.c.d`.
 const V4_BASE: u128 = 0xffff << 32;
@@ -60,12 +60,9 @@ impl Net {
     }
 }
 
-fn host_mask(len: u8) -> u128 {
-    if len == 0 {
-        u128::MAX
-    } else {
-        (1u128 << (128 - u32::from(len))).wrapping_sub(1)
-    }
+/// The host bits of a prefix of length `len` (mapped space).
+pub(crate) fn host_mask(len: u8) -> u128 {
+    mask(128 - len.min(128))
 }
 
 /// An address and a prefix length in the mapped space, for display in the user's family.
@@ -81,6 +78,11 @@ fn display(addr: u128, len: u8) -> (IpAddr, u8) {
 pub(crate) fn addr_text(addr: u128, len: u8) -> String {
     let (ip, len) = display(addr, len);
     format!("{ip}/{len}")
+}
+
+/// An address without a length (`10.0.0.1`, `2001:db8::1`).
+pub(crate) fn addr_plain(addr: u128) -> String {
+    display(addr, 128).0.to_string()
 }
 
 /// The mapped form of an address.
@@ -596,7 +598,7 @@ impl Rib {
         self.inside(subnet)
             .chain(self.routes.get_key_value(subnet))
             .find(|(n, r)| r.gateway && r.subnet == *subnet && n.is_host())
-            .map(|(n, _)| addr_text(n.start, 128).split('/').next().unwrap_or_default().to_string())
+            .map(|(n, _)| addr_plain(n.start))
     }
 
     // -- claims ---------------------------------------------------------------------------------
