@@ -265,7 +265,7 @@ fn sync_entries(be: &Backends, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, ow
     let owner_ref =
         json!([{"apiVersion": b.api_version(), "kind": b.claim_kind(), "name": owner.name, "uid": owner.uid}]);
     let entries: Vec<Value> = be
-        .with_pool(ik, |p, _| {
+        .read_pool(ik, |p| {
             let w = width(b, p.max());
             let mut out = Vec::new();
             for (table, start, item) in p.held_by(owner) {

@@ -332,7 +332,7 @@ fn sync_entries(be: &Backends, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey, ow
     let api_version = b.api_version();
     let owner_ref = json!([{"apiVersion": api_version, "kind": b.claim_kind(), "name": owner.name, "uid": owner.uid}]);
     let entries: Vec<Value> = be
-        .with_rib(ik, |rib, _| {
+        .read_rib(ik, |rib| {
             let (routes, addrs) = rib.holdings(owner);
             let mut out = Vec::new();
             for (net, r) in routes {

@@ -101,12 +101,25 @@ impl Backends {
         Some(f(pool, journal))
     }
 
-    /// The largest id of the id pool of `key`, if it exists.
-    fn pool_max(&self, key: &IndexKey) -> Option<u128> {
+    /// Reads the RIB of `key` without journaling anything.
+    fn read_rib<T>(&self, key: &IndexKey, f: impl FnOnce(&Rib) -> T) -> Option<T> {
         match self.lock().pools.get(key) {
-            Some(Pool::Id { pool, .. }) => Some(pool.max()),
+            Some(Pool::Ip { rib, .. }) => Some(f(rib)),
             _ => None,
         }
+    }
+
+    /// Reads the id pool of `key` without journaling anything.
+    fn read_pool<T>(&self, key: &IndexKey, f: impl FnOnce(&IdPool) -> T) -> Option<T> {
+        match self.lock().pools.get(key) {
+            Some(Pool::Id { pool, .. }) => Some(f(pool)),
+            _ => None,
+        }
+    }
+
+    /// The largest id of the id pool of `key`, if it exists.
+    fn pool_max(&self, key: &IndexKey) -> Option<u128> {
+        self.read_pool(key, IdPool::max)
     }
 
     /// Runs `f` on the pools as last committed: a transaction in progress (its steps not yet
