@@ -55,25 +55,6 @@ fn id_field(v: &Value, f: &str) -> Result<Option<u128>, String> {
     }
 }
 
-pub(super) fn on_write(
-    be: &Backends,
-    b: &Backend,
-    txn: &mut Txn<'_>,
-    key: &ObjectKey,
-    obj: &mut Value,
-) -> Result<(), String> {
-    if object::deletion_timestamp(obj).is_some() {
-        return Ok(());
-    }
-    if key.kind == b.index_kind() {
-        write_index(be, b, txn, key, obj)
-    } else if key.kind == b.claim_kind() {
-        write_claim(be, b, txn, key, obj)
-    } else {
-        Ok(())
-    }
-}
-
 pub(super) fn on_delete(
     be: &Backends,
     b: &Backend,
@@ -102,7 +83,13 @@ pub(super) fn on_delete(
     Ok(())
 }
 
-fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
+pub(super) fn write_index(
+    be: &Backends,
+    b: &Backend,
+    txn: &mut Txn<'_>,
+    key: &ObjectKey,
+    obj: &mut Value,
+) -> Result<(), String> {
     let ik = index_key(b, &key.namespace, &key.name);
     let s = spec(obj).clone();
     let (max, _) = bounds(b, &s)?;
@@ -185,7 +172,13 @@ fn item_labels(b: &Backend, item: &Item) -> BTreeMap<String, String> {
     l
 }
 
-fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
+pub(super) fn write_claim(
+    be: &Backends,
+    b: &Backend,
+    txn: &mut Txn<'_>,
+    key: &ObjectKey,
+    obj: &mut Value,
+) -> Result<(), String> {
     let s = spec(obj).clone();
     let index = str_field(&s, "index").unwrap_or_default().to_string();
     let ik = index_key(b, &key.namespace, &index);

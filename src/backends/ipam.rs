@@ -25,26 +25,6 @@ fn prefix_type(v: &Value) -> PrefixType {
     }
 }
 
-pub(super) fn on_write(
-    be: &Backends,
-    b: &Backend,
-    txn: &mut Txn<'_>,
-    key: &ObjectKey,
-    obj: &mut Value,
-    _live: Option<&Value>,
-) -> Result<(), String> {
-    if object::deletion_timestamp(obj).is_some() {
-        return Ok(());
-    }
-    if key.kind == b.index_kind() {
-        write_index(be, b, txn, key, obj)
-    } else if key.kind == b.claim_kind() {
-        write_claim(be, b, txn, key, obj)
-    } else {
-        Ok(())
-    }
-}
-
 pub(super) fn on_delete(
     be: &Backends,
     b: &Backend,
@@ -76,7 +56,13 @@ pub(super) fn on_delete(
     Ok(())
 }
 
-fn write_index(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
+pub(super) fn write_index(
+    be: &Backends,
+    b: &Backend,
+    txn: &mut Txn<'_>,
+    key: &ObjectKey,
+    obj: &mut Value,
+) -> Result<(), String> {
     let ik = index_key(b, &key.namespace, &key.name);
     let uid = object::uid(obj).unwrap_or_default().to_string();
     let prefixes = spec(obj).get("prefixes").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -197,7 +183,13 @@ fn claim_type(s: &Value) -> Result<IpClaimType, String> {
     Ok(t)
 }
 
-fn write_claim(be: &Backends, b: &Backend, txn: &mut Txn<'_>, key: &ObjectKey, obj: &mut Value) -> Result<(), String> {
+pub(super) fn write_claim(
+    be: &Backends,
+    b: &Backend,
+    txn: &mut Txn<'_>,
+    key: &ObjectKey,
+    obj: &mut Value,
+) -> Result<(), String> {
     let s = spec(obj).clone();
     let t = claim_type(&s)?;
     let index = str_field(&s, "index").unwrap_or_default().to_string();

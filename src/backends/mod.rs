@@ -277,7 +277,7 @@ impl Admission for Backends {
         txn: &mut Txn<'_>,
         key: &ObjectKey,
         obj: &mut Value,
-        live: Option<&Value>,
+        _live: Option<&Value>,
         manager: &str,
     ) -> Result<(), String> {
         let gk = key.group_kind();
@@ -293,9 +293,19 @@ impl Admission for Backends {
             }
             return Ok(());
         }
-        match b.kind {
-            BackendKind::Ipam => ipam::on_write(self, b, txn, key, obj, live),
-            _ => generic::on_write(self, b, txn, key, obj),
+        if object::deletion_timestamp(obj).is_some() {
+            // Its ids went when it was marked deleting (`on_delete`).
+            return Ok(());
+        }
+        let index = gk.kind == b.index_kind();
+        if !index && gk.kind != b.claim_kind() {
+            return Ok(());
+        }
+        match (b.kind, index) {
+            (BackendKind::Ipam, true) => ipam::write_index(self, b, txn, key, obj),
+            (BackendKind::Ipam, false) => ipam::write_claim(self, b, txn, key, obj),
+            (_, true) => generic::write_index(self, b, txn, key, obj),
+            (_, false) => generic::write_claim(self, b, txn, key, obj),
         }
     }
 
