@@ -13,6 +13,7 @@ use choreo::cli::Client;
 use choreo::protocol::{ApplyRequest, Document, Reply, Request, RunOnceRequest};
 
 mod common;
+mod pg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_choreo");
 
@@ -81,7 +82,13 @@ fn claims_in_one_run(root: &Path, addresses: usize, vlans: usize) {
     let _ = child.wait();
 }
 
-fn single_claims(root: &Path, n: usize) {
+/// The p-th quantile of sorted samples.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// One claim at a time through `apply`; returns the p50 in ms.
+fn single_claims(root: &Path, n: usize) -> f64 {
     let dir = project(root, 0, 0);
     let socket = root.join("single.sock");
     let mut child = common::start_server_with(BIN, &[dir.as_os_str(), "-r".as_ref()], &socket, &[], |_| {});
@@ -102,14 +109,46 @@ fn single_claims(root: &Path, n: usize) {
         assert!(matches!(reply, Reply::Items(_)), "{reply:?}");
     }
     times.sort_by(f64::total_cmp);
-    let p = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     println!(
         "| one address claim per `apply` (validated, written to in/, allocated, committed with fsync), {n} in a row | p50 {:.2} ms, p99 {:.2} ms |",
-        p(0.5),
-        p(0.99)
+        quantile(&times, 0.5),
+        quantile(&times, 0.99)
     );
     let _ = c.request(Request::ServerStop, &mut |_| {});
     let _ = child.wait();
+    quantile(&times, 0.5)
+}
+
+/// The same single-claim work against the PostgreSQL allocator of `pg`: the lowest free address
+/// of a /8, one committed transaction per claim. Returns the p50 in ms, or None when
+/// PostgreSQL is not installed.
+fn pg_single_claims(n: usize) -> Option<f64> {
+    let server = match pg::Postgres::start() {
+        Ok(Some(server)) => server,
+        Ok(None) => {
+            println!("| the same claims against a PostgreSQL allocator | skipped: PostgreSQL is not installed |");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL: {e}"),
+    };
+    let client = server.connect().unwrap();
+    let first: i64 = 10 << 24;
+    let mut alloc = pg::Allocator::new(client, "bench", first + 1, first + (1 << 24) - 2).unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let address = alloc.claim("bench", &format!("c{i}")).unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(address, first + 1 + i as i64, "claim {i}");
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "| the same claims against a PostgreSQL allocator (`SELECT … FOR UPDATE`, lowest free address, one committed transaction each; PostgreSQL {}) | p50 {:.2} ms, p99 {:.2} ms |",
+        server.version(),
+        quantile(&times, 0.5),
+        quantile(&times, 0.99)
+    );
+    Some(quantile(&times, 0.5))
 }
 
 fn main() {
@@ -118,12 +157,22 @@ fn main() {
     println!("| benchmark | result |\n|---|---|");
     if full {
         let big = std::env::var("CHOREO_BENCH_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-        claims_in_one_run(tmp.path(), 10_000, 0);
-        claims_in_one_run(tmp.path(), big, 4094);
-        single_claims(tmp.path(), 300);
+        // CHOREO_BENCH_ONLY=run|single measures one part alone (for profiling).
+        let only = std::env::var("CHOREO_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "run" {
+            claims_in_one_run(tmp.path(), 10_000, 0);
+            claims_in_one_run(tmp.path(), big, 4094);
+        }
+        if only.is_empty() || only == "single" {
+            let ours = single_claims(tmp.path(), 300);
+            if let Some(theirs) = pg_single_claims(300) {
+                println!("| single claim, PostgreSQL p50 / choreo p50 | ×{:.1} |", theirs / ours);
+            }
+        }
     } else {
         claims_in_one_run(tmp.path(), 10, 5);
         single_claims(tmp.path(), 5);
+        pg_single_claims(5);
         println!("1 passed, 0 failed");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A reconciler is level-triggered: it gets the current for-object and a [`Client`] (a read and
 //! write view of the store that the engine provides) and returns an [`Outcome`]. It never sees
-//! the event that triggered it. Runtimes (Starlark, later Go templates and Jinja) implement
+//! the event that triggered it. Runtimes (Starlark, Go templates and Jinja) implement
 //! [`Runtime`]; they are compiled once per load and shared across reconciles.
 //!
 //! Architecture invariant: nothing here touches sled, files or git. Everything a reconciler
@@ -14,6 +14,7 @@ pub mod config;
 pub mod limits;
 pub mod selector;
 pub mod starlark;
+pub mod template;
 pub mod worker;
 
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub fn compile(
         Lang::Starlark => {
             starlark::StarlarkRuntime::compile(cfg, libraries.clone()).map(|r| Box::new(r) as Box<dyn Runtime>)
         }
-        other => Err(format!("{} reconcilers are not supported yet", other.as_str())),
+        Lang::GoTemplate | Lang::Jinja => template::compile(cfg).map(|r| Box::new(r) as Box<dyn Runtime>),
     }
 }
 

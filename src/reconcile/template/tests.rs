@@ -1,0 +1,1 @@
+//! Template reconcilers against an in-memory client.
