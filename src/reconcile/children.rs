@@ -4,8 +4,9 @@
 //! Semantics (upstream choreo's `resources` package, with its leaks fixed): a child gets one
 //! controller owner reference to the for-object (replacing any the code wrote); applying the
 //! children first deletes every existing child of the `owns` kinds that is owned by the
-//! for-object (uid match) and was not produced this time, then applies the new ones in creation
-//! order as the reconciler's field manager.
+//! for-object (uid match), was applied by this reconciler (its field manager) and was not
+//! produced this time, then applies the new ones in creation order as the reconciler's field
+//! manager.
 
 use std::collections::HashMap;
 
@@ -74,7 +75,7 @@ impl Children {
     pub fn apply(&mut self, cfg: &ReconcilerConfig, client: &mut dyn Client) -> Result<(), ClientError> {
         if !self.owner_uid.is_empty() {
             for key in client.child_keys_of(&self.owner_uid, &cfg.owns)? {
-                if !self.slots.contains_key(&key) {
+                if !self.slots.contains_key(&key) && self.applied_by(client, &key, &cfg.name)? {
                     client.delete_key(&key)?;
                 }
             }
@@ -83,6 +84,26 @@ impl Children {
             client.apply_unread(child, &cfg.name)?;
         }
         Ok(())
+    }
+
+    /// Whether `manager` applied the child `key`: a stale child is only garbage to the
+    /// reconciler that produced it. Two reconcilers may own the same kind for the same
+    /// for-object (a device config rendered twice, in two formats); upstream deleted each
+    /// other's children there, forever.
+    fn applied_by(&self, client: &mut dyn Client, key: &ObjectKey, manager: &str) -> Result<bool, ClientError> {
+        let api_version = object::api_version(&key.group, "v1");
+        let Some(child) = client.get(&api_version, &key.kind, &key.namespace, &key.name)? else {
+            return Ok(false);
+        };
+        let managers = child
+            .get("metadata")
+            .and_then(|m| m.get("managedFields"))
+            .and_then(Value::as_array)
+            .map(|list| list.iter().filter_map(|e| e.get("manager").and_then(Value::as_str)).collect::<Vec<_>>())
+            .unwrap_or_default();
+        // A child without field managers (not written by server-side apply) is left to its
+        // owner's deletion.
+        Ok(managers.contains(&manager))
     }
 
     /// Deletes every existing child (the for-object is going away).

@@ -11,6 +11,8 @@
 
 pub mod children;
 pub mod config;
+#[cfg(test)]
+pub(crate) mod fake_client;
 pub mod limits;
 pub mod selector;
 pub mod starlark;

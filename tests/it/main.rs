@@ -23,5 +23,7 @@ mod objects;
 mod run;
 // The server process: socket ownership, protocol robustness, peers, shutdown, durability.
 mod server;
+// Template reconcilers: gotemplate and jinjatemplate.
+mod templates;
 // The file watch loop and continuous mode.
 mod watch;

@@ -78,6 +78,6 @@ mod tests {
         );
         let j = to_jinja(&v);
         let env = minijinja::Environment::new();
-        assert_eq!(env.render_str("{{ a }} {{ b }} {{ c[0] }} {{ d }}", j).unwrap(), "0 1.5 true 18446744073709551615");
+        assert_eq!(env.render_str("{{ a }} {{ b }} {{ c[0] }} {{ d }}", j).unwrap(), "0 1.5 True 18446744073709551615");
     }
 }

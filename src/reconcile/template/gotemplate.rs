@@ -68,7 +68,7 @@ impl GoTemplate {
         let mut set = base(MAIN, max_range);
         // Helpers first, main last: the set's own body is main.tpl's.
         for (name, src) in code.iter().filter(|(n, _)| n.as_str() != MAIN && n.ends_with(".tpl")) {
-            let checked = instrument(name, src);
+            let checked = instrument(name, src)?;
             // Parsed alone first, so its errors carry its own file name.
             let own = base(name, max_range).parse(&checked).map_err(|e| parse_error(&e))?;
             set = set.parse(&checked).map_err(|e| parse_error(&e))?;
@@ -76,7 +76,7 @@ impl GoTemplate {
                 set = set.add_parse_tree(name, tree.clone());
             }
         }
-        let set = set.parse(&instrument(MAIN, main)).map_err(|e| parse_error(&e))?;
+        let set = set.parse(&instrument(MAIN, main)?).map_err(|e| parse_error(&e))?;
         Ok(GoTemplate { set })
     }
 }
@@ -110,7 +110,11 @@ fn exec_error(e: &TemplateError) -> String {
 /// Rewrites every printing action of `src` to pass its value through [`printed`] with its
 /// `file:line:column` and text. Comments, control actions (`if`, `range`, `end`, …) and
 /// declarations are left as they are; so is everything outside actions.
-pub(super) fn instrument(file: &str, src: &str) -> String {
+///
+/// It also checks that blocks are closed, which `gotmpl` does not (Go reports an `{{if}}`
+/// without `{{end}}` as `unexpected EOF` and a stray `{{end}}` as `unexpected {{end}}`).
+pub(super) fn instrument(file: &str, src: &str) -> Result<String, String> {
+    let mut open_blocks: Vec<(&str, usize, usize)> = Vec::new();
     let mut out = String::with_capacity(src.len() + src.len() / 4);
     let mut rest = src;
     let mut consumed = 0;
@@ -121,13 +125,32 @@ pub(super) fn instrument(file: &str, src: &str) -> String {
         let Some(close) = action_end(&rest[inner_start..]) else {
             // Unterminated: leave it to the parser to report.
             out.push_str(&rest[open..]);
-            return out;
+            return Ok(out);
         };
         let inner = &rest[inner_start..inner_start + close];
+        let (line, column) = line_column(src, action_start);
+        match keyword(inner) {
+            Some(k @ ("if" | "range" | "with" | "define" | "block")) => open_blocks.push((k, line, column)),
+            Some("end") => {
+                if open_blocks.pop().is_none() {
+                    return Err(format!("{file}:{line}:{column}: unexpected {{{{end}}}}"));
+                }
+            }
+            Some(k @ ("else" | "break" | "continue")) => {
+                let inside = |kinds: &[&str]| open_blocks.iter().rev().any(|(b, _, _)| kinds.contains(b));
+                let ok = match k {
+                    "else" => open_blocks.last().is_some_and(|(b, _, _)| matches!(*b, "if" | "range" | "with")),
+                    _ => inside(&["range"]),
+                };
+                if !ok {
+                    return Err(format!("{file}:{line}:{column}: unexpected {{{{{k}}}}}"));
+                }
+            }
+            _ => {}
+        }
         out.push_str("{{");
         match printing_pipeline(inner) {
             Some((lead, body, trail)) => {
-                let (line, column) = line_column(src, action_start);
                 out.push_str(lead);
                 out.push_str(body);
                 out.push_str(&format!(
@@ -145,8 +168,20 @@ pub(super) fn instrument(file: &str, src: &str) -> String {
         rest = &rest[next..];
     }
     out.push_str(rest);
-    out
+    if let Some((k, line, column)) = open_blocks.last() {
+        return Err(format!("{file}:{line}:{column}: unexpected EOF: {{{{{k}}}}} has no {{{{end}}}}"));
+    }
+    Ok(out)
 }
+
+/// The keyword an action starts with (`if`, `end`, …), if any.
+fn keyword(inner: &str) -> Option<&'static str> {
+    let text = inner.trim_start_matches('-').trim_start();
+    let word: String = text.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    KEYWORDS.iter().copied().find(|k| *k == word)
+}
+
+const KEYWORDS: [&str; 10] = ["if", "else", "end", "range", "with", "define", "template", "block", "break", "continue"];
 
 /// The offset of the `}}` that closes an action whose text starts at `s`, skipping string,
 /// raw string and character literals and comments.

@@ -1,0 +1,116 @@
+//! Template reconcilers (`gotemplate`, `jinjatemplate`) through the real server: rendering
+//! children, errors with their template place, the layouts they load from.
+
+use crate::support::*;
+
+#[test]
+fn the_idfabric_fixture_renders_each_node_as_a_config_tree_and_as_cli_text() {
+    let p = TestProject::new("idfabric");
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "-r"]);
+    p.cli(&["run", "once"]).ok();
+    let srl = p.cli(&["get", "deviceconfigs", "spine1.srl", "-n", "default", "-o", "json"]).ok().json();
+    let interfaces = srl["spec"]["config"]["interface"].as_array().expect("interfaces");
+    assert_eq!(interfaces.len(), 3, "two links and the loopback: {srl}");
+    assert_eq!(interfaces[0]["name"], "ethernet-1/1");
+    assert_eq!(interfaces[0]["subinterface"][0]["vlan"]["encap"]["single-tagged"]["vlan-id"], 100);
+    assert_eq!(interfaces[1]["subinterface"][0]["ipv4"]["address"][0]["ip-prefix"], "10.1.0.2/31");
+    assert_eq!(srl["metadata"]["ownerReferences"][0]["kind"], "NodeConfig");
+    let cli = p.cli(&["get", "deviceconfigs", "spine1.cli", "-n", "default", "-o", "json"]).ok().json();
+    let text = cli["spec"]["text"].as_str().expect("text");
+    assert!(text.starts_with("hostname spine1\n! managed by choreo\n"), "{text}");
+    assert!(
+        text.contains("interface ethernet-1/2\n  description leaf2-spine1\n  vlan 101 ipv4 address 10.1.0.2/31\n"),
+        "{text}"
+    );
+    assert!(text.contains("router-id 10.0.0."), "{text}");
+    // Both reconcilers own DeviceConfigs of the same NodeConfig, and neither takes the other's
+    // children for garbage: a second run changes nothing.
+    let again = p.cli(&["run", "once", "-o", "json"]).ok().json();
+    assert_eq!(again["success"], true, "{again}");
+    let configs = p.cli(&["get", "deviceconfigs", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(configs["items"].as_array().map(Vec::len), Some(6), "{configs}");
+    let node = p.cli(&["get", "nodeconfigs", "leaf1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(node["status"]["conditions"][0]["type"], "Rendered");
+    assert_eq!(node["status"]["conditions"][0]["status"], "True");
+}
+
+const GO_CONFIG: &str = "apiVersion: net.example.org/v1alpha1
+kind: DeviceConfig
+metadata:
+  name: {{ .metadata.name }}
+spec:
+  hostname: {{ .spec.hostname }}
+  asn: {{ .spec.asn }}
+  {{- with .spec.interfaces }}
+  lines:
+  {{- range . }}
+  - {{ printf \"interface %s mtu %v\" .name (or .mtu 9000) }}
+  {{- end }}
+  {{- end }}
+";
+
+#[test]
+fn a_go_template_renders_children_and_a_missing_value_fails_naming_its_place() {
+    let p = TestProject::new("fabric");
+    p.remove("reconcilers/device-config/config.star");
+    p.write("reconcilers/device-config/main.tpl", GO_CONFIG);
+    let _s = p.start();
+    // spine1 has no hostname: printing it is an error, where Go would print "<no value>".
+    let run = p.cli(&["run", "once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("main.tpl:6:13: .spec.hostname: no such key"), "{out}");
+    let leaf = p.cli(&["get", "deviceconfigs", "leaf1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(
+        leaf["spec"]["lines"],
+        serde_json::json!(["interface ethernet-1/1 mtu 9000", "interface ethernet-1/2 mtu 1500"])
+    );
+    assert_eq!(leaf["spec"]["asn"], 65101);
+    // Fixing the input fixes the run.
+    let devices = std::fs::read_to_string(p.path("in/devices.yaml")).unwrap();
+    p.write("in/devices.yaml", &devices.replace("spec:\n  asn: 64601", "spec:\n  hostname: spine1\n  asn: 64601"));
+    p.cli(&["run", "once"]).ok();
+    let spine = p.cli(&["get", "deviceconfigs", "spine1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(spine["spec"]["hostname"], "spine1");
+}
+
+#[test]
+fn a_jinja_template_in_the_flat_layout_renders_with_pongo2_filters() {
+    let p = TestProject::new("fabric");
+    let config = std::fs::read_to_string(p.path("reconcilers/device-config/config.yaml")).unwrap();
+    std::fs::remove_dir_all(p.path("reconcilers/device-config")).unwrap();
+    p.write("reconcilers/net.example.org.devices.config.yaml", &config);
+    p.write(
+        "reconcilers/net.example.org.devices.config.main.jinja2",
+        "{%- import 'lines.jinja2' lines -%}
+apiVersion: net.example.org/v1alpha1
+kind: DeviceConfig
+metadata:
+  name: {{ metadata.name }}
+spec:
+  hostname: {{ spec.hostname|default:metadata.name }}
+  asn: {{ spec.asn }}
+{%- if spec.interfaces is defined %}
+  lines:
+{{ lines(spec.interfaces) }}
+{%- endif %}
+",
+    );
+    p.write(
+        "reconcilers/net.example.org.devices.config.lines.jinja2",
+        "{%- macro lines(interfaces) export -%}
+{%- for i in interfaces %}
+  - interface {{ i.name }} mtu {{ i.mtu|default:9000 }}{{ loop.last|yesno:\" (last),\" }}
+{%- endfor %}
+{%- endmacro %}",
+    );
+    let _s = p.start();
+    p.cli(&["run", "once"]).ok();
+    let spine = p.cli(&["get", "deviceconfigs", "spine1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(spine["spec"]["hostname"], "spine1", "{spine}");
+    let leaf = p.cli(&["get", "deviceconfigs", "leaf1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(
+        leaf["spec"]["lines"],
+        serde_json::json!(["interface ethernet-1/1 mtu 9000", "interface ethernet-1/2 mtu 1500 (last)"])
+    );
+}
