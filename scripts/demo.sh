@@ -79,4 +79,8 @@ step get nodeconfigs spine1 -o yaml
 step ids usage
 step ids free fabric --prefix-length 31 --count 2 -l purpose=p2p
 step ids free fabric --backend vlan --count 3
+printf '\n# templates: each NodeConfig rendered as an SR Linux-style tree (Go template) and as CLI text (Jinja2)\n'
+step get deviceconfigs
+step get deviceconfigs leaf1.srl -o yaml
+step get deviceconfigs spine1.cli -o yaml
 step server stop

@@ -7,6 +7,7 @@
 //! cannot be reached.
 
 mod client;
+mod dev;
 mod input;
 pub mod output;
 
@@ -192,6 +193,20 @@ pub enum DevCommand {
     Parse {
         /// The project directory
         dir: PathBuf,
+    },
+    /// Run one reconciler on objects from a file, offline (no server, no store), and print the
+    /// children it produces: `helm template` for choreo, while writing a template or script.
+    /// Exits 1 with the error and its place (file:line:column) when the reconcile fails.
+    Render {
+        /// The project directory (reconcilers from sources or compiled in in/)
+        dir: PathBuf,
+        /// The reconciler's name (metadata.name of its config)
+        reconciler: String,
+        /// A YAML file with the for-object(s); every document is reconciled in turn ("-": stdin)
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+        output: DataFormat,
     },
 }
 
@@ -571,7 +586,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("server stopped");
             Ok(())
         }
-        Command::Dev(DevCommand::Parse { dir }) => dev_parse(&dir),
+        Command::Dev(DevCommand::Parse { dir }) => dev::parse(&dir),
+        Command::Dev(DevCommand::Render { dir, reconciler, file, output }) => {
+            dev::render(&dir, &reconciler, &file, output)
+        }
         Command::Server(ServerCommand::Apply { url, dir, reference, branch }) => {
             // A local path means the client's directory, not the server's.
             let url = match std::fs::canonicalize(&url) {
@@ -854,30 +872,6 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
 }
 
 /// `dev parse DIR`: compiles the project's reconciler and library sources into `in/`.
-fn dev_parse(dir: &Path) -> Result<(), CliError> {
-    let root = std::fs::canonicalize(dir)
-        .map_err(|e| CliError::Usage(format!("invalid project directory {}: {e}", dir.display())))?;
-    let layout = crate::project::Layout::new(root);
-    let (reconcilers, libraries, diags) = crate::project::reconcilers::read_sources(&layout);
-    if !diags.is_empty() {
-        for d in &diags {
-            eprintln!("Error: {d}");
-        }
-        return Err(CliError::Reported);
-    }
-    let mut text = String::new();
-    for (file, yaml) in crate::project::reconcilers::compiled_files(&reconcilers, &libraries) {
-        let path = layout.input_dir().join(&file);
-        crate::project::files::write_atomic(&path, yaml.as_bytes())
-            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
-        text.push_str(&format!("wrote {}\n", layout.relative(&path).display()));
-    }
-    if text.is_empty() {
-        eprintln!("no reconciler or library sources in {}", layout.root.display());
-    }
-    emit(&text)
-}
-
 /// An error report for a failure on the client side before anything was sent.
 pub fn local_error(kind: ErrorKind, message: impl Into<String>) -> CliError {
     CliError::Server(ErrorReport::new(kind, message))

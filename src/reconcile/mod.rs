@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(test)]
 pub(crate) mod fake_client;
 pub mod limits;
+pub mod offline;
 pub mod selector;
 pub mod starlark;
 pub mod template;

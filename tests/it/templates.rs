@@ -114,3 +114,44 @@ spec:
         serde_json::json!(["interface ethernet-1/1 mtu 9000", "interface ethernet-1/2 mtu 1500 (last)"])
     );
 }
+
+const NODE_CONFIG: &str = "apiVersion: net.example.org/v1alpha1
+kind: NodeConfig
+metadata:
+  name: leaf9
+spec:
+  loopback: 10.0.0.9/32
+  routerId: 10.0.0.9
+  asn: 65009
+  links:
+  - {link: leaf9-spine1, port: 1, vlan: 109, prefix: 10.1.0.18/31}
+";
+
+#[test]
+fn dev_render_prints_the_children_of_one_object_without_a_server() {
+    let p = TestProject::new("idfabric");
+    let dir = p.dir.to_str().unwrap();
+    let cli = p.cli_stdin(&["dev", "render", dir, "net.example.org.nodeconfigs.cli", "-f", "-"], NODE_CONFIG).ok();
+    assert!(cli.stdout.contains("name: leaf9.cli"), "{}", cli.stdout);
+    assert!(cli.stdout.contains("    vlan 109 ipv4 address 10.1.0.18/31\n"), "{}", cli.stdout);
+    let srl = p
+        .cli_stdin(&["dev", "render", dir, "net.example.org.nodeconfigs.srl", "-f", "-", "-o", "json"], NODE_CONFIG)
+        .ok();
+    let children = srl.json();
+    assert_eq!(children[0]["spec"]["config"]["network-instance"][0]["protocols"]["bgp"]["autonomous-system"], 65009);
+    assert_eq!(children[0]["metadata"]["ownerReferences"][0]["name"], "leaf9");
+    // An error names the object's file place and the template's.
+    let broken = p.cli_stdin(
+        &["dev", "render", dir, "net.example.org.nodeconfigs.srl", "-f", "-"],
+        &NODE_CONFIG.replace("  asn: 65009\n", ""),
+    );
+    assert_eq!(broken.code, 1, "{broken:?}");
+    assert!(broken.stderr.contains("main.tpl:23:30: .spec.asn: no such key"), "{}", broken.stderr);
+    // A Starlark reconciler renders the same way.
+    let node = "apiVersion: net.example.org/v1alpha1\nkind: Node\nmetadata:\n  name: leaf9\nspec:\n  role: leaf\n";
+    let ids = p.cli_stdin(&["dev", "render", dir, "net.example.org.nodes.ids", "-f", "-"], node).ok();
+    assert!(ids.stdout.contains("kind: IPClaim"), "{}", ids.stdout);
+    let unknown = p.cli_stdin(&["dev", "render", dir, "nope", "-f", "-"], node);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+    assert!(unknown.stderr.contains("no reconciler named \"nope\""), "{}", unknown.stderr);
+}
