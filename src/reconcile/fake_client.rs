@@ -84,6 +84,21 @@ impl Client for FakeClient {
                 meta.insert("uid".into(), json!(format!("uid-{}", self.next_uid)));
             }
         }
+        // Which managers applied the object (the server keeps their fields in managedFields).
+        let mut managers: Vec<String> = old
+            .as_ref()
+            .and_then(|o| o["metadata"]["managedFields"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["manager"].as_str().map(str::to_string))
+            .collect();
+        if !managers.iter().any(|m| m == manager) {
+            managers.push(manager.to_string());
+        }
+        if let Some(meta) = object::metadata_mut(&mut stored) {
+            let entries = managers.iter().map(|m| json!({"manager": m, "operation": "Apply"})).collect();
+            meta.insert("managedFields".into(), Json::Array(entries));
+        }
         if object::deletion_timestamp(&stored).is_some() && object::finalizers(&stored).is_empty() {
             self.objects.remove(&key);
         } else {

@@ -151,13 +151,16 @@ pub(super) fn instrument(file: &str, src: &str) -> Result<String, String> {
         out.push_str("{{");
         match printing_pipeline(inner) {
             Some((lead, body, trail)) => {
+                // The check goes after the pipeline, before the space that a `-}}` needs.
+                let pipeline = body.trim_end();
                 out.push_str(lead);
-                out.push_str(body);
+                out.push_str(pipeline);
                 out.push_str(&format!(
                     " | {PRINTED} {} {}",
                     go_quote(&format!("{file}:{line}:{column}")),
                     go_quote(body.trim())
                 ));
+                out.push_str(&body[pipeline.len()..]);
                 out.push_str(trail);
             }
             None => out.push_str(inner),

@@ -34,6 +34,8 @@ impl Jinja {
                 .build()
                 .map_err(|e| format!("{MAIN}: {e}"))?,
         );
+        // Python's methods on values (`peers.items()`, `name.split("-")`), which Jinja2 has.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         pongo2::add_filters(&mut env);
         for (name, src) in code.iter().filter(|(n, _)| n.ends_with(".jinja2") || n.ends_with(".j2")) {
             let jinja = pongo2::to_jinja(src);

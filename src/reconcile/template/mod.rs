@@ -25,6 +25,8 @@ mod output;
 mod pongo2;
 
 #[cfg(test)]
+mod differential;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
