@@ -32,17 +32,20 @@ fn data() -> Value {
             "tags": ["a", "b", "c"],
             "peers": {"spine1": 65100, "spine2": 65101},
             "nested": {"a": {"b": {"c": "deep"}}},
+            "loopback": "10.0.0.1/32", "routerId": "10.0.0.1",
+            "links": [{"link": "leaf1-spine1", "port": 1, "vlan": 100, "prefix": "10.1.0.0/31"},
+                      {"link": "leaf1-spine2", "port": 2, "vlan": 101, "prefix": "10.1.0.2/31"}],
             "nothing": null
         }
     })
 }
 
 /// One case: the main template and any helper files (name, source).
-type Case = (&'static str, Vec<(&'static str, &'static str)>);
+type Case = (String, Vec<(String, String)>);
 
 fn go_corpus() -> Vec<Case> {
     let one = |t: &'static str| vec![("main.tpl", t)];
-    vec![
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("field", one("{{ .metadata.name }}/{{ .metadata.labels.role }}")),
         ("integer", one("{{ .spec.asn }} {{ .spec.zero }} {{ .spec.negative }}")),
         ("float", one("{{ .spec.ratio }}")),
@@ -98,12 +101,13 @@ fn go_corpus() -> Vec<Case> {
         ("error unclosed", one("{{ if .spec.enabled }}x")),
         ("error stray end", one("x{{ end }}")),
         ("error unknown template", one("{{ template \"nope\" . }}")),
-    ]
+    ];
+    owned(cases).into_iter().chain(fixture_cases("tpl")).collect()
 }
 
 fn jinja_corpus() -> Vec<Case> {
     let one = |t: &'static str| vec![("main.jinja2", t)];
-    vec![
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("field", one("{{ metadata.name }}/{{ metadata.labels.role }}")),
         ("arithmetic", one("{{ spec.asn + 1 }} {{ spec.asn * 2 }} {{ spec.mtu // 7 }} {{ spec.mtu % 7 }} {{ spec.mtu / 4 }} {{ spec.negative - 1 }}")),
         ("float", one("{{ spec.ratio }} {{ spec.ratio * 2 }} {{ 2.567|round(2) }}")),
@@ -156,7 +160,56 @@ fn jinja_corpus() -> Vec<Case> {
         ("error syntax", one("{% if %}")),
         ("error unknown filter", one("{{ spec.hostname|nosuchfilter }}")),
         ("error missing template", one("{% include 'nope.jinja2' %}")),
-    ]
+    ];
+    owned(cases).into_iter().chain(fixture_cases("jinja2")).collect()
+}
+
+fn owned(cases: Vec<(&str, Vec<(&str, &str)>)>) -> Vec<Case> {
+    cases
+        .into_iter()
+        .map(|(name, files)| {
+            (name.to_string(), files.into_iter().map(|(n, s)| (n.to_string(), s.to_string())).collect())
+        })
+        .collect()
+}
+
+/// Every template reconciler of the project fixtures whose files end in `.ext`, as a case
+/// (rendered with the corpus data, which has the fields the fixtures' templates print).
+fn fixture_cases(ext: &str) -> impl Iterator<Item = Case> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut cases = Vec::new();
+    let mut dirs: Vec<_> = walk(&fixtures)
+        .into_iter()
+        .filter(|d| d.ends_with("reconcilers") || d.parent().is_some_and(|p| p.ends_with("reconcilers")))
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), std::fs::read_to_string(&p).ok()?)))
+            // Fixtures may use the pongo2 dialect; Jinja2 reads it after our rewrite.
+            .map(|(n, src)| if ext == "jinja2" { (n, super::pongo2::to_jinja(&src)) } else { (n, src) })
+            .collect();
+        files.sort();
+        if files.iter().any(|(n, _)| n.starts_with("main.")) {
+            cases.push((format!("fixture {}", dir.display()), files));
+        }
+    }
+    cases.into_iter()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&entry.path()));
+        }
+    }
+    out
 }
 
 /// Runs the reference program over every case; one result per case (`Ok(output)` or
@@ -184,8 +237,8 @@ fn reference(program: &mut Command, cases: &[Case], data: &Value) -> Vec<Result<
         .collect()
 }
 
-fn files_map(files: &[(&str, &str)]) -> BTreeMap<String, String> {
-    files.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect()
+fn files_map(files: &[(String, String)]) -> BTreeMap<String, String> {
+    files.iter().cloned().collect()
 }
 
 fn compare(
@@ -217,6 +270,7 @@ fn differential_dir() -> std::path::PathBuf {
 fn go_templates_render_as_go_text_template_does() {
     let cases = go_corpus();
     assert!(cases.len() >= 40);
+    assert!(cases.iter().any(|(n, _)| n.contains("srl-config")), "the fixtures' templates are in the corpus");
     let mut go = Command::new("go");
     go.arg("run").arg(differential_dir().join("gotemplate.go"));
     // A private cache: parallel-safe, and nothing needed from $HOME.
@@ -232,6 +286,7 @@ fn go_templates_render_as_go_text_template_does() {
 fn jinja_templates_render_as_python_jinja2_does() {
     let cases = jinja_corpus();
     assert!(cases.len() >= 40);
+    assert!(cases.iter().any(|(n, _)| n.contains("cli-config")), "the fixtures' templates are in the corpus");
     let mut python = Command::new("python3");
     python.arg(differential_dir().join("jinja.py"));
     let expected = reference(&mut python, &cases, &data());

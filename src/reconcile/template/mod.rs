@@ -53,6 +53,27 @@ pub(crate) fn compile(cfg: Arc<ReconcilerConfig>) -> Result<TemplateRuntime, Str
     Ok(TemplateRuntime { cfg, engine })
 }
 
+/// A reconciler's templates compiled for rendering text only, outside a reconcile (the
+/// benchmarks measure the engines through it).
+pub struct Renderer {
+    engine: Box<dyn Engine>,
+    limits: super::Limits,
+}
+
+impl Renderer {
+    /// Compiles a `gotemplate` or `jinjatemplate` reconciler's code.
+    pub fn new(cfg: &ReconcilerConfig) -> Result<Renderer, String> {
+        let runtime = compile(Arc::new(cfg.clone()))?;
+        Ok(Renderer { engine: runtime.engine, limits: cfg.limits })
+    }
+
+    /// The main template rendered with `object`, under the reconciler's limits.
+    pub fn render(&self, object: &Value) -> Result<String, String> {
+        let interrupt = super::Interrupt::default();
+        self.engine.render(object, &Budget::start(self.limits, None, &interrupt))
+    }
+}
+
 /// A compiled template reconciler.
 pub struct TemplateRuntime {
     cfg: Arc<ReconcilerConfig>,
