@@ -131,20 +131,14 @@ pub(super) fn instrument(file: &str, src: &str) -> Result<String, String> {
         let (line, column) = line_column(src, action_start);
         match keyword(inner) {
             Some(k @ ("if" | "range" | "with" | "define" | "block")) => open_blocks.push((k, line, column)),
-            Some("end") => {
-                if open_blocks.pop().is_none() {
-                    return Err(format!("{file}:{line}:{column}: unexpected {{{{end}}}}"));
-                }
+            Some("end") if open_blocks.pop().is_none() => {
+                return Err(format!("{file}:{line}:{column}: unexpected {{{{end}}}}"));
             }
-            Some(k @ ("else" | "break" | "continue")) => {
-                let inside = |kinds: &[&str]| open_blocks.iter().rev().any(|(b, _, _)| kinds.contains(b));
-                let ok = match k {
-                    "else" => open_blocks.last().is_some_and(|(b, _, _)| matches!(*b, "if" | "range" | "with")),
-                    _ => inside(&["range"]),
-                };
-                if !ok {
-                    return Err(format!("{file}:{line}:{column}: unexpected {{{{{k}}}}}"));
-                }
+            Some("else") if !open_blocks.last().is_some_and(|(b, _, _)| matches!(*b, "if" | "range" | "with")) => {
+                return Err(format!("{file}:{line}:{column}: unexpected {{{{else}}}}"));
+            }
+            Some(k @ ("break" | "continue")) if !open_blocks.iter().any(|(b, _, _)| *b == "range") => {
+                return Err(format!("{file}:{line}:{column}: {{{{{k}}}}} outside {{{{range}}}}"));
             }
             _ => {}
         }

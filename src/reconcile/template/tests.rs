@@ -127,6 +127,18 @@ fn go_parse_errors_name_the_file_they_are_in() {
     assert!(e.starts_with("helper.tpl:"), "{e}");
     let e = go(&[("main.tpl", "a\n\nb {{ .x | }}")]).unwrap_err();
     assert!(e.starts_with("main.tpl:3:"), "{e}");
+    // Block structure, which gotmpl alone does not check.
+    let e = go(&[("main.tpl", "x\n  {{ end }}")]).unwrap_err();
+    assert_eq!(e, "main.tpl:2:3: unexpected {{end}}");
+    let e = go(&[("main.tpl", "{{ if .a }}{{ break }}{{ end }}")]).unwrap_err();
+    assert!(e.contains("{{break}} outside {{range}}"), "{e}");
+    let e = go(&[("main.tpl", "{{ else }}")]).unwrap_err();
+    assert!(e.contains("unexpected {{else}}"), "{e}");
+    let e = go(&[("main.tpl", "{{ range .a }}\n{{ with .b }}")]).unwrap_err();
+    assert!(e.starts_with("main.tpl:2:1: unexpected EOF: {{with}} has no {{end}}"), "{e}");
+    assert!(
+        go(&[("main.tpl", "{{ range .a }}{{ if . }}{{ break }}{{ else }}{{ continue }}{{ end }}{{ end }}")]).is_ok()
+    );
 }
 
 #[test]
