@@ -473,6 +473,8 @@ fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget
         }
     };
     let outcome = match outcome {
+        // A store error names the object already (`Kind.group ns/name: …`): once is enough.
+        Outcome::Error(m) if m.starts_with(&format!("{key}: ")) => Outcome::Error(m),
         Outcome::Error(m) => Outcome::Error(format!("{key}: {m}")),
         other => other,
     };

@@ -155,3 +155,26 @@ fn dev_render_prints_the_children_of_one_object_without_a_server() {
     assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(unknown.stderr.contains("no reconciler named \"nope\""), "{}", unknown.stderr);
 }
+
+#[test]
+fn an_error_about_the_for_object_names_it_once() {
+    let p = TestProject::new("fabric");
+    // Things have no status in their schema, so the reconciler's condition cannot be stored.
+    p.write("crds/things.yaml", &crd("example.org", "v1", "Thing", "size", "integer"));
+    p.write(
+        "in/thing.yaml",
+        "apiVersion: example.org/v1\nkind: Thing\nmetadata:\n  name: t1\n  namespace: default\nspec:\n  size: 3\n",
+    );
+    p.write(
+        "reconcilers/things/config.yaml",
+        "apiVersion: choreo.kform.dev/v1alpha1\nkind: Reconciler\nmetadata:\n  name: things\nspec:\n  conditionType: Ready\n  for: {group: example.org, version: v1, kind: Thing, selector: {}}\n  owns:\n  - {group: example.org, version: v1, kind: Thing}\n",
+    );
+    p.write("reconcilers/things/main.tpl", "");
+    let _s = p.start();
+    let run = p.cli(&["run", "once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let out = format!("{}{}", run.stdout, run.stderr);
+    let key = "Thing.example.org default/t1: ";
+    assert!(out.contains(&format!("{key}.status")), "{out}");
+    assert!(!out.contains(&format!("{key}{key}")), "{out}");
+}
