@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{Client, ClientError, ReconcilerConfig};
+use super::{Client, ClientError, Outcome, ReconcilerConfig};
 use crate::api::object::{self, ObjectKey};
 
 /// The children one reconcile produces.
@@ -132,6 +132,54 @@ fn delete_object(client: &mut dyn Client, obj: &Value) -> Result<(), ClientError
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = object::name(obj).unwrap_or("");
     client.delete(api_version, kind, object::namespace(obj), name)
+}
+
+/// choreo's part of a deletion: delete the for-object's children, then let go of it by
+/// dropping the reconciler's finalizer.
+pub fn finish_delete(cfg: &ReconcilerConfig, live: &Value, client: &mut dyn Client) -> Outcome {
+    if let Err(e) = Children::new(live).delete_all(cfg, client) {
+        return client_outcome(e);
+    }
+    if !object::finalizers(live).contains(&cfg.name.as_str()) {
+        return Outcome::Done;
+    }
+    let applied = intent(live, &cfg.name).and_then(|mut intent| {
+        remove_finalizer(&mut intent, &cfg.name);
+        client.apply(&intent, &cfg.name)
+    });
+    match applied {
+        Ok(_) => Outcome::Done,
+        // Gone already: exactly what the deletion wanted.
+        Err(e) if e.message.to_ascii_lowercase().contains("not found") => Outcome::Done,
+        Err(e) => client_outcome(e),
+    }
+}
+
+/// Records a failed reconcile on the reconciler's condition, when it has one (best effort: the
+/// failure itself is what gets reported).
+pub fn record_failure(cfg: &ReconcilerConfig, live: &Value, client: &mut dyn Client, message: &str) {
+    let Some(condition_type) = &cfg.condition_type else { return };
+    let applied = intent(live, &cfg.name).and_then(|mut intent| {
+        let now = client.now();
+        set_condition(&mut intent, condition_type, message, Some(live), &now);
+        client.apply(&intent, &cfg.name)
+    });
+    if let Err(e) = applied {
+        log::debug!(
+            "{}: recording the failure on {}: {e}",
+            cfg.name,
+            ObjectKey::of(live).map_or_else(|| "the object".to_string(), |k| k.to_string())
+        );
+    }
+}
+
+/// A failed client call as the reconcile's outcome: fatal errors fail it, others requeue it.
+pub fn client_outcome(e: ClientError) -> Outcome {
+    if e.fatal {
+        Outcome::Error(e.message)
+    } else {
+        Outcome::Requeue { after: None, message: e.message }
+    }
 }
 
 /// Sets the reconciler's condition on `obj`, reducing `status.conditions` to that one type (the

@@ -35,8 +35,8 @@ use starlark::values::{OwnedFrozenValue, Value};
 
 pub use libraries::Libraries;
 
-use super::children::{self, Children};
-use super::{Budget, Client, ClientError, Limits, Outcome, ReconcilerConfig, Runtime};
+use super::children::{self, client_outcome, Children};
+use super::{Budget, Client, Limits, Outcome, ReconcilerConfig, Runtime};
 use crate::api::object;
 use builtins::Ctx;
 use libraries::{Loader, FORM_HEAD};
@@ -203,20 +203,11 @@ impl StarlarkRuntime {
         let cfg = &*self.cfg;
         if let Some(error) = &res.error {
             // Record the failure on the object's condition, then report it.
-            if let Some(condition_type) = &cfg.condition_type {
-                let applied = children::intent(live, &cfg.name).and_then(|mut intent| {
-                    let now = client.now();
-                    children::set_condition(&mut intent, condition_type, error, Some(live), &now);
-                    client.apply(&intent, &cfg.name)
-                });
-                if let Err(e) = applied {
-                    log::debug!("{}: recording the failure on {}: {e}", cfg.name, describe(live));
-                }
-            }
+            children::record_failure(cfg, live, client, error);
             return res.outcome();
         }
         if object::deletion_timestamp(live).is_some() {
-            return self.finish_delete(live, client);
+            return children::finish_delete(&self.cfg, live, client);
         }
         if !children_applied {
             if let Err(e) = children.apply(cfg, client) {
@@ -251,34 +242,12 @@ impl StarlarkRuntime {
             Err(e) => client_outcome(e),
         }
     }
-
-    /// choreo's part of a deletion in the 5-argument contract: delete the children, then let go
-    /// of the object by dropping the reconciler's finalizer.
-    fn finish_delete(&self, live: &Json, client: &mut dyn Client) -> Outcome {
-        let cfg = &*self.cfg;
-        if let Err(e) = Children::new(live).delete_all(cfg, client) {
-            return client_outcome(e);
-        }
-        if !object::finalizers(live).contains(&cfg.name.as_str()) {
-            return Outcome::Done;
-        }
-        let applied = children::intent(live, &cfg.name).and_then(|mut intent| {
-            children::remove_finalizer(&mut intent, &cfg.name);
-            client.apply(&intent, &cfg.name)
-        });
-        match applied {
-            Ok(_) => Outcome::Done,
-            // Gone already: exactly what the deletion wanted.
-            Err(e) if e.message.to_ascii_lowercase().contains("not found") => Outcome::Done,
-            Err(e) => client_outcome(e),
-        }
-    }
 }
 
 impl Runtime for StarlarkRuntime {
     fn reconcile(&self, object: &Json, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         if object::deletion_timestamp(object).is_some() && !self.script_on_delete {
-            return self.finish_delete(object, client);
+            return children::finish_delete(&self.cfg, object, client);
         }
         let ctx = Ctx {
             cfg: &self.cfg,
@@ -298,18 +267,6 @@ impl Runtime for StarlarkRuntime {
         }
         self.finish_head(object, client.into_inner(), &mut children.into_inner(), children_applied.get(), res)
     }
-}
-
-fn client_outcome(e: ClientError) -> Outcome {
-    if e.fatal {
-        Outcome::Error(e.message)
-    } else {
-        Outcome::Requeue { after: None, message: e.message }
-    }
-}
-
-fn describe(obj: &Json) -> String {
-    object::ObjectKey::of(obj).map_or_else(|| "the object".to_string(), |k| k.to_string())
 }
 
 /// What `reconcile` returned, read from the `reconcile_result` dict.

@@ -194,14 +194,8 @@ fn action_end(s: &str) -> Option<usize> {
     while i < bytes.len() {
         match bytes[i] {
             b'"' | b'\'' => {
-                let quote = bytes[i];
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+                i = super::quoted_end(bytes, i)?;
+                continue;
             }
             b'`' => {
                 i += 1;

@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::children::{self, Children};
-use super::{Budget, Client, ClientError, Lang, Outcome, ReconcilerConfig, Runtime};
+use super::children::{self, client_outcome, Children};
+use super::{Budget, Client, Lang, Outcome, ReconcilerConfig, Runtime};
 use crate::api::object;
 
 /// One template engine's compiled set: renders the main template with an object as its data.
@@ -51,6 +51,21 @@ pub(crate) fn compile(cfg: Arc<ReconcilerConfig>) -> Result<TemplateRuntime, Str
         Lang::Starlark => return Err("not a template reconciler".into()),
     };
     Ok(TemplateRuntime { cfg, engine })
+}
+
+/// Where the quoted literal (`"…"` or `'…'`, with backslash escapes) starting at `start` ends:
+/// the index just after its closing quote, `None` when it is not closed. Both dialects' scanners
+/// use it to step over literals that may contain delimiters.
+fn quoted_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let quote = *bytes.get(start)?;
+    let mut i = start + 1;
+    while i < bytes.len() && bytes[i] != quote {
+        if bytes[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    (i < bytes.len()).then_some(i + 1)
 }
 
 /// A reconciler's templates compiled for rendering text only, outside a reconcile (the
@@ -129,59 +144,25 @@ fn parse_children(cfg: &ReconcilerConfig, text: &str) -> Result<Vec<Value>, Stri
     Ok(out)
 }
 
-impl TemplateRuntime {
-    /// Deletion: the children go, then the reconciler lets go of the object.
-    fn finish_delete(&self, live: &Value, client: &mut dyn Client) -> Outcome {
-        let cfg = &*self.cfg;
-        if let Err(e) = Children::new(live).delete_all(cfg, client) {
-            return client_outcome(e);
-        }
-        if !object::finalizers(live).contains(&cfg.name.as_str()) {
-            return Outcome::Done;
-        }
-        let applied = children::intent(live, &cfg.name).and_then(|mut intent| {
-            children::remove_finalizer(&mut intent, &cfg.name);
-            client.apply(&intent, &cfg.name)
-        });
-        match applied {
-            Ok(_) => Outcome::Done,
-            Err(e) if e.message.to_ascii_lowercase().contains("not found") => Outcome::Done,
-            Err(e) => client_outcome(e),
-        }
-    }
-
-    /// Records a failed render on the configured condition, then reports it.
-    fn fail(&self, live: &Value, client: &mut dyn Client, message: String) -> Outcome {
-        let cfg = &*self.cfg;
-        if let Some(condition_type) = &cfg.condition_type {
-            let applied = children::intent(live, &cfg.name).and_then(|mut intent| {
-                let now = client.now();
-                children::set_condition(&mut intent, condition_type, &message, Some(live), &now);
-                client.apply(&intent, &cfg.name)
-            });
-            if let Err(e) = applied {
-                log::debug!("{}: recording the failure: {e}", cfg.name);
-            }
-        }
-        Outcome::Error(message)
-    }
-}
-
 impl Runtime for TemplateRuntime {
     fn reconcile(&self, live: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         let cfg = &*self.cfg;
         if object::deletion_timestamp(live).is_some() {
-            return self.finish_delete(live, client);
+            return children::finish_delete(cfg, live, client);
         }
         let rendered = self.engine.render(live, budget).and_then(|text| parse_children(cfg, &text));
         let docs = match rendered {
             Ok(docs) => docs,
-            Err(message) => return self.fail(live, client, message),
+            Err(message) => {
+                children::record_failure(cfg, live, client, &message);
+                return Outcome::Error(message);
+            }
         };
         let mut children = Children::new(live);
         for doc in docs {
             if let Err(e) = children.create(doc) {
-                return self.fail(live, client, e.message);
+                children::record_failure(cfg, live, client, &e.message);
+                return Outcome::Error(e.message);
             }
         }
         if let Err(e) = children.apply(cfg, client) {
@@ -206,13 +187,5 @@ impl Runtime for TemplateRuntime {
             Ok(()) => Outcome::Done,
             Err(e) => client_outcome(e),
         }
-    }
-}
-
-fn client_outcome(e: ClientError) -> Outcome {
-    if e.fatal {
-        Outcome::Error(e.message)
-    } else {
-        Outcome::Requeue { after: None, message: e.message }
     }
 }

@@ -80,14 +80,8 @@ fn block_end(s: &str, close: &str) -> Option<usize> {
     while i < bytes.len() {
         match bytes[i] {
             b'"' | b'\'' => {
-                let quote = bytes[i];
-                i += 1;
-                while i < bytes.len() && bytes[i] != quote {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
+                i = super::quoted_end(bytes, i)?;
+                continue;
             }
             c if c == first && bytes.get(i + 1) == Some(&b'}') => return Some(i),
             _ => {}
@@ -167,16 +161,9 @@ fn filter_arguments(text: &str) -> String {
     while i < bytes.len() {
         let c = bytes[i];
         if c == b'"' || c == b'\'' {
-            let start = i;
-            i += 1;
-            while i < bytes.len() && bytes[i] != c {
-                if bytes[i] == b'\\' {
-                    i += 1;
-                }
-                i += 1;
-            }
-            i = (i + 1).min(bytes.len());
-            out.push_str(&text[start..i]);
+            let end = super::quoted_end(bytes, i).unwrap_or(bytes.len());
+            out.push_str(&text[i..end]);
+            i = end;
             continue;
         }
         if c == b'|' {
@@ -215,14 +202,7 @@ fn argument_end(text: &str, start: usize) -> Option<usize> {
     let bytes = text.as_bytes();
     let first = *bytes.get(start)?;
     if first == b'"' || first == b'\'' {
-        let mut i = start + 1;
-        while i < bytes.len() && bytes[i] != first {
-            if bytes[i] == b'\\' {
-                i += 1;
-            }
-            i += 1;
-        }
-        return (i < bytes.len()).then_some(i + 1);
+        return super::quoted_end(bytes, start);
     }
     let mut i = start;
     if first == b'-' {
