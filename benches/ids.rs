@@ -48,17 +48,6 @@ fn project(root: &Path, addresses: usize, vlans: usize) -> std::path::PathBuf {
     dir
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 fn claims_in_one_run(root: &Path, addresses: usize, vlans: usize) {
     let dir = project(root, addresses, vlans);
     let socket = root.join(format!("r{addresses}.sock"));
@@ -76,7 +65,7 @@ fn claims_in_one_run(root: &Path, addresses: usize, vlans: usize) {
     println!(
         "| one `run once` creating {addresses} address claims from a /8 + {vlans} VLAN claims | {secs:.1} s, {:.0} claims/s, peak RSS {:.0} MB server |",
         claims as f64 / secs,
-        peak_rss_mb(child.id())
+        common::peak_rss_mb(child.id())
     );
     let _ = c.request(Request::ServerStop, &mut |_| {});
     let _ = child.wait();

@@ -48,17 +48,6 @@ fn run_once(c: &mut Client, changed_only: bool) -> (RunSummary, f64) {
     }
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// The children of process `pid` (its reconcile worker).
 fn worker_pids(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -95,7 +84,7 @@ fn main() {
             let mut c = Client::connect(&socket).unwrap();
             let (s, secs) = run_once(&mut c, false);
             let reconciles = s.events.iter().filter(|e| e.operation == "START").count();
-            let workers: Vec<f64> = worker_pids(child.id()).into_iter().map(peak_rss_mb).collect();
+            let workers: Vec<f64> = worker_pids(child.id()).into_iter().map(common::peak_rss_mb).collect();
             let worker = match workers.as_slice() {
                 [] => String::new(),
                 w => format!(" + {:.0} MB worker", w.iter().sum::<f64>()),
@@ -104,7 +93,7 @@ fn main() {
                 "| run once, {n} objects, one child each ({label}) | {:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server{worker} |",
                 secs,
                 reconciles as f64 / secs,
-                peak_rss_mb(child.id()),
+                common::peak_rss_mb(child.id()),
             );
             let f = dir.join("in/d0.yaml");
             let text = std::fs::read_to_string(&f).unwrap().replace("asn: 64512", "asn: 65000");

@@ -204,16 +204,6 @@ fn project(root: &Path, lang: &str, n: usize) -> std::path::PathBuf {
     dir
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn run_once(root: &Path, lang: &str, n: usize) {
     let dir = project(root, lang, n);
     let socket = root.join(format!("{lang}{n}.sock"));
@@ -233,7 +223,7 @@ fn run_once(root: &Path, lang: &str, n: usize) {
     println!(
         "| `run once`, {n} objects, `{lang}` reconciler rendering one child each | {secs:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server |",
         reconciles as f64 / secs,
-        peak_rss_mb(child.id())
+        common::peak_rss_mb(child.id())
     );
     let _ = c.request(Request::ServerStop, &mut |_| {});
     let _ = child.wait();

@@ -96,3 +96,14 @@ pub fn start_server_with(
     std::thread::spawn(move || lines.map_while(Result::ok).for_each(&mut line));
     child
 }
+
+/// The peak resident set size of process `pid` in MB (`VmHWM`), 0 when it cannot be read.
+pub fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -155,6 +155,24 @@ pub fn finish_delete(cfg: &ReconcilerConfig, live: &Value, client: &mut dyn Clie
     }
 }
 
+/// Applies the reconciler's `intent` for its for-object with its finalizer and, when it has a
+/// `conditionType`, that condition set to ready. The result is not read back: a deferring
+/// client sends it with the reconcile's end, and its failure still becomes the outcome (see
+/// [`Client::flush`]).
+pub fn apply_with_marks(
+    cfg: &ReconcilerConfig,
+    mut intent: Value,
+    live: &Value,
+    client: &mut dyn Client,
+) -> Result<(), ClientError> {
+    add_finalizer(&mut intent, &cfg.name);
+    if let Some(condition_type) = &cfg.condition_type {
+        let now = client.now();
+        set_condition(&mut intent, condition_type, "", Some(live), &now);
+    }
+    client.apply_unread(&intent, &cfg.name)
+}
+
 /// Records a failed reconcile on the reconciler's condition, when it has one (best effort: the
 /// failure itself is what gets reported).
 pub fn record_failure(cfg: &ReconcilerConfig, live: &Value, client: &mut dyn Client, message: &str) {

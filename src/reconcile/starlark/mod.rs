@@ -227,16 +227,8 @@ impl StarlarkRuntime {
                 };
             }
         }
-        let applied = children::intent(&base, &cfg.name).and_then(|mut intent| {
-            children::add_finalizer(&mut intent, &cfg.name);
-            if let Some(condition_type) = &cfg.condition_type {
-                let now = client.now();
-                children::set_condition(&mut intent, condition_type, "", Some(live), &now);
-            }
-            // Its result is not needed: a deferring client sends it with the reconcile's end,
-            // and its failure still becomes the outcome (see `Client::flush`).
-            client.apply_unread(&intent, &cfg.name)
-        });
+        let applied =
+            children::intent(&base, &cfg.name).and_then(|intent| children::apply_with_marks(cfg, intent, live, client));
         match applied {
             Ok(_) => res.outcome(),
             Err(e) => client_outcome(e),

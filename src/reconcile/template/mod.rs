@@ -176,12 +176,7 @@ impl Runtime for TemplateRuntime {
                     map.remove("status");
                 }
             }
-            children::add_finalizer(&mut intent, &cfg.name);
-            if let Some(condition_type) = &cfg.condition_type {
-                let now = client.now();
-                children::set_condition(&mut intent, condition_type, "", Some(live), &now);
-            }
-            client.apply_unread(&intent, &cfg.name)
+            children::apply_with_marks(cfg, intent, live, client)
         });
         match applied {
             Ok(()) => Outcome::Done,
