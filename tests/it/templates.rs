@@ -178,3 +178,29 @@ fn an_error_about_the_for_object_names_it_once() {
     assert!(out.contains(&format!("{key}.status")), "{out}");
     assert!(!out.contains(&format!("{key}{key}")), "{out}");
 }
+
+#[test]
+fn a_go_template_that_builds_a_huge_value_fails_its_reconcile_and_the_server_lives_on() {
+    let p = TestProject::new("fabric");
+    p.remove("reconcilers/device-config/config.star");
+    // Six nested ranges over two interfaces double a string 64 times: far past any memory
+    // limit. Only the worker process can stop that; the server must not die with it.
+    let nested = (0..6).fold(String::from("{{ $x = printf \"%s%s\" $x $x }}"), |inner, _| {
+        format!("{{{{ range $.spec.interfaces }}}}{inner}{{{{ end }}}}")
+    });
+    p.write(
+        "reconcilers/device-config/main.tpl",
+        &format!("{{{{ $x := \"0123456789abcdef0123456789abcdef\" }}}}{nested}kind: x\n"),
+    );
+    let s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "--worker-memory-mib", "256"]);
+    let run = p.cli(&["run", "once"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("the reconcile worker died") && out.contains("--worker-memory-mib"), "{out}");
+    // The server answers, and the next run works once the template is fixed.
+    p.write("reconcilers/device-config/main.tpl", GO_CONFIG);
+    let devices = std::fs::read_to_string(p.path("in/devices.yaml")).unwrap();
+    p.write("in/devices.yaml", &devices.replace("spec:\n  asn: 64601", "spec:\n  hostname: spine1\n  asn: 64601"));
+    p.cli(&["run", "once"]).ok();
+    assert!(s.log().len() < 1_000_000);
+}
