@@ -5,7 +5,8 @@
 //! our `gotemplate` against Go's text/template and our `jinjatemplate` against Python's
 //! Jinja2, side by side in the same run (`go` and `python3` with `jinja2` must be installed;
 //! missing ones are reported as skipped); (b) `run once` on 1k and 10k objects whose template
-//! reconciler renders one child each, per engine: reconciles/s and the server's peak RSS. Under
+//! reconciler renders one child each, per engine, with reconcilers in the worker process and in
+//! the server's thread: reconciles/s and the server's peak RSS. Under
 //! `cargo test` the same code runs once on small inputs as a smoke test.
 
 use std::io::Write;
@@ -204,10 +205,21 @@ fn project(root: &Path, lang: &str, n: usize) -> std::path::PathBuf {
     dir
 }
 
-fn run_once(root: &Path, lang: &str, n: usize) {
+fn run_once(root: &Path, lang: &str, n: usize, isolation: &str) {
     let dir = project(root, lang, n);
-    let socket = root.join(format!("{lang}{n}.sock"));
-    let mut child = common::start_server(BIN, &dir, &socket);
+    let dir = {
+        let target = root.join(format!("{lang}{n}-{isolation}"));
+        std::fs::rename(&dir, &target).unwrap();
+        target
+    };
+    let socket = root.join(format!("{lang}{n}{isolation}.sock"));
+    let mut child = common::start_server_with(
+        BIN,
+        &[dir.as_os_str(), "--reconciler-isolation".as_ref(), isolation.as_ref()],
+        &socket,
+        &[],
+        |_| {},
+    );
     let mut c = Client::connect(&socket).unwrap();
     let t = Instant::now();
     let reply =
@@ -221,7 +233,7 @@ fn run_once(root: &Path, lang: &str, n: usize) {
         other => panic!("{other:?}"),
     };
     println!(
-        "| `run once`, {n} objects, `{lang}` reconciler rendering one child each | {secs:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server |",
+        "| `run once`, {n} objects, `{lang}` reconciler rendering one child each (reconcilers in: {isolation}) | {secs:.2} s, {reconciles} reconciles, {:.0} reconciles/s, peak RSS {:.0} MB server |",
         reconciles as f64 / secs,
         common::peak_rss_mb(child.id())
     );
@@ -240,7 +252,11 @@ fn main() {
     let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[10] };
     for &size in sizes {
         for lang in ["gotemplate", "jinjatemplate"] {
-            run_once(tmp.path(), lang, size);
+            // The worker process (the default) and the server's thread: the difference is what
+            // isolation costs.
+            for isolation in ["process", "thread"] {
+                run_once(tmp.path(), lang, size, isolation);
+            }
         }
     }
     if !full {
