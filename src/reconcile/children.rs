@@ -173,6 +173,25 @@ pub fn apply_with_marks(
     client.apply_unread(&intent, &cfg.name)
 }
 
+/// Whether `live` carries the marks [`apply_with_marks`] would put there: the reconciler's
+/// finalizer and, with a `conditionType`, that condition ready. A runtime with nothing else to
+/// apply to its for-object then skips the apply (and the merge it costs) altogether.
+pub fn marks_in_place(cfg: &ReconcilerConfig, live: &Value) -> bool {
+    if !object::finalizers(live).contains(&cfg.name.as_str()) {
+        return false;
+    }
+    let Some(condition_type) = &cfg.condition_type else { return true };
+    live.get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(condition_type)))
+        .is_some_and(|c| {
+            c.get("status").and_then(Value::as_str) == Some("True")
+                && c.get("reason").and_then(Value::as_str) == Some("Ready")
+                && c.get("message").and_then(Value::as_str).unwrap_or("").is_empty()
+        })
+}
+
 /// Records a failed reconcile on the reconciler's condition, when it has one (best effort: the
 /// failure itself is what gets reported).
 pub fn record_failure(cfg: &ReconcilerConfig, live: &Value, client: &mut dyn Client, message: &str) {

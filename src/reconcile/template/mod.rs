@@ -168,6 +168,9 @@ impl Runtime for TemplateRuntime {
         if let Err(e) = children.apply(cfg, client) {
             return client_outcome(e);
         }
+        if children::marks_in_place(cfg, live) {
+            return Outcome::Done;
+        }
         let applied = children::intent(live, &cfg.name).and_then(|mut intent| {
             // Only the finalizer and the condition are this reconciler's on the for-object.
             if let Some(map) = intent.as_object_mut() {

@@ -277,3 +277,31 @@ fn a_render_past_its_limits_stops_naming_the_limit() {
     let e = error_of(reconcile(&rt, &mut client));
     assert!(e.contains("spec.limits.steps"), "{e}");
 }
+
+#[test]
+fn a_for_object_that_already_carries_the_marks_is_not_applied_again() {
+    let cfg =
+        config("gotemplate", &[("main.tpl", GO_MAIN), ("iface.tpl", GO_HELPER)], json!({"conditionType": "Ready"}));
+    let rt = compile(cfg).unwrap();
+    let mut client = FakeClient::with(&[interface(json!({"name": "e", "id": 1}))]);
+    assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
+    let applies = |c: &FakeClient| c.writes().iter().filter(|w| w.starts_with("apply Interface")).count();
+    assert_eq!(applies(&client), 1, "the first reconcile marks the for-object");
+    // The fake replaces what it is applied with; the server would have merged the spec in.
+    let respec = |c: &mut FakeClient| {
+        c.objects
+            .values_mut()
+            .filter(|o| o["kind"] == "Interface")
+            .for_each(|o| o["spec"] = json!({"name": "e", "id": 1}));
+    };
+    respec(&mut client);
+    assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
+    assert_eq!(applies(&client), 1, "the second finds the marks in place: {:?}", client.writes());
+    // A failed condition is not "in place": the next good render sets it ready again.
+    client.objects.values_mut().filter(|o| o["kind"] == "Interface").for_each(|o| {
+        o["status"]["conditions"][0]["status"] = json!("False");
+    });
+    assert_eq!(reconcile(&rt, &mut client), Outcome::Done);
+    assert_eq!(applies(&client), 2);
+    respec(&mut client);
+}
