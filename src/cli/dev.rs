@@ -47,31 +47,32 @@ pub(super) fn render(dir: &Path, reconciler: &str, file: &Path, output: DataForm
     }
     let mut libraries: std::collections::BTreeMap<String, String> =
         library_sources.into_iter().map(|l| (l.name, l.code)).collect();
-    // Compiled Reconciler and Library objects in in/ count too (the third project form).
-    let (documents, _) = crate::project::read_dir_documents(&layout, &layout.input_dir());
+    let source = sources.into_iter().find(|s| s.name == reconciler).map(|s| s.object);
+    // Compiled Reconciler and Library objects in in/ count too (the third project form), with
+    // the load's precedence: sources win. Reading in/ is only needed when the reconciler is not
+    // among the sources, or when it is Starlark and may load a compiled library.
+    let is_starlark = |obj: &Value| obj["spec"]["type"].as_str().is_none_or(|t| t == "starlark");
     let mut compiled = None;
-    for doc in documents {
-        let v = doc.value;
-        if v.get("apiVersion").and_then(Value::as_str) != Some("choreo.kform.dev/v1alpha1") {
-            continue;
-        }
-        let name = crate::api::object::name(&v).unwrap_or("").to_string();
-        match v.get("kind").and_then(Value::as_str) {
-            Some("Library") => {
-                if let Some(code) = v.get("spec").and_then(|s| s.get("code")).and_then(Value::as_str) {
-                    libraries.entry(name).or_insert_with(|| code.to_string());
+    if source.as_ref().is_none_or(is_starlark) {
+        let (documents, _) = crate::project::read_dir_documents(&layout, &layout.input_dir());
+        let choreo = crate::api::object::api_version(crate::api::builtin::CHOREO_GROUP, "v1alpha1");
+        for doc in documents.into_iter().filter(|d| d.value["apiVersion"].as_str() == Some(choreo.as_str())) {
+            let v = doc.value;
+            let name = crate::api::object::name(&v).unwrap_or("").to_string();
+            match v["kind"].as_str() {
+                Some("Library") if is_starlark(&v) => {
+                    if let Some(code) = v["spec"]["code"].as_str() {
+                        libraries.entry(name).or_insert_with(|| code.to_string());
+                    }
                 }
+                Some("Reconciler") if name == reconciler => compiled = Some(v),
+                _ => {}
             }
-            Some("Reconciler") if name == reconciler => compiled = Some(v),
-            _ => {}
         }
     }
-    let object = match sources.into_iter().find(|s| s.name == reconciler) {
-        Some(source) => source.object,
-        None => compiled.ok_or_else(|| {
-            CliError::Usage(format!("no reconciler named {reconciler:?} in {}", layout.root.display()))
-        })?,
-    };
+    let object = source.or(compiled).ok_or_else(|| {
+        CliError::Usage(format!("no reconciler named {reconciler:?} in {}", layout.root.display()))
+    })?;
     let cfg = Arc::new(
         ReconcilerConfig::from_object(&object)
             .map_err(|e| CliError::Failed(format!("reconciler {reconciler}: {e}")))?,
