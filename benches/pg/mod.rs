@@ -50,7 +50,7 @@ fn find_bindir() -> Option<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY-free way to learn the effective uid: /proc/self/status "Uid: real effective …".
+    // The effective uid without unsafe code: /proc/self/status has "Uid: real effective …".
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))

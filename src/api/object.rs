@@ -248,6 +248,16 @@ pub(crate) fn to_yaml(v: &Value) -> Result<String, serde_yaml_ng::Error> {
     serde_yaml_ng::to_string(&PlainNumbers(v))
 }
 
+/// A YAML error's message without the " at line L column C" serde_yaml_ng appends: callers
+/// print the location in front already.
+pub(crate) fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
 struct PlainNumbers<'a>(&'a Value);
 
 impl serde::Serialize for PlainNumbers<'_> {

@@ -70,9 +70,9 @@ pub(super) fn render(dir: &Path, reconciler: &str, file: &Path, output: DataForm
             }
         }
     }
-    let object = source.or(compiled).ok_or_else(|| {
-        CliError::Usage(format!("no reconciler named {reconciler:?} in {}", layout.root.display()))
-    })?;
+    let object = source
+        .or(compiled)
+        .ok_or_else(|| CliError::Usage(format!("no reconciler named {reconciler:?} in {}", layout.root.display())))?;
     let cfg = Arc::new(
         ReconcilerConfig::from_object(&object)
             .map_err(|e| CliError::Failed(format!("reconciler {reconciler}: {e}")))?,
@@ -84,12 +84,16 @@ pub(super) fn render(dir: &Path, reconciler: &str, file: &Path, output: DataForm
     } else {
         std::fs::read_to_string(file).map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?
     };
-    let (documents, diags) = crate::project::parse_documents(file, &text);
-    if let Some(d) = diags.first() {
-        return Err(CliError::Failed(d.to_string()));
+    let source = if file == Path::new("-") { Path::new("<stdin>") } else { file };
+    let (documents, diags) = crate::project::parse_documents(source, &text);
+    if !diags.is_empty() {
+        for d in &diags {
+            eprintln!("Error: {d}");
+        }
+        return Err(CliError::Reported);
     }
     if documents.is_empty() {
-        return Err(CliError::Usage(format!("{}: no object to render", file.display())));
+        return Err(CliError::Usage(format!("{}: no object to render", source.display())));
     }
     let interrupt = Interrupt::default();
     let mut children = Vec::new();
@@ -100,10 +104,11 @@ pub(super) fn render(dir: &Path, reconciler: &str, file: &Path, output: DataForm
             meta.entry("uid").or_insert_with(|| Value::String(format!("dev-render-{i}")));
             meta.entry("namespace").or_insert_with(|| Value::String("default".into()));
         }
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        if kind != cfg.for_.kind {
+        let kind = obj["kind"].as_str().unwrap_or("");
+        let (group, _) = crate::api::object::split_api_version(obj["apiVersion"].as_str().unwrap_or(""));
+        if kind != cfg.for_.kind || group != cfg.for_.group {
             return Err(CliError::Failed(format!(
-                "{}: a {kind} is not what {reconciler} reconciles ({})",
+                "{}: a {kind} of group {group:?} is not what {reconciler} reconciles ({})",
                 doc.loc, cfg.for_
             )));
         }

@@ -363,22 +363,12 @@ pub fn parse_documents(file: &Path, text: &str) -> (Vec<Document>, Vec<Diagnosti
             Err(e) => {
                 let (line, column) =
                     e.location().map(|l| (l.line() + first_line - 1, l.column())).unwrap_or((first_line, 1));
-                diags.push(Diagnostic { loc: loc(line, column), message: yaml_message(&e) });
+                diags.push(Diagnostic { loc: loc(line, column), message: crate::api::object::yaml_message(&e) });
                 index += 1;
             }
         }
     }
     (docs, diags)
-}
-
-/// serde_yaml_ng appends " at line L column C" to its messages; the location is printed in
-/// front already, so drop the repetition.
-fn yaml_message(e: &serde_yaml_ng::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 /// The 1-based line of a chunk's first line that holds YAML content.

@@ -181,15 +181,7 @@ pub fn marks_in_place(cfg: &ReconcilerConfig, live: &Value) -> bool {
         return false;
     }
     let Some(condition_type) = &cfg.condition_type else { return true };
-    live.get("status")
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(condition_type)))
-        .is_some_and(|c| {
-            c.get("status").and_then(Value::as_str) == Some("True")
-                && c.get("reason").and_then(Value::as_str) == Some("Ready")
-                && c.get("message").and_then(Value::as_str).unwrap_or("").is_empty()
-        })
+    condition(live, condition_type).is_some_and(|c| condition_says(c, ""))
 }
 
 /// Records a failed reconcile on the reconciler's condition, when it has one (best effort: the
@@ -224,17 +216,9 @@ pub fn client_outcome(e: ClientError) -> Outcome {
 /// `Ready`/`True` with an empty message on success, `Failed`/`False` with the message otherwise.
 /// `lastTransitionTime` changes only when the condition does, compared with `live`.
 pub fn set_condition(obj: &mut Value, condition_type: &str, message: &str, live: Option<&Value>, now: &str) {
-    let (status, reason) = if message.is_empty() { ("True", "Ready") } else { ("False", "Failed") };
-    let previous = live
-        .and_then(|l| l.get("status"))
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(condition_type)));
-    let unchanged = previous.is_some_and(|p| {
-        p.get("status").and_then(Value::as_str) == Some(status)
-            && p.get("reason").and_then(Value::as_str) == Some(reason)
-            && p.get("message").and_then(Value::as_str).unwrap_or("") == message
-    });
+    let (status, reason) = condition_status(message);
+    let previous = live.and_then(|l| condition(l, condition_type));
+    let unchanged = previous.is_some_and(|p| condition_says(p, message));
     let time = match (unchanged, previous.and_then(|p| p.get("lastTransitionTime"))) {
         (true, Some(t)) => t.clone(),
         _ => Value::String(now.to_string()),
@@ -254,6 +238,32 @@ pub fn set_condition(obj: &mut Value, condition_type: &str, message: &str, live:
     if let Some(st) = status_v.as_object_mut() {
         st.insert("conditions".into(), Value::Array(vec![condition]));
     }
+}
+
+/// The status and reason of the reconciler's condition: ready without a message, failed with one.
+fn condition_status(message: &str) -> (&'static str, &'static str) {
+    if message.is_empty() {
+        ("True", "Ready")
+    } else {
+        ("False", "Failed")
+    }
+}
+
+/// The condition of `condition_type` on `obj`, if any.
+fn condition<'a>(obj: &'a Value, condition_type: &str) -> Option<&'a Value> {
+    obj.get("status")?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(condition_type))
+}
+
+/// Whether `condition` is what [`set_condition`] writes for `message`.
+fn condition_says(condition: &Value, message: &str) -> bool {
+    let (status, reason) = condition_status(message);
+    condition.get("status").and_then(Value::as_str) == Some(status)
+        && condition.get("reason").and_then(Value::as_str) == Some(reason)
+        && condition.get("message").and_then(Value::as_str).unwrap_or("") == message
 }
 
 /// Adds `finalizer` to `metadata.finalizers` if missing.

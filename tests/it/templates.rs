@@ -151,6 +151,20 @@ fn dev_render_prints_the_children_of_one_object_without_a_server() {
     let node = "apiVersion: net.example.org/v1alpha1\nkind: Node\nmetadata:\n  name: leaf9\nspec:\n  role: leaf\n";
     let ids = p.cli_stdin(&["dev", "render", dir, "net.example.org.nodes.ids", "-f", "-"], node).ok();
     assert!(ids.stdout.contains("kind: IPClaim"), "{}", ids.stdout);
+    // Objects that cannot be read, or are not what the reconciler reconciles, are named.
+    let bad = p.cli_stdin(&["dev", "render", dir, "net.example.org.nodes.ids", "-f", "-"], "kind: [\n");
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("<stdin>:"), "{}", bad.stderr);
+    let other = p.cli_stdin(
+        &["dev", "render", dir, "net.example.org.nodes.ids", "-f", "-"],
+        &node.replace("net.example.org/v1alpha1", "other.example.org/v1alpha1"),
+    );
+    assert_eq!(other.code, 1, "{other:?}");
+    assert!(
+        other.stderr.contains("<stdin>:1:1: a Node of group \"other.example.org\" is not what"),
+        "{}",
+        other.stderr
+    );
     let unknown = p.cli_stdin(&["dev", "render", dir, "nope", "-f", "-"], node);
     assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(unknown.stderr.contains("no reconciler named \"nope\""), "{}", unknown.stderr);

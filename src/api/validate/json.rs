@@ -135,8 +135,8 @@ pub(super) fn quote_enum_value(v: &Value) -> String {
     }
 }
 
-/// A string quoted like Go's `%q`.
-pub(super) fn go_quote(s: &str) -> String {
+/// A string quoted like Go's `%q` (also a valid Go string literal).
+pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -29,11 +29,10 @@ mod json;
 mod lists;
 
 pub(super) use formats::{decode_base64, parse_date, parse_date_time, parse_go_duration};
+pub(crate) use json::go_quote;
 
 use formats::check_format;
-use json::{
-    canonical, go_quote, is_multiple_of, json_eq, quote_enum_value, render_duplicate, render_value, type_matches,
-};
+use json::{canonical, is_multiple_of, json_eq, quote_enum_value, render_duplicate, render_value, type_matches};
 use lists::{duplicate_indices, key_default, key_value, OldListIndex};
 
 /// One field error, printed in Kubernetes style.

@@ -16,8 +16,10 @@ use std::collections::BTreeMap;
 use gotmpl::{MissingKey, Template, TemplateError, Value as GoValue};
 use serde_json::Value;
 
+use super::line_column;
 use super::output::Output;
 use super::Engine;
+use crate::api::validate::go_quote;
 use crate::reconcile::Budget;
 
 const MAIN: &str = "main.tpl";
@@ -64,13 +66,12 @@ impl GoTemplate {
     /// Parses every `.tpl` file into one set; `steps` bounds the iterations of `range`.
     pub(super) fn compile(code: &BTreeMap<String, String>, steps: u64) -> Result<GoTemplate, String> {
         let main = code.get(MAIN).ok_or_else(|| format!("{MAIN}: missing"))?;
-        let max_range = steps;
-        let mut set = base(MAIN, max_range);
+        let mut set = base(MAIN, steps);
         // Helpers first, main last: the set's own body is main.tpl's.
         for (name, src) in code.iter().filter(|(n, _)| n.as_str() != MAIN && n.ends_with(".tpl")) {
             let checked = instrument(name, src)?;
             // Parsed alone first, so its errors carry its own file name.
-            let own = base(name, max_range).parse(&checked).map_err(|e| parse_error(&e))?;
+            let own = base(name, steps).parse(&checked).map_err(|e| parse_error(&e))?;
             set = set.parse(&checked).map_err(|e| parse_error(&e))?;
             if let Some(tree) = own.lookup(name) {
                 set = set.add_parse_tree(name, tree.clone());
@@ -249,29 +250,4 @@ fn is_declaration(text: &str) -> bool {
         }
         return rest.starts_with(":=") || (rest.starts_with('=') && !rest.starts_with("=="));
     }
-}
-
-fn line_column(src: &str, offset: usize) -> (usize, usize) {
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
-    (line, column)
-}
-
-/// A Go double-quoted string literal.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

@@ -71,9 +71,7 @@ fn describe(e: &minijinja::Error, env: Option<&Environment<'static>>) -> String 
         place.push_str(&format!(":{line}"));
         if let (Some(range), Some(src)) = (e.range(), source.as_deref()) {
             if range.start <= range.end && range.end <= src.len() && src.is_char_boundary(range.start) {
-                let before = &src[..range.start];
-                let column = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
-                place.push_str(&format!(":{column}"));
+                place.push_str(&format!(":{}", super::line_column(src, range.start).1));
                 if src.is_char_boundary(range.end) {
                     expression = Some(src[range.start..range.end].trim().to_string()).filter(|x| !x.is_empty());
                 }

@@ -68,6 +68,14 @@ fn quoted_end(bytes: &[u8], start: usize) -> Option<usize> {
     (i < bytes.len()).then_some(i + 1)
 }
 
+/// The 1-based line and column (in characters) of byte `offset` of `src`.
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+    (line, column)
+}
+
 /// A reconciler's templates compiled for rendering text only, outside a reconcile (the
 /// benchmarks measure the engines through it).
 pub struct Renderer {
@@ -113,8 +121,7 @@ fn parse_children(cfg: &ReconcilerConfig, text: &str) -> Result<Vec<Value>, Stri
                 .and_then(|l| text.lines().nth(l.saturating_sub(1)))
                 .map(|l| format!(" (the line reads {:?})", l.trim_end()))
                 .unwrap_or_default();
-            let message = e.to_string();
-            let message = message.find(" at line ").map_or(message.as_str(), |i| &message[..i]).to_string();
+            let message = object::yaml_message(&e);
             match line {
                 Some(l) => format!("the rendered output is not valid YAML: line {l}: {message}{shown}"),
                 None => format!("the rendered output is not valid YAML (document {n}): {message}"),
@@ -131,7 +138,7 @@ fn parse_children(cfg: &ReconcilerConfig, text: &str) -> Result<Vec<Value>, Stri
         if api_version.is_empty() || kind.is_empty() {
             return Err(format!("rendered document {n} has no apiVersion or kind"));
         }
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let (group, _) = object::split_api_version(api_version);
         if !cfg.owns.iter().any(|o| o.group == group && o.kind == kind) {
             let owned: Vec<String> = cfg.owns.iter().map(|o| o.to_string()).collect();
             return Err(format!(

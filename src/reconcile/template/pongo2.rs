@@ -214,10 +214,6 @@ fn argument_end(text: &str, start: usize) -> Option<usize> {
     (i > start).then_some(i)
 }
 
-fn truthy(v: &Value) -> bool {
-    v.is_true()
-}
-
 /// Registers pongo2's filters that Jinja2 does not have.
 pub(super) fn add_filters(env: &mut Environment<'static>) {
     // yesno:"yes,no,maybe"
@@ -229,7 +225,7 @@ pub(super) fn add_filters(env: &mut Environment<'static>) {
         }
         Ok(if v.is_none() || v.is_undefined() {
             parts.get(2).copied().unwrap_or(parts[1]).to_string()
-        } else if truthy(&v) {
+        } else if v.is_true() {
             parts[0].to_string()
         } else {
             parts[1].to_string()
