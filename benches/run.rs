@@ -74,13 +74,7 @@ fn main() {
                 target
             };
             let socket = tmp.path().join(format!("r{n}{isolation}.sock"));
-            let mut child = common::start_server_with(
-                BIN,
-                &[dir.as_os_str(), "--reconciler-isolation".as_ref(), isolation.as_ref()],
-                &socket,
-                &[],
-                |_| {},
-            );
+            let mut child = common::start_server_isolated(BIN, &dir, &socket, isolation);
             let mut c = Client::connect(&socket).unwrap();
             let (s, secs) = run_once(&mut c, false);
             let reconciles = s.events.iter().filter(|e| e.operation == "START").count();

@@ -170,8 +170,7 @@ fn renders(lang: &str, n: usize) {
     }
 }
 
-fn project(root: &Path, lang: &str, n: usize) -> std::path::PathBuf {
-    let dir = root.join(format!("{lang}{n}"));
+fn project(dir: &Path, lang: &str, n: usize) {
     for d in ["crds", "in", "reconcilers/render"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -202,24 +201,13 @@ fn project(root: &Path, lang: &str, n: usize) -> std::path::PathBuf {
             text.clear();
         }
     }
-    dir
 }
 
 fn run_once(root: &Path, lang: &str, n: usize, isolation: &str) {
-    let dir = project(root, lang, n);
-    let dir = {
-        let target = root.join(format!("{lang}{n}-{isolation}"));
-        std::fs::rename(&dir, &target).unwrap();
-        target
-    };
+    let dir = root.join(format!("{lang}{n}-{isolation}"));
+    project(&dir, lang, n);
     let socket = root.join(format!("{lang}{n}{isolation}.sock"));
-    let mut child = common::start_server_with(
-        BIN,
-        &[dir.as_os_str(), "--reconciler-isolation".as_ref(), isolation.as_ref()],
-        &socket,
-        &[],
-        |_| {},
-    );
+    let mut child = common::start_server_isolated(BIN, &dir, &socket, isolation);
     let mut c = Client::connect(&socket).unwrap();
     let t = Instant::now();
     let reply =

@@ -66,6 +66,22 @@ pub fn start_server(bin: &str, dir: &std::path::Path, socket: &std::path::Path) 
     start_server_with(bin, &[dir.as_os_str()], socket, &[], |_| {})
 }
 
+/// Starts `choreo server start DIR --reconciler-isolation ISOLATION` (`process` or `thread`).
+pub fn start_server_isolated(
+    bin: &str,
+    dir: &std::path::Path,
+    socket: &std::path::Path,
+    isolation: &str,
+) -> std::process::Child {
+    start_server_with(
+        bin,
+        &[dir.as_os_str(), "--reconciler-isolation".as_ref(), isolation.as_ref()],
+        socket,
+        &[],
+        |_| {},
+    )
+}
+
 /// Starts `choreo server start ARGS` with extra environment variables; every stderr line after
 /// the listening line goes to `line`.
 pub fn start_server_with(
