@@ -12,6 +12,8 @@ pub mod project;
 pub mod protocol;
 pub mod reconcile;
 pub mod repo;
+#[cfg(feature = "sdc")]
+pub mod sdc;
 pub mod server;
 pub mod store;
 pub mod watch;
@@ -19,6 +21,11 @@ pub mod watch;
 /// jemalloc instead of glibc malloc. A reconcile allocates and frees thousands of small blocks
 /// (`serde_json` maps, strings, Starlark heaps); past glibc's per-thread cache of seven blocks
 /// per size, each one went through its bins and consolidation, ~40% of a 10k-object run.
+///
+/// The `heapprof` feature leaves the system allocator in place, so that heap profilers that
+/// intercept malloc (heaptrack, valgrind) see every allocation:
+/// `cargo build --release --features heapprof && heaptrack target/release/choreo server start …`.
+#[cfg(not(feature = "heapprof"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
