@@ -161,6 +161,44 @@ fn base(t: &SchemaLeafType<'_>) -> DataValueType {
     }
 }
 
+/// The module of the identity `name` derived, at any depth, from an identityref type's bases:
+/// RFC 7951 wants it as a prefix (`iana-if-type:ethernetCsmacd`), users write `ethernetCsmacd`.
+fn identity_module(t: &SchemaLeafType<'_>, name: &str) -> Option<String> {
+    use std::ffi::CStr;
+    use yang3::ffi;
+    /// The elements of a libyang sized array, whose count is the `u64` before its first element.
+    ///
+    /// SAFETY: `p` is null or a libyang sized array of `*mut T`.
+    unsafe fn items<T>(p: *mut *mut T) -> Vec<*mut T> {
+        if p.is_null() {
+            return Vec::new();
+        }
+        let n = unsafe { *(p as *const u64).sub(1) } as usize;
+        (0..n).map(|i| unsafe { *p.add(i) }).collect()
+    }
+    // SAFETY: the type is an identityref of a compiled context that `t` borrows, so its bases
+    // and their derived identities are live, immutable libyang structures.
+    unsafe {
+        let raw = t.as_raw() as *const ffi::lysc_type_identityref;
+        let mut pending = items((*raw).bases);
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = pending.pop() {
+            if id.is_null() || !seen.insert(id) {
+                continue;
+            }
+            if !(*id).name.is_null() && CStr::from_ptr((*id).name).to_bytes() == name.as_bytes() {
+                let module = (*id).module;
+                if module.is_null() || (*module).name.is_null() {
+                    return None;
+                }
+                return CStr::from_ptr((*module).name).to_str().ok().map(str::to_string);
+            }
+            pending.extend(items((*id).derived));
+        }
+    }
+    None
+}
+
 fn scalar(node: &SchemaNode<'_>, value: &Value, path: &str, misfits: &mut Vec<Misfit>) -> Value {
     let Some(t) = node.leaf_type() else { return value.clone() };
     let text = |v: &Value| match v {
@@ -193,6 +231,14 @@ fn scalar(node: &SchemaNode<'_>, value: &Value, path: &str, misfits: &mut Vec<Mi
             _ => bad("a boolean"),
         },
         T::Empty => Value::Array(vec![Value::Null]),
+        T::IdentityRef => match value {
+            Value::String(s) if s.contains(':') => value.clone(),
+            Value::String(s) => match identity_module(&t, s) {
+                Some(module) => Value::String(format!("{module}:{s}")),
+                None => bad("an identity derived from the type's base"),
+            },
+            _ => bad("an identity"),
+        },
         // Unions keep what they were given (libyang tries each member type); everything else
         // is text in RFC 7951.
         T::Union => value.clone(),
