@@ -34,19 +34,7 @@ pub fn normalize(ctx: &Context, value: &Value) -> Result<Value, Vec<Misfit>> {
                 .filter(|m| m.is_implemented())
                 .flat_map(|m| m.top_level_nodes(IterSchemaFlags::empty()).collect::<Vec<_>>())
                 .collect();
-            let mut out = Map::new();
-            for (name, v) in members {
-                let (module, local) = split(name);
-                let path = format!("/{local}");
-                match find(&tops, module, local) {
-                    Some(node) => {
-                        let key = format!("{}:{}", node.module().name(), node.name());
-                        out.insert(key, walk(&node, v, &path, &mut misfits));
-                    }
-                    None => misfits.push(unknown(&path, local)),
-                }
-            }
-            Value::Object(out)
+            place(&tops, None, members, "", &mut misfits)
         }
         Value::Null => Value::Object(Map::new()),
         _ => {
@@ -131,16 +119,27 @@ fn walk(node: &SchemaNode<'_>, value: &Value, path: &str, misfits: &mut Vec<Misf
 }
 
 fn members(node: &SchemaNode<'_>, m: &Map<String, Value>, path: &str, misfits: &mut Vec<Misfit>) -> Value {
-    let kids = children(node);
-    let parent_module = node.module().name().to_string();
+    place(&children(node), Some(node.module().name()), m, path, misfits)
+}
+
+/// `m`'s members matched among `candidates` (the schema children of a node of module
+/// `parent`, or the top-level nodes when none) and walked; a member is qualified with its
+/// module where that differs from the parent's (always at the top).
+fn place(
+    candidates: &[SchemaNode<'_>],
+    parent: Option<&str>,
+    m: &Map<String, Value>,
+    path: &str,
+    misfits: &mut Vec<Misfit>,
+) -> Value {
     let mut out = Map::new();
     for (name, v) in m {
         let (module, local) = split(name);
         let p = format!("{path}/{local}");
-        match find(&kids, module, local) {
+        match find(candidates, module, local) {
             Some(child) => {
                 let cm = child.module();
-                let key = if cm.name() == parent_module {
+                let key = if Some(cm.name()) == parent {
                     child.name().to_string()
                 } else {
                     format!("{}:{}", cm.name(), child.name())
