@@ -57,23 +57,47 @@ pub enum SchemaError {
     TooMany { key: SchemaKey },
     #[error("schema {key}: {path} does not start with a module or submodule statement")]
     NotYang { key: SchemaKey, path: PathBuf },
+    /// `messages` are libyang's, each with the file it is about.
     #[error("schema {key}: {}", compile_message(.file, .messages))]
-    Compile { key: SchemaKey, file: PathBuf, messages: Vec<Diagnostic> },
+    Compile { key: SchemaKey, file: PathBuf, messages: Vec<(PathBuf, Diagnostic)> },
 }
 
-fn compile_message(file: &Path, messages: &[Diagnostic]) -> String {
-    let errors: Vec<&Diagnostic> = messages.iter().filter(|d| d.error).collect();
+fn compile_message(file: &Path, messages: &[(PathBuf, Diagnostic)]) -> String {
+    let errors: Vec<&(PathBuf, Diagnostic)> = messages.iter().filter(|(_, d)| d.error).collect();
     if errors.is_empty() {
         return format!("{}: cannot be compiled", file.display());
     }
     errors
         .iter()
-        .map(|d| match d.line {
+        .map(|(file, d)| match d.line {
             0 => format!("{}: {}", file.display(), d.message),
             line => format!("{}:{line}: {}", file.display(), d.message),
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Each of `messages` with the file it is about. Loading one module parses the modules it
+/// imports too, and libyang names the module only in the "Parsing module \"X\" failed." that
+/// closes X's messages: every message belongs to the module that the next such line names
+/// (`loading` when none follows).
+fn locate(messages: Vec<Diagnostic>, files: &[YangFile], loading: &Path) -> Vec<(PathBuf, Diagnostic)> {
+    let named = |d: &Diagnostic| {
+        let m =
+            d.message.strip_prefix("Parsing module \"").or_else(|| d.message.strip_prefix("Parsing submodule \""))?;
+        let name = m.strip_suffix("\" failed.")?;
+        files.iter().find(|f| f.name == name).map(|f| f.path.clone())
+    };
+    let mut owner = loading.to_path_buf();
+    let mut located: Vec<(PathBuf, Diagnostic)> = Vec::with_capacity(messages.len());
+    for d in messages.into_iter().rev() {
+        if let Some(file) = named(&d) {
+            owner = file;
+        }
+        located.push((owner.clone(), d));
+    }
+    located.reverse();
+    located
 }
 
 /// One YANG file of a schema.
@@ -251,7 +275,7 @@ fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
     let failed = |file: &Path, messages: Vec<Diagnostic>| SchemaError::Compile {
         key: key.clone(),
         file: file.to_path_buf(),
-        messages,
+        messages: locate(messages, &sources.files, file),
     };
     let root = sources.search.first().cloned().unwrap_or_default();
     let (ctx, mut warnings) =

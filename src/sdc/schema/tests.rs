@@ -138,3 +138,19 @@ fn first_statement_reads_past_comments() {
     assert_eq!(first_statement(b"container c {"), None);
     assert_eq!(first_statement(b"/* unterminated"), None);
 }
+
+#[test]
+fn an_error_in_an_imported_module_names_that_module_s_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("schemas");
+    write(
+        &root,
+        "acme/1/a.yang",
+        "module a {\n  namespace \"urn:a\";\n  prefix a;\n  import b { prefix b; }\n  leaf x { type string; }\n}\n",
+    );
+    write(&root, "acme/1/b.yang", "module b {\n  namespace \"urn:b\";\n  prefix b;\n\n\n  leaf y { type string }\n}\n");
+    let text = SchemaCache::default().get(&root, &key("acme", "1")).unwrap_err().to_string();
+    assert!(text.contains("b.yang:6: Invalid keyword"), "{text}");
+    assert!(!text.contains("a.yang:6"), "{text}");
+    assert!(text.contains("a.yang: Parsing module \"a\" failed"), "{text}");
+}
