@@ -111,10 +111,11 @@ struct YangFile {
     submodule: bool,
 }
 
-/// The files of one schema and a fingerprint of their contents.
+/// The files of one schema and a fingerprint of their metadata (path, size, modification and
+/// change times, inode): a cached context is reused without reading a file again.
 #[derive(Debug)]
 struct Sources {
-    files: Vec<YangFile>,
+    files: Vec<PathBuf>,
     search: Vec<PathBuf>,
     fingerprint: u64,
 }
@@ -150,8 +151,8 @@ pub struct SchemaCache {
 }
 
 impl SchemaCache {
-    /// The schema `key` under `root` (the project's `schemas/` directory), compiled at most
-    /// once per content of its files.
+    /// The schema `key` under `root` (the project's `schemas/` directory), compiled again only
+    /// when a file was added, removed or written since (the fingerprint of `scan`).
     pub fn get(&mut self, root: &Path, key: &SchemaKey) -> Result<Arc<Schema>, SchemaError> {
         let sources = scan(root, key)?;
         if let Some(s) = self.compiled.get(key) {
@@ -222,16 +223,13 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
             if files.len() == MAX_FILES {
                 return Err(SchemaError::TooMany { key: key.clone() });
             }
-            let text = std::fs::read(&path).map_err(io(&path))?;
+            use std::os::unix::fs::MetadataExt;
             hasher.update(path.as_os_str().as_encoded_bytes());
-            hasher.update(&(text.len() as u64).to_le_bytes());
-            hasher.update(&text);
-            let Some((submodule, name)) = first_statement(&text) else {
-                return Err(SchemaError::NotYang { key: key.clone(), path });
-            };
-            let revision =
-                path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('@')).map(|(_, r)| r.to_string());
-            files.push(YangFile { path, name, revision, submodule });
+            let times = [meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec()];
+            for n in [meta.len(), meta.ino()].into_iter().chain(times.map(|t| t as u64)) {
+                hasher.update(&n.to_le_bytes());
+            }
+            files.push(path);
             holds_yang = true;
         }
         if holds_yang {
@@ -241,7 +239,7 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
     if files.is_empty() {
         return Err(SchemaError::Empty { key: key.clone(), dir });
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.sort();
     search.sort();
     Ok(Sources { files, search, fingerprint: hasher.digest() })
 }
@@ -271,11 +269,31 @@ fn first_statement(text: &[u8]) -> Option<(bool, String)> {
     (!name.is_empty()).then_some((submodule, name))
 }
 
+/// Reads each file's first statement (what it is and its name) and its file-name revision.
+fn read(key: &SchemaKey, paths: Vec<PathBuf>) -> Result<Vec<YangFile>, SchemaError> {
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = match std::fs::read(&path) {
+                Ok(t) => t,
+                Err(source) => return Err(SchemaError::Io { key: key.clone(), path, source }),
+            };
+            let Some((submodule, name)) = first_statement(&text) else {
+                return Err(SchemaError::NotYang { key: key.clone(), path });
+            };
+            let revision =
+                path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.split_once('@')).map(|(_, r)| r.to_string());
+            Ok(YangFile { path, name, revision, submodule })
+        })
+        .collect()
+}
+
 fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
+    let files = read(key, sources.files)?;
     let failed = |file: &Path, messages: Vec<Diagnostic>| SchemaError::Compile {
         key: key.clone(),
         file: file.to_path_buf(),
-        messages: locate(messages, &sources.files, file),
+        messages: locate(messages, &files, file),
     };
     let root = sources.search.first().cloned().unwrap_or_default();
     let (ctx, mut warnings) =
@@ -287,7 +305,7 @@ fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
         r.map_err(|_| failed(dir, messages))?;
     }
     let mut modules = Vec::new();
-    for f in sources.files.iter().filter(|f| !f.submodule) {
+    for f in files.iter().filter(|f| !f.submodule) {
         let (r, messages) = log::capture(|| ctx.load_module(&f.name, f.revision.as_deref(), &["*"]).map(|_| ()));
         if r.is_err() {
             return Err(failed(&f.path, messages));

@@ -108,6 +108,15 @@ fn compiled_once_and_again_after_a_change() {
     let c = cache.get(&root, &k).unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
     assert!(c.modules.contains(&"extra".to_string()));
+    // Written again (same path, other content): compiled again.
+    write(
+        &root,
+        "ietf.example/1.0/extra.yang",
+        "module extra {\n  namespace \"urn:extra\";\n  prefix e;\n  leaf zz { type string; }\n}\n",
+    );
+    let d = cache.get(&root, &k).unwrap();
+    assert!(!Arc::ptr_eq(&c, &d));
+    assert!(d.context().find_path("/extra:zz").is_ok());
     cache.retain(&[]);
     assert!(cache.compiled.is_empty());
 }
