@@ -78,8 +78,17 @@ pub(crate) fn install(ctx: &Context) {
 
 /// Runs `f` and returns its result with the messages libyang logged on this thread meanwhile.
 pub(crate) fn capture<T>(f: impl FnOnce() -> T) -> (T, Vec<Diagnostic>) {
-    let outer = COLLECTOR.with(|c| c.borrow_mut().replace(Vec::new()));
+    /// Puts the enclosing collector back however `f` ends (a panic included), so a thread
+    /// never keeps gathering messages nobody takes.
+    struct Restore(Option<Vec<Diagnostic>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COLLECTOR.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let restore = Restore(COLLECTOR.with(|c| c.borrow_mut().replace(Vec::new())));
     let out = f();
-    let got = COLLECTOR.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer)).unwrap_or_default();
+    let got = COLLECTOR.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    drop(restore);
     (out, got)
 }
