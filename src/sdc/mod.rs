@@ -12,6 +12,8 @@
 
 mod log;
 pub mod normalize;
+pub mod path;
+pub mod pipeline;
 pub mod schema;
 
 pub use log::Diagnostic;
