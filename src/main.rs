@@ -44,6 +44,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// `-s`'s flags; the directories must stay inside the project.
+fn sdc_options(args: &ServerStartArgs) -> Result<choreo::engine::sdc::SdcOptions, CliError> {
+    if !cfg!(feature = "sdc") {
+        return Err(CliError::Usage("this choreo was built without the `sdc` feature: -s is not available".into()));
+    }
+    for (flag, dir) in [("--schemas", &args.schemas), ("--running-configs", &args.running_configs)] {
+        let inside = dir.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside || dir.as_os_str().is_empty() {
+            return Err(CliError::Usage(format!(
+                "{flag} {}: must be a directory inside the project (a relative path without `..`)",
+                dir.display()
+            )));
+        }
+    }
+    let (kind, group) =
+        args.sdc_node_api.split_once('.').filter(|(k, g)| !k.is_empty() && !g.is_empty()).ok_or_else(|| {
+            CliError::Usage(format!("--sdc-node-api {}: expected KIND.GROUP (Node.infra.kuid.dev)", args.sdc_node_api))
+        })?;
+    Ok(choreo::engine::sdc::SdcOptions {
+        schemas: args.schemas.clone(),
+        running_configs: args.running_configs.clone(),
+        node_group: group.to_string(),
+        node_kind: kind.to_string(),
+        provider_field: args.sdc_provider_field.clone(),
+        version_field: args.sdc_version_field.clone(),
+    })
+}
+
 fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), CliError> {
     // The directory names of the flags; the root is the project (static) or each checkout.
     let mut names = Layout::new(PathBuf::new());
@@ -81,6 +109,10 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
                 cli::IsolationArg::Thread => choreo::reconcile::worker::Isolation::Thread,
             },
             internal_reconcilers: args.internal_reconcilers,
+            sdc: match args.sdc {
+                false => None,
+                true => Some(sdc_options(&args)?),
+            },
         },
     };
     server::run(config).map_err(|e| CliError::Failed(e.to_string()))

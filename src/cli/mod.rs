@@ -68,6 +68,9 @@ pub enum Command {
     /// Identifier pools of a server started with -r: how full they are, what comes next
     #[command(subcommand)]
     Ids(IdsCommand),
+    /// Device configs of a server started with -s
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
@@ -146,9 +149,12 @@ pub enum RunCommand {
     List,
     /// Show what the last run changed (compared with the run before it)
     Diff {
-        /// Show a unified diff of every changed object
+        /// Show a unified diff of every changed object (with -c: every changed data path)
         #[arg(short = 'a', long = "show-diff-details")]
         details: bool,
+        /// Compare each device's final config with its running config (server started with -s)
+        #[arg(short = 'c', long = "show-final-config")]
+        final_config: bool,
         /// Include choreo's own APIs (CRDs, reconcilers, libraries)
         #[arg(long)]
         show_choreo_apis: bool,
@@ -312,6 +318,30 @@ pub enum BranchCommand {
     Merge { src: String, dst: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// For every leaf of NODE's intended config, where its value comes from: `running`, a
+    /// schema `default`, or the Config (namespace/name) that set it
+    Blame {
+        /// The target Node
+        node: String,
+        /// Only the leaves at or below this data path (`/interfaces/interface[name=e1]`;
+        /// module prefixes optional)
+        path: Option<String>,
+        /// The Node's namespace, when several Nodes share its name
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: BlameFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BlameFormat {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ServerStartArgs {
     /// The project directory (static mode)
@@ -346,6 +376,29 @@ pub struct ServerStartArgs {
     /// same transaction, and the claim gets its prefix or address in `status`
     #[arg(short = 'r', long, env = "CHOREO_INTERNAL_RECONCILERS")]
     pub internal_reconcilers: bool,
+    /// Validate device configs against YANG: after the reconcilers, every Config labelled
+    /// `config.sdcio.dev/targetName: NODE` is merged (weakest `spec.priority` first) onto
+    /// runningconfigs/NODE.json, the result is validated against the node's schema
+    /// (schemas/PROVIDER/VERSION/**.yang, never fetched) and written as the final `Config NODE`
+    /// when valid. `run once` fails on any error; in continuous mode `server get` and
+    /// `run result` show them
+    #[arg(short = 's', long, env = "CHOREO_SDC")]
+    pub sdc: bool,
+    /// Directory of YANG schemas (PROVIDER/VERSION/...), relative to the project
+    #[arg(long, default_value = "schemas", value_name = "DIR")]
+    pub schemas: PathBuf,
+    /// Directory of running configs (NODE.json), relative to the project
+    #[arg(long, alias = "runningConfigs", default_value = "runningconfigs", value_name = "DIR")]
+    pub running_configs: PathBuf,
+    /// The API of the target devices for -s, as Kind.group
+    #[arg(long, default_value = "Node.infra.kuid.dev", value_name = "KIND.GROUP")]
+    pub sdc_node_api: String,
+    /// Where a target's schema provider is, as a dotted path in the object
+    #[arg(long, default_value = "spec.provider", value_name = "PATH")]
+    pub sdc_provider_field: String,
+    /// Where a target's schema version is; a provider with one schema version needs none
+    #[arg(long, default_value = "spec.version", value_name = "PATH")]
+    pub sdc_version_field: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -667,9 +720,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     .collect::<String>(),
             )
         }
-        Command::Run(RunCommand::Diff { details, show_choreo_apis, show_managed_fields }) => {
+        Command::Run(RunCommand::Diff { details, final_config, show_choreo_apis, show_managed_fields }) => {
             let reply = connect()?.request(
-                Request::RunDiff(RunDiffRequest { show_choreo_apis, show_managed_fields, details }),
+                Request::RunDiff(RunDiffRequest { show_choreo_apis, show_managed_fields, details, final_config }),
                 &mut progress,
             )?;
             let Reply::Diff(items) = reply else { return Err(unexpected(&reply)) };
@@ -679,6 +732,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let reply = connect()?.request(Request::RunDeps(RunDepsRequest { show_choreo_apis }), &mut progress)?;
             let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
             emit(&output::deps(&nodes))
+        }
+        Command::Config(ConfigCommand::Blame { node, path, namespace, output }) => {
+            let reply = connect()?.request(
+                Request::ConfigBlame(crate::protocol::ConfigBlameRequest { node, namespace, path }),
+                &mut progress,
+            )?;
+            let Reply::Blame(rows) = reply else { return Err(unexpected(&reply)) };
+            emit(&output::blame(&rows, output == BlameFormat::Json))
         }
         Command::Ids(IdsCommand::Usage { index, namespace, output }) => {
             let reply = connect()?.request(Request::IdsUsage(IdsUsageRequest { namespace, index }), &mut progress)?;

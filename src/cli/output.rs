@@ -158,6 +158,7 @@ pub fn status_json(s: &ServerStatus) -> Value {
         "mode": s.mode.as_str(), "production": s.production, "status": s.status.as_str(), "reason": s.reason,
         "context": context, "runner": s.runner.as_str(), "lastRun": last_run,
         "serverVersion": s.server_version, "pid": s.pid,
+        "sdc": s.sdc,
     })
 }
 
@@ -194,16 +195,32 @@ pub fn status_text(s: &ServerStatus) -> String {
         let outcome = if last["success"] == true {
             "success".to_string()
         } else {
-            format!("failed: {}", last["message"].as_str().unwrap_or(""))
+            // The first line: `server get` is a summary (`run result` has all of it).
+            format!("failed: {}", last["message"].as_str().unwrap_or("").lines().next().unwrap_or(""))
         };
         lines.push((
             "last run",
             format!("{} at {}, {} reconciles", outcome, last["time"].as_str().unwrap_or("?"), last["reconciles"]),
         ));
     }
+    if let Some(sdc) = &s.sdc {
+        lines.push((
+            "configs",
+            format!("{} of {} node(s) valid, {} error(s) at {}", sdc.valid, sdc.nodes, sdc.errors.len(), sdc.time),
+        ));
+    }
     let mut out = String::new();
     for (k, v) in lines {
         out.push_str(&format!("{k:<10} {v}\n"));
+    }
+    if let Some(sdc) = s.sdc.as_ref().filter(|s| !s.errors.is_empty() || !s.warnings.is_empty()) {
+        out.push_str("config errors:\n");
+        for e in &sdc.errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+        for w in &sdc.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
     }
     if !s.reason.is_empty() {
         out.push_str("reason:\n");
@@ -258,7 +275,7 @@ pub fn run_summary(s: &RunSummary, format: super::SummaryFormat) -> String {
         return json(&serde_json::to_value(s).unwrap_or(Value::Null));
     }
     if !s.success {
-        return format!("execution failed\n  reason task {} message {}\n", s.task, s.message);
+        return format!("execution failed\n  reason task {} message {}\n", s.task, s.message) + &sdc_lines(s);
     }
     let mut out = String::from("Run root summary\n");
     if !s.events.is_empty() {
@@ -308,6 +325,28 @@ pub fn run_summary(s: &RunSummary, format: super::SummaryFormat) -> String {
             out.push_str(&padded(&["EventTime", "Reconciler", "Resource", "Operation", "Message"], &rows));
         }
     }
+    out + &sdc_lines(s)
+}
+
+/// With `-s`: how the device configs fared (their errors are the run's message when it failed
+/// because of them), and what was skipped.
+fn sdc_lines(s: &RunSummary) -> String {
+    let Some(sdc) = &s.sdc else { return String::new() };
+    let mut out = format!(
+        "config validation: {} of {} node(s) valid, {} error(s), time(msec) {}\n",
+        sdc.valid,
+        sdc.nodes,
+        sdc.errors.len(),
+        go_duration(sdc.elapsed_micros)
+    );
+    if s.success || s.task != "config validator" {
+        for e in &sdc.errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
+    for w in &sdc.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
+    }
     out
 }
 
@@ -325,6 +364,16 @@ pub fn diff(items: &[DiffItem]) -> String {
         }
     }
     out
+}
+
+/// `config blame`: each leaf with its value and origin, as a table or JSON.
+pub fn blame(rows: &[crate::protocol::BlameRow], as_json: bool) -> String {
+    if as_json {
+        return json(&serde_json::to_value(rows).unwrap_or(Value::Null));
+    }
+    let table: Vec<Vec<String>> =
+        rows.iter().map(|r| vec![r.source.clone(), r.path.clone(), r.value.clone()]).collect();
+    padded(&["SOURCE", "PATH", "VALUE"], &table)
 }
 
 /// `run deps`: one line per object, children indented under their owners with `+-`.

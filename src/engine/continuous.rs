@@ -27,15 +27,17 @@ const SLICE: usize = 256;
 impl Engine {
     pub(super) fn watch_config(&self) -> Option<WatchConfig> {
         let layout = self.layout.as_ref()?;
+        #[allow(unused_mut)]
+        let mut dirs =
+            vec![layout.apis.clone(), layout.input.clone(), "reconcilers".into(), "libs".into(), layout.refs.clone()];
+        #[cfg(feature = "sdc")]
+        if let Some(sdc) = &self.sdc {
+            dirs.push(sdc.options.schemas.clone());
+            dirs.push(sdc.options.running_configs.clone());
+        }
         Some(WatchConfig {
             root: layout.root.clone(),
-            dirs: vec![
-                layout.apis.clone(),
-                layout.input.clone(),
-                "reconcilers".into(),
-                "libs".into(),
-                layout.refs.clone(),
-            ],
+            dirs,
             window: std::time::Duration::from_millis(20),
             max_window: std::time::Duration::from_millis(50),
             quiet: std::time::Duration::from_millis(2),
@@ -62,6 +64,15 @@ impl Engine {
             return;
         }
         let ev = batch.event;
+        self.touch_sdc();
+        #[cfg(feature = "sdc")]
+        if let (WatchEvent::Changed(paths), Some(sdc), Some(layout)) = (&ev, &self.sdc, &self.layout) {
+            // Schemas and running configs are read by the next pass of `-s`, not by a load.
+            if paths.iter().all(|p| p.strip_prefix(&layout.root).is_ok_and(|rel| sdc.watches(rel))) {
+                log::debug!("{} changed schema or running config files", paths.len());
+                return;
+            }
+        }
         match &ev {
             WatchEvent::Changed(paths) => log::debug!("{} changed paths, first {}", paths.len(), paths[0].display()),
             WatchEvent::Rescan(why) => log::info!("rescanning the project: {why}"),
@@ -161,7 +172,7 @@ impl Engine {
             let step = work.step(&self.store, &self.controllers, opts, &self.interrupt);
             work.absorb(&self.store, &self.controllers, &self.changes);
             match step {
-                Step::Ran => {}
+                Step::Ran => self.touch_sdc(),
                 Step::Idle => break,
                 Step::Failed { task, message } => {
                     log::warn!("reconcile failed: {task}: {message}");
@@ -190,7 +201,13 @@ impl Engine {
             work.reconciles = 0;
             work.reset_counts();
         }
+        let quiet = work.is_quiescent();
         self.work = Some(work);
+        if quiet && self.sdc_pending() {
+            // Once the reconcilers settled: the device configs they left.
+            #[cfg(feature = "sdc")]
+            self.sdc_pass(false, &mut |_| {});
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod load;
 pub mod query;
 mod run;
 pub mod runner;
+pub mod sdc;
 mod upstream;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub enum EngineError {
     Thread(std::io::Error),
     #[error("the engine thread ended while opening the store")]
     Startup,
+    #[error("this choreo was built without the `sdc` feature: `-s` is not available")]
+    NoSdc,
 }
 
 /// The cloneable front of the engine used by connection threads.
@@ -88,8 +91,24 @@ impl Handle {
             Request::ServerStatus => Some(Ok(Reply::Status(self.status()))),
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
             // Run history is read from the store's snapshots, never waiting for a run.
-            Request::RunResult => Some(run::run_result(&self.reader)),
+            Request::RunResult => Some(run::run_result(&self.reader).map(|reply| match reply {
+                // The latest pass of `-s` (continuous mode validates without leaving snapshots).
+                Reply::Run(mut summary) => {
+                    if let Some(now) = self.status().sdc {
+                        if summary.sdc.as_ref().is_none_or(|s| s.time <= now.time) {
+                            summary.sdc = Some(now);
+                        }
+                    }
+                    Reply::Run(summary)
+                }
+                other => other,
+            })),
             Request::RunList => Some(run::run_list(&self.reader)),
+            // Path-level details need the schemas, which the engine holds.
+            Request::RunDiff(req) if req.final_config && req.details && cfg!(feature = "sdc") => None,
+            Request::RunDiff(req) if req.final_config => {
+                Some(sdc::diff::final_config_diff(&self.reader, None).map(Reply::Diff))
+            }
             Request::RunDiff(req) => Some(run::run_diff(&self.reader, req.clone())),
             Request::RunDeps(req) => Some(run::run_deps(&self.reader, req.clone())),
             Request::IdsUsage(req) => Some(self.backends().map(|b| Reply::IdsUsage(b.usage(req)))),
@@ -234,6 +253,9 @@ pub struct Engine {
     host: crate::reconcile::worker::Host,
     /// `Quiesce` requests: answered once the engine has nothing to do, or at their deadline.
     quiesce: Vec<(Option<std::time::Instant>, Sender<ServerMessage>)>,
+    /// `-s`: device configs merged and validated after the reconcilers.
+    #[cfg(feature = "sdc")]
+    sdc: Option<sdc::pass::Sdc>,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -247,6 +269,8 @@ pub struct Options {
     /// `-r`: serve the identifier backends (IPAM, VLAN, AS, GENID, EXTCOMM) and allocate in
     /// the store's transactions.
     pub internal_reconcilers: bool,
+    /// `-s`: merge and validate the device configs after the reconcilers.
+    pub sdc: Option<sdc::SdcOptions>,
 }
 
 pub fn start(
@@ -296,13 +320,20 @@ impl Engine {
         options: Options,
     ) -> Result<(Engine, Receiver<crate::watch::WatchBatch>, Option<crate::watch::WatchHandle>), EngineError> {
         let backends = options.internal_reconcilers.then(|| Arc::new(crate::backends::Backends::new()));
-        let store_options = match &backends {
+        #[allow(unused_mut)]
+        let mut store_options = match &backends {
             Some(b) => crate::store::StoreOptions {
                 extra_apis: crate::backends::crds::resources().map_err(crate::store::StoreError::from)?,
                 admission: Some(b.clone()),
             },
             None => crate::store::StoreOptions::default(),
         };
+        if options.sdc.is_some() {
+            #[cfg(not(feature = "sdc"))]
+            return Err(EngineError::NoSdc);
+            #[cfg(feature = "sdc")]
+            store_options.extra_apis.extend(sdc::crds::resources().map_err(crate::store::StoreError::from)?);
+        }
         let store = Store::open_with(&state_dir.join("db"), store_options)?;
         let isolation = options.isolation;
         let mut status = ServerStatus {
@@ -348,6 +379,8 @@ impl Engine {
             state_dir: state_dir.to_path_buf(),
             host: crate::reconcile::worker::Host::new(isolation, interrupt.clone()),
             quiesce: Vec::new(),
+            #[cfg(feature = "sdc")]
+            sdc: options.sdc.clone().map(sdc::pass::Sdc::new),
             interrupt,
             once: None,
             deferred: Default::default(),
@@ -472,6 +505,9 @@ impl Engine {
             }
         }
         self.progress = Some(reply.clone());
+        if matches!(request, Request::Apply(_) | Request::Delete(_) | Request::RunLoad | Request::ServerApply(_)) {
+            self.touch_sdc();
+        }
         let answer = match request {
             Request::RunOnce(req) => match self.start_once(req, reply.clone()) {
                 // The reply goes when the run ends.
@@ -549,7 +585,25 @@ impl Engine {
             }
             Request::RunResult => run::run_result(&self.store.reader()),
             Request::RunList => run::run_list(&self.store.reader()),
+            #[cfg(feature = "sdc")]
+            Request::RunDiff(req) if req.final_config && req.details => {
+                let reader = self.store.reader();
+                let mut detail = |objects: &sdc::diff::Objects,
+                                  config: &serde_json::Value,
+                                  old: &serde_json::Value,
+                                  new: &serde_json::Value| {
+                    self.final_config_changes(objects, config, old, new)
+                };
+                sdc::diff::final_config_diff(&reader, Some(&mut detail)).map(Reply::Diff)
+            }
+            Request::RunDiff(req) if req.final_config => {
+                sdc::diff::final_config_diff(&self.store.reader(), None).map(Reply::Diff)
+            }
             Request::RunDiff(req) => run::run_diff(&self.store.reader(), req),
+            #[cfg(feature = "sdc")]
+            Request::ConfigBlame(req) => self.config_blame(req).map(Reply::Blame),
+            #[cfg(not(feature = "sdc"))]
+            Request::ConfigBlame(_) => Err(sdc::no_sdc()),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
@@ -570,6 +624,7 @@ impl Engine {
     /// Whether nothing is in progress or ready to be done.
     fn idle(&self) -> bool {
         self.once.is_none()
+            && !self.sdc_pending()
             && !self.fetching
             && self.deferred.is_empty()
             && self.deferred_watch.is_empty()
@@ -597,6 +652,23 @@ impl Engine {
             }
             true
         });
+    }
+
+    /// Whether the continuous runner owes a pass of `-s`.
+    fn sdc_pending(&self) -> bool {
+        #[cfg(feature = "sdc")]
+        if let Some(sdc) = &self.sdc {
+            return sdc.pending && self.work.is_some();
+        }
+        false
+    }
+
+    /// Tells `-s` that its inputs may have changed.
+    fn touch_sdc(&mut self) {
+        #[cfg(feature = "sdc")]
+        if let Some(sdc) = &mut self.sdc {
+            sdc.pending = true;
+        }
     }
 
     fn layout(&self) -> Result<&Layout, ErrorReport> {
@@ -778,7 +850,11 @@ mod tests {
             let (handle, thread, _stop) = start(
                 Mode::Static { layout },
                 state,
-                Options { isolation: crate::reconcile::worker::Isolation::Thread, internal_reconcilers: false },
+                Options {
+                    isolation: crate::reconcile::worker::Isolation::Thread,
+                    internal_reconcilers: false,
+                    sdc: None,
+                },
             )
             .unwrap();
             Harness { _tmp: tmp, root, handle, thread: Some(thread) }

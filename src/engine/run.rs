@@ -113,13 +113,33 @@ impl Engine {
         }
     }
 
-    fn finish_once(&mut self, reply: Sender<ServerMessage>, report: RunReport) {
+    fn finish_once(&mut self, reply: Sender<ServerMessage>, mut report: RunReport) {
         self.fingerprints = if report.success {
             self.controllers.iter().map(|c| (c.cfg.name.clone(), c.fingerprint)).collect()
         } else {
             HashMap::new()
         };
-        let result = self.finish_run(report);
+        // `-s`: the device configs the reconcilers left, merged and validated.
+        #[allow(unused_mut)]
+        let mut sdc = None;
+        #[cfg(feature = "sdc")]
+        if report.success {
+            let mut progress = |line: &str| {
+                let _ = reply.send(ServerMessage::Progress(line.to_string()));
+            };
+            sdc = self.sdc_pass(true, &mut progress);
+        }
+        let invalid = sdc.as_ref().is_some_and(|s: &crate::protocol::SdcSummary| !s.errors.is_empty());
+        if invalid {
+            let s =
+                sdc.as_ref().map(|s| (s.errors.len(), s.nodes - s.valid, s.errors.join("\n  "))).unwrap_or_default();
+            report.success = false;
+            report.task = "config validator".into();
+            report.message = format!("{} error(s) in the device configs of {} node(s):\n  {}", s.0, s.1, s.2);
+        }
+        // An invalid device config leaves no snapshot, as upstream: `run diff` keeps showing
+        // the last good run.
+        let result = self.finish_run(report, sdc, !invalid);
         Self::release_memory();
         self.publish_runner();
         let message = match result {
@@ -130,7 +150,12 @@ impl Engine {
     }
 
     /// Makes the run durable, stores its snapshot and records it as the last run.
-    fn finish_run(&mut self, report: RunReport) -> Result<RunSummary, ErrorReport> {
+    fn finish_run(
+        &mut self,
+        report: RunReport,
+        sdc: Option<crate::protocol::SdcSummary>,
+        snapshot: bool,
+    ) -> Result<RunSummary, ErrorReport> {
         self.store.sync().map_err(internal)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut summary = RunSummary {
@@ -150,10 +175,13 @@ impl Engine {
                     message: e.message,
                 })
                 .collect(),
+            sdc,
         };
         let json = serde_json::to_string(&summary).unwrap_or_default();
         let time = crate::store::now_rfc3339();
-        if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, json) {
+        if !snapshot {
+            summary.snapshot.clear();
+        } else if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, json) {
             log::error!("cannot save the snapshot of run {id}: {e}");
             summary.snapshot.clear();
         }

@@ -182,6 +182,7 @@ pub enum Request {
     RunList,
     /// What changed between the last two snapshots.
     RunDiff(RunDiffRequest),
+    ConfigBlame(ConfigBlameRequest),
     /// The ownership tree of the current objects.
     RunDeps(RunDepsRequest),
     /// Dynamic mode: clone or fetch a repository and serve one of its directories at a ref.
@@ -312,6 +313,45 @@ pub struct RunDiffRequest {
     pub show_managed_fields: bool,
     /// Include a unified diff of each changed object's YAML.
     pub details: bool,
+    /// `-c`: each final device config against the device's running config (as the schema
+    /// reads it) instead of the run against the one before; with `details`, per data path.
+    #[serde(default)]
+    pub final_config: bool,
+}
+
+/// `config blame NODE [PATH]`: where each leaf of a device's intended configuration comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigBlameRequest {
+    pub node: String,
+    /// The Node's namespace; `None`: the only Node of that name.
+    pub namespace: Option<String>,
+    /// Only leaves at or below this data path (`/interfaces/interface[name=e1]`; module
+    /// prefixes optional).
+    pub path: Option<String>,
+}
+
+/// One leaf of a device's intended configuration and where its value comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlameRow {
+    pub path: String,
+    pub value: String,
+    /// `running`, `default` or the Config as `namespace/name`.
+    pub source: String,
+}
+
+/// The latest pass of `-s` (device configs merged and validated).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct SdcSummary {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub nodes: u32,
+    /// Nodes whose intended configuration is valid (a final Config was written).
+    pub valid: u32,
+    /// `node <name>: <data path>: <message> [config <namespace/name>]`, sorted.
+    pub errors: Vec<String>,
+    /// Configs or running configs that name no Node, and the like: skipped, not fatal.
+    pub warnings: Vec<String>,
+    pub elapsed_micros: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +371,9 @@ pub struct RunSummary {
     pub elapsed_micros: u64,
     /// In chronological order.
     pub events: Vec<RunEvent>,
+    /// With `-s`: the device configs' validation after the reconcilers.
+    #[serde(default)]
+    pub sdc: Option<SdcSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,6 +521,7 @@ impl Request {
             Request::Quiesce { .. } => "quiesce",
             Request::RunList => "run-list",
             Request::RunDiff(_) => "run-diff",
+            Request::ConfigBlame(_) => "config-blame",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",
@@ -545,6 +589,7 @@ pub enum Reply {
     Snapshots(Vec<SnapshotInfo>),
     Diff(Vec<DiffItem>),
     Deps(Vec<DepNode>),
+    Blame(Vec<BlameRow>),
     Branches(Vec<BranchEntry>),
     Log(Vec<LogEntry>),
     /// `(symbol, path)` pairs: `+` added, `-` removed, `~` changed.
@@ -579,6 +624,9 @@ pub struct ServerStatus {
     pub runner: Runner,
     /// The last run's summary as JSON text, if any.
     pub last_run: Option<String>,
+    /// With `-s`: the latest validation of the device configs.
+    #[serde(default)]
+    pub sdc: Option<SdcSummary>,
     pub server_version: String,
     pub pid: u32,
 }

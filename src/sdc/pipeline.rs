@@ -117,6 +117,7 @@ impl fmt::Display for Source {
 /// One leaf of the final configuration and its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blame {
+    /// The data path without module prefixes.
     pub path: String,
     pub value: String,
     pub source: Source,
@@ -160,7 +161,12 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
         Err(problems) => {
             out.findings = problems
                 .into_iter()
-                .map(|(path, message)| Finding { category: Category::Running, path, message, config: None })
+                .map(|(path, message)| Finding {
+                    category: Category::Running,
+                    path: path.as_deref().map(unqualified),
+                    message,
+                    config: None,
+                })
                 .collect();
             out.findings.sort();
             return out;
@@ -181,10 +187,20 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
     for &i in &order {
         let snippet = &snippets[i];
         for (n, entry) in snippet.entries.iter().enumerate() {
+            // Where in the Config: the entry's index when it has several, its path when it is
+            // not the root (libyang's parse errors name a list without its keys).
+            let mut at = Vec::new();
+            if snippet.entries.len() > 1 {
+                at.push(format!("entry {n}"));
+            }
+            if !matches!(entry.path.trim(), "" | "/") {
+                at.push(format!("at {}", entry.path.trim()));
+            }
+            let at = if at.is_empty() { String::new() } else { format!(" ({})", at.join(", ")) };
             let finding = |path: Option<String>, message: String| Finding {
                 category: Category::Config,
                 path,
-                message: if snippet.entries.len() > 1 { format!("{message} (entry {n})") } else { message },
+                message: format!("{message}{at}"),
                 config: Some(snippet.id.clone()),
             };
             let placed = match path::place(&entry.path, &entry.value) {
@@ -261,10 +277,13 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
                 None if node.is_default() => Source::Default,
                 None => Source::Running,
             };
-            Blame { value: node.value_canonical().unwrap_or_default(), path, source }
+            Blame { value: node.value_canonical().unwrap_or_default(), path: unqualified(&path), source }
         })
         .collect();
-    out.blame.sort_by(|a, b| a.path.cmp(&b.path));
+    // Paths as users write them: without module prefixes.
+    for f in &mut out.findings {
+        f.path = f.path.as_deref().map(unqualified);
+    }
     out.findings.sort();
     out.findings.dedup();
     out
@@ -304,6 +323,44 @@ fn blame_config(
             a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id))
         })
         .map(|i| snippets[i].id.clone())
+}
+
+/// What changes from `old` to `new` (two configurations as the pipeline prints them), per
+/// data path: `+ path` created (`: value` for a leaf), `- path` deleted, `~ path: old -> new`.
+pub fn changes(schema: &Schema, old: &Value, new: &Value) -> Result<Vec<String>, String> {
+    use yang3::data::{DataDiffFlags, DataDiffOp};
+    let ctx = schema.context();
+    let read = |v: &Value| {
+        parse(ctx, v).map_err(|p| {
+            p.into_iter()
+                .map(|(path, m)| format!("{}{m}", path.map(|p| p + ": ").unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    };
+    let (old, new) = (read(old)?, read(new)?);
+    let diff = match log::capture(|| old.diff(&new, DataDiffFlags::empty())) {
+        (Ok(d), _) => d,
+        (Err(e), diags) => {
+            return Err(errors(diags, &e).into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "));
+        }
+    };
+    let mut out = Vec::new();
+    for (op, node) in diff.iter() {
+        let Some(path) = node_path(&node) else { continue };
+        let path = unqualified(&path);
+        let value = node.value_canonical();
+        out.push(match (op, value) {
+            (DataDiffOp::Create, Some(v)) => format!("+ {path}: {v}"),
+            (DataDiffOp::Create, None) => format!("+ {path}"),
+            (DataDiffOp::Delete, _) => format!("- {path}"),
+            (DataDiffOp::Replace, v) => {
+                let orig = node.meta().find(|m| m.name() == "orig-value").map(|m| m.value().to_string());
+                format!("~ {path}: {} -> {}", orig.unwrap_or_default(), v.unwrap_or_default())
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Lenient JSON parsed into a tree of `ctx` without validation (values are still type checked);
@@ -395,6 +452,48 @@ pub(crate) fn node_path(node: &DataNodeRef<'_>) -> Option<String> {
         libc::free(raw as *mut libc::c_void);
         Some(s)
     }
+}
+
+/// A data path without module prefixes (`/interfaces/interface[name='e1']/mtu`).
+pub fn unqualified(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_quote: Option<char> = None;
+    let mut segment_start = true;
+    let mut pending = String::new();
+    for c in path.chars() {
+        match in_quote {
+            Some(q) => {
+                out.push(c);
+                if c == q {
+                    in_quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    out.push_str(&pending);
+                    pending.clear();
+                    in_quote = Some(c);
+                    out.push(c);
+                }
+                '/' | '[' => {
+                    out.push_str(&pending);
+                    pending.clear();
+                    out.push(c);
+                    segment_start = true;
+                }
+                ':' if segment_start => pending.clear(),
+                '=' | ']' => {
+                    out.push_str(&pending);
+                    pending.clear();
+                    out.push(c);
+                    segment_start = false;
+                }
+                _ => pending.push(c),
+            },
+        }
+    }
+    out.push_str(&pending);
+    out
 }
 
 #[cfg(test)]

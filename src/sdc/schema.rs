@@ -332,7 +332,7 @@ pub(crate) mod tests_support {
     pub(crate) fn ietf_dir() -> (tempfile::TempDir, std::path::PathBuf) {
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().join("schemas");
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/yang");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/devices/schemas/ietf/2018");
         for sub in ["ietf", "iana"] {
             let to = root.join("ietf.example/1.0").join(sub);
             std::fs::create_dir_all(&to).expect("mkdir");

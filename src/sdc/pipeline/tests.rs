@@ -88,10 +88,10 @@ fn a_valid_merge_prints_the_intended_configuration() {
         json!({"system": {"hostname": "r1"}, "interface": [{"name": "e1", "vlan": 1}, {"name": "e2", "vlan": 2}]})
     );
     let src = |p: &str| out.blame.iter().find(|b| b.path == p).map(|b| (b.value.clone(), b.source.clone()));
-    assert_eq!(src("/mini-dev:interface[name='e1']/mtu"), Some(("9000".into(), Source::Config("default/a".into()))));
-    assert_eq!(src("/mini-dev:interface[name='e2']/mtu"), Some(("1500".into(), Source::Default)));
-    assert_eq!(src("/mini-dev:system/hostname"), Some(("r1".into(), Source::Running)));
-    assert_eq!(src("/mini-dev:system/mode"), Some(("a".into(), Source::Default)));
+    assert_eq!(src("/interface[name='e1']/mtu"), Some(("9000".into(), Source::Config("default/a".into()))));
+    assert_eq!(src("/interface[name='e2']/mtu"), Some(("1500".into(), Source::Default)));
+    assert_eq!(src("/system/hostname"), Some(("r1".into(), Source::Running)));
+    assert_eq!(src("/system/mode"), Some(("a".into(), Source::Default)));
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn the_stronger_priority_wins_whatever_the_names() {
         );
         assert!(out.valid(), "{:#?}", out.findings);
         assert_eq!(out.merged.unwrap()["system"]["hostname"], "strong");
-        let b = out.blame.iter().find(|b| b.path == "/mini-dev:system/hostname").unwrap();
+        let b = out.blame.iter().find(|b| b.path == "/system/hostname").unwrap();
         assert_eq!(b.source, Source::Config(strong.into()));
     }
 }
@@ -126,7 +126,7 @@ fn equal_priorities_that_disagree_are_a_conflict() {
     );
     let f = one(&out);
     assert_eq!(f.category, Category::Conflict);
-    assert_eq!(f.path.as_deref(), Some("/mini-dev:system/hostname"));
+    assert_eq!(f.path.as_deref(), Some("/system/hostname"));
     assert!(f.message.contains("\"x\" by config default/a") && f.message.contains("\"y\" by config default/b"), "{f}");
     // Agreeing is no conflict.
     let out = intended(
@@ -184,35 +184,17 @@ fn every_kind_of_error_names_its_path_and_config() {
             "length",
         ),
         // validation of the merged tree
-        (
-            "leafref",
-            json!({"system": {"mgmt-interface": "e9"}}),
-            Category::Validation,
-            "/mini-dev:system/mgmt-interface",
-            "e9",
-        ),
+        ("leafref", json!({"system": {"mgmt-interface": "e9"}}), Category::Validation, "/system/mgmt-interface", "e9"),
         (
             "must",
             json!({"interface": [{"name": "e1", "description": "a description that is far too long"}]}),
             Category::Validation,
-            "/mini-dev:interface[name='e1']/description",
+            "/interface[name='e1']/description",
             "description too long",
         ),
-        (
-            "max-elements",
-            json!({"system": {"dns": ["a", "b", "c"]}}),
-            Category::Validation,
-            "/mini-dev:system/dns",
-            "too many",
-        ),
-        (
-            "unique",
-            json!({"interface": [{"name": "e3", "vlan": 1}]}),
-            Category::Validation,
-            "/mini-dev:interface",
-            "unique",
-        ),
-        ("when", json!({"system": {"b-only": "x"}}), Category::Validation, "/mini-dev:system/b-only", "When"),
+        ("max-elements", json!({"system": {"dns": ["a", "b", "c"]}}), Category::Validation, "/system/dns", "too many"),
+        ("unique", json!({"interface": [{"name": "e3", "vlan": 1}]}), Category::Validation, "/interface", "unique"),
+        ("when", json!({"system": {"b-only": "x"}}), Category::Validation, "/system/b-only", "When"),
     ];
     for (what, value, category, path, needle) in cases {
         let out = intended(&schema, &running(), &[snippet("default/bad", 10, value)]);
@@ -264,7 +246,7 @@ fn bad_entry_paths_name_the_config_and_entry() {
     let out = intended(&schema, &running(), &[s]);
     let f = one(&out);
     assert_eq!(f.category, Category::Config);
-    assert!(f.message.contains("starts with `/`") && f.message.ends_with("(entry 1)"), "{f}");
+    assert!(f.message.contains("starts with `/`") && f.message.ends_with("(entry 1, at system)"), "{f}");
     assert_eq!(f.to_string(), format!("{} [config ns/c]", f.message));
 }
 
