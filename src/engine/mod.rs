@@ -91,18 +91,7 @@ impl Handle {
             Request::ServerStatus => Some(Ok(Reply::Status(self.status()))),
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
             // Run history is read from the store's snapshots, never waiting for a run.
-            Request::RunResult => Some(run::run_result(&self.reader).map(|reply| match reply {
-                // The latest pass of `-s` (continuous mode validates without leaving snapshots).
-                Reply::Run(mut summary) => {
-                    if let Some(now) = self.status().sdc {
-                        if summary.sdc.as_ref().is_none_or(|s| s.time <= now.time) {
-                            summary.sdc = Some(now);
-                        }
-                    }
-                    Reply::Run(summary)
-                }
-                other => other,
-            })),
+            Request::RunResult => Some(run::with_latest_sdc(run::run_result(&self.reader), self.status().sdc)),
             Request::RunList => Some(run::run_list(&self.reader)),
             // Path-level details need the schemas, which the engine holds.
             Request::RunDiff(req) if req.final_config && req.details && cfg!(feature = "sdc") => None,

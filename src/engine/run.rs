@@ -207,6 +207,40 @@ pub(super) fn run_result(reader: &Reader) -> Result<Reply, ErrorReport> {
     Ok(Reply::Run(summary))
 }
 
+/// `run result` with the latest pass of `-s`: continuous mode validates without leaving
+/// snapshots, so its outcome is shown with the last run's (or alone, before any).
+pub(super) fn with_latest_sdc(
+    result: Result<Reply, ErrorReport>,
+    latest: Option<crate::protocol::SdcSummary>,
+) -> Result<Reply, ErrorReport> {
+    let Some(now) = latest else { return result };
+    match result {
+        Ok(Reply::Run(mut summary)) => {
+            if summary.sdc.as_ref().is_none_or(|s| s.time <= now.time) {
+                summary.sdc = Some(now);
+            }
+            Ok(Reply::Run(summary))
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            let failed = !now.errors.is_empty();
+            Ok(Reply::Run(RunSummary {
+                snapshot: String::new(),
+                success: !failed,
+                task: if failed { "config validator".into() } else { String::new() },
+                message: if failed {
+                    format!("{} error(s) in the device configs:\n  {}", now.errors.len(), now.errors.join("\n  "))
+                } else {
+                    String::new()
+                },
+                elapsed_micros: now.elapsed_micros,
+                events: Vec::new(),
+                sdc: Some(now),
+            }))
+        }
+        other => other,
+    }
+}
+
 /// `run list`: the stored snapshots, newest first.
 pub(super) fn run_list(reader: &Reader) -> Result<Reply, ErrorReport> {
     let list = reader.snapshots().map_err(internal)?;

@@ -21,6 +21,8 @@ mod load;
 mod objects;
 // Reconciler runs: run once, results, snapshots, diff and deps.
 mod run;
+// -s: device configs validated against YANG.
+mod sdc;
 // The server process: socket ownership, protocol robustness, peers, shutdown, durability.
 mod server;
 // Template reconcilers: gotemplate and jinjatemplate.

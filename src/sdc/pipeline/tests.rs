@@ -277,3 +277,79 @@ fn a_snippet_completed_by_the_running_config() {
     assert!(f.message.contains("type"), "{f}");
     assert_eq!(f.config.as_deref(), Some("default/eth0-ip"));
 }
+
+/// The differential test: for each input, the merged configuration (as RFC 7951 JSON) is given
+/// to `yanglint` (Debian's libyang2-tools, a separate libyang) with the same modules; its
+/// verdict must be ours, and the error it reports first must be among ours.
+#[test]
+fn merged_verdicts_match_yanglint() {
+    let (mini_tmp, mini_schema) = mini();
+    let (ietf_tmp, ietf_schema) = ietf();
+    let mini_files = vec![mini_tmp.path().join("schemas/mini/1/mini-dev.yang")];
+    let ietf_dir = ietf_tmp.path().join("schemas/ietf.example/1.0");
+    let ietf_files = vec![
+        ietf_dir.join("ietf/ietf-interfaces.yang"),
+        ietf_dir.join("ietf/ietf-ip.yang"),
+        ietf_dir.join("iana/iana-if-type.yang"),
+    ];
+    let ietf_running = json!({"interfaces": {"interface": [{"name": "eth0", "type": "ethernetCsmacd"}]}});
+    let no_type = json!({"interfaces": {"interface": [{"name": "eth0", "description": "d"}]}});
+    type Case<'a> = (&'a str, bool, Value, Vec<Snippet>);
+    let mini_cases: Vec<Case> = vec![
+        ("merge", true, running(), vec![snippet("a", 10, json!({"interface": [{"name": "e1", "mtu": 9000}]}))]),
+        ("no hostname", false, json!({"interface": [{"name": "e1"}]}), vec![]),
+        ("dangling leafref", false, running(), vec![snippet("a", 10, json!({"system": {"mgmt-interface": "e7"}}))]),
+        ("leafref", true, running(), vec![snippet("a", 10, json!({"system": {"mgmt-interface": "e2"}}))]),
+        (
+            "must",
+            false,
+            running(),
+            vec![snippet("a", 10, json!({"interface": [{"name": "e2", "description": "x".repeat(40)}]}))],
+        ),
+        ("max-elements", false, running(), vec![snippet("a", 10, json!({"system": {"dns": ["a", "b", "c"]}}))]),
+        ("unique", false, running(), vec![snippet("a", 10, json!({"interface": [{"name": "e2", "vlan": 1}]}))]),
+        ("when", false, running(), vec![snippet("a", 10, json!({"system": {"b-only": "x"}}))]),
+        ("when satisfied", true, running(), vec![snippet("a", 10, json!({"system": {"mode": "b", "b-only": "x"}}))]),
+    ];
+    let ietf_cases: Vec<Case> = vec![
+        ("completed by running", true, ietf_running.clone(), vec![snippet("a", 10, no_type.clone())]),
+        ("no type", false, json!({}), vec![snippet("a", 10, no_type)]),
+    ];
+    let all = mini_cases
+        .into_iter()
+        .map(|c| (c, &mini_schema, &mini_files))
+        .chain(ietf_cases.into_iter().map(|c| (c, &ietf_schema, &ietf_files)));
+    for ((name, valid, running, snippets), schema, files) in all {
+        let out = intended(schema, &running, &snippets);
+        assert_eq!(out.valid(), valid, "{name}: {:#?}", out.findings);
+        let merged = out.merged.unwrap_or_else(|| panic!("{name}: nothing merged"));
+        let data = crate::sdc::normalize::normalize(schema.context(), &merged).unwrap();
+        let file = mini_tmp.path().join("merged.json");
+        std::fs::write(&file, data.to_string()).unwrap();
+        let mut cmd = std::process::Command::new("yanglint");
+        for f in files.iter() {
+            cmd.arg("-p").arg(f.parent().unwrap());
+        }
+        let res = cmd
+            .args(["-t", "config"])
+            .args(files.iter())
+            .arg(&file)
+            .output()
+            .expect("yanglint (Debian's libyang2-tools; .ci/run installs it)");
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.success(), valid, "{name}: yanglint disagrees: {stderr}");
+        if !valid {
+            // "libyang err : <message> (Schema location ...)"
+            let first = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("libyang err : "))
+                .map(|l| l.split(" (Schema location").next().unwrap_or(l).split(" (Data location").next().unwrap_or(l))
+                .unwrap_or_else(|| panic!("{name}: no error from yanglint: {stderr}"));
+            assert!(
+                out.findings.iter().any(|f| f.message == first.trim()),
+                "{name}: yanglint's {first:?} is not among ours: {:#?}",
+                out.findings
+            );
+        }
+    }
+}
