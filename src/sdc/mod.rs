@@ -11,6 +11,7 @@
 //! and returns typed results; the engine decides what to read and what to write.
 
 mod log;
+pub mod manifest;
 pub mod normalize;
 pub mod path;
 pub mod pipeline;

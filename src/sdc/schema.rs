@@ -3,7 +3,8 @@
 //!
 //! Every `.yang` file below a version directory (any depth) is a candidate: modules are loaded
 //! and implemented, submodules are found through the search path (every directory that holds a
-//! `.yang` file), with all features enabled. Nothing is fetched: a schema that is not in the
+//! `.yang` file), with all features enabled. An sdcio `Schema` manifest in `schemas/*.yaml`
+//! narrows that (`manifest`): only its models are implemented, its includes only searched. Nothing is fetched: a schema that is not in the
 //! project is an error naming provider and version. Symbolic links are not followed (a schema
 //! directory cannot reach outside the project), and files and counts are bounded.
 //!
@@ -57,6 +58,14 @@ pub enum SchemaError {
     TooMany { key: SchemaKey },
     #[error("schema {key}: {path} does not start with a module or submodule statement")]
     NotYang { key: SchemaKey, path: PathBuf },
+    #[error("schema {key}: {source}")]
+    Manifest {
+        key: SchemaKey,
+        #[source]
+        source: super::manifest::ManifestError,
+    },
+    #[error("schema {key}: {path} of manifest {manifest} is not there")]
+    ModelMissing { key: SchemaKey, path: PathBuf, manifest: PathBuf },
     /// `messages` are libyang's, each with the file it is about.
     #[error("schema {key}: {}", compile_message(.file, .messages))]
     Compile { key: SchemaKey, file: PathBuf, messages: Vec<(PathBuf, Diagnostic)> },
@@ -116,6 +125,8 @@ struct YangFile {
 #[derive(Debug)]
 struct Sources {
     files: Vec<PathBuf>,
+    /// The files whose modules are implemented (all, without a manifest).
+    implemented: std::collections::HashSet<PathBuf>,
     search: Vec<PathBuf>,
     fingerprint: u64,
 }
@@ -193,9 +204,24 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
         let path = path.to_path_buf();
         move |source| SchemaError::Io { key, path, source }
     };
-    let mut files = Vec::new();
-    let mut search = Vec::new();
+    let manifest =
+        super::manifest::find(root, key).map_err(|source| SchemaError::Manifest { key: key.clone(), source })?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    if let Some(m) = &manifest {
+        hasher.update(&m.hash.to_le_bytes());
+        for model in &m.models {
+            if !dir.join(model).exists() {
+                return Err(SchemaError::ModelMissing {
+                    key: key.clone(),
+                    path: dir.join(model),
+                    manifest: m.file.clone(),
+                });
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let mut implemented = std::collections::HashSet::new();
+    let mut search = Vec::new();
     let mut pending = vec![dir.clone()];
     while let Some(d) = pending.pop() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&d)
@@ -217,6 +243,13 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
             if path.extension().is_none_or(|e| e != "yang") {
                 continue;
             }
+            let role = match &manifest {
+                None => super::manifest::Role::Model,
+                Some(m) => m.role(path.strip_prefix(&dir).unwrap_or(&path)),
+            };
+            if role == super::manifest::Role::Excluded {
+                continue;
+            }
             if meta.len() > MAX_FILE_BYTES {
                 return Err(SchemaError::TooLarge { key: key.clone(), path });
             }
@@ -228,6 +261,9 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
             let times = [meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec()];
             for n in [meta.len(), meta.ino()].into_iter().chain(times.map(|t| t as u64)) {
                 hasher.update(&n.to_le_bytes());
+            }
+            if role == super::manifest::Role::Model {
+                implemented.insert(path.clone());
             }
             files.push(path);
             holds_yang = true;
@@ -241,7 +277,7 @@ fn scan(root: &Path, key: &SchemaKey) -> Result<Sources, SchemaError> {
     }
     files.sort();
     search.sort();
-    Ok(Sources { files, search, fingerprint: hasher.digest() })
+    Ok(Sources { files, implemented, search, fingerprint: hasher.digest() })
 }
 
 /// `(is a submodule, name)` of a YANG file's first statement, after comments.
@@ -289,6 +325,7 @@ fn read(key: &SchemaKey, paths: Vec<PathBuf>) -> Result<Vec<YangFile>, SchemaErr
 }
 
 fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
+    let implemented = sources.implemented;
     let files = read(key, sources.files)?;
     let failed = |file: &Path, messages: Vec<Diagnostic>| SchemaError::Compile {
         key: key.clone(),
@@ -305,7 +342,7 @@ fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
         r.map_err(|_| failed(dir, messages))?;
     }
     let mut modules = Vec::new();
-    for f in files.iter().filter(|f| !f.submodule) {
+    for f in files.iter().filter(|f| !f.submodule && implemented.contains(&f.path)) {
         let (r, messages) = log::capture(|| ctx.load_module(&f.name, f.revision.as_deref(), &["*"]).map(|_| ()));
         if r.is_err() {
             return Err(failed(&f.path, messages));

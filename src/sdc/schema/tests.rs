@@ -163,3 +163,39 @@ fn an_error_in_an_imported_module_names_that_module_s_file() {
     assert!(!text.contains("a.yang:6"), "{text}");
     assert!(text.contains("a.yang: Parsing module \"a\" failed"), "{text}");
 }
+
+/// An sdcio `Schema` manifest: only its models are implemented, its includes only searched,
+/// its excludes not read; a change of the manifest compiles the schema again.
+#[test]
+fn a_manifest_narrows_what_is_implemented() {
+    let (_tmp, root) = ietf_schemas();
+    let manifest = |models: &str| {
+        format!(
+            "apiVersion: inv.sdcio.dev/v1alpha1
+kind: Schema
+metadata: {{name: ietf}}
+spec:
+  provider: ietf.example
+  version: \"1.0\"
+  repositories:
+  - repoURL: https://example.invalid/yang
+    schema:
+      models: [{models}]
+      includes: [ietf, iana]
+      excludes: ['.*broken.*']
+"
+        )
+    };
+    write(&root, "ietf.example/1.0/ietf/broken.yang", "module broken { syntax error");
+    write(&root, "ietf.yaml", &manifest("ietf/ietf-interfaces.yang"));
+    let mut cache = SchemaCache::default();
+    let s = cache.get(&root, &key("ietf.example", "1.0")).unwrap();
+    assert_eq!(s.modules, ["ietf-interfaces"]);
+    assert!(s.context().get_module_latest("ietf-ip").is_none_or(|m| !m.is_implemented()));
+    write(&root, "ietf.yaml", &manifest("ietf/ietf-interfaces.yang, ietf/ietf-ip.yang"));
+    let s = cache.get(&root, &key("ietf.example", "1.0")).unwrap();
+    assert_eq!(s.modules, ["ietf-interfaces", "ietf-ip"]);
+    write(&root, "ietf.yaml", &manifest("nowhere"));
+    let e = cache.get(&root, &key("ietf.example", "1.0")).unwrap_err().to_string();
+    assert!(e.contains("nowhere") && e.contains("ietf.yaml"), "{e}");
+}
