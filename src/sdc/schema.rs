@@ -341,6 +341,10 @@ fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
         let (r, messages) = log::capture(|| ctx.set_searchdir(dir));
         r.map_err(|_| failed(dir, messages))?;
     }
+    // All modules are loaded first and compiled together: compiling after each one would
+    // refuse a module whose defaults name identities of a module implemented later.
+    let explicit = ContextFlags::from_bits_retain(yang3::ffi::LY_CTX_EXPLICIT_COMPILE as u16);
+    ctx.set_options(explicit).map_err(|_| failed(&root, Vec::new()))?;
     let mut modules = Vec::new();
     for f in files.iter().filter(|f| !f.submodule && implemented.contains(&f.path)) {
         let (r, messages) = log::capture(|| ctx.load_module(&f.name, f.revision.as_deref(), &["*"]).map(|_| ()));
@@ -350,6 +354,22 @@ fn compile(key: &SchemaKey, sources: Sources) -> Result<Schema, SchemaError> {
         warnings.extend(messages.into_iter().filter(|d| !d.error));
         modules.push(f.name.clone());
     }
+    let raw = ctx.into_raw();
+    // SAFETY: `raw` is the live context just released from its owner; it is owned again
+    // right after, whatever the compilation's outcome.
+    let (ret, messages) = log::capture(|| unsafe { yang3::ffi::ly_ctx_compile(raw) });
+    let ctx = unsafe { <Context as yang3::utils::Binding>::from_raw(&(), raw) };
+    if ret != yang3::ffi::LY_ERR::LY_SUCCESS {
+        // The module a compile error is about is the one its schema path starts with.
+        let module = messages
+            .iter()
+            .filter(|d| d.error)
+            .find_map(|d| d.schema_path.as_deref()?.strip_prefix('/')?.split(':').next().map(str::to_string));
+        let file =
+            module.and_then(|m| files.iter().find(|f| f.name == m)).map_or_else(|| root.clone(), |f| f.path.clone());
+        return Err(failed(&file, messages));
+    }
+    warnings.extend(messages.into_iter().filter(|d| !d.error));
     modules.sort();
     modules.dedup();
     Ok(Schema { key: key.clone(), ctx, modules, warnings, fingerprint: sources.fingerprint })

@@ -353,3 +353,33 @@ fn merged_verdicts_match_yanglint() {
         }
     }
 }
+
+/// The vendored OpenConfig interface set (with its sdcio manifest): a subinterface written the
+/// lenient way, and a VLAN id out of range. (Addresses are left out: this release's
+/// `openconfig-inet-types` patterns carry `^`/`$`, which YANG's regular expressions take as
+/// literal characters, so libyang and yanglint refuse every address.)
+#[test]
+fn openconfig_interfaces_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/devices/schemas");
+    let key = SchemaKey { provider: "openconfig".into(), version: "0.1.9".into() };
+    let schema = SchemaCache::default().get(&root, &key).unwrap();
+    assert!(schema.modules.iter().all(|m| m.starts_with("openconfig-") || m == "iana-if-type"), "{:?}", schema.modules);
+    assert!(schema.modules.contains(&"openconfig-if-ip".to_string()));
+    let running = json!({"interfaces": {"interface": [{"name": "Ethernet1",
+        "config": {"name": "Ethernet1", "type": "ethernetCsmacd", "mtu": "9000"}}]}});
+    let address = json!({"interfaces": {"interface": [{"name": "Ethernet1", "subinterfaces": {"subinterface": [{
+        "index": 0, "config": {"index": 0, "description": "to spine1", "enabled": "true"}
+    }]}}]}});
+    let out = intended(&schema, &running, &[snippet("default/ip", 10, address)]);
+    assert!(out.valid(), "{:#?}", out.findings);
+    let merged = out.merged.unwrap();
+    let sub = &merged["interfaces"]["interface"][0]["subinterfaces"]["subinterface"][0];
+    assert_eq!(sub["config"], json!({"index": 0, "description": "to spine1", "enabled": true}));
+    assert_eq!(merged["interfaces"]["interface"][0]["config"]["mtu"], 9000);
+    let vlan = json!({"interfaces": {"interface": [{"name": "Ethernet1", "subinterfaces": {"subinterface": [{
+        "index": 1, "config": {"index": 1}, "vlan": {"config": {"vlan-id": 5000}}}]}}]}});
+    let out = intended(&schema, &running, &[snippet("default/vlan", 10, vlan)]);
+    let f = one(&out);
+    assert_eq!((f.category, f.config.as_deref()), (Category::Config, Some("default/vlan")));
+    assert!(f.message.contains("5000"), "{f}");
+}
