@@ -2,7 +2,8 @@
 # `make run`: start a choreo server on a copy of the bundled fabric fixture (two Starlark
 # reconcilers over network devices) and drive it with the CLI, end to end; then serve the same
 # project from a local git repository in dynamic mode (apply v2, roll back to v1); then a fabric
-# whose reconcilers claim identifiers from the backends of `-r`. Leaves nothing behind.
+# whose reconcilers claim identifiers from the backends of `-r`; then device configs checked
+# against YANG with `-s`, including a rejected change. Leaves nothing behind.
 set -euo pipefail
 bin=$(realpath "${1:-target/release/choreo}")
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,4 +84,34 @@ printf '\n# templates: each NodeConfig rendered as an SR Linux-style tree (Go te
 step get deviceconfigs
 step get deviceconfigs leaf1.srl -o yaml
 step get deviceconfigs spine1.cli -o yaml
+step server stop
+
+printf '\n# -s: device configs merged onto running configs and validated against YANG (IETF interfaces)\n'
+cp -r "$root/fixtures/devices" "$work/devices"
+sock="$work/sdc.sock"
+"$bin" server start "$work/devices" -s --socket "$sock" 2>"$work/sdc.log" &
+server=$!
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+step run once
+step get configs
+step get configs leaf1 -o yaml
+step run diff -c -a
+step config blame leaf2 '/interfaces/interface[name=eth0]'
+printf '\n# a new port on leaf1 that the device does not have: its snippet lacks the mandatory type\n'
+cat >"$work/eth9.yaml" <<'YAML'
+apiVersion: network.example.org/v1alpha1
+kind: Interface
+metadata:
+  name: leaf1-eth9
+  namespace: default
+spec:
+  node: leaf1
+  name: eth9
+  description: not cabled yet
+YAML
+step apply -f "$work/eth9.yaml"
+step run once || echo "(rejected as expected: no snapshot, no final config for leaf1)"
+step run list
+step delete -f "$work/eth9.yaml"
+step run once
 step server stop

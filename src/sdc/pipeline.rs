@@ -154,6 +154,12 @@ struct Setter {
 /// `running` (the device's running config, lenient JSON) with `snippets` merged on top,
 /// validated against `schema`.
 pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outcome {
+    intended_with(schema, running, snippets, true)
+}
+
+/// [`intended`], with the blame of every leaf only when asked for (it is the largest part of
+/// an outcome).
+pub fn intended_with(schema: &Schema, running: &Value, snippets: &[Snippet], blame: bool) -> Outcome {
     let ctx = schema.context();
     let mut out = Outcome::default();
     let mut merged = match parse(ctx, running) {
@@ -173,7 +179,8 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
         }
     };
     out.running_tree = Some(print(&merged));
-    let running_leaves: HashSet<String> = leaves(&merged).into_iter().map(|(p, _)| p).collect();
+    let running_leaves: HashSet<String> =
+        if blame { leaves(&merged).into_iter().map(|(p, _)| p).collect() } else { HashSet::new() };
 
     let mut order: Vec<usize> = (0..snippets.len()).collect();
     // Weakest first: the merge lets the later source win.
@@ -268,6 +275,9 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
         }
     }
     out.merged = Some(print(&merged));
+    if !blame {
+        return finish(out);
+    }
     out.blame = leaves(&merged)
         .into_iter()
         .map(|(path, node)| {
@@ -280,7 +290,11 @@ pub fn intended(schema: &Schema, running: &Value, snippets: &[Snippet]) -> Outco
             Blame { value: node.value_canonical().unwrap_or_default(), path: unqualified(&path), source }
         })
         .collect();
-    // Paths as users write them: without module prefixes.
+    finish(out)
+}
+
+/// Paths as users write them (without module prefixes), findings sorted.
+fn finish(mut out: Outcome) -> Outcome {
     for f in &mut out.findings {
         f.path = f.path.as_deref().map(unqualified);
     }

@@ -225,3 +225,31 @@ fn without_s_there_is_nothing_to_blame() {
     assert!(blame.stderr.contains("does not validate device configs"), "{}", blame.stderr);
     assert!(blame.stderr.contains("-s"), "{}", blame.stderr);
 }
+
+#[test]
+fn a_users_config_named_like_a_final_config_is_never_overwritten() {
+    let p = TestProject::new("devices");
+    p.write(
+        "in/leaf1.yaml",
+        "apiVersion: config.sdcio.dev/v1alpha1
+kind: Config
+metadata: {name: leaf1, namespace: default, labels: {config.sdcio.dev/targetName: leaf1}}
+spec: {config: [{path: /, value: {}}]}
+",
+    );
+    let _s = start(&p);
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("warning: config default/leaf1: has the name of node leaf1's final config"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("node leaf1: cannot store Config leaf1: an object of that name exists"),
+        "{}",
+        run.stdout
+    );
+    let mine = p.cli(&["get", "configs", "leaf1", "-n", "default", "-o", "json"]).ok().json();
+    assert_eq!(mine["spec"]["config"][0]["value"], serde_json::json!({}), "the user's object is untouched");
+}

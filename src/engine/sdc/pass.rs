@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -80,13 +81,56 @@ impl Node {
 struct Inputs {
     nodes: Vec<Node>,
     /// By index into `nodes`.
-    snippets: HashMap<usize, Vec<Snippet>>,
+    snippets: HashMap<usize, Vec<Pending>>,
     /// Problems found while reading, by node index.
     findings: HashMap<usize, Vec<Finding>>,
-    /// The running config files by node name: the text, or why it cannot be read.
-    running: BTreeMap<String, Result<Value, String>>,
+    /// The running config files by node name: the bytes, or why they cannot be read.
+    running: BTreeMap<String, Result<Vec<u8>, String>>,
     warnings: Vec<String>,
     fingerprint: u64,
+}
+
+/// A Config for a node, read when the node's turn comes.
+struct Pending {
+    id: String,
+    priority: i64,
+    stored: Arc<crate::store::Stored>,
+}
+
+impl Inputs {
+    /// Node `i`'s Configs with their entries.
+    fn snippets(&self, i: usize) -> Vec<Snippet> {
+        self.snippets
+            .get(&i)
+            .map(|list| {
+                list.iter()
+                    .map(|p| {
+                        let v = p.stored.value();
+                        let entries = match v.pointer("/spec/config") {
+                            Some(Value::Array(items)) => items
+                                .iter()
+                                .map(|e| Entry {
+                                    path: e.get("path").and_then(Value::as_str).unwrap_or("/").to_string(),
+                                    value: e.get("value").cloned().unwrap_or(Value::Null),
+                                })
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        Snippet { id: p.id.clone(), priority: p.priority, entries }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Node `name`'s running config: `None` when there is no file.
+    fn running(&self, name: &str, opts: &SdcOptions) -> Option<Result<Value, String>> {
+        let bytes = self.running.get(name)?;
+        Some(bytes.as_ref().map_err(Clone::clone).and_then(|b| {
+            serde_json::from_slice(b)
+                .map_err(|e| format!("{}: not JSON: {e}", opts.running_configs.join(format!("{name}.json")).display()))
+        }))
+    }
 }
 
 /// One node's outcome, to be written.
@@ -181,7 +225,7 @@ fn gather(state: &State, root: &Path, opts: &SdcOptions) -> Inputs {
     let node_names: HashSet<&str> = nodes.iter().map(|n| n.key.name.as_str()).collect();
 
     let mut warnings = Vec::new();
-    let mut snippets: HashMap<usize, Vec<Snippet>> = HashMap::new();
+    let mut snippets: HashMap<usize, Vec<Pending>> = HashMap::new();
     let mut findings: HashMap<usize, Vec<Finding>> = HashMap::new();
     let mut configs = state.list_stored(&GroupKind::new(crds::GROUP, crds::CONFIG), None);
     configs.sort_by(|a, b| a.json().cmp(b.json()));
@@ -189,7 +233,12 @@ fn gather(state: &State, root: &Path, opts: &SdcOptions) -> Inputs {
         let v = s.value();
         let (Some(name), ns) = (object::name(&v), object::namespace(&v)) else { continue };
         // The final configs (this pass's or upstream's) are outputs, not inputs.
-        if label(&v, FINAL) == Some("true") || node_names.contains(name) || s.deleting() {
+        if label(&v, FINAL) == Some("true") || is_output(&v) || s.deleting() {
+            continue;
+        }
+        if nodes.iter().any(|n| n.key.name == name && n.key.namespace == ns) {
+            warnings
+                .push(format!("config {ns}/{name}: has the name of node {name}'s final config: skipped (rename it)"));
             continue;
         }
         hash.write(s.json());
@@ -236,26 +285,19 @@ fn gather(state: &State, root: &Path, opts: &SdcOptions) -> Inputs {
                 }
             },
         };
-        let entries = match spec.and_then(|s| s.get("config")) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|e| Entry {
-                    path: e.get("path").and_then(Value::as_str).unwrap_or("/").to_string(),
-                    value: e.get("value").cloned().unwrap_or(Value::Null),
-                })
-                .collect(),
-            None | Some(Value::Null) => Vec::new(),
-            Some(_) => {
-                findings.entry(node).or_default().push(Finding {
-                    category: Category::Config,
-                    path: None,
-                    message: "spec.config is not a list".into(),
-                    config: Some(id),
-                });
-                continue;
-            }
-        };
-        snippets.entry(node).or_default().push(Snippet { id, priority, entries });
+        if !matches!(spec.and_then(|s| s.get("config")), None | Some(Value::Null | Value::Array(_))) {
+            findings.entry(node).or_default().push(Finding {
+                category: Category::Config,
+                path: None,
+                message: "spec.config is not a list".into(),
+                config: Some(id),
+            });
+            continue;
+        }
+        // The entries are read when the node's turn comes (all Configs parsed at once would
+        // hold ten times their text in memory).
+        drop(v);
+        snippets.entry(node).or_default().push(Pending { id, priority, stored: s });
     }
 
     let running = read_running(&root.join(&opts.running_configs), &node_names, &mut warnings, &mut hash, opts);
@@ -274,7 +316,7 @@ fn read_running(
     warnings: &mut Vec<String>,
     hash: &mut xxhash_rust::xxh3::Xxh3,
     opts: &SdcOptions,
-) -> BTreeMap<String, Result<Value, String>> {
+) -> BTreeMap<String, Result<Vec<u8>, String>> {
     let mut out = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     let mut files: Vec<(String, PathBuf)> = entries
@@ -311,10 +353,10 @@ fn read_running(
             std::fs::read(&path).map_err(|e| format!("{}: {e}", shown.display()))
         };
         hash.write(node.as_bytes());
-        let got = read().and_then(|bytes| {
-            hash.write(&bytes);
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", shown.display()))
-        });
+        let got = read();
+        if let Ok(bytes) = &got {
+            hash.write(bytes);
+        }
         out.insert(node, got);
     }
     out
@@ -334,13 +376,14 @@ impl crate::engine::Engine {
         }
         progress("running config validator ...");
         let schemas = root.join(&sdc.options.schemas);
-        let mut outcomes = Vec::with_capacity(inputs.nodes.len());
+        let mut writer = Writer::new(&self.store);
+        let mut errors = Vec::new();
+        let mut valid = 0u32;
         let mut used = Vec::new();
         for (i, node) in inputs.nodes.iter().enumerate() {
             let mut findings = inputs.findings.get(&i).cloned().unwrap_or_default();
-            let running = inputs.running.get(&node.key.name);
-            let raw = running.and_then(|r| r.as_ref().ok()).cloned();
-            let outcome = match (&node.schema, running) {
+            let running = inputs.running(&node.key.name, &sdc.options);
+            let outcome = match (&node.schema, &running) {
                 (Err(why), _) => {
                     findings.push(Finding {
                         category: Category::Schema,
@@ -384,8 +427,7 @@ impl crate::engine::Engine {
                             None
                         }
                         Ok(schema) => {
-                            let snippets = inputs.snippets.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-                            let out = pipeline::intended(&schema, running, snippets);
+                            let out = pipeline::intended_with(&schema, running, &inputs.snippets(i), false);
                             findings.extend(out.findings.iter().cloned());
                             Some(out)
                         }
@@ -399,19 +441,17 @@ impl crate::engine::Engine {
             } else {
                 progress(&format!("node {}: {} error(s)", node.id(), findings.len()));
             }
-            outcomes.push(NodeOutcome { findings, raw, outcome });
+            valid += u32::from(findings.is_empty());
+            errors.extend(findings.iter().map(|f| format!("node {}: {f}", node.key.name)));
+            let raw = running.and_then(Result::ok);
+            writer.node(node, &NodeOutcome { findings, raw, outcome });
         }
         sdc.cache.retain(&used);
-        let write_errors = write(&self.store, &inputs.nodes, &outcomes);
-        let mut errors = Vec::new();
-        for (node, out) in inputs.nodes.iter().zip(&outcomes) {
-            errors.extend(out.findings.iter().map(|f| format!("node {}: {f}", node.key.name)));
-        }
-        errors.extend(write_errors);
+        errors.extend(writer.finish());
         let summary = SdcSummary {
             time: crate::store::now_rfc3339(),
             nodes: inputs.nodes.len() as u32,
-            valid: outcomes.iter().filter(|o| o.findings.is_empty()).count() as u32,
+            valid,
             errors,
             warnings: inputs.warnings,
             elapsed_micros: started.elapsed().as_micros() as u64,
@@ -505,14 +545,13 @@ impl crate::engine::Engine {
         let node = &inputs.nodes[i];
         let fail = |m: String| ErrorReport::new(ErrorKind::Invalid, format!("node {}: {m}", node.key.name));
         let key = node.schema.clone().map_err(fail)?;
-        let running = match inputs.running.get(&node.key.name) {
+        let running = match inputs.running(&node.key.name, &sdc.options) {
             Some(Ok(v)) => v,
-            Some(Err(e)) => return Err(fail(e.clone())),
+            Some(Err(e)) => return Err(fail(e)),
             None => return Err(fail("no running config".into())),
         };
         let schema = sdc.cache.get(&root.join(&sdc.options.schemas), &key).map_err(|e| fail(e.to_string()))?;
-        let snippets = inputs.snippets.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-        let out = pipeline::intended(&schema, running, snippets);
+        let out = pipeline::intended(&schema, &running, &inputs.snippets(i));
         if out.merged.is_none() {
             let why: Vec<String> = out.findings.iter().map(ToString::to_string).collect();
             return Err(fail(why.join("; ")));
@@ -553,13 +592,21 @@ impl PathFilter {
     }
 }
 
-/// Writes the outcomes; returns what could not be written.
-fn write(store: &Store, nodes: &[Node], outcomes: &[NodeOutcome]) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut txn = store.begin();
-    let opts = ApplyOptions { manager: MANAGER, force: true };
-    let mut wanted: HashSet<ObjectKey> = HashSet::new();
-    for (node, out) in nodes.iter().zip(outcomes) {
+/// The pass's writes, one node at a time into one transaction (a node's parsed outcome is
+/// dropped once its objects are staged, as compact JSON).
+struct Writer<'s> {
+    txn: crate::store::Txn<'s>,
+    wanted: HashSet<ObjectKey>,
+    problems: Vec<String>,
+}
+
+impl<'s> Writer<'s> {
+    fn new(store: &'s Store) -> Writer<'s> {
+        Writer { txn: store.begin(), wanted: HashSet::new(), problems: Vec::new() }
+    }
+
+    fn node(&mut self, node: &Node, out: &NodeOutcome) {
+        let opts = ApplyOptions { manager: MANAGER, force: true };
         let meta = |name: String, extra: Option<(&str, &str)>| {
             let mut labels = serde_json::Map::new();
             labels.insert(TARGET_NAME.into(), json!(node.key.name));
@@ -598,11 +645,25 @@ fn write(store: &Store, nodes: &[Node], outcomes: &[NodeOutcome]) -> Vec<String>
             }
         }
         for obj in objects {
-            match txn.apply(&obj, opts) {
+            let key = ObjectKey {
+                group: crds::GROUP.into(),
+                kind: obj["kind"].as_str().unwrap_or_default().into(),
+                namespace: node.key.namespace.clone(),
+                name: obj["metadata"]["name"].as_str().unwrap_or_default().into(),
+            };
+            // Never take over an object someone else wrote under an output's name.
+            if self.txn.get(&key).is_some_and(|live| !is_output(&live)) {
+                self.problems.push(format!(
+                    "node {}: cannot store {} {}: an object of that name exists that choreo did not write",
+                    node.key.name, key.kind, key.name
+                ));
+                continue;
+            }
+            match self.txn.apply(&obj, opts) {
                 Ok((key, _)) => {
-                    wanted.insert(key);
+                    self.wanted.insert(key);
                 }
-                Err(e) => problems.push(format!(
+                Err(e) => self.problems.push(format!(
                     "node {}: cannot store {} {}: {e}",
                     node.key.name,
                     obj["kind"].as_str().unwrap_or_default(),
@@ -611,28 +672,31 @@ fn write(store: &Store, nodes: &[Node], outcomes: &[NodeOutcome]) -> Vec<String>
             }
         }
     }
-    // What earlier passes wrote and this one did not: the outputs of nodes that went away or
-    // whose configuration is now invalid.
-    let mut stale = Vec::new();
-    for kind in [crds::CONFIG, crds::RUNNING_CONFIG] {
-        for (key, obj) in txn.list(&GroupKind::new(crds::GROUP, kind), None) {
-            if !wanted.contains(&key)
-                && is_output(&obj)
-                && (kind == crds::RUNNING_CONFIG || label(&obj, FINAL) == Some("true"))
-            {
-                stale.push(key);
+
+    /// Removes what earlier passes wrote and this one did not (the outputs of nodes that went
+    /// away or whose configuration is now invalid), commits, and returns what went wrong.
+    fn finish(mut self) -> Vec<String> {
+        let mut stale = Vec::new();
+        for kind in [crds::CONFIG, crds::RUNNING_CONFIG] {
+            for (key, obj) in self.txn.list(&GroupKind::new(crds::GROUP, kind), None) {
+                if !self.wanted.contains(&key)
+                    && is_output(&obj)
+                    && (kind == crds::RUNNING_CONFIG || label(&obj, FINAL) == Some("true"))
+                {
+                    stale.push(key);
+                }
             }
         }
-    }
-    for key in stale {
-        if let Err(e) = txn.delete(&key) {
-            problems.push(format!("cannot remove {} {}: {e}", key.kind, key.name));
+        for key in stale {
+            if let Err(e) = self.txn.delete(&key) {
+                self.problems.push(format!("cannot remove {} {}: {e}", key.kind, key.name));
+            }
         }
+        if let Err(e) = self.txn.commit() {
+            self.problems.push(format!("cannot store the device configs: {e}"));
+        }
+        self.problems
     }
-    if let Err(e) = txn.commit() {
-        problems.push(format!("cannot store the device configs: {e}"));
-    }
-    problems
 }
 
 #[cfg(test)]
