@@ -17,6 +17,9 @@ use super::crds;
 /// A snapshot's objects.
 pub(crate) type Objects = BTreeMap<ObjectKey, Arc<Value>>;
 
+/// The path-level diff of a final Config: (snapshot objects, Config, running, intended) → text.
+pub(crate) type Details<'a> = dyn FnMut(&Objects, &Value, &Value, &Value) -> String + 'a;
+
 const FINAL: &str = "config.sdcio.dev/finalconfig";
 
 fn label<'a>(obj: &'a Value, name: &str) -> Option<&'a str> {
@@ -30,7 +33,7 @@ fn label<'a>(obj: &'a Value, name: &str) -> Option<&'a str> {
 /// Config, given the snapshot's objects, the Config, and the running and intended values.
 pub(crate) fn final_config_diff(
     reader: &Reader,
-    mut details: Option<&mut dyn FnMut(&Objects, &Value, &Value, &Value) -> String>,
+    mut details: Option<&mut Details<'_>>,
 ) -> Result<Vec<crate::protocol::DiffItem>, ErrorReport> {
     use crate::protocol::{DiffItem, DiffSymbol};
     let snaps = reader.latest_snapshots(2).map_err(crate::engine::internal)?;

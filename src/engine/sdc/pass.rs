@@ -556,7 +556,7 @@ impl crate::engine::Engine {
             let why: Vec<String> = out.findings.iter().map(ToString::to_string).collect();
             return Err(fail(why.join("; ")));
         }
-        let wanted = req.path.as_deref().map(|p| PathFilter::new(p)).transpose().map_err(fail)?;
+        let wanted = req.path.as_deref().map(PathFilter::new).transpose().map_err(fail)?;
         Ok(out
             .blame
             .into_iter()

@@ -35,7 +35,8 @@ fn data() -> Value {
             "loopback": "10.0.0.1/32", "routerId": "10.0.0.1",
             "links": [{"link": "leaf1-spine1", "port": 1, "vlan": 100, "prefix": "10.1.0.0/31"},
                       {"link": "leaf1-spine2", "port": 2, "vlan": 101, "prefix": "10.1.0.2/31"}],
-            "nothing": null
+            "nothing": null,
+            "node": "leaf1", "name": "eth0", "description": "uplink", "address": "192.0.2.1", "prefixLength": 31
         }
     })
 }
