@@ -225,9 +225,19 @@ pub enum ServerCommand {
     /// mode, waiting for `choreo server apply`.
     Start(ServerStartArgs),
     /// Show mode, status (with the reason of a failure), context and runner state
+    ///
+    /// With --wait-ready: wait until the server is Ready (exit 0), Failed (exit 1, with the
+    /// reason) or, after --timeout, still unreachable (exit 3) or not ready (exit 1): for deploy
+    /// scripts and CI, after `systemctl start choreo` or `server apply`.
     Get {
         #[arg(short, long, value_enum)]
         output: Option<DataFormat>,
+        /// Wait for the server to be Ready (or Failed) before answering
+        #[arg(long)]
+        wait_ready: bool,
+        /// How long --wait-ready waits: 90s, 5m, 500ms, or seconds
+        #[arg(long, default_value = "60s", value_parser = parse_duration, requires = "wait_ready")]
+        timeout: std::time::Duration,
     },
     /// Stop the server gracefully: flush the database durably and remove the socket
     Stop,
@@ -316,6 +326,52 @@ pub enum BranchCommand {
     Stash,
     /// Fast-forward DST to SRC; anything but a fast-forward is refused
     Merge { src: String, dst: String },
+}
+
+/// A duration as `90s`, `5m`, `1h`, `500ms`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (90s, 5m, 500ms)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Asks for the status until the server is Ready or Failed, or `timeout` passes: unreachable
+/// then is exit 3, anything else not ready exit 1.
+fn wait_until_ready(
+    connect: &dyn Fn() -> Result<Client, CliError>,
+    timeout: std::time::Duration,
+) -> Result<crate::protocol::ServerStatus, CliError> {
+    use crate::protocol::ServerState;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // Why the server is not ready yet: the error to give if time runs out now.
+        let why = match connect() {
+            Ok(mut c) => match c.request(Request::ServerStatus, &mut |_| {})? {
+                Reply::Status(s) if s.status != ServerState::Initializing => return Ok(s),
+                Reply::Status(s) => CliError::Failed(format!(
+                    "the server is not ready after {timeout:?}: {} {}",
+                    s.status,
+                    s.reason.lines().next().unwrap_or_default()
+                )),
+                other => return Err(unexpected(&other)),
+            },
+            Err(e @ CliError::Unreachable { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(why);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -625,13 +681,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
             emit(&text)
         }
-        Command::Server(ServerCommand::Get { output }) => {
-            let reply = connect()?.request(Request::ServerStatus, &mut progress)?;
-            let Reply::Status(s) = reply else { return Err(unexpected(&reply)) };
+        Command::Server(ServerCommand::Get { output, wait_ready, timeout }) => {
+            let s = if wait_ready {
+                wait_until_ready(&connect, timeout)?
+            } else {
+                let reply = connect()?.request(Request::ServerStatus, &mut progress)?;
+                let Reply::Status(s) = reply else { return Err(unexpected(&reply)) };
+                s
+            };
             match output {
-                Some(DataFormat::Json) => emit(&output::json(&output::status_json(&s))),
-                Some(DataFormat::Yaml) => emit(&output::yaml(&output::status_json(&s))),
-                None => emit(&output::status_text(&s)),
+                Some(DataFormat::Json) => emit(&output::json(&output::status_json(&s)))?,
+                Some(DataFormat::Yaml) => emit(&output::yaml(&output::status_json(&s)))?,
+                None => emit(&output::status_text(&s))?,
+            }
+            match (wait_ready, s.status) {
+                (true, crate::protocol::ServerState::Failed) => {
+                    Err(CliError::Failed(format!("the server failed: {}", s.reason.lines().next().unwrap_or_default())))
+                }
+                _ => Ok(()),
             }
         }
         Command::Server(ServerCommand::Stop) => {

@@ -49,6 +49,8 @@ pub enum Msg {
     },
     /// A `server apply`'s clone or fetch finished on its worker thread.
     Fetched(Box<git::Fetched>),
+    /// The watchdog asks whether the engine loop is alive: answered at once.
+    Ping(Sender<()>),
     Shutdown,
 }
 
@@ -75,9 +77,29 @@ pub struct Handle {
     interrupt: Arc<Interrupt>,
     /// `-r`: the identifier pools, read as last committed.
     backends: Option<Arc<crate::backends::Backends>>,
+    /// Fires once the first load (static mode) or the remembered context (dynamic mode) is
+    /// served, or there is none to resume.
+    served: Receiver<()>,
 }
 
 impl Handle {
+    /// Waits up to `timeout` for the first load or the remembered context to be served; true
+    /// once it is (also on every later call).
+    pub fn wait_served(&self, timeout: std::time::Duration) -> bool {
+        match self.served.recv_timeout(timeout) {
+            Ok(()) => true,
+            // The engine dropped its sender after firing (or ended): nothing more to wait for.
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => true,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+        }
+    }
+
+    /// Whether the engine loop answers within `timeout` (the watchdog's question).
+    pub fn ping(&self, timeout: std::time::Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx.send(Msg::Ping(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
+    }
+
     fn backends(&self) -> Result<&crate::backends::Backends, ErrorReport> {
         self.backends.as_deref().ok_or_else(|| {
             ErrorReport::new(ErrorKind::Invalid, "this server has no identifier backends")
@@ -245,6 +267,8 @@ pub struct Engine {
     /// `-s`: device configs merged and validated after the reconcilers.
     #[cfg(feature = "sdc")]
     sdc: Option<sdc::pass::Sdc>,
+    /// Told once the first load or the remembered context is served (see `Handle::wait_served`).
+    served: Option<Sender<()>>,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -275,6 +299,7 @@ pub fn start(
     let interrupt = Arc::new(Interrupt::default());
     let engine_interrupt = interrupt.clone();
     let own_tx = tx.clone();
+    let (served_tx, served_rx) = crossbeam_channel::bounded(1);
     // The store is opened and first loaded on the engine thread itself: the memory that work
     // frees then lies in the malloc arena the engine's runs allocate from, instead of in the
     // calling thread's, where a run could not reuse it.
@@ -284,8 +309,9 @@ pub fn start(
         // limit lets it build (see `Limits::STACK`).
         .stack_size(crate::reconcile::Limits::STACK)
         .spawn(move || match Engine::open(mode, &state_dir, stop_tx, engine_interrupt, own_tx, options) {
-            Ok((engine, watch_rx, watcher)) => {
+            Ok((mut engine, watch_rx, watcher)) => {
                 let _ = ready_tx.send(Ok((engine.store.reader(), engine.status.clone(), engine.backends.clone())));
+                engine.served = Some(served_tx);
                 engine.run(rx, watch_rx, watcher);
             }
             Err(e) => {
@@ -294,7 +320,7 @@ pub fn start(
         })
         .map_err(EngineError::Thread)?;
     let (reader, status, backends) = ready_rx.recv().map_err(|_| EngineError::Startup)??;
-    Ok((Handle { tx, reader, status, interrupt, backends }, thread, stop_rx))
+    Ok((Handle { tx, reader, status, interrupt, backends, served: served_rx }, thread, stop_rx))
 }
 
 impl Engine {
@@ -368,6 +394,7 @@ impl Engine {
             state_dir: state_dir.to_path_buf(),
             host: crate::reconcile::worker::Host::new(isolation, interrupt.clone()),
             quiesce: Vec::new(),
+            served: None,
             #[cfg(feature = "sdc")]
             sdc: options.sdc.clone().map(sdc::pass::Sdc::new),
             interrupt,
@@ -402,6 +429,12 @@ impl Engine {
         // listens, so a slow fetch does not keep it from answering `server get`.
         self.resume_saved_context();
         loop {
+            // Served: the initial load is done, and no remembered context is still being fetched.
+            if !self.fetching {
+                if let Some(tx) = self.served.take() {
+                    let _ = tx.send(());
+                }
+            }
             // Requests and file changes held back by a `run once` go once it is over.
             if self.once.is_none() && !self.fetching {
                 if let Some((request, reply)) = self.deferred.pop_front() {
@@ -440,6 +473,9 @@ impl Engine {
                         }
                     }
                     Ok(Msg::Fetched(done)) => self.finish_apply(*done),
+                    Ok(Msg::Ping(reply)) => {
+                        let _ = reply.send(());
+                    }
                     Ok(Msg::Shutdown) | Err(_) => {
                         self.abort_once("the server is stopping");
                         break;

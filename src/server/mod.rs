@@ -13,6 +13,7 @@
 //! logic of its own.
 
 mod peer;
+pub mod systemd;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter};
@@ -58,6 +59,8 @@ pub enum ServerError {
     Signals(io::Error),
     #[error("cannot start thread {name}: {source}")]
     Thread { name: String, source: io::Error },
+    #[error(transparent)]
+    Activation(#[from] systemd::ActivationError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ServerError + '_ {
@@ -72,25 +75,22 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(ServerError::Signals)?;
     let signals_handle = signals.handle();
-    let socket = config.socket.clone();
-    if socket.as_os_str().len() > 107 {
-        return Err(ServerError::PathTooLong(socket));
-    }
-    let dir = socket.parent().unwrap_or(Path::new("/")).to_path_buf();
-    if !dir.exists() {
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        // A directory we create for the socket is ours alone.
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
-    }
-    check_socket_path(&socket)?;
-    let _lock = lock_socket(&socket)?;
-    if socket_exists(&socket)? {
-        if UnixStream::connect(&socket).is_ok() {
-            return Err(ServerError::AlreadyRunning(socket));
+    let mut socket = config.socket.clone();
+    // Socket activation: systemd owns the socket (path, mode, group) and passes it listening;
+    // clients queue on it while the server loads.
+    let activated = systemd::activated_listener()?;
+    if let Some(path) =
+        activated.as_ref().and_then(|l| l.local_addr().ok()).and_then(|a| a.as_pathname().map(Path::to_path_buf))
+    {
+        if path != socket {
+            log::warn!("serving the socket systemd passed, {}, not {}", path.display(), socket.display());
         }
-        log::info!("removing stale socket {}", socket.display());
-        fs::remove_file(&socket).map_err(io_err(&socket))?;
+        socket = path;
     }
+    let _lock = match activated {
+        Some(_) => None,
+        None => Some(prepare_socket_path(&socket)?),
+    };
     fs::create_dir_all(&config.state_dir).map_err(io_err(&config.state_dir))?;
     // Server state is never project content: keep it out of `git status` and `run commit`.
     let ignore = config.state_dir.join(".gitignore");
@@ -100,7 +100,8 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
 
     let (handle, engine_thread, stop_requested) =
         engine::start(config.mode.clone(), config.state_dir.clone(), config.engine.clone())?;
-    let listener = match bind(&socket, config.socket_group) {
+    let is_activated = activated.is_some();
+    let listener = match activated.map_or_else(|| bind(&socket, config.socket_group), Ok) {
         Ok(l) => l,
         Err(e) => {
             handle.shutdown();
@@ -110,9 +111,10 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     let status = handle.status();
     log::info!(
-        "choreo server {} listening on {} ({} mode, status {})",
+        "choreo server {} listening on {}{} ({} mode, status {})",
         env!("CARGO_PKG_VERSION"),
         socket.display(),
+        if is_activated { " (socket passed by the service manager)" } else { "" },
         status.mode,
         status.status
     );
@@ -130,6 +132,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     // Requests being answered: shutdown waits for their last frame (the reply to `server stop`
     // among them) to be written before the process exits.
     let inflight = Arc::new(AtomicUsize::new(0));
+    let listener_fd = listener.as_raw_fd();
     let acceptor = {
         let stopping = stopping.clone();
         let handle = handle.clone();
@@ -137,6 +140,8 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         let peers = peer::Policy { uid: unsafe_getuid(), group: config.socket_group };
         spawn("choreo-accept", move || accept_loop(listener, handle, peers, stopping, inflight))?
     };
+    // The socket answers now: readiness, status and the watchdog go to the service manager.
+    let notifier = systemd::spawn_notifier(handle.clone(), stopping.clone());
 
     let cause = crossbeam_channel::select! {
         recv(shutdown_rx) -> sig => sig.unwrap_or("signal"),
@@ -144,14 +149,31 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     log::info!("shutting down ({cause})");
     stopping.store(true, Ordering::SeqCst);
-    // Wake the acceptor so it sees the flag, then take the socket away from new clients.
-    let _ = UnixStream::connect(&socket);
-    let _ = fs::remove_file(&socket);
+    if systemd::enabled() {
+        systemd::stopping(cause);
+    }
+    // Wake the acceptor so it sees the flag, then take the socket away from new clients (an
+    // activated socket is systemd's: it stays, and queues clients for the next start).
+    if UnixStream::connect(&socket).is_err() {
+        // Not reachable by path (an abstract or renamed activated socket): wake the acceptor by
+        // shutting the listening socket down. It is still open: the acceptor owns it and only
+        // ends after seeing the flag.
+        // SAFETY: shutdown on an open socket fd; at worst it fails with EBADF/ENOTCONN.
+        unsafe {
+            libc::shutdown(listener_fd, libc::SHUT_RDWR);
+        }
+    }
+    if !is_activated {
+        let _ = fs::remove_file(&socket);
+    }
     handle.shutdown();
     if engine_thread.join().is_err() {
         log::error!("the engine thread panicked");
     }
     let _ = acceptor.join();
+    if let Some(n) = notifier {
+        let _ = n.join();
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while inflight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -159,6 +181,30 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     signals_handle.close();
     eprintln!("choreo server stopped");
     Ok(())
+}
+
+/// Makes `socket` usable for a new server: its directory exists, no other server owns it (the
+/// returned lock says so while it is held), and a stale socket left by a killed server is gone.
+fn prepare_socket_path(socket: &Path) -> Result<File, ServerError> {
+    if socket.as_os_str().len() > 107 {
+        return Err(ServerError::PathTooLong(socket.to_path_buf()));
+    }
+    let dir = socket.parent().unwrap_or(Path::new("/")).to_path_buf();
+    if !dir.exists() {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // A directory we create for the socket is ours alone.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+    }
+    check_socket_path(socket)?;
+    let lock = lock_socket(socket)?;
+    if socket_exists(socket)? {
+        if UnixStream::connect(socket).is_ok() {
+            return Err(ServerError::AlreadyRunning(socket.to_path_buf()));
+        }
+        log::info!("removing stale socket {}", socket.display());
+        fs::remove_file(socket).map_err(io_err(socket))?;
+    }
+    Ok(lock)
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, ServerError> {

@@ -23,6 +23,8 @@ mod objects;
 mod run;
 // -s: device configs validated against YANG.
 mod sdc;
+// Running as a service: systemd readiness, watchdog, socket activation, unit files.
+mod service;
 // The server process: socket ownership, protocol robustness, peers, shutdown, durability.
 mod server;
 // Template reconcilers: gotemplate and jinjatemplate.

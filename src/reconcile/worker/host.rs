@@ -279,6 +279,10 @@ struct Proc {
 impl Proc {
     fn spawn(w: &Worker) -> Result<Proc, String> {
         let mut cmd = Command::new(&w.program);
+        // The service manager's variables are the server's, not the worker's.
+        for var in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(var);
+        }
         cmd.arg("__reconcile-worker")
             .arg("--memory-mib")
             .arg(w.memory_mib.to_string())

@@ -1,0 +1,188 @@
+//! Running as a service: sd_notify readiness, status, watchdog and stopping against a
+//! notification socket the test owns; socket activation with `systemd-socket-activate`; the
+//! unit files checked by `systemd-analyze verify`; `server get --wait-ready`.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ENDLESS: &str = "def reconcile(self):\n    for i in range(2000000000):\n        for j in range(2000000000):\n            pass\n    return reconcile_result(self, False, 0, '', False)\n";
+
+/// The test's end of `NOTIFY_SOCKET`.
+struct Notifications {
+    sock: UnixDatagram,
+}
+
+impl Notifications {
+    fn bind(path: &Path) -> Notifications {
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        Notifications { sock }
+    }
+
+    /// The next datagram within `within`, if any.
+    fn next(&self, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    }
+
+    /// Datagrams until one contains `needle` (returned), failing after `within`.
+    fn until(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(m) = self.next(Duration::from_millis(200)) {
+                if m.contains(needle) {
+                    return m;
+                }
+                seen.push(m);
+            }
+        }
+        panic!("no {needle:?} within {within:?}; got {seen:?}");
+    }
+}
+
+#[test]
+fn ready_comes_once_the_socket_answers_then_status_watchdog_and_stopping() {
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let notify_path = p.tmp.path().join("notify.sock");
+    let notes = Notifications::bind(&notify_path);
+    let mut server = Server::start_env(
+        &p.socket,
+        &[p.dir.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", &notify_path), ("WATCHDOG_USEC", Path::new("400000"))],
+    );
+    let ready = notes.until("READY=1", Duration::from_secs(30));
+    // READY means the socket answers and the project is loaded.
+    let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
+    assert_eq!(status["status"], "Ready");
+    assert!(ready.contains(&format!("STATUS=serving {}", p.dir.display())), "{ready}");
+    // The watchdog is pinged at half the interval while the engine loop answers.
+    notes.until("WATCHDOG=1", Duration::from_secs(5));
+    notes.until("WATCHDOG=1", Duration::from_secs(5));
+    // STATUS follows the server: the continuous runner starts.
+    p.cli(&["run", "start"]).ok();
+    notes.until("runner Running", Duration::from_secs(5));
+    p.cli(&["run", "stop"]).ok();
+
+    // A reconcile that never returns holds the engine: no pings while it runs.
+    let mut run = Command::new(BIN)
+        .args(["run", "once", "--timeout", "3", "--socket"])
+        .arg(&p.socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the run to start", 30, || {
+        (p.cli(&["server", "get", "-o", "json"]).ok().json()["runner"] == "Once").then_some(())
+    });
+    // Drain what was sent before the engine got stuck, then listen for a full second.
+    std::thread::sleep(Duration::from_millis(500));
+    while notes.next(Duration::from_millis(10)).is_some() {}
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_secs(1) {
+        if notes.next(Duration::from_millis(100)).is_some_and(|m| m.contains("WATCHDOG=1")) {
+            pings += 1;
+        }
+    }
+    assert_eq!(pings, 0, "a stuck engine must not be vouched for");
+    run.wait().unwrap();
+    notes.until("WATCHDOG=1", Duration::from_secs(10));
+    assert!(server.log().contains("no watchdog ping"), "{}", server.log());
+
+    server.signal(libc::SIGTERM);
+    notes.until("STOPPING=1", Duration::from_secs(10));
+    assert_eq!(server.wait(), 0);
+}
+
+#[test]
+fn socket_activation_serves_the_socket_systemd_passes() {
+    if Command::new("systemd-socket-activate").arg("--help").output().is_err() {
+        eprintln!("systemd-socket-activate is not installed (Debian package systemd): skipped");
+        return;
+    }
+    let p = TestProject::new("fabric");
+    let log = std::fs::File::create(p.tmp.path().join("server.log")).unwrap();
+    // systemd-socket-activate listens, and on the first connection runs the server with it.
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&p.socket)
+        .arg(BIN)
+        .args(["server", "start"])
+        .arg(&p.dir)
+        .arg("--socket")
+        .arg(&p.socket)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for("the activated socket", 30, || p.socket.exists().then_some(()));
+    // The first client starts the server and is answered once it has loaded.
+    let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
+    assert_eq!(status["status"], "Ready");
+    p.cli(&["get", "devices"]).ok();
+    p.cli(&["server", "stop"]).ok();
+    assert!(activator.wait().unwrap().success());
+    let log = std::fs::read_to_string(p.tmp.path().join("server.log")).unwrap();
+    assert!(log.contains("socket passed by the service manager"), "{log}");
+    assert!(p.socket.exists(), "an activated socket is the service manager's: it stays");
+}
+
+#[test]
+fn the_unit_files_verify() {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd");
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for unit in ["choreo.service", "choreo.socket"] {
+        let text = std::fs::read_to_string(dist.join(unit)).unwrap().replace("/usr/local/bin/choreo", BIN);
+        std::fs::write(tmp.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(tmp.path().join("choreo.service"))
+        .arg(tmp.path().join("choreo.socket"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+#[test]
+fn wait_ready_answers_ready_failed_or_unreachable() {
+    let p = TestProject::new("fabric");
+    // Nobody listens: unreachable after the timeout, exit 3.
+    let started = Instant::now();
+    let none = p.cli(&["server", "get", "--wait-ready", "--timeout", "300ms"]);
+    assert_eq!(none.code, 3, "{none:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let _s = p.start();
+    let ready = p.cli(&["server", "get", "--wait-ready", "--timeout", "10s"]).ok();
+    assert!(ready.stdout.contains("Ready"), "{}", ready.stdout);
+
+    let broken = TestProject::new("fabric");
+    broken.write("in/broken.yaml", "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata: {name: x\n");
+    let _b = broken.start();
+    let failed = broken.cli(&["server", "get", "--wait-ready", "--timeout", "10s"]);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(
+        failed.stderr.contains("the server failed: ") && failed.stderr.contains("broken.yaml"),
+        "{}",
+        failed.stderr
+    );
+    let bad = p.cli(&["server", "get", "--wait-ready", "--timeout", "soon"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
