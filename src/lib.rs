@@ -8,6 +8,7 @@ pub mod backends;
 pub mod cli;
 pub mod engine;
 pub mod ids;
+pub mod logging;
 pub mod project;
 pub mod protocol;
 pub mod reconcile;

@@ -30,7 +30,11 @@ fn main() -> ExitCode {
         };
     }
     let level = if cli.debug { "debug" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).format_timestamp_millis().init();
+    let format = match &cli.command {
+        Command::Server(ServerCommand::Start(args)) => args.log_format,
+        _ => choreo::logging::LogFormat::Text,
+    };
+    choreo::logging::init(level, format);
     let result = match &cli.command {
         Command::Server(ServerCommand::Start(args)) => start_server(cli.socket.clone(), args.clone()),
         _ => cli::run(cli),

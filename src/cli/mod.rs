@@ -440,6 +440,11 @@ pub struct ServerStartArgs {
     /// `run result` show them
     #[arg(short = 's', long, env = "CHOREO_SDC")]
     pub sdc: bool,
+    /// Log lines as text (for people; under systemd without timestamps or colours, with the
+    /// journal's priority prefix) or as JSON objects, one per line (timestamp, level, target,
+    /// message and fields such as reconciler, object, run)
+    #[arg(long, value_enum, default_value = "text", env = "CHOREO_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
     /// Directory of YANG schemas (PROVIDER/VERSION/...), relative to the project
     #[arg(long, default_value = "schemas", value_name = "DIR")]
     pub schemas: PathBuf,

@@ -175,7 +175,7 @@ impl Engine {
                 Step::Ran => self.touch_sdc(),
                 Step::Idle => break,
                 Step::Failed { task, message } => {
-                    log::warn!("reconcile failed: {task}: {message}");
+                    log::warn!(task = task.as_str(); "reconcile failed: {task}: {message}");
                     failure = Some(format!("{task}: {message}"));
                 }
             }
@@ -184,6 +184,13 @@ impl Engine {
             if let Err(e) = self.store.sync() {
                 log::error!("cannot flush the store: {e}");
             }
+            log::info!(
+                mode = "continuous", success = failure.is_none(), reconciles = work.reconciles;
+                "run {}: {} reconciles{}",
+                if failure.is_none() { "succeeded" } else { "failed" },
+                work.reconciles,
+                failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()
+            );
             let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
             status.last_run = Some(
                 serde_json::json!({

@@ -359,8 +359,11 @@ impl Engine {
             report.causes = e.causes;
             return Err(report);
         }
+        let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
         log::info!(
-            "applied {} {} {}: fetch {:?}, checkout {:?}, load {:?}",
+            url = req.url.as_str(), directory = req.directory.as_str(), reference = req.reference.as_str(),
+            commit = commit.as_str(), branch = req.branch.as_deref().unwrap_or("");
+            "context switch: serving {} {} {} at commit {commit} (fetch {:?}, checkout {:?}, load {:?})",
             req.url,
             req.directory,
             req.reference,
@@ -371,7 +374,6 @@ impl Engine {
         self.refresh_context();
         self.context_changed = true;
         self.save_context();
-        let commit = repo.head_commit().map(|o| o.to_string()).unwrap_or_default();
         let what = match &req.branch {
             None => {
                 self.start_work();

@@ -185,6 +185,16 @@ impl Engine {
             log::error!("cannot save the snapshot of run {id}: {e}");
             summary.snapshot.clear();
         }
+        let reconciles = summary.events.iter().filter(|e| e.operation == "START").count();
+        log::info!(
+            run = summary.snapshot.as_str(), mode = "once", success = summary.success, reconciles = reconciles,
+            elapsed_ms = summary.elapsed_micros / 1000;
+            "run {}: {} reconciles in {} ms{}",
+            if summary.success { "succeeded" } else { "failed" },
+            reconciles,
+            summary.elapsed_micros / 1000,
+            if summary.success { String::new() } else { format!(": {} {}", summary.task, summary.message.lines().next().unwrap_or_default()) }
+        );
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         status.last_run = Some(
             serde_json::json!({

@@ -118,7 +118,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         status.mode,
         status.status
     );
-    eprintln!("choreo server listening on {}", socket.display());
+    crate::logging::announce("choreo::server", &format!("choreo server listening on {}", socket.display()));
 
     {
         let tx = shutdown_tx.clone();
@@ -179,7 +179,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     signals_handle.close();
-    eprintln!("choreo server stopped");
+    crate::logging::announce("choreo::server", "choreo server stopped");
     Ok(())
 }
 

@@ -186,3 +186,45 @@ fn wait_ready_answers_ready_failed_or_unreachable() {
     let bad = p.cli(&["server", "get", "--wait-ready", "--timeout", "soon"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_run_s_fields() {
+    let p = TestProject::new("fabric");
+    let mut s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "--log-format", "json"]);
+    p.cli(&["run", "once"]).ok();
+    p.cli(&["server", "stop"]).ok();
+    assert_eq!(s.wait(), 0);
+    let log = s.log();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
+    for l in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(l[key].is_string(), "{key} missing in {l}");
+        }
+    }
+    let run = lines.iter().find(|l| l["mode"] == "once").unwrap_or_else(|| panic!("no run line in {log}"));
+    assert_eq!(run["level"], "INFO");
+    assert_eq!(run["success"], true);
+    assert!(run["reconciles"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["run"].as_str().is_some_and(|id| !id.is_empty()), "{run}");
+    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.starts_with("choreo server listening on"))));
+}
+
+#[test]
+fn under_the_journal_text_lines_have_a_priority_and_no_timestamp() {
+    let p = TestProject::new("fabric");
+    let mut s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &[("JOURNAL_STREAM", Path::new("8:1234"))]);
+    p.cli(&["run", "once"]).ok();
+    p.cli(&["server", "stop"]).ok();
+    assert_eq!(s.wait(), 0);
+    let log = s.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('<')).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<6>choreo::engine") && l.contains("run succeeded") && l.contains(" mode=once")),
+        "{log}"
+    );
+    assert!(!log.contains("\u{1b}["), "no colours: {log}");
+    assert!(lines.iter().all(|l| !l[3..].starts_with('[') && !l.contains("Z INFO")), "no timestamps: {log}");
+}

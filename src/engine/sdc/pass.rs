@@ -460,6 +460,7 @@ impl crate::engine::Engine {
             log::warn!("sdc: {w}");
         }
         log::info!(
+            nodes = summary.nodes, valid = summary.valid, errors = summary.errors.len();
             "sdc: {} of {} nodes valid, {} errors, in {:?}",
             summary.valid,
             summary.nodes,
