@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod project;
 pub mod protocol;
 pub mod reconcile;

@@ -107,6 +107,7 @@ fn start_server(socket: Option<PathBuf>, args: ServerStartArgs) -> Result<(), Cl
         state_dir,
         socket: cli::server_socket(socket.as_deref(), project.as_deref()),
         socket_group,
+        metrics_listen: args.metrics_listen,
         engine: choreo::engine::Options {
             isolation: match args.reconciler_isolation {
                 cli::IsolationArg::Process => choreo::reconcile::worker::Isolation::process(args.worker_memory_mib),

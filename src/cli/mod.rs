@@ -71,6 +71,8 @@ pub enum Command {
     /// Device configs of a server started with -s
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print the server's metrics in the Prometheus text format (what --metrics-listen serves)
+    Metrics,
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
@@ -216,6 +218,8 @@ pub enum DevCommand {
     },
 }
 
+// Parsed once per process: the size of the start arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
     /// Run the server in the foreground
@@ -326,6 +330,14 @@ pub enum BranchCommand {
     Stash,
     /// Fast-forward DST to SRC; anything but a fast-forward is refused
     Merge { src: String, dst: String },
+}
+
+/// `--metrics-listen`: `HOST:PORT`, or a bare port on loopback.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.trim().parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.trim().parse().map_err(|_| format!("{text:?} is not HOST:PORT (127.0.0.1:9464) or a port"))
 }
 
 /// A duration as `90s`, `5m`, `1h`, `500ms`, or plain seconds.
@@ -445,6 +457,10 @@ pub struct ServerStartArgs {
     /// message and fields such as reconciler, object, run)
     #[arg(long, value_enum, default_value = "text", env = "CHOREO_LOG_FORMAT")]
     pub log_format: crate::logging::LogFormat,
+    /// Serve the metrics at http://ADDR/metrics for a Prometheus scrape (off unless given; a
+    /// bare PORT means 127.0.0.1:PORT). `choreo metrics` prints the same over the socket
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Directory of YANG schemas (PROVIDER/VERSION/...), relative to the project
     #[arg(long, default_value = "schemas", value_name = "DIR")]
     pub schemas: PathBuf,
@@ -805,6 +821,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
             emit(&output::deps(&nodes))
         }
+        Command::Metrics => match connect()?.request(Request::Metrics, &mut progress)? {
+            Reply::Metrics(text) => emit(&text),
+            other => Err(unexpected(&other)),
+        },
         Command::Config(ConfigCommand::Blame { node, path, namespace, output }) => {
             let reply = connect()?.request(
                 Request::ConfigBlame(crate::protocol::ConfigBlameRequest { node, namespace, path }),

@@ -158,7 +158,7 @@ pub fn status_json(s: &ServerStatus) -> Value {
         "mode": s.mode.as_str(), "production": s.production, "status": s.status.as_str(), "reason": s.reason,
         "context": context, "runner": s.runner.as_str(), "lastRun": last_run,
         "serverVersion": s.server_version, "pid": s.pid,
-        "sdc": s.sdc,
+        "sdc": s.sdc, "metrics": s.metrics,
     })
 }
 
@@ -203,6 +203,30 @@ pub fn status_text(s: &ServerStatus) -> String {
             format!("{} at {}, {} reconciles", outcome, last["time"].as_str().unwrap_or("?"), last["reconciles"]),
         ));
     }
+    if let Some(m) = &s.metrics {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        lines.push(("uptime", go_duration((m.uptime_secs * 1e6) as u64)));
+        lines.push((
+            "store",
+            format!(
+                "{} objects, {} on disk, {} snapshots",
+                m.objects,
+                crate::protocol::human_size(m.store_bytes as usize),
+                m.snapshots
+            ),
+        ));
+        lines.push((
+            "counters",
+            format!(
+                "{} loads ({} failed), {} runs ({} failed), {} watch events, {} git fetches, queue {}",
+                m.loads, m.load_failures, m.runs, m.run_failures, m.watch_events, m.git_fetches, m.queue_depth
+            ),
+        ));
+        lines.push((
+            "latest",
+            format!("load {}, run {}, reconcile {}", ms(m.last_load_ms), ms(m.last_run_ms), ms(m.last_reconcile_ms)),
+        ));
+    }
     if let Some(sdc) = &s.sdc {
         lines.push((
             "configs",
@@ -212,6 +236,18 @@ pub fn status_text(s: &ServerStatus) -> String {
     let mut out = String::new();
     for (k, v) in lines {
         out.push_str(&format!("{k:<10} {v}\n"));
+    }
+    if let Some(m) = s.metrics.as_ref().filter(|m| !m.reconcilers.is_empty()) {
+        out.push_str("reconcilers:\n");
+        for (name, n, errors, last) in &m.reconcilers {
+            out.push_str(&format!("  {name}: {n} reconciles, {errors} errors, last {last:.1} ms\n"));
+        }
+    }
+    if let Some(m) = s.metrics.as_ref().filter(|m| !m.pools.is_empty()) {
+        out.push_str("identifier pools:\n");
+        for (pool, used, size) in &m.pools {
+            out.push_str(&format!("  {pool}: {used} of {size} allocated\n"));
+        }
     }
     if let Some(sdc) = s.sdc.as_ref().filter(|s| !s.errors.is_empty() || !s.warnings.is_empty()) {
         out.push_str("config errors:\n");

@@ -64,6 +64,7 @@ impl Engine {
             return;
         }
         let ev = batch.event;
+        crate::metrics::global().watch_event();
         self.touch_sdc();
         #[cfg(feature = "sdc")]
         if let (WatchEvent::Changed(paths), Some(sdc), Some(layout)) = (&ev, &self.sdc, &self.layout) {
@@ -184,6 +185,7 @@ impl Engine {
             if let Err(e) = self.store.sync() {
                 log::error!("cannot flush the store: {e}");
             }
+            crate::metrics::global().run("continuous", failure.is_none(), started.elapsed());
             log::info!(
                 mode = "continuous", success = failure.is_none(), reconciles = work.reconciles;
                 "run {}: {} reconciles{}",

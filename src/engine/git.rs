@@ -204,6 +204,7 @@ impl Engine {
     pub(super) fn finish_apply(&mut self, fetched: Fetched) {
         self.fetching = false;
         let Fetched { req, pinned, reply, result, started } = fetched;
+        crate::metrics::global().fetch(result.is_ok());
         let mut progress = progress_sink(reply.clone());
         // Loads stream their progress (upstream fetches) to the request's client too.
         self.progress = reply.clone();

@@ -12,6 +12,7 @@ mod continuous;
 mod edit;
 mod git;
 pub mod load;
+mod observe;
 pub mod query;
 mod run;
 pub mod runner;
@@ -94,6 +95,11 @@ impl Handle {
         }
     }
 
+    /// The metrics in the Prometheus text exposition format (for `/metrics`).
+    pub fn metrics_text(&self) -> String {
+        observe::prometheus(&self.reader, &self.status, self.backends.as_deref())
+    }
+
     /// Whether the engine loop answers within `timeout` (the watchdog's question).
     pub fn ping(&self, timeout: std::time::Duration) -> bool {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -110,7 +116,15 @@ impl Handle {
     /// Answers one request, sending progress and the final frame to `emit`.
     pub fn serve(&self, request: Request, emit: &mut dyn FnMut(ServerMessage) -> bool) {
         let answer = match &request {
-            Request::ServerStatus => Some(Ok(Reply::Status(self.status()))),
+            Request::ServerStatus => {
+                let mut status = self.status();
+                status.metrics =
+                    Some(Box::new(observe::status_metrics(&self.reader, &self.status, self.backends.as_deref())));
+                Some(Ok(Reply::Status(status)))
+            }
+            Request::Metrics => {
+                Some(Ok(Reply::Metrics(observe::prometheus(&self.reader, &self.status, self.backends.as_deref()))))
+            }
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
             // Run history is read from the store's snapshots, never waiting for a run.
             Request::RunResult => Some(run::with_latest_sdc(run::run_result(&self.reader), self.status().sdc)),
@@ -500,6 +514,8 @@ impl Engine {
             self.drive_once();
             self.drive();
             self.answer_quiesce();
+            let depth = self.once.as_ref().map(|j| j.run.depth()).or_else(|| self.work.as_ref().map(|w| w.depth()));
+            crate::metrics::global().set_queue_depth(depth.unwrap_or(0));
         }
         drop(watcher);
         if let Err(e) = self.store.sync() {
@@ -512,6 +528,7 @@ impl Engine {
     /// whether the server must stop.
     fn serve_request(&mut self, request: Request, reply: Sender<ServerMessage>) -> bool {
         log::debug!("engine: {}", request.name());
+        crate::metrics::global().request(request.name());
         let stop = matches!(request, Request::ServerStop);
         if let Some(wait) = self.must_wait(&request) {
             match &request {
@@ -629,6 +646,9 @@ impl Engine {
             Request::ConfigBlame(req) => self.config_blame(req).map(Reply::Blame),
             #[cfg(not(feature = "sdc"))]
             Request::ConfigBlame(_) => Err(sdc::no_sdc()),
+            Request::Metrics => {
+                Ok(Reply::Metrics(observe::prometheus(&self.store.reader(), &self.status, self.backends.as_deref())))
+            }
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),
@@ -754,6 +774,7 @@ impl Engine {
             &self.host,
             crate::repo::Progress { report: &mut progress, cancel: self.interrupt.shutdown_flag() },
         );
+        crate::metrics::global().load(result.is_ok(), started.elapsed());
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(summary) => {

@@ -186,6 +186,7 @@ impl Engine {
             summary.snapshot.clear();
         }
         let reconciles = summary.events.iter().filter(|e| e.operation == "START").count();
+        crate::metrics::global().run("once", summary.success, std::time::Duration::from_micros(summary.elapsed_micros));
         log::info!(
             run = summary.snapshot.as_str(), mode = "once", success = summary.success, reconciles = reconciles,
             elapsed_ms = summary.elapsed_micros / 1000;

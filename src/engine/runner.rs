@@ -254,6 +254,11 @@ impl Work {
         self.queue.ready.is_empty() && self.queue.delayed.is_empty()
     }
 
+    /// Items waiting: ready and delayed.
+    pub fn depth(&self) -> usize {
+        self.queue.ready.len() + self.queue.delayed.len()
+    }
+
     /// Forgets the per-object counts (continuous mode, once a burst of work has settled).
     pub fn reset_counts(&mut self) {
         self.counts.clear();
@@ -295,7 +300,14 @@ impl Work {
         };
         self.events.push(event("START", String::new()));
         self.reconciles += 1;
+        let began = Instant::now();
         let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt));
+        let result = match &outcome {
+            Outcome::Error(_) => crate::metrics::Outcome::Error,
+            Outcome::Requeue { .. } => crate::metrics::Outcome::Requeue,
+            Outcome::Done => crate::metrics::Outcome::Success,
+        };
+        crate::metrics::global().reconcile(&c.cfg.name, result, began.elapsed());
         let step = match outcome {
             Outcome::Error(message) => {
                 self.events.push(event("ERROR", message.clone()));
@@ -375,6 +387,11 @@ impl OnceRun {
     /// Reconciles so far.
     pub fn reconciles(&self) -> u64 {
         self.work.reconciles
+    }
+
+    /// Items waiting in the run's queue.
+    pub fn depth(&self) -> usize {
+        self.work.depth()
     }
 
     /// Runs up to `max` reconciles; `progress` gets a line about once a second.

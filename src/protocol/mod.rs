@@ -183,6 +183,8 @@ pub enum Request {
     /// What changed between the last two snapshots.
     RunDiff(RunDiffRequest),
     ConfigBlame(ConfigBlameRequest),
+    /// The metrics in the Prometheus text exposition format.
+    Metrics,
     /// The ownership tree of the current objects.
     RunDeps(RunDepsRequest),
     /// Dynamic mode: clone or fetch a repository and serve one of its directories at a ref.
@@ -317,6 +319,29 @@ pub struct RunDiffRequest {
     /// reads it) instead of the run against the one before; with `details`, per data path.
     #[serde(default)]
     pub final_config: bool,
+}
+
+/// What `server get` shows of the metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct StatusMetrics {
+    pub uptime_secs: f64,
+    pub objects: u64,
+    pub store_bytes: u64,
+    pub snapshots: u64,
+    pub loads: u64,
+    pub load_failures: u64,
+    pub runs: u64,
+    pub run_failures: u64,
+    pub queue_depth: u64,
+    pub watch_events: u64,
+    pub git_fetches: u64,
+    /// Per reconciler: (name, reconciles, errors, last duration in ms).
+    pub reconcilers: Vec<(String, u64, u64, f64)>,
+    pub last_load_ms: Option<f64>,
+    pub last_run_ms: Option<f64>,
+    pub last_reconcile_ms: Option<f64>,
+    /// Identifiers allocated per pool of `-r`: (namespace/index pool, used, size).
+    pub pools: Vec<(String, f64, f64)>,
 }
 
 /// `config blame NODE [PATH]`: where each leaf of a device's intended configuration comes from.
@@ -522,6 +547,7 @@ impl Request {
             Request::RunList => "run-list",
             Request::RunDiff(_) => "run-diff",
             Request::ConfigBlame(_) => "config-blame",
+            Request::Metrics => "metrics",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",
@@ -590,6 +616,8 @@ pub enum Reply {
     Diff(Vec<DiffItem>),
     Deps(Vec<DepNode>),
     Blame(Vec<BlameRow>),
+    /// Prometheus text exposition format.
+    Metrics(String),
     Branches(Vec<BranchEntry>),
     Log(Vec<LogEntry>),
     /// `(symbol, path)` pairs: `+` added, `-` removed, `~` changed.
@@ -627,6 +655,9 @@ pub struct ServerStatus {
     /// With `-s`: the latest validation of the device configs.
     #[serde(default)]
     pub sdc: Option<SdcSummary>,
+    /// Uptime, counters and latest latencies (filled in when asked for).
+    #[serde(default)]
+    pub metrics: Option<Box<StatusMetrics>>,
     pub server_version: String,
     pub pid: u32,
 }

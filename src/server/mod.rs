@@ -12,6 +12,7 @@
 //! Architecture invariant: the server decodes frames and forwards requests; it has no business
 //! logic of its own.
 
+mod metrics_http;
 mod peer;
 pub mod systemd;
 
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub socket_group: Option<u32>,
     /// How the engine runs (reconciler isolation, `-r`).
     pub engine: engine::Options,
+    /// `--metrics-listen`: serve `/metrics` over HTTP on this address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub enum ServerError {
     Thread { name: String, source: io::Error },
     #[error(transparent)]
     Activation(#[from] systemd::ActivationError),
+    #[error("--metrics-listen {addr}: {message}")]
+    Metrics { addr: std::net::SocketAddr, message: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ServerError + '_ {
@@ -142,6 +147,19 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     // The socket answers now: readiness, status and the watchdog go to the service manager.
     let notifier = systemd::spawn_notifier(handle.clone(), stopping.clone());
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => match metrics_http::start(addr, handle.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                stopping.store(true, Ordering::SeqCst);
+                let _ = UnixStream::connect(&socket);
+                handle.shutdown();
+                let _ = engine_thread.join();
+                return Err(e);
+            }
+        },
+    };
 
     let cause = crossbeam_channel::select! {
         recv(shutdown_rx) -> sig => sig.unwrap_or("signal"),
@@ -173,6 +191,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _ = acceptor.join();
     if let Some(n) = notifier {
         let _ = n.join();
+    }
+    if let Some(m) = metrics {
+        m.stop();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while inflight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {

@@ -163,6 +163,16 @@ impl Store {
 }
 
 impl super::Reader {
+    /// How many snapshots are stored (for metrics: no snapshot is read).
+    pub fn snapshot_count(&self) -> Result<usize> {
+        Ok(View { db: &self.db, dir: &self.dir }.tree("snapshots")?.len())
+    }
+
+    /// The database's size on disk in bytes (0 when it cannot be told).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// [`Store::snapshots`], from any thread.
     pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
         View { db: &self.db, dir: &self.dir }.snapshots()

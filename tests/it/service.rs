@@ -228,3 +228,90 @@ fn under_the_journal_text_lines_have_a_priority_and_no_timestamp() {
     assert!(!log.contains("\u{1b}["), "no colours: {log}");
     assert!(lines.iter().all(|l| !l[3..].starts_with('[') && !l.contains("Z INFO")), "no timestamps: {log}");
 }
+
+/// Parses the Prometheus text format: every sample line is `name{labels} value` with a finite
+/// number, and every sample belongs to a family announced by `# TYPE`.
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    let mut families = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.insert(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n.to_string(), l.trim_end_matches('}').to_string()),
+            None => (series.to_string(), String::new()),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+            .unwrap_or(&name)
+            .to_string();
+        assert!(families.contains(&family), "{name} has no # TYPE");
+        out.push((name, labels, value));
+    }
+    out
+}
+
+#[test]
+fn metrics_over_the_socket_and_over_http() {
+    let p = TestProject::new("fabric");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let _s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "--metrics-listen", &port.to_string()]);
+    p.cli(&["run", "once"]).ok();
+    let text = p.cli(&["metrics"]).ok().stdout;
+    let all = samples(&text);
+    let value =
+        |name: &str, labels: &str| all.iter().find(|(n, l, _)| n == name && l.contains(labels)).map(|(_, _, v)| *v);
+    assert_eq!(value("choreo_up", ""), Some(1.0));
+    assert!(value("choreo_uptime_seconds", "").unwrap() > 0.0);
+    assert!(value("choreo_loads_total", "result=\"success\"").unwrap() >= 1.0);
+    assert_eq!(value("choreo_runs_total", "mode=\"once\",result=\"success\""), Some(1.0));
+    assert!(value("choreo_run_duration_seconds_count", "mode=\"once\"").unwrap() >= 1.0);
+    let reconciles = value("choreo_reconcile_total", "result=\"success\"").unwrap();
+    assert!(reconciles >= 1.0, "{text}");
+    assert!(value("choreo_reconcile_duration_seconds_bucket", "le=\"+Inf\"").unwrap() >= reconciles);
+    assert!(value("choreo_store_objects", "").unwrap() > 0.0);
+    assert!(value("choreo_store_size_bytes", "").unwrap() > 0.0);
+    assert_eq!(value("choreo_snapshots", ""), Some(1.0));
+    for family in [
+        "choreo_queue_depth",
+        "choreo_watch_events_total",
+        "choreo_git_fetches_total",
+        "choreo_load_duration_seconds_count",
+    ] {
+        assert!(all.iter().any(|(n, _, _)| n == family), "{family} missing:\n{text}");
+    }
+
+    // The same over HTTP, for a scrape.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    assert!(samples(body).iter().any(|(n, l, v)| n == "choreo_runs_total" && l.contains("once") && *v == 1.0));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /other HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.contains(" 404 "), "{response}");
+
+    // server get shows the summary.
+    let status = p.cli(&["server", "get", "-o", "json"]).ok().json();
+    assert!(status["metrics"]["uptime_secs"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(status["metrics"]["runs"].as_u64().unwrap() >= 1, "{status}");
+    let text = p.cli(&["server", "get"]).ok().stdout;
+    assert!(text.contains("uptime") && text.contains("reconcilers:"), "{text}");
+}

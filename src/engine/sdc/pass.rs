@@ -467,6 +467,7 @@ impl crate::engine::Engine {
             summary.errors.len(),
             started.elapsed()
         );
+        crate::metrics::global().sdc_pass(started.elapsed());
         sdc.inputs = Some(inputs.fingerprint);
         sdc.last = Some(summary.clone());
         self.status.lock().unwrap_or_else(|p| p.into_inner()).sdc = Some(summary.clone());
