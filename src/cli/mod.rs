@@ -227,6 +227,13 @@ pub enum ServerCommand {
     /// With DIR: static mode. DIR is the project (crds/, in/, ...), its state lives in
     /// DIR/.choreo/, and the socket defaults to DIR/.choreo/choreo.sock. Without DIR: dynamic
     /// mode, waiting for `choreo server apply`.
+    ///
+    /// As a systemd service: install dist/systemd/choreo.service, choreo.socket and
+    /// choreo.sysusers (see the README), then `systemctl enable --now choreo.socket
+    /// choreo.service`. Under systemd the server reports readiness (READY=1 once the socket
+    /// answers and the project is served), its status and watchdog pings, and serves a socket
+    /// passed by socket activation; `choreo server get --wait-ready` waits for it. Members of
+    /// --socket-group (primary or supplementary) may use the socket.
     Start(ServerStartArgs),
     /// Show mode, status (with the reason of a failure), context and runner state
     ///

@@ -185,7 +185,8 @@ impl Engine {
             if let Err(e) = self.store.sync() {
                 log::error!("cannot flush the store: {e}");
             }
-            crate::metrics::global().run("continuous", failure.is_none(), started.elapsed());
+            let took = work.burst_started.take().map_or_else(|| started.elapsed(), |t| t.elapsed());
+            crate::metrics::global().run("continuous", failure.is_none(), took);
             log::info!(
                 mode = "continuous", success = failure.is_none(), reconciles = work.reconciles;
                 "run {}: {} reconciles{}",
@@ -201,7 +202,7 @@ impl Engine {
                     "success": failure.is_none(),
                     "message": failure.clone().unwrap_or_default(),
                     "reconciles": work.reconciles,
-                    "elapsedMicros": started.elapsed().as_micros() as u64,
+                    "elapsedMicros": took.as_micros() as u64,
                 })
                 .to_string(),
             );

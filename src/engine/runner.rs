@@ -218,6 +218,8 @@ pub struct Work {
     counts: HashMap<Item, u32>,
     pub events: Vec<RunEvent>,
     pub reconciles: u64,
+    /// When the first reconcile of the current burst ran (continuous mode's run duration).
+    pub burst_started: Option<Instant>,
 }
 
 impl Work {
@@ -228,6 +230,7 @@ impl Work {
             counts: HashMap::new(),
             events: Vec::new(),
             reconciles: 0,
+            burst_started: None,
         };
         w.push_all(seeds);
         w
@@ -300,6 +303,7 @@ impl Work {
         };
         self.events.push(event("START", String::new()));
         self.reconciles += 1;
+        self.burst_started.get_or_insert_with(Instant::now);
         let began = Instant::now();
         let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt));
         let result = match &outcome {

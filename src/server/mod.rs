@@ -103,6 +103,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         fs::write(&ignore, "# choreo's server state (database, socket, caches)\n*\n").map_err(io_err(&ignore))?;
     }
 
+    if systemd::enabled() {
+        systemd::status("loading");
+    }
     let (handle, engine_thread, stop_requested) =
         engine::start(config.mode.clone(), config.state_dir.clone(), config.engine.clone())?;
     let is_activated = activated.is_some();

@@ -76,6 +76,11 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// `STATUS=`: what the server does before the notifier runs (the initial load).
+pub fn status(text: &str) {
+    send(&[NotifyState::Status(text)]);
+}
+
 /// `STOPPING=1`: the server is shutting down.
 pub fn stopping(cause: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(&format!("stopping ({cause})"))]);
