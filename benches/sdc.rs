@@ -143,6 +143,7 @@ fn run_once(tmp: &Path, nodes: usize, interfaces: usize) -> Vec<PathBuf> {
                 name: None,
                 namespace: None,
                 show_managed_fields: false,
+                ..Default::default()
             }),
             &mut |_| {},
         )

@@ -168,6 +168,7 @@ fn main() {
                 name: name.map(str::to_string),
                 namespace: Some("default".into()),
                 show_managed_fields: false,
+                ..Default::default()
             })
         };
         let mut lists = Vec::new();

@@ -27,6 +27,7 @@ fn child_asn(c: &mut Client, i: usize) -> Option<u64> {
         name: Some(format!("d{i}")),
         namespace: Some("default".into()),
         show_managed_fields: false,
+        ..Default::default()
     });
     match c.request(req, &mut |_| {}) {
         Ok(Reply::Object(text)) => serde_json::from_str::<serde_json::Value>(&text).ok()?["spec"]["asn"].as_u64(),

@@ -31,6 +31,8 @@ pub struct ApiResource {
     pub schema: Option<Arc<Schema>>,
     /// Built into choreo (CRDs, reconcilers, libraries, upstream refs).
     pub builtin: bool,
+    /// The served version's `additionalPrinterColumns`: (name, jsonPath, priority).
+    pub printer_columns: Vec<(String, String, i64)>,
 }
 
 impl ApiResource {
@@ -128,7 +130,24 @@ impl ApiResource {
                 Some(Arc::new(schema))
             }
         };
+        // Columns of the served version (where kubectl reads them).
+        let printer_columns = versions
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(version.as_str()))
+            .and_then(|v| v.get("additionalPrinterColumns"))
+            .and_then(Value::as_array)
+            .map(|cols| {
+                cols.iter()
+                    .filter_map(|c| {
+                        let name = c.get("name")?.as_str()?.to_string();
+                        let path = c.get("jsonPath")?.as_str()?.to_string();
+                        Some((name, path, c.get("priority").and_then(Value::as_i64).unwrap_or(0)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(ApiResource {
+            printer_columns,
             group,
             version,
             kind,

@@ -138,12 +138,12 @@ impl Template {
         while !rest.is_empty() {
             match rest.find('{') {
                 None => {
-                    stack.last_mut().map(|s| s.1.push(Node::Text(rest.to_string())));
+                    push(&mut stack, Node::Text(rest.to_string()));
                     break;
                 }
                 Some(open) => {
                     if open > 0 {
-                        stack.last_mut().map(|s| s.1.push(Node::Text(rest[..open].to_string())));
+                        push(&mut stack, Node::Text(rest[..open].to_string()));
                     }
                     let after = &rest[open + 1..];
                     let close = closing(after).ok_or_else(|| format!("unclosed `{{` in {text:?}"))?;
@@ -155,12 +155,12 @@ impl Template {
                         let (path, body) =
                             stack.pop().filter(|_| !stack.is_empty()).ok_or("`{end}` without `{range}`")?;
                         let path = path.ok_or("`{end}` without `{range}`")?;
-                        stack.last_mut().map(|s| s.1.push(Node::Range(path, body)));
+                        push(&mut stack, Node::Range(path, body));
                     } else if let Some(lit) = unquote(action) {
-                        stack.last_mut().map(|s| s.1.push(Node::Text(lit)));
+                        push(&mut stack, Node::Text(lit));
                     } else {
                         let node = Node::Path(to_rfc9535(action)?);
-                        stack.last_mut().map(|s| s.1.push(node));
+                        push(&mut stack, node);
                     }
                 }
             }
@@ -184,6 +184,13 @@ impl Template {
             [Node::Path(p)] => p.query(value).all().into_iter().map(text).collect::<Vec<_>>().join(","),
             _ => self.render(value),
         }
+    }
+}
+
+/// Adds `node` to the innermost open block.
+fn push(stack: &mut [(Option<JsonPath>, Vec<Node>)], node: Node) {
+    if let Some(top) = stack.last_mut() {
+        top.1.push(node);
     }
 }
 

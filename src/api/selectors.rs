@@ -71,7 +71,7 @@ impl LabelSelector {
         if text.trim().is_empty() {
             return Ok(LabelSelector(reqs));
         }
-        for part in split_top(text)? {
+        for part in split_top(text).map_err(|e| format!("label selector: {e}"))? {
             let bad = |why: &str| format!("label selector {text:?}: {part:?}: {why}");
             if part.is_empty() {
                 return Err(bad("an empty requirement"));

@@ -143,7 +143,7 @@ mod tests {
     }
 
     fn get() -> Request {
-        Request::Get(GetRequest { resource: "blobs".into(), name: None, namespace: None, show_managed_fields: false })
+        Request::Get(GetRequest { resource: "blobs".into(), ..Default::default() })
     }
 
     fn apply_of(bytes: usize) -> Request {
@@ -219,7 +219,13 @@ mod tests {
         let expected = items.clone();
         let (mut client, server) = fake_server(move |mut s| {
             let _: Option<ClientMessage> = read_frame(&mut s).unwrap();
-            let reply = Reply::List { api_version: "v1".into(), kind: "Blob".into(), namespaced: false, items };
+            let reply = Reply::List {
+                api_version: "v1".into(),
+                kind: "Blob".into(),
+                namespaced: false,
+                items,
+                columns: Vec::new(),
+            };
             write_message(&mut s, &ServerMessage::Reply(reply)).unwrap();
         });
         let reply = client.request(get(), &mut |_| {}).unwrap_or_else(|e| panic!("{e:?}"));

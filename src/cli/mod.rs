@@ -8,6 +8,7 @@
 
 mod client;
 mod dev;
+mod get;
 mod input;
 pub mod output;
 
@@ -18,9 +19,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, IdsFreeRequest,
-    IdsUsageRequest, ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest,
-    ServerApplyRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, IdsFreeRequest, IdsUsageRequest,
+    ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -491,13 +491,6 @@ pub enum DataFormat {
     Yaml,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ObjectFormat {
-    Json,
-    Yaml,
-    Name,
-}
-
 #[derive(Debug, Args)]
 pub struct ApiResourcesArgs {
     /// Output format (default: a table)
@@ -518,11 +511,33 @@ pub struct GetArgs {
     /// Object name; without it, list every object of the type
     pub name: Option<String>,
     /// Namespace [default: all namespaces for a list, `default` for one object]
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
-    /// Output format (default: a table)
-    #[arg(short, long, value_enum)]
-    pub output: Option<ObjectFormat>,
+    /// List across all namespaces (the default for lists; kubectl's habit)
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output: json, yaml, name, wide (every printer column), jsonpath=TEMPLATE
+    /// (`jsonpath='{.items[*].metadata.name}'`, `{range .items[*]}{.metadata.name}{"\n"}{end}`)
+    /// or custom-columns=NAME:PATH,… (`custom-columns=NAME:.metadata.name,ASN:.spec.asn`);
+    /// default: a table with the CRD's printer columns
+    #[arg(short, long, value_parser = get::parse_output, value_name = "FORMAT")]
+    pub output: Option<get::GetOutput>,
+    /// Only objects whose labels match: `role=leaf`, `site!=ams`, `tier in (1,2)`,
+    /// `env notin (lab)`, `owner` (has the label), `!owner` (has not); comma = and
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Only objects whose fields match: `metadata.name=leaf1`, `status.phase!=Done`; comma = and
+    #[arg(long)]
+    pub field_selector: Option<String>,
+    /// Sort the list by a JSONPath (`.metadata.name`, `.spec.asn`; numbers sort as numbers)
+    #[arg(long, value_name = "JSONPATH")]
+    pub sort_by: Option<String>,
+    /// Leave out the header line of tables
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Add a LABELS column to the table
+    #[arg(long)]
+    pub show_labels: bool,
     /// Include metadata.managedFields
     #[arg(long)]
     pub show_managed_fields: bool,
@@ -912,51 +927,23 @@ fn parse_object(text: &str) -> Result<Value, CliError> {
     serde_json::from_str(text).map_err(|e| CliError::Failed(format!("the server sent an invalid object: {e}")))
 }
 
-fn get(mut client: Client, args: GetArgs) -> Result<(), CliError> {
-    let reply = client.request(
-        Request::Get(GetRequest {
-            resource: args.resource.clone(),
-            name: args.name.clone(),
-            namespace: args.namespace.clone(),
+fn get(client: Client, args: GetArgs) -> Result<(), CliError> {
+    get::get(
+        client,
+        get::GetOptions {
+            resource: args.resource,
+            name: args.name,
+            namespace: args.namespace,
+            all_namespaces: args.all_namespaces,
+            output: args.output.unwrap_or(get::GetOutput::Table),
+            selector: args.selector,
+            field_selector: args.field_selector,
+            sort_by: args.sort_by,
+            no_headers: args.no_headers,
+            show_labels: args.show_labels,
             show_managed_fields: args.show_managed_fields,
-        }),
-        &mut progress,
-    )?;
-    match reply {
-        Reply::Object(text) => {
-            let obj = parse_object(&text)?;
-            match args.output {
-                Some(ObjectFormat::Json) => emit(&output::json(&obj)),
-                Some(ObjectFormat::Yaml) => emit(&output::yaml(&obj)),
-                Some(ObjectFormat::Name) => emit(&format!("{}\n", output::object_name(&obj))),
-                None => {
-                    let namespaced = !crate::api::object::namespace(&obj).is_empty();
-                    emit(&output::objects_table(std::slice::from_ref(&obj), namespaced))
-                }
-            }
-        }
-        Reply::List { namespaced, items, .. } => {
-            // Each text is dropped once parsed: a large list is not held twice.
-            let items = items.into_iter().map(|t| parse_object(&t)).collect::<Result<Vec<_>, _>>()?;
-            match args.output {
-                Some(ObjectFormat::Json) => {
-                    emit(&output::json(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})))
-                }
-                Some(ObjectFormat::Yaml) => {
-                    emit(&output::yaml(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})))
-                }
-                Some(ObjectFormat::Name) => {
-                    emit(&items.iter().map(|o| format!("{}\n", output::object_name(o))).collect::<String>())
-                }
-                None if items.is_empty() => {
-                    eprintln!("No {} found.", args.resource);
-                    Ok(())
-                }
-                None => emit(&output::objects_table(&items, namespaced)),
-            }
-        }
-        other => Err(unexpected(&other)),
-    }
+        },
+    )
 }
 
 /// Prints per-object results; returns `Reported` when any failed.

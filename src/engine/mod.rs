@@ -929,6 +929,7 @@ mod tests {
                 name: Some(name.into()),
                 namespace: None,
                 show_managed_fields: false,
+                ..Default::default()
             };
             match self.ask(Request::Get(req)).pop() {
                 Some(ServerMessage::Reply(Reply::Object(json))) => Some(serde_json::from_str(&json).unwrap()),

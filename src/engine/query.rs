@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::api::crd::ResolveError;
 use crate::api::object::{GroupKind, ObjectKey};
+use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::protocol::{ApiResourceInfo, ErrorKind, ErrorReport, GetRequest, Reply};
 use crate::store::{State, Stored};
 
@@ -58,6 +59,20 @@ pub fn find(state: &State, req: &GetRequest) -> Result<Found, ErrorReport> {
             }
             None => state.list_stored(&gk, if res.namespaced { req.namespace.as_deref() } else { None }),
         };
+        let invalid = |m: String| ErrorReport::new(ErrorKind::Invalid, m);
+        let labels = req.label_selector.as_deref().map(LabelSelector::parse).transpose().map_err(invalid)?;
+        let fields = req.field_selector.as_deref().map(FieldSelector::parse).transpose().map_err(invalid)?;
+        let objects = if labels.is_some() || fields.is_some() {
+            objects
+                .into_iter()
+                .filter(|o| {
+                    let v = o.value();
+                    labels.as_ref().is_none_or(|l| l.matches(&v)) && fields.as_ref().is_none_or(|f| f.matches(&v))
+                })
+                .collect()
+        } else {
+            objects
+        };
         Ok(Found { res, objects })
     }
 }
@@ -82,6 +97,15 @@ pub fn render(found: Found, req: &GetRequest) -> Reply {
             kind: res.kind.clone(),
             namespaced: res.namespaced,
             items: objects.iter().map(|o| render(o)).collect(),
+            columns: res
+                .printer_columns
+                .iter()
+                .map(|(name, json_path, priority)| crate::protocol::PrinterColumn {
+                    name: name.clone(),
+                    json_path: json_path.clone(),
+                    priority: *priority,
+                })
+                .collect(),
         },
     }
 }

@@ -559,7 +559,7 @@ impl Request {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GetRequest {
     /// `plural[.group]`, a kind or a short name.
     pub resource: String,
@@ -567,6 +567,21 @@ pub struct GetRequest {
     /// `None`: every namespace for a list, `default` for one object.
     pub namespace: Option<String>,
     pub show_managed_fields: bool,
+    /// `-l`: kubectl's label selector (`a=b,c!=d,e in (x,y),!f`).
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// `--field-selector`: `metadata.name=x,status.phase!=Done`.
+    #[serde(default)]
+    pub field_selector: Option<String>,
+}
+
+/// A column of a CRD's `additionalPrinterColumns`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrinterColumn {
+    pub name: String,
+    pub json_path: String,
+    /// 0: in the default table; higher: only with `-o wide`.
+    pub priority: i64,
 }
 
 /// One object as the user wrote it, with where it came from (a path or `-`).
@@ -608,6 +623,9 @@ pub enum Reply {
         kind: String,
         namespaced: bool,
         items: Vec<String>,
+        /// The CRD's `additionalPrinterColumns`.
+        #[serde(default)]
+        columns: Vec<PrinterColumn>,
     },
     /// Per-object outcomes of apply or delete; the request fails only as a whole in `Error`.
     Items(Vec<ItemResult>),
@@ -1005,6 +1023,8 @@ mod tests {
             name: Some("test".into()),
             namespace: None,
             show_managed_fields: true,
+            label_selector: Some("a=b".into()),
+            field_selector: None,
         }));
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg).unwrap();
@@ -1064,7 +1084,13 @@ mod tests {
     }
 
     fn list(items: Vec<String>) -> ServerMessage {
-        ServerMessage::Reply(Reply::List { api_version: "v1".into(), kind: "Blob".into(), namespaced: true, items })
+        ServerMessage::Reply(Reply::List {
+            api_version: "v1".into(),
+            kind: "Blob".into(),
+            namespaced: true,
+            items,
+            columns: Vec::new(),
+        })
     }
 
     fn list_items(msg: ServerMessage) -> Vec<String> {

@@ -15,6 +15,8 @@ mod ids;
 mod isolation;
 // Requests and answers larger than one frame.
 mod large;
+// kubectl habits on get: selectors, wide, jsonpath, custom columns, sorting.
+mod kubectl;
 // Loading projects: CRDs, inputs, load errors, removal and garbage collection.
 mod load;
 // The CLI's object commands: get, api-resources, apply, delete.

@@ -1,0 +1,137 @@
+//! kubectl habits on `get`: selectors, namespaces, wide and printer columns, jsonpath,
+//! custom columns, sorting, headers and labels — end to end against the real server.
+
+use crate::support::*;
+
+const MORE: &str = "apiVersion: net.example.org/v1alpha1
+kind: Device
+metadata: {name: leaf2, namespace: default, labels: {site: ams1, tier: \"1\"}}
+spec: {role: leaf, asn: 65102, hostname: leaf2}
+---
+apiVersion: net.example.org/v1alpha1
+kind: Device
+metadata: {name: spine2, namespace: default, labels: {site: nyc1}}
+spec: {role: spine, asn: 9, hostname: spine2}
+---
+apiVersion: net.example.org/v1alpha1
+kind: Device
+metadata: {name: leaf3, namespace: lab, labels: {site: ams1, tier: \"2\"}}
+spec: {role: leaf, asn: 65103, hostname: leaf3}
+";
+
+/// The network fixture with more devices, and printer columns on the Device CRD.
+fn project() -> TestProject {
+    let p = TestProject::new("network");
+    let crd = std::fs::read_to_string(p.path("crds/net.example.org_devices.yaml")).unwrap();
+    let crd = crd.replacen(
+        "    storage: true\n",
+        "    storage: true\n    additionalPrinterColumns:\n    - {name: Role, type: string, jsonPath: .spec.role}\n    - {name: ASN, type: integer, jsonPath: .spec.asn}\n    - {name: Hostname, type: string, jsonPath: .spec.hostname, priority: 1}\n",
+        1,
+    );
+    p.write("crds/net.example.org_devices.yaml", &crd);
+    p.write("in/more.yaml", MORE);
+    p
+}
+
+fn names(p: &TestProject, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["get", "devices", "-o", "name"];
+    all.extend_from_slice(args);
+    let mut out: Vec<String> =
+        p.cli(&all).ok().stdout.lines().map(|l| l.rsplit('/').next().unwrap().to_string()).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn label_and_field_selectors() {
+    let p = project();
+    let _s = p.start();
+    let table: &[(&[&str], &[&str])] = &[
+        (&["-l", "site=ams1"], &["leaf1", "leaf2", "leaf3"]),
+        (&["-l", "site!=ams1"], &["spine1", "spine2"]),
+        (&["-l", "tier in (1,2)"], &["leaf2", "leaf3"]),
+        (&["-l", "site notin (ams1)"], &["spine1", "spine2"]),
+        (&["-l", "tier"], &["leaf2", "leaf3"]),
+        (&["-l", "!tier"], &["leaf1", "spine1", "spine2"]),
+        (&["-l", "site=ams1,!tier"], &["leaf1"]),
+        (&["--field-selector", "metadata.namespace=lab"], &["leaf3"]),
+        (&["--field-selector", "spec.role=spine,metadata.name!=spine1"], &["spine2"]),
+        (&["-l", "site=ams1", "--field-selector", "spec.asn=65102"], &["leaf2"]),
+        (&["-n", "lab"], &["leaf3"]),
+        (&["-A", "-l", "tier=2"], &["leaf3"]),
+    ];
+    for (args, want) in table {
+        assert_eq!(names(&p, args), want.to_vec(), "{args:?}");
+    }
+    let bad = p.cli(&["get", "devices", "-l", "site in (ams1"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("label selector"), "{}", bad.stderr);
+    assert_eq!(p.cli(&["get", "devices", "-A", "-n", "lab"]).code, 2, "-A and -n conflict");
+}
+
+#[test]
+fn tables_show_printer_columns_wide_labels_and_sort() {
+    let p = project();
+    let _s = p.start();
+    let t = p.cli(&["get", "devices", "--sort-by", ".spec.asn"]).ok().stdout;
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("NAMESPACE   NAME     ROLE    ASN     AGE"), "{t}");
+    let order: Vec<&str> = lines[1..].iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(order, ["spine2", "spine1", "leaf1", "leaf2", "leaf3"], "numeric sort: {t}");
+    let wide = p.cli(&["get", "devices", "-o", "wide", "-n", "lab"]).ok().stdout;
+    assert!(wide.starts_with("NAME    ROLE   ASN     HOSTNAME   AGE\nleaf3   leaf   65103   leaf3"), "{wide}");
+    let labels = p.cli(&["get", "devices", "leaf2", "--show-labels", "--no-headers"]).ok().stdout;
+    assert!(labels.starts_with("leaf2   leaf   65102") && labels.trim_end().ends_with("site=ams1,tier=1"), "{labels}");
+    assert_eq!(labels.lines().count(), 1, "{labels}");
+    let missing = p.cli(&["get", "devices", "nope"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+}
+
+#[test]
+fn jsonpath_and_custom_columns() {
+    let p = project();
+    let _s = p.start();
+    let out = p
+        .cli(&[
+            "get",
+            "devices",
+            "-n",
+            "default",
+            "--sort-by",
+            ".metadata.name",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "leaf1 leaf2 spine1 spine2\n");
+    let out = p
+        .cli(&[
+            "get",
+            "devices",
+            "-l",
+            "site=ams1",
+            "--sort-by",
+            ".metadata.name",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.asn}{\"\\n\"}{end}",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "leaf1=65101\nleaf2=65102\nleaf3=65103\n");
+    let one = p.cli(&["get", "devices", "leaf1", "-o", "jsonpath={.spec.interfaces[?(@.mtu==1500)].name}"]).ok();
+    assert_eq!(one.stdout, "ethernet-1/2\n");
+    let cols = p
+        .cli(&[
+            "get",
+            "devices",
+            "-n",
+            "default",
+            "--sort-by",
+            ".metadata.name",
+            "-o",
+            "custom-columns=DEVICE:.metadata.name,SITE:.metadata.labels.site",
+        ])
+        .ok();
+    assert_eq!(cols.stdout, "DEVICE   SITE\nleaf1    ams1\nleaf2    ams1\nspine1   <none>\nspine2   nyc1\n");
+    let bad = p.cli(&["get", "devices", "-o", "custom-columns=NAME"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
