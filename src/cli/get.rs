@@ -84,6 +84,7 @@ pub fn get(mut client: Client, o: GetOptions) -> Result<(), CliError> {
         _ => (o.name.clone(), o.field_selector.clone(), namespace),
     };
     let show_namespace = namespace.is_none();
+    let requested_namespace = namespace.clone();
     let reply = client.request(
         Request::Get(GetRequest {
             resource: o.resource.clone(),
@@ -109,15 +110,21 @@ pub fn get(mut client: Client, o: GetOptions) -> Result<(), CliError> {
                 GetOutput::Table | GetOutput::Wide => Err(CliError::Failed("a table of one object came as one".into())),
             }
         }
-        Reply::List { namespaced, items, columns, .. } => {
+        Reply::List { api_version, kind, namespaced, items, columns } => {
             let mut items = items.into_iter().map(|t| parse_object(&t)).collect::<Result<Vec<_>, _>>()?;
             if let Some(key) = &sort_by {
                 sort(&mut items, key);
             }
-            if table && o.name.is_some() && items.is_empty() {
+            if let (true, Some(name), true) = (table, &o.name, items.is_empty()) {
+                // As the server says it of a named object.
+                let group = api_version.rsplit_once('/').map(|(g, _)| format!(".{g}")).unwrap_or_default();
+                let key = match (namespaced, &requested_namespace) {
+                    (true, Some(ns)) => format!("{ns}/{name}"),
+                    _ => name.clone(),
+                };
                 return Err(CliError::Server(crate::protocol::ErrorReport::new(
                     crate::protocol::ErrorKind::NotFound,
-                    format!("{} {:?} not found", o.resource, o.name.as_deref().unwrap_or_default()),
+                    format!("{kind}{group} {key}: not found"),
                 )));
             }
             let list = || json!({"apiVersion": "v1", "kind": "List", "items": items});
