@@ -9,6 +9,7 @@ pub mod apply;
 pub(crate) mod builtin;
 pub(crate) mod cel;
 pub mod crd;
+pub mod explain;
 pub mod jsonpath;
 pub(crate) mod meta;
 pub mod object;

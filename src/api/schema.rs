@@ -120,6 +120,8 @@ pub struct Schema {
     pub any_of: Vec<Schema>,
     pub one_of: Vec<Schema>,
     pub not: Option<Box<Schema>>,
+    /// For `explain`.
+    pub description: Option<String>,
 }
 
 /// A problem in a CRD's schema, with the path inside `openAPIV3Schema`.
@@ -264,7 +266,8 @@ impl Schema {
                 }
                 "not" => s.not = Some(Box::new(Schema::parse(v, &sub("not"))?)),
                 // Documentation and keywords with no effect on validation.
-                "description" | "title" | "example" | "externalDocs" | "$schema" | "id" => {}
+                "description" => s.description = v.as_str().map(str::to_string),
+                "title" | "example" | "externalDocs" | "$schema" | "id" => {}
                 "$ref" => return Err(err("$ref is not allowed in a structural schema".into())),
                 _ => {
                     // Unknown keywords are tolerated, as the Kubernetes API server tolerates

@@ -73,6 +73,12 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print the server's metrics in the Prometheus text format (what --metrics-listen serves)
     Metrics,
+    /// Document a resource type or one of its fields, from its CRD's schema: type,
+    /// description, required fields, enums, defaults (`choreo explain devices.spec.interfaces`)
+    Explain {
+        /// RESOURCE[.field.path]: plural[.group], kind or short name, then field names
+        target: String,
+    },
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
@@ -843,6 +849,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
             emit(&output::deps(&nodes))
         }
+        Command::Explain { target } => match connect()?.request(Request::Explain { target }, &mut progress)? {
+            Reply::Message(text) => emit(&text),
+            other => Err(unexpected(&other)),
+        },
         Command::Metrics => match connect()?.request(Request::Metrics, &mut progress)? {
             Reply::Metrics(text) => emit(&text),
             other => Err(unexpected(&other)),

@@ -125,6 +125,7 @@ impl Handle {
             Request::Metrics => {
                 Some(Ok(Reply::Metrics(observe::prometheus(&self.reader, &self.status, self.backends.as_deref()))))
             }
+            Request::Explain { target } => Some(self.reader.with(|s| query::explain(s, target))),
             Request::ApiResources => Some(Ok(Reply::ApiResources(self.reader.with(query::api_resources)))),
             // Run history is read from the store's snapshots, never waiting for a run.
             Request::RunResult => Some(run::with_latest_sdc(run::run_result(&self.reader), self.status().sdc)),
@@ -649,6 +650,7 @@ impl Engine {
             Request::Metrics => {
                 Ok(Reply::Metrics(observe::prometheus(&self.store.reader(), &self.status, self.backends.as_deref())))
             }
+            Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

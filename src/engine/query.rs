@@ -124,3 +124,21 @@ pub fn without_managed_fields(obj: &Value) -> Value {
     }
     out
 }
+
+/// `explain RESOURCE[.field.path]`: the longest dotted prefix that names a resource type
+/// (`devices.net.example.org.spec` and `devices.spec` both work), then its fields.
+pub fn explain(state: &State, target: &str) -> Result<Reply, ErrorReport> {
+    let parts: Vec<&str> = target.split('.').collect();
+    let mut last_error = None;
+    for cut in (1..=parts.len()).rev() {
+        match state.registry.resolve(&parts[..cut].join(".")) {
+            Ok(res) => {
+                return crate::api::explain::explain(&res, &parts[cut..])
+                    .map(Reply::Message)
+                    .map_err(|m| ErrorReport::new(ErrorKind::NotFound, m));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.map(resolve_error).unwrap_or_else(|| ErrorReport::new(ErrorKind::Invalid, "nothing to explain")))
+}

@@ -185,6 +185,10 @@ pub enum Request {
     ConfigBlame(ConfigBlameRequest),
     /// The metrics in the Prometheus text exposition format.
     Metrics,
+    /// `explain RESOURCE[.field.path]`.
+    Explain {
+        target: String,
+    },
     /// The ownership tree of the current objects.
     RunDeps(RunDepsRequest),
     /// Dynamic mode: clone or fetch a repository and serve one of its directories at a ref.
@@ -548,6 +552,7 @@ impl Request {
             Request::RunDiff(_) => "run-diff",
             Request::ConfigBlame(_) => "config-blame",
             Request::Metrics => "metrics",
+            Request::Explain { .. } => "explain",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",

@@ -135,3 +135,23 @@ fn jsonpath_and_custom_columns() {
     let bad = p.cli(&["get", "devices", "-o", "custom-columns=NAME"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+#[test]
+fn explain_documents_kinds_and_fields() {
+    let p = project();
+    let _s = p.start();
+    let top = p.cli(&["explain", "devices"]).ok().stdout;
+    assert!(top.starts_with("GROUP:      net.example.org\nKIND:       Device\nVERSION:    v1alpha1\n"), "{top}");
+    assert!(top.contains("FIELDS:") && top.contains("  spec\t<Object>"), "{top}");
+    for target in ["devices.spec", "devices.net.example.org.spec", "dev.spec"] {
+        let spec = p.cli(&["explain", target]).ok().stdout;
+        assert!(spec.contains("FIELD: spec <Object>") && spec.contains("  asn\t<integer>"), "{target}: {spec}");
+    }
+    let nested = p.cli(&["explain", "devices.spec.interfaces.mtu"]).ok().stdout;
+    assert!(nested.contains("FIELD: mtu <integer>"), "{nested}");
+    let bad = p.cli(&["explain", "devices.spec.colour"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("\"colour\" does not exist in Device.spec"), "{}", bad.stderr);
+    let unknown = p.cli(&["explain", "widgets"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+}
