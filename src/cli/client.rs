@@ -77,6 +77,22 @@ impl Client {
 
     /// Sends a request; progress lines go to `progress`; returns the final reply.
     pub fn request(&mut self, request: Request, progress: &mut dyn FnMut(&str)) -> Result<Reply, CliError> {
+        self.stream(request, progress, &mut |_| {
+            Err(CliError::Server(ErrorReport::new(
+                ErrorKind::Protocol,
+                "unexpected event frame in answer to a request",
+            )))
+        })
+    }
+
+    /// [`Client::request`] for requests that stream events before their answer (`get -w`):
+    /// each goes to `event`, which may end the stream with an error.
+    pub fn stream(
+        &mut self,
+        request: Request,
+        progress: &mut dyn FnMut(&str),
+        event: &mut dyn FnMut(crate::protocol::WatchEvent) -> Result<(), CliError>,
+    ) -> Result<Reply, CliError> {
         let advice = batch_advice(&request);
         match self.send(&ClientMessage::Request(request)) {
             Ok(()) => {}
@@ -99,6 +115,7 @@ impl Client {
         loop {
             match self.recv()? {
                 ServerMessage::Progress(line) => progress(&line),
+                ServerMessage::Event(e) => event(e)?,
                 ServerMessage::Reply(reply) => return Ok(reply),
                 ServerMessage::Error(report) => return Err(CliError::Server(report)),
                 other @ (ServerMessage::Hello { .. } | ServerMessage::Part(_)) => {

@@ -68,9 +68,94 @@ pub struct GetOptions {
     pub no_headers: bool,
     pub show_labels: bool,
     pub show_managed_fields: bool,
+    /// `-w`: after the list, every change as it commits.
+    pub watch: bool,
+    /// With `-w`: say ADDED / MODIFIED / DELETED.
+    pub watch_events: bool,
 }
 
-pub fn get(mut client: Client, o: GetOptions) -> Result<(), CliError> {
+pub fn get(client: Client, o: GetOptions) -> Result<(), CliError> {
+    if o.watch {
+        return watch(client, o);
+    }
+    get_once(client, o)
+}
+
+/// `get -w`: the columns from one list request, then the watch's stream, one row or document
+/// per event.
+fn watch(mut client: Client, o: GetOptions) -> Result<(), CliError> {
+    let namespace = if o.all_namespaces { None } else { o.namespace.clone() };
+    let req = GetRequest {
+        resource: o.resource.clone(),
+        name: None,
+        namespace: namespace.clone(),
+        show_managed_fields: o.show_managed_fields,
+        label_selector: o.selector.clone(),
+        field_selector: o.field_selector.clone(),
+    };
+    // A list that matches nothing (no name holds a NUL): only its columns and scope.
+    let (columns, namespaced) = match client.request(
+        Request::Get(GetRequest { field_selector: Some("metadata.name=\u{0}".into()), ..req.clone() }),
+        &mut progress,
+    )? {
+        Reply::List { columns, namespaced, .. } => (columns, namespaced),
+        other => return Err(unexpected(&other)),
+    };
+    let watched = GetRequest { name: o.name.clone(), ..req };
+    let table = TableOptions {
+        namespace: namespaced && namespace.is_none(),
+        wide: o.output == GetOutput::Wide,
+        labels: o.show_labels,
+        headers: !o.no_headers,
+    };
+    let mut first = true;
+    let mut print = |e: crate::protocol::WatchEvent| -> Result<(), CliError> {
+        let obj = parse_object(&e.object)?;
+        let text = match &o.output {
+            GetOutput::Table | GetOutput::Wide => {
+                let t = objects_table(
+                    std::slice::from_ref(&obj),
+                    &columns,
+                    TableOptions { headers: table.headers && first, ..table },
+                )?;
+                if o.watch_events {
+                    let mut lines = t.lines();
+                    let mut out = String::new();
+                    if table.headers && first {
+                        out.push_str(&format!("{:<10} {}\n", "EVENT", lines.next().unwrap_or_default()));
+                    }
+                    for l in lines {
+                        out.push_str(&format!("{:<10} {l}\n", e.kind));
+                    }
+                    out
+                } else {
+                    t
+                }
+            }
+            GetOutput::Json if o.watch_events => output::json(&json!({"type": e.kind, "object": obj})),
+            GetOutput::Json => output::json(&obj),
+            GetOutput::Yaml if o.watch_events => {
+                format!("---\n{}", output::yaml(&json!({"type": e.kind, "object": obj})))
+            }
+            GetOutput::Yaml => format!("---\n{}", output::yaml(&obj)),
+            GetOutput::Name => format!(
+                "{}{}\n",
+                if o.watch_events { format!("{} ", e.kind) } else { String::new() },
+                output::object_name(&obj)
+            ),
+            GetOutput::JsonPath(t) => render_template(t, &obj)?,
+            GetOutput::CustomColumns(cols) => custom_columns(cols, std::slice::from_ref(&obj), o.no_headers || !first)?,
+        };
+        first = false;
+        emit(&text)
+    };
+    match client.stream(Request::Watch(watched), &mut progress, &mut print)? {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn get_once(mut client: Client, o: GetOptions) -> Result<(), CliError> {
     let table = matches!(o.output, GetOutput::Table | GetOutput::Wide);
     let sort_by = o.sort_by.as_deref().map(Template::parse).transpose().map_err(CliError::Usage)?;
     let namespace = if o.all_namespaces { None } else { o.namespace.clone() };
@@ -203,6 +288,7 @@ fn headless(table: String, no_headers: bool) -> String {
     }
 }
 
+#[derive(Clone, Copy)]
 struct TableOptions {
     namespace: bool,
     wide: bool,

@@ -547,6 +547,13 @@ pub struct GetArgs {
     /// Include metadata.managedFields
     #[arg(long)]
     pub show_managed_fields: bool,
+    /// After the list, print every change as it is committed, until interrupted
+    /// (`choreo get devices -w -o name`); a watcher too slow to keep up is told so and ends
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// With --watch: say what happened to each object (ADDED, MODIFIED, DELETED)
+    #[arg(long, requires = "watch")]
+    pub output_watch_events: bool,
 }
 
 #[derive(Debug, Args)]
@@ -952,6 +959,8 @@ fn get(client: Client, args: GetArgs) -> Result<(), CliError> {
             no_headers: args.no_headers,
             show_labels: args.show_labels,
             show_managed_fields: args.show_managed_fields,
+            watch: args.watch,
+            watch_events: args.output_watch_events,
         },
     )
 }

@@ -18,6 +18,7 @@ mod run;
 pub mod runner;
 pub mod sdc;
 mod upstream;
+mod watching;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -115,6 +116,13 @@ impl Handle {
 
     /// Answers one request, sending progress and the final frame to `emit`.
     pub fn serve(&self, request: Request, emit: &mut dyn FnMut(ServerMessage) -> bool) {
+        if let Request::Watch(req) = &request {
+            let stopping = || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
+            if let Some(last) = watching::watch(&self.reader, req, emit, &stopping) {
+                emit(last);
+            }
+            return;
+        }
         let answer = match &request {
             Request::ServerStatus => {
                 let mut status = self.status();
@@ -651,6 +659,7 @@ impl Engine {
                 Ok(Reply::Metrics(observe::prometheus(&self.store.reader(), &self.status, self.backends.as_deref())))
             }
             Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
+            Request::Watch(_) => Err(internal("watches are served by the connection")),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

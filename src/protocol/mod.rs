@@ -88,10 +88,21 @@ pub enum ServerMessage {
     Reply(Reply),
     /// The request failed; this is the final frame.
     Error(ErrorReport),
+    /// One change of a watched kind (`get -w`); more frames follow.
+    Event(WatchEvent),
     /// A piece of one message too large for a frame: the pieces in order, concatenated, are the
     /// message's encoding. Only [`write_message`] sends them and [`read_message`] consumes them;
     /// a reader never sees one.
     Part(Part),
+}
+
+/// See [`ServerMessage::Event`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// `ADDED`, `MODIFIED` or `DELETED`; the initial list comes as `ADDED`.
+    pub kind: String,
+    /// The object as JSON text.
+    pub object: String,
 }
 
 /// See [`ServerMessage::Part`].
@@ -147,6 +158,7 @@ impl ServerMessage {
             ServerMessage::Reply(_) => "reply",
             ServerMessage::Error(_) => "error",
             ServerMessage::Part(_) => "part",
+            ServerMessage::Event(_) => "event",
         }
     }
 }
@@ -185,6 +197,8 @@ pub enum Request {
     ConfigBlame(ConfigBlameRequest),
     /// The metrics in the Prometheus text exposition format.
     Metrics,
+    /// `get -w`: the list, then every change as it commits, until the client goes.
+    Watch(GetRequest),
     /// `explain RESOURCE[.field.path]`.
     Explain {
         target: String,
@@ -553,6 +567,7 @@ impl Request {
             Request::ConfigBlame(_) => "config-blame",
             Request::Metrics => "metrics",
             Request::Explain { .. } => "explain",
+            Request::Watch(_) => "watch",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",

@@ -18,6 +18,7 @@ mod admission;
 mod changes;
 mod snapshots;
 mod txn;
+pub mod watchers;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -235,12 +236,18 @@ impl State {
 #[derive(Clone)]
 pub struct Reader {
     state: Arc<RwLock<State>>,
+    watchers: watchers::Watchers,
     /// For run snapshots (sled is safe to read from any thread).
     db: sled::Db,
     dir: PathBuf,
 }
 
 impl Reader {
+    /// Subscribes to the committed changes of one kind (in one namespace, or all).
+    pub fn watch(&self, gk: GroupKind, namespace: Option<String>) -> watchers::Subscription {
+        self.watchers.subscribe(gk, namespace)
+    }
+
     /// Runs `f` with the current state under a shared lock; keep `f` short.
     pub fn with<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let guard = self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -316,6 +323,8 @@ pub struct Store {
     state: Arc<RwLock<State>>,
     /// What committed since the engine last looked (bounded: one entry per object).
     changes: Changes,
+    /// `get -w` subscribers.
+    watchers: watchers::Watchers,
     /// Written to sled when it grows past [`PENDING_WRITES`], by the next durable commit and
     /// by [`Store::sync`]; later writes of a key replace earlier ones, as sled would.
     pending: Mutex<Pending>,
@@ -429,6 +438,7 @@ impl Store {
             meta,
             state: Arc::new(RwLock::new(state)),
             changes: Changes::default(),
+            watchers: Default::default(),
             pending: Mutex::new(Pending::default()),
             admission,
             newest_blobs: Mutex::new(None),
@@ -442,7 +452,12 @@ impl Store {
     }
 
     pub fn reader(&self) -> Reader {
-        Reader { state: self.state.clone(), db: self.db.clone(), dir: self.dir.clone() }
+        Reader {
+            state: self.state.clone(),
+            db: self.db.clone(),
+            dir: self.dir.clone(),
+            watchers: self.watchers.clone(),
+        }
     }
 
     /// Runs `f` on the committed state.
@@ -530,6 +545,16 @@ impl Store {
     fn publish(&self, events: Vec<Event>, writes: Vec<(ObjectKey, Option<Arc<Stored>>)>, registry: Option<Registry>) {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if !events.is_empty() {
+                // Watchers get each object as written, or as it was before its deletion.
+                let written: std::collections::HashMap<&ObjectKey, &Option<Arc<Stored>>> =
+                    writes.iter().map(|(k, v)| (k, v)).collect();
+                let items: Vec<(EventType, ObjectKey)> = events.iter().map(|e| (e.kind, e.key.clone())).collect();
+                self.watchers.publish(&items, |k| match written.get(k) {
+                    Some(Some(v)) => Some(v.clone()),
+                    _ => state.objects.get(k).cloned(),
+                });
+            }
             for (key, value) in writes {
                 state.put(key, value);
             }

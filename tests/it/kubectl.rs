@@ -155,3 +155,49 @@ fn explain_documents_kinds_and_fields() {
     let unknown = p.cli(&["explain", "widgets"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
 }
+
+#[test]
+fn watch_streams_the_list_then_each_change() {
+    use std::io::{BufRead, BufReader};
+    let p = project();
+    let _s = p.start();
+    let mut child = std::process::Command::new(BIN)
+        .args(["get", "devices", "-n", "default", "-w", "-o", "name", "--output-watch-events", "--socket"])
+        .arg(&p.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(std::time::Duration::from_secs(20)).expect("a watch line");
+    let mut initial: Vec<String> = (0..4).map(|_| next()).collect();
+    initial.sort();
+    assert_eq!(
+        initial,
+        [
+            "ADDED device.net.example.org/leaf1",
+            "ADDED device.net.example.org/leaf2",
+            "ADDED device.net.example.org/spine1",
+            "ADDED device.net.example.org/spine2"
+        ]
+    );
+    let dev = "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata: {name: leaf9, namespace: default}\nspec: {role: leaf, asn: 65109}\n";
+    p.cli_stdin(&["apply", "-f", "-"], dev).ok();
+    assert_eq!(next(), "ADDED device.net.example.org/leaf9");
+    p.cli_stdin(&["apply", "-f", "-"], &dev.replace("65109", "65110")).ok();
+    assert_eq!(next(), "MODIFIED device.net.example.org/leaf9");
+    // Another namespace is not this watch's business.
+    p.cli_stdin(&["apply", "-f", "-"], &dev.replace("default", "lab")).ok();
+    p.cli(&["delete", "devices", "leaf9", "-n", "default"]).ok();
+    assert_eq!(next(), "DELETED device.net.example.org/leaf9");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The server is unharmed by the watcher going away.
+    p.cli(&["get", "devices", "leaf1"]).ok();
+}

@@ -1,0 +1,96 @@
+//! `get -w`: the objects of one kind, then every committed change to them, streamed to the
+//! client on its connection's thread — never through the engine, which only publishes.
+//!
+//! The subscription is taken before the list is read, so no change falls between them (a change
+//! may show twice: in the list and as an event). A watcher whose queue of changes fills up (a
+//! slow client) is told it fell behind and ends; the engine never waits for it.
+//!
+//! Invariant: reads only.
+
+use crate::api::object::GroupKind;
+use crate::api::selectors::{FieldSelector, LabelSelector};
+use crate::protocol::{ErrorKind, ErrorReport, GetRequest, Reply, ServerMessage, WatchEvent};
+use crate::store::{watchers, EventType, Reader};
+
+use super::query::{resolve_error, without_managed_fields};
+
+/// Streams until the client goes (`emit` false), the server stops (`stopping`), or the watcher
+/// falls behind; returns the final message to send, if any.
+pub(super) fn watch(
+    reader: &Reader,
+    req: &GetRequest,
+    emit: &mut dyn FnMut(ServerMessage) -> bool,
+    stopping: &dyn Fn() -> bool,
+) -> Option<ServerMessage> {
+    let invalid = |m: String| ServerMessage::Error(ErrorReport::new(ErrorKind::Invalid, m));
+    let labels = match req.label_selector.as_deref().map(LabelSelector::parse).transpose() {
+        Ok(l) => l,
+        Err(m) => return Some(invalid(m)),
+    };
+    let fields = match req.field_selector.as_deref().map(FieldSelector::parse).transpose() {
+        Ok(f) => f,
+        Err(m) => return Some(invalid(m)),
+    };
+    let res = match reader.with(|s| s.registry.resolve(&req.resource)) {
+        Ok(r) => r,
+        Err(e) => return Some(ServerMessage::Error(resolve_error(e))),
+    };
+    let gk = GroupKind::new(res.group.clone(), res.kind.clone());
+    let namespace = if res.namespaced { req.namespace.clone() } else { None };
+    let sub = reader.watch(gk.clone(), namespace.clone());
+    let wanted = |v: &serde_json::Value| {
+        req.name.as_deref().is_none_or(|n| crate::api::object::name(v) == Some(n))
+            && labels.as_ref().is_none_or(|l| l.matches(v))
+            && fields.as_ref().is_none_or(|f| f.matches(v))
+    };
+    let text = |v: &serde_json::Value| {
+        if req.show_managed_fields {
+            v.to_string()
+        } else {
+            without_managed_fields(v).to_string()
+        }
+    };
+    for stored in reader.with(|s| s.list_stored(&gk, namespace.as_deref())) {
+        let v = stored.value();
+        if wanted(&v) && !emit(ServerMessage::Event(WatchEvent { kind: "ADDED".into(), object: text(&v) })) {
+            return None;
+        }
+    }
+    loop {
+        match sub.events.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(item) => {
+                let Some(stored) = item.object else { continue };
+                let v = stored.value();
+                if !wanted(&v) {
+                    continue;
+                }
+                let kind = match item.kind {
+                    EventType::Added => "ADDED",
+                    EventType::Modified => "MODIFIED",
+                    EventType::Deleted => "DELETED",
+                };
+                if !emit(ServerMessage::Event(WatchEvent { kind: kind.into(), object: text(&v) })) {
+                    return None;
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if stopping() {
+                    return Some(ServerMessage::Reply(Reply::Done));
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Some(if sub.fell_behind() {
+                    ServerMessage::Error(
+                        ErrorReport::new(
+                            ErrorKind::Unavailable,
+                            format!("the watch fell behind: more than {} changes were waiting for it", watchers::QUEUE),
+                        )
+                        .with_hint("watch again (a narrower selector or namespace sends fewer changes)"),
+                    )
+                } else {
+                    ServerMessage::Reply(Reply::Done)
+                });
+            }
+        }
+    }
+}
