@@ -19,8 +19,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::protocol::{
-    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, IdsFreeRequest, IdsUsageRequest,
-    ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest, ServerApplyRequest,
+    ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, IdsFreeRequest,
+    IdsUsageRequest, ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest,
+    ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -73,6 +74,22 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print the server's metrics in the Prometheus text format (what --metrics-listen serves)
     Metrics,
+    /// Wait until an object meets a condition: `choreo wait devices leaf1 --for=condition=Ready`,
+    /// `--for=delete`, `--for=jsonpath='{.status.phase}'=Done`; told by the server as the change
+    /// commits (no polling). Exit 0 when met, 1 at the timeout
+    Wait {
+        /// RESOURCE NAME, or RESOURCE/NAME
+        resource: String,
+        name: Option<String>,
+        /// condition=TYPE[=STATUS] (STATUS defaults to True), delete, or jsonpath=PATH[=VALUE]
+        #[arg(long = "for", value_name = "CONDITION", value_parser = parse_wait_for)]
+        until: crate::protocol::WaitFor,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// How long to wait: 30s, 5m, 500ms
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Document a resource type or one of its fields, from its CRD's schema: type,
     /// description, required fields, enums, defaults (`choreo explain devices.spec.interfaces`)
     Explain {
@@ -343,6 +360,37 @@ pub enum BranchCommand {
     Stash,
     /// Fast-forward DST to SRC; anything but a fast-forward is refused
     Merge { src: String, dst: String },
+}
+
+/// `wait --for`: `condition=Ready`, `condition=Ready=False`, `delete`, `jsonpath={.a}=v`.
+pub fn parse_wait_for(text: &str) -> Result<crate::protocol::WaitFor, String> {
+    use crate::protocol::WaitFor;
+    if text == "delete" {
+        return Ok(WaitFor::Delete);
+    }
+    if let Some(c) = text.strip_prefix("condition=") {
+        let (t, status) = c.split_once('=').unwrap_or((c, "True"));
+        if t.is_empty() {
+            return Err("condition= needs a condition type (condition=Ready)".into());
+        }
+        return Ok(WaitFor::Condition { type_: t.to_string(), status: status.to_string() });
+    }
+    if let Some(j) = text.strip_prefix("jsonpath=") {
+        // The value follows the path's closing brace: `{.status.phase}=Done`.
+        let (path, value) = match j.rfind('}') {
+            Some(end) => {
+                let rest = &j[end + 1..];
+                (j[..=end].to_string(), rest.strip_prefix('=').map(str::to_string))
+            }
+            None => match j.split_once('=') {
+                Some((p, v)) => (p.to_string(), Some(v.to_string())),
+                None => (j.to_string(), None),
+            },
+        };
+        crate::api::jsonpath::Template::parse(&path)?;
+        return Ok(WaitFor::JsonPath { path, value });
+    }
+    Err(format!("--for={text}: expected condition=TYPE[=STATUS], delete or jsonpath=PATH[=VALUE]"))
 }
 
 /// `--metrics-listen`: `HOST:PORT`, or a bare port on loopback.
@@ -855,6 +903,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let reply = connect()?.request(Request::RunDeps(RunDepsRequest { show_choreo_apis }), &mut progress)?;
             let Reply::Deps(nodes) = reply else { return Err(unexpected(&reply)) };
             emit(&output::deps(&nodes))
+        }
+        Command::Wait { resource, name, until, namespace, timeout } => {
+            let (resource, name) = match (resource.split_once('/'), name) {
+                (Some((r, n)), None) => (r.to_string(), n.to_string()),
+                (None, Some(n)) => (resource, n),
+                _ => return Err(CliError::Usage("wait RESOURCE NAME, or wait RESOURCE/NAME".into())),
+            };
+            let req = crate::protocol::WaitRequest {
+                target: GetRequest { resource, name: Some(name), namespace, ..Default::default() },
+                until,
+                timeout_secs: timeout.as_secs().max(1),
+            };
+            message(connect()?.request(Request::Wait(req), &mut progress)?)
         }
         Command::Explain { target } => match connect()?.request(Request::Explain { target }, &mut progress)? {
             Reply::Message(text) => emit(&text),

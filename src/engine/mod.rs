@@ -116,6 +116,11 @@ impl Handle {
 
     /// Answers one request, sending progress and the final frame to `emit`.
     pub fn serve(&self, request: Request, emit: &mut dyn FnMut(ServerMessage) -> bool) {
+        if let Request::Wait(req) = &request {
+            let stopping = || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
+            emit(watching::wait(&self.reader, req, &stopping));
+            return;
+        }
         if let Request::Watch(req) = &request {
             let stopping = || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
             if let Some(last) = watching::watch(&self.reader, req, emit, &stopping) {
@@ -659,7 +664,7 @@ impl Engine {
                 Ok(Reply::Metrics(observe::prometheus(&self.store.reader(), &self.status, self.backends.as_deref())))
             }
             Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
-            Request::Watch(_) => Err(internal("watches are served by the connection")),
+            Request::Watch(_) | Request::Wait(_) => Err(internal("watches are served by the connection")),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

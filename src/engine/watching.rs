@@ -9,7 +9,7 @@
 
 use crate::api::object::GroupKind;
 use crate::api::selectors::{FieldSelector, LabelSelector};
-use crate::protocol::{ErrorKind, ErrorReport, GetRequest, Reply, ServerMessage, WatchEvent};
+use crate::protocol::{ErrorKind, ErrorReport, GetRequest, Reply, ServerMessage, WaitFor, WaitRequest, WatchEvent};
 use crate::store::{watchers, EventType, Reader};
 
 use super::query::{resolve_error, without_managed_fields};
@@ -90,6 +90,90 @@ pub(super) fn watch(
                 } else {
                     ServerMessage::Reply(Reply::Done)
                 });
+            }
+        }
+    }
+}
+
+/// Whether `obj` (`None`: gone) meets `until`.
+fn met(until: &WaitFor, obj: Option<&serde_json::Value>, path: Option<&crate::api::jsonpath::Template>) -> bool {
+    match (until, obj) {
+        (WaitFor::Delete, o) => o.is_none(),
+        (_, None) => false,
+        (WaitFor::Condition { type_, status }, Some(o)) => {
+            crate::api::object::condition_status(o, type_).is_some_and(|s| s.eq_ignore_ascii_case(status))
+        }
+        (WaitFor::JsonPath { value, .. }, Some(o)) => {
+            let got = path.map(|t| t.column(o)).unwrap_or_default();
+            match value {
+                Some(v) => &got == v,
+                None => !got.is_empty(),
+            }
+        }
+    }
+}
+
+/// `wait`: looks at the object now, then at each committed change of it, until it meets the
+/// condition (a reply naming it), the timeout passes or the server stops (errors).
+pub(super) fn wait(reader: &Reader, req: &WaitRequest, stopping: &dyn Fn() -> bool) -> ServerMessage {
+    let t = &req.target;
+    let Some(name) = t.name.clone() else {
+        return ServerMessage::Error(ErrorReport::new(ErrorKind::Invalid, "wait needs an object name"));
+    };
+    let res = match reader.with(|s| s.registry.resolve(&t.resource)) {
+        Ok(r) => r,
+        Err(e) => return ServerMessage::Error(resolve_error(e)),
+    };
+    let path = match &req.until {
+        WaitFor::JsonPath { path, .. } => match crate::api::jsonpath::Template::parse(path) {
+            Ok(p) => Some(p),
+            Err(m) => return ServerMessage::Error(ErrorReport::new(ErrorKind::Invalid, m)),
+        },
+        _ => None,
+    };
+    let gk = GroupKind::new(res.group.clone(), res.kind.clone());
+    let ns = if res.namespaced { t.namespace.clone().unwrap_or_else(|| "default".into()) } else { String::new() };
+    let key = crate::api::object::ObjectKey::new(&gk, &ns, &name);
+    let shown = format!("{}.{}/{}", res.kind.to_lowercase(), res.group, name);
+    // Subscribed first: a change between the look and the subscription is not missed.
+    let sub = reader.watch(gk, res.namespaced.then(|| ns.clone()));
+    let now = reader.with(|s| s.objects.get(&key).map(|o| o.value()));
+    if now.is_none() && req.until != WaitFor::Delete {
+        return ServerMessage::Error(ErrorReport::new(ErrorKind::NotFound, format!("{key}: not found")));
+    }
+    if met(&req.until, now.as_deref(), path.as_ref()) {
+        return ServerMessage::Reply(Reply::Message(format!("{shown} condition met")));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(req.timeout_secs);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return ServerMessage::Error(ErrorReport::new(
+                ErrorKind::Unavailable,
+                format!("timed out after {}s waiting for {shown}", req.timeout_secs),
+            ));
+        }
+        match sub.events.recv_timeout(left.min(std::time::Duration::from_millis(500))) {
+            Ok(item) if item.key == key => {
+                let obj = match item.kind {
+                    EventType::Deleted => None,
+                    _ => item.object.map(|o| o.value()),
+                };
+                if met(&req.until, obj.as_deref(), path.as_ref()) {
+                    return ServerMessage::Reply(Reply::Message(format!("{shown} condition met")));
+                }
+            }
+            Ok(_) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if stopping() {
+                    return ServerMessage::Error(ErrorReport::new(ErrorKind::Unavailable, "the server is stopping"));
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return ServerMessage::Error(ErrorReport::new(
+                    ErrorKind::Unavailable,
+                    "the wait fell behind; wait again",
+                ))
             }
         }
     }

@@ -96,6 +96,25 @@ pub enum ServerMessage {
     Part(Part),
 }
 
+/// `wait --for=…`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum WaitFor {
+    /// `condition=Ready` (status `True`), or `condition=Ready=False`.
+    Condition { type_: String, status: String },
+    /// `delete`: the object is gone.
+    Delete,
+    /// `jsonpath={.status.phase}=Running`, or without `=value`: the path has a value.
+    JsonPath { path: String, value: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitRequest {
+    /// Resource and name (and namespace) of the object; selectors are not used.
+    pub target: GetRequest,
+    pub until: WaitFor,
+    pub timeout_secs: u64,
+}
+
 /// See [`ServerMessage::Event`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WatchEvent {
@@ -199,6 +218,8 @@ pub enum Request {
     Metrics,
     /// `get -w`: the list, then every change as it commits, until the client goes.
     Watch(GetRequest),
+    /// `wait`: answered once the named object meets the condition, or at the timeout.
+    Wait(WaitRequest),
     /// `explain RESOURCE[.field.path]`.
     Explain {
         target: String,
@@ -568,6 +589,7 @@ impl Request {
             Request::Metrics => "metrics",
             Request::Explain { .. } => "explain",
             Request::Watch(_) => "watch",
+            Request::Wait(_) => "wait",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",

@@ -201,3 +201,56 @@ fn watch_streams_the_list_then_each_change() {
     // The server is unharmed by the watcher going away.
     p.cli(&["get", "devices", "leaf1"]).ok();
 }
+
+#[test]
+fn wait_is_told_when_the_object_meets_the_condition() {
+    let p = project();
+    let _s = p.start();
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(&p.socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Met already.
+    let now = p.cli(&["wait", "devices/leaf1", "--for=jsonpath={.spec.role}=leaf"]).ok();
+    assert_eq!(now.stdout, "device.net.example.org/leaf1 condition met\n");
+    // Met by a change that comes later.
+    let waiting = spawn(&["wait", "devices", "leaf2", "--for", "jsonpath={.spec.asn}=65200", "--timeout", "60s"]);
+    let dev = "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata: {name: leaf2, namespace: default, labels: {site: ams1, tier: \"1\"}}\nspec: {role: leaf, asn: 65200, hostname: leaf2}\n";
+    // Whether the apply lands before or after the wait subscribes, the wait sees it.
+    p.cli_stdin(&["apply", "-f", "-"], dev).ok();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Deletion.
+    let gone = spawn(&["wait", "devices", "spine2", "--for=delete", "--timeout", "60s"]);
+    p.cli(&["delete", "devices", "spine2"]).ok();
+    assert!(gone.wait_with_output().unwrap().status.success());
+    // A condition that never comes: exit 1 at the timeout, naming the object.
+    let never = p.cli(&["wait", "devices", "leaf1", "--for=condition=Ready", "--timeout", "1s"]);
+    assert_eq!(never.code, 1, "{never:?}");
+    assert!(never.stderr.contains("timed out after 1s waiting for device.net.example.org/leaf1"), "{}", never.stderr);
+    assert_eq!(p.cli(&["wait", "devices", "nope", "--for=condition=Ready"]).code, 1);
+    assert_eq!(p.cli(&["wait", "devices", "leaf1", "--for=ready"]).code, 2);
+}
+
+#[test]
+fn wait_for_a_condition_a_reconciler_sets() {
+    let p = TestProject::new("fabric");
+    let _s = p.start();
+    let waiting = std::process::Command::new(BIN)
+        .args(["wait", "devices", "leaf1", "--for=condition=Ready", "--timeout", "60s", "--socket"])
+        .arg(&p.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.cli(&["run", "once"]).ok();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "device.net.example.org/leaf1 condition met\n");
+}
