@@ -90,6 +90,16 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Show one object for people: where it is defined, labels, finalizers, owners and
+    /// children, its spec, conditions with ages, and the reconcilers that act on it with the
+    /// outcome of their last reconcile of it
+    Describe {
+        /// RESOURCE NAME, or RESOURCE/NAME
+        resource: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Document a resource type or one of its fields, from its CRD's schema: type,
     /// description, required fields, enums, defaults (`choreo explain devices.spec.interfaces`)
     Explain {
@@ -916,6 +926,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 timeout_secs: timeout.as_secs().max(1),
             };
             message(connect()?.request(Request::Wait(req), &mut progress)?)
+        }
+        Command::Describe { resource, name, namespace } => {
+            let (resource, name) = match (resource.split_once('/'), name) {
+                (Some((r, n)), None) => (r.to_string(), n.to_string()),
+                (None, Some(n)) => (resource, n),
+                _ => return Err(CliError::Usage("describe RESOURCE NAME, or describe RESOURCE/NAME".into())),
+            };
+            let req = GetRequest { resource, name: Some(name), namespace, ..Default::default() };
+            match connect()?.request(Request::Describe(req), &mut progress)? {
+                Reply::Message(text) => emit(&format!("{text}\n")),
+                other => Err(unexpected(&other)),
+            }
         }
         Command::Explain { target } => match connect()?.request(Request::Explain { target }, &mut progress)? {
             Reply::Message(text) => emit(&text),

@@ -85,6 +85,11 @@ enum Retry {
 }
 
 impl LoadCache {
+    /// Where an input object is defined (file and line), if a project file defines it.
+    pub(super) fn source_of(&self, key: &ObjectKey) -> Option<crate::project::SourceLoc> {
+        self.objects.get(key).map(|(loc, _)| loc.clone())
+    }
+
     /// Records a file the engine wrote itself with the one object it defines, so the watcher's
     /// reload that follows does not parse and apply it again.
     pub fn wrote_file(&mut self, rel: PathBuf, text: &str, key: ObjectKey) {

@@ -9,6 +9,7 @@
 //! project files. It never prints, reads no environment variables and knows nothing of sockets.
 
 mod continuous;
+mod describe;
 mod edit;
 mod git;
 pub mod load;
@@ -665,6 +666,7 @@ impl Engine {
             }
             Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
             Request::Watch(_) | Request::Wait(_) => Err(internal("watches are served by the connection")),
+            Request::Describe(req) => self.describe(&req),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

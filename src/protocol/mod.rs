@@ -220,6 +220,8 @@ pub enum Request {
     Watch(GetRequest),
     /// `wait`: answered once the named object meets the condition, or at the timeout.
     Wait(WaitRequest),
+    /// `describe RESOURCE NAME`.
+    Describe(GetRequest),
     /// `explain RESOURCE[.field.path]`.
     Explain {
         target: String,
@@ -590,6 +592,7 @@ impl Request {
             Request::Explain { .. } => "explain",
             Request::Watch(_) => "watch",
             Request::Wait(_) => "wait",
+            Request::Describe(_) => "describe",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",

@@ -254,3 +254,23 @@ fn wait_for_a_condition_a_reconciler_sets() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "device.net.example.org/leaf1 condition met\n");
 }
+
+#[test]
+fn describe_shows_source_conditions_children_and_reconcilers() {
+    let p = TestProject::new("fabric");
+    let _s = p.start();
+    p.cli(&["run", "once"]).ok();
+    let d = p.cli(&["describe", "devices/leaf1"]).ok().stdout;
+    assert!(
+        d.starts_with("Name:         leaf1\nNamespace:    default\nKind:         Device (net.example.org/v1alpha1)\n"),
+        "{d}"
+    );
+    assert!(d.contains("Source:       in/devices.yaml:"), "{d}");
+    assert!(d.contains("Conditions:\n  ") && d.contains("Ready=True"), "{d}");
+    assert!(d.contains("Children:") && d.contains("DeviceConfig.net.example.org default/leaf1"), "{d}");
+    assert!(d.contains("Reconcilers:") && d.contains("(for): last reconcile succeeded at "), "{d}");
+    assert!(d.contains("Spec:\n  "), "{d}");
+    let missing = p.cli(&["describe", "devices", "nope"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+}
