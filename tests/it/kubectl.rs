@@ -274,3 +274,35 @@ fn describe_shows_source_conditions_children_and_reconcilers() {
     assert_eq!(missing.code, 1);
     assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
 }
+
+/// Every new flag and verb is in `--help`, with an example where kubectl users look for one.
+#[test]
+fn help_explains_the_kubectl_flags_and_verbs() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let get = run(&["get", "--help"]);
+    for needle in [
+        "--selector",
+        "--field-selector",
+        "--all-namespaces",
+        "--sort-by",
+        "--no-headers",
+        "--show-labels",
+        "--watch",
+        "--output-watch-events",
+        "jsonpath='{.items[*].metadata.name}'",
+        "custom-columns=NAME:.metadata.name",
+        "tier in (1,2)",
+    ] {
+        assert!(get.contains(needle), "get --help lacks {needle:?}:\n{get}");
+    }
+    let top = run(&["--help"]);
+    for verb in ["describe", "explain", "wait", "metrics", "config"] {
+        assert!(top.lines().any(|l| l.trim_start().starts_with(verb)), "--help lacks {verb}:\n{top}");
+    }
+    let wait = run(&["wait", "--help"]);
+    assert!(wait.contains("--for=condition=Ready") && wait.contains("--timeout"), "{wait}");
+}
