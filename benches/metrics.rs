@@ -18,27 +18,10 @@ use choreo::protocol::{Reply, Request, RunOnceRequest};
 
 mod common;
 
-use common::{CRDS, RECONCILER, SCRIPT};
-
 const BIN: &str = env!("CARGO_BIN_EXE_choreo");
 
 fn project(root: &Path, n: usize) -> std::path::PathBuf {
-    let dir = root.join(format!("m{n}"));
-    std::fs::create_dir_all(dir.join("crds")).unwrap();
-    std::fs::create_dir_all(dir.join("in")).unwrap();
-    std::fs::create_dir_all(dir.join("reconcilers/config")).unwrap();
-    std::fs::write(dir.join("crds/crds.yaml"), CRDS).unwrap();
-    std::fs::write(dir.join("reconcilers/config/config.yaml"), RECONCILER).unwrap();
-    std::fs::write(dir.join("reconcilers/config/config.star"), SCRIPT).unwrap();
-    let mut all = String::new();
-    for i in 0..n {
-        all.push_str(&format!(
-            "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: d{i}\n  namespace: default\nspec:\n  asn: {}\n---\n",
-            64512 + i
-        ));
-    }
-    std::fs::write(dir.join("in/devices.yaml"), all).unwrap();
-    dir
+    common::device_project(root, &format!("m{n}"), n, true)
 }
 
 /// Reconciles per second of one `run once`.

@@ -13,26 +13,10 @@ use choreo::protocol::{Reply, Request, RunOnceRequest, RunSummary};
 
 mod common;
 
-use common::{CRDS, RECONCILER, SCRIPT};
-
 const BIN: &str = env!("CARGO_BIN_EXE_choreo");
 
 fn project(root: &Path, n: usize) -> std::path::PathBuf {
-    let dir = root.join(format!("p{n}"));
-    std::fs::create_dir_all(dir.join("crds")).unwrap();
-    std::fs::create_dir_all(dir.join("in")).unwrap();
-    std::fs::create_dir_all(dir.join("reconcilers/config")).unwrap();
-    std::fs::write(dir.join("crds/crds.yaml"), CRDS).unwrap();
-    std::fs::write(dir.join("reconcilers/config/config.yaml"), RECONCILER).unwrap();
-    std::fs::write(dir.join("reconcilers/config/config.star"), SCRIPT).unwrap();
-    for i in 0..n {
-        std::fs::write(
-            dir.join(format!("in/d{i}.yaml")),
-            format!("apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: d{i}\n  namespace: default\nspec:\n  asn: {}\n", 64512 + i),
-        )
-        .unwrap();
-    }
-    dir
+    common::device_project(root, &format!("p{n}"), n, false)
 }
 
 fn run_once(c: &mut Client, changed_only: bool) -> (RunSummary, f64) {

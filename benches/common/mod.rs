@@ -60,6 +60,33 @@ pub const RECONCILER: &str = "apiVersion: choreo.kform.dev/v1alpha1\nkind: Recon
 
 pub const SCRIPT: &str = "def reconcile(self):\n    meta = self['metadata']\n    client_create({'apiVersion': 'net.example.org/v1alpha1', 'kind': 'DeviceConfig',\n        'metadata': {'name': meta['name'], 'namespace': meta['namespace']},\n        'spec': {'asn': self['spec']['asn'], 'line': 'router bgp ' + str(self['spec']['asn'])}})\n    return reconcile_result(self, False, 0, '', False)\n";
 
+/// A project of `n` Devices and the Starlark reconciler creating one DeviceConfig each, in
+/// `root/name`: one input file per device, or all in one file.
+pub fn device_project(root: &std::path::Path, name: &str, n: usize, one_file: bool) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("crds")).unwrap();
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::create_dir_all(dir.join("reconcilers/config")).unwrap();
+    std::fs::write(dir.join("crds/crds.yaml"), CRDS).unwrap();
+    std::fs::write(dir.join("reconcilers/config/config.yaml"), RECONCILER).unwrap();
+    std::fs::write(dir.join("reconcilers/config/config.star"), SCRIPT).unwrap();
+    let device = |i: usize| {
+        format!(
+            "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: d{i}\n  namespace: default\nspec:\n  asn: {}\n",
+            64512 + i
+        )
+    };
+    if one_file {
+        let all: String = (0..n).map(|i| device(i) + "---\n").collect();
+        std::fs::write(dir.join("in/devices.yaml"), all).unwrap();
+    } else {
+        for i in 0..n {
+            std::fs::write(dir.join(format!("in/d{i}.yaml")), device(i)).unwrap();
+        }
+    }
+    dir
+}
+
 /// Starts `choreo server start DIR` on `socket` and returns once it listens; its stderr is
 /// drained on a thread so the server never blocks on a full pipe.
 pub fn start_server(bin: &str, dir: &std::path::Path, socket: &std::path::Path) -> std::process::Child {
