@@ -676,6 +676,7 @@ impl CliError {
 
     /// Prints the error to stderr in the one format every command uses.
     pub fn print(&self) {
+        end_progress_line();
         let mut err = std::io::stderr().lock();
         let _ = match self {
             CliError::Usage(m) => writeln!(err, "Error: {m}"),
@@ -747,6 +748,7 @@ fn default_socket() -> PathBuf {
 
 /// Writes command output to stdout; a closed pipe (`choreo get | head`) is not an error.
 fn emit(text: &str) -> Result<(), CliError> {
+    end_progress_line();
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
@@ -755,8 +757,35 @@ fn emit(text: &str) -> Result<(), CliError> {
     }
 }
 
+/// Whether a transient progress line is on the terminal, waiting to be replaced or ended.
+static TRANSIENT_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a progress line from the server to stderr. A line starting with
+/// [`crate::protocol::TRANSIENT`] (a run's counts, a clone's percentage) replaces the previous
+/// one on a terminal, as one updating line; piped, every line stays (the server sends them at
+/// most once a second).
 fn progress(line: &str) {
-    eprintln!("{line}");
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    let tty = std::io::stderr().is_terminal();
+    match line.strip_prefix(crate::protocol::TRANSIENT) {
+        Some(rest) if tty => {
+            eprint!("\r\x1b[2K{rest}");
+            TRANSIENT_SHOWN.store(true, Ordering::Relaxed);
+        }
+        Some(rest) => eprintln!("{rest}"),
+        None => {
+            end_progress_line();
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Ends an updating progress line before anything else is written.
+fn end_progress_line() {
+    if TRANSIENT_SHOWN.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!();
+    }
 }
 
 /// Runs a client command (everything but `server start`).

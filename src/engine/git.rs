@@ -181,7 +181,7 @@ impl Engine {
                 Some(r) => {
                     let _ = r.send(ServerMessage::Progress(line));
                 }
-                None => log::info!("{line}"),
+                None => log::info!("{}", line.trim_start_matches(crate::protocol::TRANSIENT)),
             };
             // Whatever happens, the engine hears back: it holds requests until it does.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -852,7 +852,7 @@ fn limit_malloc_arenas() {
 /// handled when there is one.
 fn progress_sink(client: Option<Sender<ServerMessage>>) -> impl FnMut(String) {
     move |line: String| {
-        log::info!("{line}");
+        log::info!("{}", line.trim_start_matches(crate::protocol::TRANSIENT));
         if let Some(c) = &client {
             let _ = c.send(ServerMessage::Progress(line));
         }

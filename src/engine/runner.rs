@@ -445,8 +445,10 @@ impl OnceRun {
         if self.last_progress.elapsed() > Duration::from_secs(1) {
             self.last_progress = Instant::now();
             let work = &self.work;
+            let rate = work.reconciles as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
             progress(&format!(
-                "{} reconciles, {} queued, {} waiting",
+                "{}{} reconciles ({rate:.0}/s), {} queued, {} waiting",
+                crate::protocol::TRANSIENT,
                 work.reconciles,
                 work.queue.ready.len(),
                 work.queue.delayed.len()

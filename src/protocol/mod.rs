@@ -115,6 +115,10 @@ pub struct WaitRequest {
     pub timeout_secs: u64,
 }
 
+/// The first character of a progress line that replaces the one before it on a terminal
+/// (counts of a run in progress, a clone's percentage).
+pub const TRANSIENT: char = '\r';
+
 /// See [`ServerMessage::Event`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WatchEvent {

@@ -192,7 +192,8 @@ fn callbacks<'a>(progress: Progress<'a>, what: &'a str) -> git2::RemoteCallbacks
             if percent / 10 != last_percent / 10 || (percent == 100 && last_percent != 100) {
                 last_percent = percent;
                 report(format!(
-                    "{what}: {percent}% ({}/{} objects, {} KiB)",
+                    "{}{what}: {percent}% ({}/{} objects, {} KiB)",
+                    crate::protocol::TRANSIENT,
                     stats.received_objects(),
                     stats.total_objects(),
                     stats.received_bytes() / 1024

@@ -306,3 +306,17 @@ fn help_explains_the_kubectl_flags_and_verbs() {
     let wait = run(&["wait", "--help"]);
     assert!(wait.contains("--for=condition=Ready") && wait.contains("--timeout"), "{wait}");
 }
+
+/// Piped, the updating progress line of a long run stays plain lines (no carriage returns).
+#[test]
+fn a_long_runs_progress_is_plain_lines_when_piped() {
+    let p = fabric_with(
+        "def reconcile(self):\n    for i in range(2000000000):\n        for j in range(2000000000):\n            pass\n    return reconcile_result(self, False, 0, '', False)\n",
+        "{timeoutSeconds: 3600, steps: 1000000000000}",
+    );
+    let _s = p.start();
+    let run = p.cli(&["run", "once", "--timeout", "2"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains(" reconciles (") && run.stderr.contains("/s), "), "{}", run.stderr);
+    assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
+}
