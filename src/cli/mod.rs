@@ -74,6 +74,21 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print the server's metrics in the Prometheus text format (what --metrics-listen serves)
     Metrics,
+    /// Show what a run over the current files would change, changing nothing: the load and
+    /// every reconciler run on a copy of the store (identifier allocations included, released
+    /// at the end), compared with the store: `+` create, `~` change, `-` delete. With
+    /// --exit-code: 0 no changes, 4 changes, 1-3 as always (failed, usage, unreachable)
+    Plan {
+        /// A unified diff of each object that changes
+        #[arg(short = 'a', long = "show-diff-details")]
+        details: bool,
+        /// Exit 4 when there are changes (0 when none), for CI gates
+        #[arg(long)]
+        exit_code: bool,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
     /// Wait until an object meets a condition: `choreo wait devices leaf1 --for=condition=Ready`,
     /// `--for=delete`, `--for=jsonpath='{.status.phase}'=Done`; told by the server as the change
     /// commits (no polling). Exit 0 when met, 1 at the timeout
@@ -169,6 +184,9 @@ pub enum RunCommand {
         /// Give up after this many seconds
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// Change nothing: show what the run would change (the same as `choreo plan`)
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Start the continuous runner: every change to the project is loaded and reconciled as it
     /// happens (file edits, apply, delete), until `run stop`
@@ -663,6 +681,8 @@ pub enum CliError {
     Failed(String),
     /// Per-object errors were already printed; exit 1.
     Reported,
+    /// `plan --exit-code`: the plan has changes (exit 4); nothing more to print.
+    Changes,
 }
 
 impl CliError {
@@ -671,6 +691,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Unreachable { .. } => 3,
             CliError::Connection { .. } | CliError::Server(_) | CliError::Failed(_) | CliError::Reported => 1,
+            CliError::Changes => 4,
         }
     }
 
@@ -699,7 +720,7 @@ impl CliError {
                 r
             }
             CliError::Failed(m) => writeln!(err, "Error: {m}"),
-            CliError::Reported => Ok(()),
+            CliError::Reported | CliError::Changes => Ok(()),
         };
     }
 }
@@ -888,7 +909,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 other => message(other),
             }
         }
-        Command::Run(RunCommand::Once { output, timeout, changed }) => {
+        Command::Run(RunCommand::Once { dry_run: true, timeout, .. }) => plan(connect()?, false, false, timeout),
+        Command::Plan { details, exit_code, timeout } => plan(connect()?, details, exit_code, timeout),
+        Command::Run(RunCommand::Once { output, timeout, changed, dry_run: false }) => {
             let reply = connect()?.request(
                 Request::RunOnce(RunOnceRequest { timeout_secs: timeout, changed_only: changed }),
                 &mut progress,
@@ -1028,6 +1051,32 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Get(args) => get(connect()?, args),
         Command::Apply(args) => apply(connect, args),
         Command::Delete(args) => delete(connect, args),
+    }
+}
+
+/// `plan`: the changes, a summary line, and with `exit_code` exit 4 when there are any.
+fn plan(mut client: Client, details: bool, exit_code: bool, timeout: u64) -> Result<(), CliError> {
+    let req = crate::protocol::PlanRequest { timeout_secs: timeout, details };
+    let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
+        return Err(CliError::Failed("unexpected reply to plan".into()));
+    };
+    if !plan.run.success {
+        emit(&output::run_summary(&plan.run, SummaryFormat::Reconciler))?;
+        return Err(CliError::Failed("the planned run fails: nothing would change until it succeeds".into()));
+    }
+    emit(&output::diff(&plan.changes))?;
+    let count = |s: crate::protocol::DiffSymbol| plan.changes.iter().filter(|c| c.symbol == s).count();
+    use crate::protocol::DiffSymbol as S;
+    let (add, change, delete) = (count(S::Added), count(S::Modified), count(S::Deleted));
+    if add + change + delete == 0 {
+        emit("No changes: the store matches the files and the reconcilers.\n")?;
+        return Ok(());
+    }
+    emit(&format!("Plan: {add} to create, {change} to change, {delete} to delete.\n"))?;
+    if exit_code {
+        Err(CliError::Changes)
+    } else {
+        Ok(())
     }
 }
 

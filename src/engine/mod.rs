@@ -14,6 +14,7 @@ mod edit;
 mod git;
 pub mod load;
 mod observe;
+mod plan;
 pub mod query;
 mod run;
 pub mod runner;
@@ -298,6 +299,8 @@ pub struct Engine {
     sdc: Option<sdc::pass::Sdc>,
     /// Told once the first load or the remembered context is served (see `Handle::wait_served`).
     served: Option<Sender<()>>,
+    /// What this engine was started with (a `plan` starts another with the same).
+    options: Options,
 }
 
 /// Starts the engine thread, which opens the store and performs the initial load before it
@@ -379,7 +382,7 @@ impl Engine {
             store_options.extra_apis.extend(sdc::crds::resources().map_err(crate::store::StoreError::from)?);
         }
         let store = Store::open_with(&state_dir.join("db"), store_options)?;
-        let isolation = options.isolation;
+        let isolation = options.isolation.clone();
         let mut status = ServerStatus {
             server_version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -424,6 +427,7 @@ impl Engine {
             host: crate::reconcile::worker::Host::new(isolation, interrupt.clone()),
             quiesce: Vec::new(),
             served: None,
+            options: options.clone(),
             #[cfg(feature = "sdc")]
             sdc: options.sdc.clone().map(sdc::pass::Sdc::new),
             interrupt,
@@ -667,6 +671,7 @@ impl Engine {
             Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
             Request::Watch(_) | Request::Wait(_) => Err(internal("watches are served by the connection")),
             Request::Describe(req) => self.describe(&req),
+            Request::Plan(req) => self.plan(req),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

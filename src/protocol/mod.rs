@@ -96,6 +96,21 @@ pub enum ServerMessage {
     Part(Part),
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub timeout_secs: u64,
+    /// A unified diff of each changed object.
+    pub details: bool,
+}
+
+/// `plan`'s answer: the changes and the run that would make them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// `+`, `~` and `-` only, sorted.
+    pub changes: Vec<DiffItem>,
+    pub run: RunSummary,
+}
+
 /// `wait --for=…`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum WaitFor {
@@ -226,6 +241,8 @@ pub enum Request {
     Wait(WaitRequest),
     /// `describe RESOURCE NAME`.
     Describe(GetRequest),
+    /// `plan` (`run once --dry-run`): what a run over the current files would change.
+    Plan(PlanRequest),
     /// `explain RESOURCE[.field.path]`.
     Explain {
         target: String,
@@ -597,6 +614,7 @@ impl Request {
             Request::Watch(_) => "watch",
             Request::Wait(_) => "wait",
             Request::Describe(_) => "describe",
+            Request::Plan(_) => "plan",
             Request::RunDeps(_) => "run-deps",
             Request::ServerApply(_) => "server-apply",
             Request::RunCommit { .. } => "run-commit",
@@ -685,6 +703,7 @@ pub enum Reply {
     Blame(Vec<BlameRow>),
     /// Prometheus text exposition format.
     Metrics(String),
+    Plan(Box<Plan>),
     Branches(Vec<BranchEntry>),
     Log(Vec<LogEntry>),
     /// `(symbol, path)` pairs: `+` added, `-` removed, `~` changed.

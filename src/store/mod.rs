@@ -460,6 +460,42 @@ impl Store {
         }
     }
 
+    /// Copies what a store is made of — objects, format, the admission's records, not the
+    /// snapshots or an edit intent — into a new database at `dir`, for a store that may change
+    /// without touching this one (`plan`). Call [`Store::sync`] first: pending writes are not
+    /// in sled yet.
+    pub fn copy_to(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(1 << 20)
+            .open()
+            .map_err(|source| StoreError::Db { path: dir.into(), source })?;
+        let err = |source| StoreError::Db { path: dir.into(), source };
+        let mut trees: Vec<(&str, &sled::Tree)> = vec![("objects", &self.objects), ("meta", &self.meta)];
+        if let Some((a, tree)) = &self.admission {
+            trees.push((a.tree(), tree));
+        }
+        for (name, from) in trees {
+            let to = db.open_tree(name).map_err(err)?;
+            let mut batch = sled::Batch::default();
+            for item in from.iter() {
+                let (k, v) = item.map_err(self.db_err_fn())?;
+                if name == "meta" && k.as_ref() == INTENT_KEY.as_bytes() {
+                    continue;
+                }
+                batch.insert(k, v);
+            }
+            to.apply_batch(batch).map_err(err)?;
+        }
+        db.flush().map_err(err)?;
+        Ok(())
+    }
+
+    fn db_err_fn(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Db { path: self.dir.clone(), source }
+    }
+
     /// Runs `f` on the committed state.
     pub fn with<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let guard = self.state.read().unwrap_or_else(|p| p.into_inner());

@@ -320,3 +320,51 @@ fn a_long_runs_progress_is_plain_lines_when_piped() {
     assert!(run.stderr.contains(" reconciles (") && run.stderr.contains("/s), "), "{}", run.stderr);
     assert!(!run.stderr.contains('\r'), "{:?}", run.stderr);
 }
+
+/// `plan` on every fixture: it changes nothing, and the real run then makes exactly its
+/// changes (a second plan finds none).
+#[test]
+fn plan_previews_exactly_what_the_run_does_and_changes_nothing() {
+    for (fixture, flags) in [("fabric", &[][..]), ("network", &[]), ("idfabric", &["-r"]), ("devices", &["-s"])] {
+        let p = TestProject::new(fixture);
+        let mut args = vec![p.dir.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let _s = Server::start(&p.socket, &args);
+        let before = p.cli(&["run", "list"]).ok().stdout;
+        let plan = p.cli(&["plan", "--exit-code"]);
+        let lines: Vec<String> =
+            plan.stdout.lines().filter(|l| l.starts_with(['+', '~', '-'])).map(str::to_string).collect();
+        let summary = plan.stdout.lines().last().unwrap_or_default().to_string();
+        if lines.is_empty() {
+            assert_eq!(plan.code, 0, "{fixture}: {plan:?}");
+            assert!(summary.starts_with("No changes"), "{fixture}: {summary}");
+        } else {
+            assert_eq!(plan.code, 4, "{fixture}: {plan:?}");
+            assert!(summary.starts_with("Plan: "), "{fixture}: {summary}");
+        }
+        // Nothing changed: no snapshot, and no object the plan would create exists.
+        assert_eq!(p.cli(&["run", "list"]).ok().stdout, before, "{fixture}");
+        let exists = |line: &str| {
+            // "+ group/version, Kind=Kind ns/name"
+            let kind = line.split("Kind=").nth(1).unwrap().split(' ').next().unwrap();
+            let target = line.rsplit(' ').next().unwrap();
+            let (ns, name) = target.split_once('/').unwrap_or(("", target));
+            let mut a = vec!["get", kind, name];
+            if !ns.is_empty() {
+                a.extend(["-n", ns]);
+            }
+            p.cli(&a).code == 0
+        };
+        for l in lines.iter().filter(|l| l.starts_with('+')) {
+            assert!(!exists(l), "{fixture}: the plan created {l}");
+        }
+        // The real run makes the planned changes, and then there is nothing left to plan.
+        p.cli(&["run", "once"]).ok();
+        for l in &lines {
+            assert_eq!(exists(l), !l.starts_with('-'), "{fixture}: after the run, {l}");
+        }
+        let again = p.cli(&["plan", "--exit-code"]);
+        assert_eq!(again.code, 0, "{fixture}: a run leaves nothing to plan: {again:?}");
+        assert!(again.stdout.contains("No changes"), "{fixture}: {}", again.stdout);
+    }
+}

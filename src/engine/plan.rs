@@ -1,0 +1,132 @@
+//! `plan` (`run once --dry-run`): what a run over the current files would change, computed by
+//! the real load and run on a copy of the store, compared with the store, then thrown away.
+//!
+//! The copy holds the objects and the identifier allocations (not the snapshots); a second
+//! engine opens it exactly as the server opens its own store — the same load, reconcilers, `-r`
+//! allocations and `-s` pass — so a plan followed by the real run shows the same changes. The
+//! copy, with whatever it allocated, is deleted at the end; the store and the files are never
+//! written.
+//!
+//! Invariant: never writes the served store or the project's files.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{internal, Engine, Mode};
+use crate::api::object::{self, ObjectKey};
+use crate::protocol::{
+    DiffItem, DiffSymbol, ErrorKind, ErrorReport, Plan, PlanRequest, Reply, RunOnceRequest, ServerMessage, ServerState,
+};
+use crate::reconcile::Interrupt;
+
+/// An object as a plan compares it: without what every write changes.
+fn comparable(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["resourceVersion", "generation", "managedFields", "uid", "creationTimestamp"] {
+            m.remove(k);
+        }
+    }
+    v
+}
+
+impl Engine {
+    pub(super) fn plan(&mut self, req: PlanRequest) -> Result<Reply, ErrorReport> {
+        let layout = self.layout()?.clone();
+        self.store.sync().map_err(internal)?;
+        let dir = self.state_dir.join(format!("plan-{}", uuid::Uuid::new_v4()));
+        let result = self.plan_in(&dir, layout, req);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            log::warn!("cannot remove the plan's copy of the store {}: {e}", dir.display());
+        }
+        result
+    }
+
+    fn plan_in(
+        &mut self,
+        dir: &std::path::Path,
+        layout: crate::project::Layout,
+        req: PlanRequest,
+    ) -> Result<Reply, ErrorReport> {
+        self.store.copy_to(&dir.join("db")).map_err(internal)?;
+        let (stop_tx, _stop_rx) = crossbeam_channel::bounded(1);
+        let (own_tx, _own_rx) = crossbeam_channel::unbounded();
+        // The copy is loaded from the current files as the server loads its own store.
+        let (mut copy, _watch_rx, watcher) = Engine::open(
+            Mode::Static { layout },
+            dir,
+            stop_tx,
+            Arc::new(Interrupt::default()),
+            own_tx,
+            self.options.clone(),
+        )
+        .map_err(internal)?;
+        drop(watcher);
+        let status = copy.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if status.status != ServerState::Ready {
+            return Err(ErrorReport::new(ErrorKind::Invalid, format!("the project does not load: {}", status.reason)));
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        copy.start_once(RunOnceRequest { timeout_secs: req.timeout_secs, changed_only: false }, tx)?;
+        while let Some(job) = &copy.once {
+            if let Some(at) = job.wake {
+                std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+            }
+            copy.drive_once();
+        }
+        let run = rx
+            .try_iter()
+            .find_map(|m| match m {
+                ServerMessage::Reply(Reply::Run(s)) => Some(Ok(s)),
+                ServerMessage::Error(e) => Some(Err(e)),
+                _ => None,
+            })
+            .ok_or_else(|| internal("the plan's run ended without an answer"))??;
+        let after = copy.store.reader();
+        let before = self.store.reader();
+        let keys: BTreeSet<ObjectKey> = before
+            .with(|s| s.objects.keys().cloned().collect::<Vec<_>>())
+            .into_iter()
+            .chain(after.with(|s| s.objects.keys().cloned().collect::<Vec<_>>()))
+            .collect();
+        let hidden = |k: &ObjectKey| after.with(|s| s.registry.get(&k.group_kind()).is_none_or(|r| r.builtin));
+        let render = |v: &Value| object::to_yaml(&comparable(v)).unwrap_or_default();
+        let unified = |a: &str, b: &str| {
+            similar::TextDiff::from_lines(a, b)
+                .unified_diff()
+                .context_radius(3)
+                .header("current", "planned")
+                .to_string()
+        };
+        let mut changes = Vec::new();
+        for key in keys {
+            if hidden(&key) {
+                continue;
+            }
+            let (old, new) = (before.with(|s| s.get(&key)), after.with(|s| s.get(&key)));
+            let (symbol, obj, details) = match (&old, &new) {
+                (None, Some(n)) => (DiffSymbol::Added, n.clone(), req.details.then(|| unified("", &render(n)))),
+                (Some(o), None) => (DiffSymbol::Deleted, o.clone(), req.details.then(|| unified(&render(o), ""))),
+                (Some(o), Some(n)) => {
+                    let (a, b) = (render(o), render(n));
+                    if a == b {
+                        continue;
+                    }
+                    (DiffSymbol::Modified, n.clone(), req.details.then(|| unified(&a, &b)))
+                }
+                (None, None) => continue,
+            };
+            changes.push(DiffItem {
+                symbol,
+                api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+                kind: key.kind.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                details,
+            });
+        }
+        Ok(Reply::Plan(Box::new(Plan { changes, run })))
+    }
+}
