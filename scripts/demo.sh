@@ -14,6 +14,16 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "
 cp -r "$root/fixtures/fabric" "$work/fabric"
 sock="$work/choreo.sock"
 step() { printf '\n\033[1m$ choreo %s\033[0m\n' "$*"; "$bin" --socket "$sock" "$@"; }
+# serve FIXTURE FLAGS...: a copy of fixtures/FIXTURE served in the background on its own socket.
+serve() {
+    local fixture=$1
+    shift
+    cp -r "$root/fixtures/$fixture" "$work/$fixture"
+    sock="$work/$fixture.sock"
+    "$bin" server start "$work/$fixture" "$@" --socket "$sock" 2>"$work/$fixture.log" &
+    server=$!
+    for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+}
 
 "$bin" server start "$work/fabric" --socket "$sock" 2>"$work/server.log" &
 server=$!
@@ -22,6 +32,7 @@ for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 step server get
 step api-resources
 step get devices
+step plan
 step run once
 step get devices leaf1 -o yaml
 step get deviceconfigs
@@ -69,11 +80,7 @@ step run commit "not in production" || echo "(refused as expected: production se
 step server stop
 
 printf '\n# -r: identifier backends. A fabric whose reconcilers claim loopbacks, /31s, VLANs and AS numbers\n'
-cp -r "$root/fixtures/idfabric" "$work/idfabric"
-sock="$work/ids.sock"
-"$bin" server start "$work/idfabric" -r --socket "$sock" 2>"$work/ids.log" &
-server=$!
-for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+serve idfabric -r
 step run once
 step get ipclaims
 step get nodeconfigs spine1 -o yaml
@@ -87,11 +94,7 @@ step get deviceconfigs spine1.cli -o yaml
 step server stop
 
 printf '\n# -s: device configs merged onto running configs and validated against YANG (IETF interfaces)\n'
-cp -r "$root/fixtures/devices" "$work/devices"
-sock="$work/sdc.sock"
-"$bin" server start "$work/devices" -s --socket "$sock" 2>"$work/sdc.log" &
-server=$!
-for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+serve devices -s
 step run once
 step get configs
 step get configs leaf1 -o yaml
