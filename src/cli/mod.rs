@@ -1056,7 +1056,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// `plan`: the changes, a summary line, and with `exit_code` exit 4 when there are any.
 fn plan(mut client: Client, details: bool, exit_code: bool, timeout: u64) -> Result<(), CliError> {
-    let req = crate::protocol::PlanRequest { timeout_secs: timeout, details };
+    let req = crate::protocol::PlanRequest { timeout_secs: timeout, details, apply: Vec::new(), force: false };
     let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
         return Err(CliError::Failed("unexpected reply to plan".into()));
     };
@@ -1162,12 +1162,35 @@ fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Res
     if documents.is_empty() {
         return Err(CliError::Failed("no objects passed to apply".into()));
     }
+    let preview = args.dry_run.then(|| documents.clone());
     let reply = connect()?.request(
         Request::Apply(ApplyRequest { documents, force: args.force_conflicts, dry_run: args.dry_run }),
         &mut progress,
     )?;
     match reply {
-        Reply::Items(items) => report_items(&items, args.dry_run),
+        Reply::Items(items) => {
+            report_items(&items, args.dry_run)?;
+            // Valid: what the next run would do with it, reconcilers included.
+            let Some(documents) = preview else { return Ok(()) };
+            let req = crate::protocol::PlanRequest {
+                timeout_secs: 30,
+                details: false,
+                apply: documents,
+                force: args.force_conflicts,
+            };
+            let Reply::Plan(plan) = connect()?.request(Request::Plan(req), &mut progress)? else {
+                return Err(CliError::Failed("unexpected reply to the preview".into()));
+            };
+            if !plan.run.success {
+                return emit(&format!(
+                    "With this change the next run would fail: {} {}\n",
+                    plan.run.task,
+                    plan.run.message.lines().next().unwrap_or_default()
+                ));
+            }
+            emit("With this change, the next run would:\n")?;
+            emit(&output::diff(&plan.changes))
+        }
         other => Err(unexpected(&other)),
     }
 }

@@ -68,6 +68,19 @@ impl Engine {
         if status.status != ServerState::Ready {
             return Err(ErrorReport::new(ErrorKind::Invalid, format!("the project does not load: {}", status.reason)));
         }
+        if !req.apply.is_empty() {
+            // The edit, as `apply` makes it in the store (the copy has no files to write).
+            let mut txn = copy.store.begin();
+            let opts = crate::store::ApplyOptions { manager: object::INPUT_FIELD_MANAGER, force: req.force };
+            for doc in &req.apply {
+                let v: Value = serde_json::from_str(&doc.json).map_err(|e| {
+                    ErrorReport::new(ErrorKind::Invalid, format!("{}: not a valid object: {e}", doc.source))
+                })?;
+                txn.apply(&super::load::input_object(&v), opts)
+                    .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: {e}", doc.source)))?;
+            }
+            txn.commit().map_err(internal)?;
+        }
         let (tx, rx) = crossbeam_channel::unbounded();
         copy.start_once(RunOnceRequest { timeout_secs: req.timeout_secs, changed_only: false }, tx)?;
         while let Some(job) = &copy.once {

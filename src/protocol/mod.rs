@@ -101,6 +101,12 @@ pub struct PlanRequest {
     pub timeout_secs: u64,
     /// A unified diff of each changed object.
     pub details: bool,
+    /// `apply -f … --dry-run`: objects applied (as `apply` would, files aside) before the run.
+    #[serde(default)]
+    pub apply: Vec<Document>,
+    /// With `apply`: take over fields other managers own.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `plan`'s answer: the changes and the run that would make them.

@@ -368,3 +368,24 @@ fn plan_previews_exactly_what_the_run_does_and_changes_nothing() {
         assert!(again.stdout.contains("No changes"), "{fixture}: {}", again.stdout);
     }
 }
+
+/// `apply --dry-run` says what the next run would do with the change, and writes nothing.
+#[test]
+fn apply_dry_run_previews_the_reconcile_outcome() {
+    let p = TestProject::new("fabric");
+    let _s = p.start();
+    p.cli(&["run", "once"]).ok();
+    let dev = "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata: {name: leaf7, namespace: default}\nspec: {hostname: leaf7, asn: 65107}\n";
+    let files = p.in_files();
+    let out = p.cli_stdin(&["apply", "-f", "-", "--dry-run"], dev).ok();
+    assert!(out.stdout.contains("Device.net.example.org default/leaf7 created (dry run)"), "{}", out.stdout);
+    assert!(out.stdout.contains("With this change, the next run would:\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("+ net.example.org/v1alpha1, Kind=Device default/leaf7"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("+ net.example.org/v1alpha1, Kind=DeviceConfig default/leaf7"),
+        "reconcile outcome: {}",
+        out.stdout
+    );
+    assert_eq!(p.in_files(), files, "no file written");
+    assert_eq!(p.cli(&["get", "devices", "leaf7"]).code, 1, "nothing stored");
+}
