@@ -661,6 +661,9 @@ pub struct DeleteArgs {
     /// Namespace of a named object [default: default]
     #[arg(short, long)]
     pub namespace: Option<String>,
+    /// Delete nothing: show what the next run would do without the objects
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Errors of a CLI command, each with its exit code.
@@ -1056,7 +1059,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// `plan`: the changes, a summary line, and with `exit_code` exit 4 when there are any.
 fn plan(mut client: Client, details: bool, exit_code: bool, timeout: u64) -> Result<(), CliError> {
-    let req = crate::protocol::PlanRequest { timeout_secs: timeout, details, apply: Vec::new(), force: false };
+    let req = crate::protocol::PlanRequest {
+        timeout_secs: timeout,
+        details,
+        apply: Vec::new(),
+        force: false,
+        delete: Vec::new(),
+    };
     let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
         return Err(CliError::Failed("unexpected reply to plan".into()));
     };
@@ -1162,7 +1171,7 @@ fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Res
     if documents.is_empty() {
         return Err(CliError::Failed("no objects passed to apply".into()));
     }
-    let preview = args.dry_run.then(|| documents.clone());
+    let preview_docs = args.dry_run.then(|| documents.clone());
     let reply = connect()?.request(
         Request::Apply(ApplyRequest { documents, force: args.force_conflicts, dry_run: args.dry_run }),
         &mut progress,
@@ -1171,25 +1180,15 @@ fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Res
         Reply::Items(items) => {
             report_items(&items, args.dry_run)?;
             // Valid: what the next run would do with it, reconcilers included.
-            let Some(documents) = preview else { return Ok(()) };
+            let Some(documents) = preview_docs else { return Ok(()) };
             let req = crate::protocol::PlanRequest {
                 timeout_secs: 30,
                 details: false,
                 apply: documents,
                 force: args.force_conflicts,
+                delete: Vec::new(),
             };
-            let Reply::Plan(plan) = connect()?.request(Request::Plan(req), &mut progress)? else {
-                return Err(CliError::Failed("unexpected reply to the preview".into()));
-            };
-            if !plan.run.success {
-                return emit(&format!(
-                    "With this change the next run would fail: {} {}\n",
-                    plan.run.task,
-                    plan.run.message.lines().next().unwrap_or_default()
-                ));
-            }
-            emit("With this change, the next run would:\n")?;
-            emit(&output::diff(&plan.changes))
+            preview(connect()?, req, "With this change")
         }
         other => Err(unexpected(&other)),
     }
@@ -1214,11 +1213,37 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
     if targets.is_empty() {
         return Err(CliError::Failed("no objects passed to delete".into()));
     }
+    if args.dry_run {
+        let req = crate::protocol::PlanRequest {
+            timeout_secs: 30,
+            details: false,
+            apply: Vec::new(),
+            force: false,
+            delete: targets,
+        };
+        return preview(connect()?, req, "Without these objects");
+    }
     let reply = connect()?.request(Request::Delete(DeleteRequest { targets }), &mut progress)?;
     match reply {
         Reply::Items(items) => report_items(&items, false),
         other => Err(unexpected(&other)),
     }
+}
+
+/// What the next run would do after an edit that is not made (`--dry-run`).
+fn preview(mut client: Client, req: crate::protocol::PlanRequest, with: &str) -> Result<(), CliError> {
+    let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
+        return Err(CliError::Failed("unexpected reply to the preview".into()));
+    };
+    if !plan.run.success {
+        return emit(&format!(
+            "{with} the next run would fail: {} {}\n",
+            plan.run.task,
+            plan.run.message.lines().next().unwrap_or_default()
+        ));
+    }
+    emit(&format!("{with}, the next run would:\n"))?;
+    emit(&output::diff(&plan.changes))
 }
 
 /// `dev parse DIR`: compiles the project's reconciler and library sources into `in/`.

@@ -50,6 +50,8 @@ impl Engine {
         layout: crate::project::Layout,
         req: PlanRequest,
     ) -> Result<Reply, ErrorReport> {
+        // What `delete --dry-run` names, found in the served store.
+        let deleted: Vec<ObjectKey> = req.delete.iter().map(|t| self.delete_key(t)).collect::<Result<_, _>>()?;
         self.store.copy_to(&dir.join("db")).map_err(internal)?;
         let (stop_tx, _stop_rx) = crossbeam_channel::bounded(1);
         let (own_tx, _own_rx) = crossbeam_channel::unbounded();
@@ -78,6 +80,13 @@ impl Engine {
                 })?;
                 txn.apply(&super::load::input_object(&v), opts)
                     .map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{}: {e}", doc.source)))?;
+            }
+            txn.commit().map_err(internal)?;
+        }
+        if !deleted.is_empty() {
+            let mut txn = copy.store.begin();
+            for key in &deleted {
+                txn.delete(key).map_err(|e| ErrorReport::new(ErrorKind::Invalid, format!("{key}: {e}")))?;
             }
             txn.commit().map_err(internal)?;
         }

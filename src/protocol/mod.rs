@@ -107,6 +107,9 @@ pub struct PlanRequest {
     /// With `apply`: take over fields other managers own.
     #[serde(default)]
     pub force: bool,
+    /// `delete --dry-run`: objects deleted before the run.
+    #[serde(default)]
+    pub delete: Vec<DeleteTarget>,
 }
 
 /// `plan`'s answer: the changes and the run that would make them.

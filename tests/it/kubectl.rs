@@ -389,3 +389,19 @@ fn apply_dry_run_previews_the_reconcile_outcome() {
     assert_eq!(p.in_files(), files, "no file written");
     assert_eq!(p.cli(&["get", "devices", "leaf7"]).code, 1, "nothing stored");
 }
+
+/// `delete --dry-run` says what the next run would do without the object, deleting nothing.
+#[test]
+fn delete_dry_run_previews_the_children_going_too() {
+    let p = TestProject::new("fabric");
+    let _s = p.start();
+    p.cli(&["run", "once"]).ok();
+    let files = p.in_files();
+    let out = p.cli(&["delete", "devices", "leaf1", "--dry-run"]).ok();
+    assert!(out.stdout.starts_with("Without these objects, the next run would:\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("- net.example.org/v1alpha1, Kind=Device default/leaf1"), "{}", out.stdout);
+    assert!(out.stdout.contains("- net.example.org/v1alpha1, Kind=DeviceConfig default/leaf1"), "{}", out.stdout);
+    assert_eq!(p.in_files(), files);
+    p.cli(&["get", "devices", "leaf1"]).ok();
+    p.cli(&["get", "deviceconfigs", "leaf1"]).ok();
+}

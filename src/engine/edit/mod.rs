@@ -236,7 +236,7 @@ impl Engine {
         }
     }
 
-    fn delete_key(&self, target: &DeleteTarget) -> Result<ObjectKey, ErrorReport> {
+    pub(in crate::engine) fn delete_key(&self, target: &DeleteTarget) -> Result<ObjectKey, ErrorReport> {
         let (resource, gk_hint, name, namespace) = match target {
             DeleteTarget::Named { resource, name, namespace } => {
                 (Some(resource.clone()), None, name.clone(), namespace.clone())
