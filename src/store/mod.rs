@@ -581,7 +581,8 @@ impl Store {
     fn publish(&self, events: Vec<Event>, writes: Vec<(ObjectKey, Option<Arc<Stored>>)>, registry: Option<Registry>) {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if !events.is_empty() {
+            // Commits are the hot path: the fan-out is built only when someone watches.
+            if !events.is_empty() && !self.watchers.is_empty() {
                 // Watchers get each object as written, or as it was before its deletion.
                 let written: std::collections::HashMap<&ObjectKey, &Option<Arc<Stored>>> =
                     writes.iter().map(|(k, v)| (k, v)).collect();

@@ -59,6 +59,11 @@ impl Watchers {
         Subscription { events: rx, behind }
     }
 
+    /// Whether anyone watches (a commit then skips the fan-out entirely).
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sub>> {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
