@@ -79,6 +79,11 @@ fn journal_line(record: &log::Record<'_>) -> String {
     format!("<{}>{}: {}{}", priority(record.level()), record.target(), record.args(), fields.0)
 }
 
+/// Now, as JSON lines say it (UTC, milliseconds).
+fn timestamp() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 /// The format installed (text until `init` says otherwise).
 static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
@@ -90,8 +95,7 @@ pub fn announce(target: &str, message: &str) {
         LogFormat::Json => {
             let args = format_args!("{message}");
             let record = log::Record::builder().args(args).level(log::Level::Info).target(target).build();
-            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-            eprintln!("{}", json_line(&record, &now));
+            eprintln!("{}", json_line(&record, &timestamp()));
         }
     }
 }
@@ -103,10 +107,7 @@ pub fn init(level: &str, format: LogFormat) {
     let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
     match (format, journal) {
         (LogFormat::Json, _) => {
-            b.format(|buf, record| {
-                let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-                writeln!(buf, "{}", json_line(record, &now))
-            });
+            b.format(|buf, record| writeln!(buf, "{}", json_line(record, &timestamp())));
         }
         (LogFormat::Text, true) => {
             b.write_style(env_logger::WriteStyle::Never)

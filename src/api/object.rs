@@ -180,6 +180,24 @@ pub(crate) fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     metadata(obj)?.get("annotations")?.get(key)?.as_str()
 }
 
+pub(crate) fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    metadata(obj)?.get("labels")?.get(key)?.as_str()
+}
+
+/// How long before `now` an RFC 3339 time was, as kubectl shortens it (`90s`, `5m`, `3h`, `2d`).
+pub fn age(time: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(time) = time.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
+        return "<unknown>".into();
+    };
+    let secs = (now - time.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 pub(crate) fn finalizers(obj: &Value) -> Vec<&str> {
     metadata(obj)
         .and_then(|m| m.get("finalizers"))

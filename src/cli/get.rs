@@ -202,7 +202,10 @@ fn get_once(mut client: Client, o: GetOptions) -> Result<(), CliError> {
             }
             if let (true, Some(name), true) = (table, &o.name, items.is_empty()) {
                 // As the server says it of a named object.
-                let group = api_version.rsplit_once('/').map(|(g, _)| format!(".{g}")).unwrap_or_default();
+                let group = match crate::api::object::split_api_version(&api_version).0 {
+                    "" => String::new(),
+                    g => format!(".{g}"),
+                };
                 let key = match (namespaced, &requested_namespace) {
                     (true, Some(ns)) => format!("{ns}/{name}"),
                     _ => name.clone(),

@@ -390,6 +390,15 @@ pub enum BranchCommand {
     Merge { src: String, dst: String },
 }
 
+/// kubectl's two spellings of one object: `RESOURCE NAME` and `RESOURCE/NAME`.
+fn resource_and_name(verb: &str, resource: String, name: Option<String>) -> Result<(String, String), CliError> {
+    match (resource.split_once('/'), name) {
+        (Some((r, n)), None) => Ok((r.to_string(), n.to_string())),
+        (None, Some(n)) => Ok((resource, n)),
+        _ => Err(CliError::Usage(format!("{verb} RESOURCE NAME, or {verb} RESOURCE/NAME"))),
+    }
+}
+
 /// `wait --for`: `condition=Ready`, `condition=Ready=False`, `delete`, `jsonpath={.a}=v`.
 pub fn parse_wait_for(text: &str) -> Result<crate::protocol::WaitFor, String> {
     use crate::protocol::WaitFor;
@@ -970,11 +979,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             emit(&output::deps(&nodes))
         }
         Command::Wait { resource, name, until, namespace, timeout } => {
-            let (resource, name) = match (resource.split_once('/'), name) {
-                (Some((r, n)), None) => (r.to_string(), n.to_string()),
-                (None, Some(n)) => (resource, n),
-                _ => return Err(CliError::Usage("wait RESOURCE NAME, or wait RESOURCE/NAME".into())),
-            };
+            let (resource, name) = resource_and_name("wait", resource, name)?;
             let req = crate::protocol::WaitRequest {
                 target: GetRequest { resource, name: Some(name), namespace, ..Default::default() },
                 until,
@@ -983,11 +988,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             message(connect()?.request(Request::Wait(req), &mut progress)?)
         }
         Command::Describe { resource, name, namespace } => {
-            let (resource, name) = match (resource.split_once('/'), name) {
-                (Some((r, n)), None) => (r.to_string(), n.to_string()),
-                (None, Some(n)) => (resource, n),
-                _ => return Err(CliError::Usage("describe RESOURCE NAME, or describe RESOURCE/NAME".into())),
-            };
+            let (resource, name) = resource_and_name("describe", resource, name)?;
             let req = GetRequest { resource, name: Some(name), namespace, ..Default::default() };
             match connect()?.request(Request::Describe(req), &mut progress)? {
                 Reply::Message(text) => emit(&format!("{text}\n")),

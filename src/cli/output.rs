@@ -84,18 +84,7 @@ pub fn object_name(obj: &Value) -> String {
 }
 
 /// A duration in kubectl's short form: `45s`, `12m`, `5h`, `3d`.
-pub fn age(created: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
-    let Some(created) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
-        return "<unknown>".into();
-    };
-    let secs = (now - created.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
+pub use crate::api::object::age;
 
 /// The default `get` table.
 pub fn objects_table(items: &[Value], namespaced: bool) -> String {

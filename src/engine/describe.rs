@@ -14,16 +14,8 @@ use crate::protocol::{ErrorKind, ErrorReport, GetRequest, Reply, RunSummary};
 /// The spec lines shown at most.
 const SPEC_LINES: usize = 40;
 
-/// How long ago `t` (RFC 3339) was, as kubectl shortens it (`5m`, `3h`, `2d`).
 fn age(t: Option<&str>) -> String {
-    let Some(t) = t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else { return "?".into() };
-    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
+    object::age(t, chrono::Utc::now())
 }
 
 impl Engine {
@@ -66,15 +58,11 @@ impl Engine {
         line("Source", source);
         let created = meta.and_then(|m| m.get("creationTimestamp")).and_then(Value::as_str);
         line("Created", format!("{} ({} ago)", created.unwrap_or("?"), age(created)));
-        if let Some(d) = meta.and_then(|m| m.get("deletionTimestamp")).and_then(Value::as_str) {
+        if let Some(d) = object::deletion_timestamp(&obj) {
             line("Deleting", format!("since {d}"));
         }
-        let finalizers = meta
-            .and_then(|m| m.get("finalizers"))
-            .and_then(Value::as_array)
-            .map(|f| f.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "<none>".into());
+        let finalizers = object::finalizers(&obj).join(", ");
+        let finalizers = if finalizers.is_empty() { "<none>".into() } else { finalizers };
         line("Finalizers", finalizers);
         let owners: Vec<String> =
             object::owner_references(&obj).iter().map(|o| format!("{}.{} {}", o.kind, o.group, o.name)).collect();

@@ -12,19 +12,14 @@ use crate::api::object::ObjectKey;
 use crate::protocol::{ErrorKind, ErrorReport};
 use crate::store::Reader;
 
-use super::crds;
+use super::{crds, FINAL};
+use crate::api::object::label;
 
 /// A snapshot's objects.
 pub(crate) type Objects = BTreeMap<ObjectKey, Arc<Value>>;
 
 /// The path-level diff of a final Config: (snapshot objects, Config, running, intended) → text.
 pub(crate) type Details<'a> = dyn FnMut(&Objects, &Value, &Value, &Value) -> String + 'a;
-
-const FINAL: &str = "config.sdcio.dev/finalconfig";
-
-fn label<'a>(obj: &'a Value, name: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/labels").and_then(|l| l.get(name)).and_then(Value::as_str)
-}
 
 /// `run diff -c`: each final Config of the latest snapshot against its node's running
 /// config as the schema reads it (`RunningConfig <node>.tree`).

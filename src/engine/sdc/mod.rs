@@ -12,6 +12,11 @@ pub(super) mod pass;
 
 pub use options::SdcOptions;
 
+/// The labels sdcio puts on Configs: which node they are for, and the final config of a node.
+pub(crate) const TARGET_NAME: &str = "config.sdcio.dev/targetName";
+pub(crate) const TARGET_NAMESPACE: &str = "config.sdcio.dev/targetNamespace";
+pub(crate) const FINAL: &str = "config.sdcio.dev/finalconfig";
+
 /// The error of a `-s` request to a server without it.
 pub(crate) fn no_sdc() -> crate::protocol::ErrorReport {
     crate::protocol::ErrorReport::new(

@@ -24,14 +24,12 @@ use crate::sdc::pipeline::{self, unqualified, Category, Entry, Finding, Snippet}
 use crate::sdc::schema::{SchemaCache, SchemaKey};
 use crate::store::{ApplyOptions, State, Store};
 
-use super::crds;
 use super::options::SdcOptions;
+use super::{crds, FINAL, TARGET_NAME, TARGET_NAMESPACE};
+use crate::api::object::label;
 
 /// The field manager of everything a pass writes.
 pub(crate) const MANAGER: &str = "choreo-sdc";
-const TARGET_NAME: &str = "config.sdcio.dev/targetName";
-const TARGET_NAMESPACE: &str = "config.sdcio.dev/targetNamespace";
-const FINAL: &str = "config.sdcio.dev/finalconfig";
 /// The priority of a Config without one (upstream's templates all write 10).
 const DEFAULT_PRIORITY: i64 = 10;
 /// The largest running config read.
@@ -144,10 +142,6 @@ fn field<'a>(obj: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').filter(|s| !s.is_empty()).try_fold(obj, |v, k| v.get(k))
 }
 
-fn label<'a>(obj: &'a Value, name: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/labels").and_then(|l| l.get(name)).and_then(Value::as_str)
-}
-
 /// The versions present for `provider` under `schemas`, sorted.
 fn versions(schemas: &Path, provider: &str) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(schemas.join(provider))
@@ -192,9 +186,7 @@ fn schema_key(obj: &Value, opts: &SdcOptions, schemas: &Path) -> Result<SchemaKe
 /// Whether `obj` is one of the outputs of a pass (a final Config or a RunningConfig written by
 /// the pass).
 fn is_output(obj: &Value) -> bool {
-    obj.pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|e| e.get("manager").and_then(Value::as_str) == Some(MANAGER)))
+    object::has_manager(obj, MANAGER)
 }
 
 fn gather(state: &State, root: &Path, opts: &SdcOptions) -> Inputs {
