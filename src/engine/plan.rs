@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{internal, Engine, Mode};
 use crate::api::object::{self, ObjectKey};
 use crate::protocol::{
-    DiffItem, DiffSymbol, ErrorKind, ErrorReport, Plan, PlanRequest, Reply, RunOnceRequest, ServerMessage, ServerState,
+    DiffSymbol, ErrorKind, ErrorReport, Plan, PlanRequest, Reply, RunOnceRequest, ServerMessage, ServerState,
 };
 use crate::reconcile::Interrupt;
 
@@ -140,14 +140,7 @@ impl Engine {
                 }
                 (None, None) => continue,
             };
-            changes.push(DiffItem {
-                symbol,
-                api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-                kind: key.kind.clone(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                details,
-            });
+            changes.push(super::run::diff_item(symbol, &obj, &key, details));
         }
         Ok(Reply::Plan(Box::new(Plan { changes, run })))
     }

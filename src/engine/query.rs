@@ -59,19 +59,11 @@ pub fn find(state: &State, req: &GetRequest) -> Result<Found, ErrorReport> {
             }
             None => state.list_stored(&gk, if res.namespaced { req.namespace.as_deref() } else { None }),
         };
-        let invalid = |m: String| ErrorReport::new(ErrorKind::Invalid, m);
-        let labels = req.label_selector.as_deref().map(LabelSelector::parse).transpose().map_err(invalid)?;
-        let fields = req.field_selector.as_deref().map(FieldSelector::parse).transpose().map_err(invalid)?;
-        let objects = if labels.is_some() || fields.is_some() {
+        let selection = Selection::of(req)?;
+        let objects = if selection.is_everything() {
             objects
-                .into_iter()
-                .filter(|o| {
-                    let v = o.value();
-                    labels.as_ref().is_none_or(|l| l.matches(&v)) && fields.as_ref().is_none_or(|f| f.matches(&v))
-                })
-                .collect()
         } else {
-            objects
+            objects.into_iter().filter(|o| selection.matches(&o.value())).collect()
         };
         Ok(Found { res, objects })
     }
@@ -123,6 +115,30 @@ pub fn without_managed_fields(obj: &Value) -> Value {
         m.remove("managedFields");
     }
     out
+}
+
+/// The label and field selectors of a `get` (or `get -w`), parsed.
+pub(super) struct Selection {
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+}
+
+impl Selection {
+    pub(super) fn of(req: &GetRequest) -> Result<Selection, ErrorReport> {
+        let invalid = |m: String| ErrorReport::new(ErrorKind::Invalid, m);
+        Ok(Selection {
+            labels: req.label_selector.as_deref().map(LabelSelector::parse).transpose().map_err(invalid)?,
+            fields: req.field_selector.as_deref().map(FieldSelector::parse).transpose().map_err(invalid)?,
+        })
+    }
+
+    fn is_everything(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
+    pub(super) fn matches(&self, v: &Value) -> bool {
+        self.labels.as_ref().is_none_or(|l| l.matches(v)) && self.fields.as_ref().is_none_or(|f| f.matches(v))
+    }
 }
 
 /// `explain RESOURCE[.field.path]`: the longest dotted prefix that names a resource type

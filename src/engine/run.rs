@@ -287,14 +287,7 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
     };
     let mut items = Vec::new();
     let mut push = |symbol: DiffSymbol, obj: &Value, key: &ObjectKey, details: Option<String>| {
-        items.push(DiffItem {
-            symbol,
-            api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            details,
-        })
+        items.push(diff_item(symbol, obj, key, details))
     };
     let unified = |a: &str, b: &str| {
         similar::TextDiff::from_lines(a, b).unified_diff().context_radius(3).header("previous", "latest").to_string()
@@ -334,6 +327,18 @@ pub(super) fn run_diff(reader: &Reader, req: RunDiffRequest) -> Result<Reply, Er
         ))
     });
     Ok(Reply::Diff(items))
+}
+
+/// One line of a diff (`run diff`, `run diff -c`, `plan`): `obj`'s version, `key`'s identity.
+pub(super) fn diff_item(symbol: DiffSymbol, obj: &Value, key: &ObjectKey, details: Option<String>) -> DiffItem {
+    DiffItem {
+        symbol,
+        api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        details,
+    }
 }
 
 /// `run deps`: the ownership forest of the current objects.

@@ -8,11 +8,10 @@
 //! Invariant: reads only.
 
 use crate::api::object::GroupKind;
-use crate::api::selectors::{FieldSelector, LabelSelector};
 use crate::protocol::{ErrorKind, ErrorReport, GetRequest, Reply, ServerMessage, WaitFor, WaitRequest, WatchEvent};
 use crate::store::{watchers, EventType, Reader};
 
-use super::query::{resolve_error, without_managed_fields};
+use super::query::{resolve_error, without_managed_fields, Selection};
 
 /// Streams until the client goes (`emit` false), the server stops (`stopping`), or the watcher
 /// falls behind; returns the final message to send, if any.
@@ -22,14 +21,9 @@ pub(super) fn watch(
     emit: &mut dyn FnMut(ServerMessage) -> bool,
     stopping: &dyn Fn() -> bool,
 ) -> Option<ServerMessage> {
-    let invalid = |m: String| ServerMessage::Error(ErrorReport::new(ErrorKind::Invalid, m));
-    let labels = match req.label_selector.as_deref().map(LabelSelector::parse).transpose() {
-        Ok(l) => l,
-        Err(m) => return Some(invalid(m)),
-    };
-    let fields = match req.field_selector.as_deref().map(FieldSelector::parse).transpose() {
-        Ok(f) => f,
-        Err(m) => return Some(invalid(m)),
+    let selection = match Selection::of(req) {
+        Ok(s) => s,
+        Err(e) => return Some(ServerMessage::Error(e)),
     };
     let res = match reader.with(|s| s.registry.resolve(&req.resource)) {
         Ok(r) => r,
@@ -39,9 +33,7 @@ pub(super) fn watch(
     let namespace = if res.namespaced { req.namespace.clone() } else { None };
     let sub = reader.watch(gk.clone(), namespace.clone());
     let wanted = |v: &serde_json::Value| {
-        req.name.as_deref().is_none_or(|n| crate::api::object::name(v) == Some(n))
-            && labels.as_ref().is_none_or(|l| l.matches(v))
-            && fields.as_ref().is_none_or(|f| f.matches(v))
+        req.name.as_deref().is_none_or(|n| crate::api::object::name(v) == Some(n)) && selection.matches(v)
     };
     let text = |v: &serde_json::Value| {
         if req.show_managed_fields {

@@ -30,7 +30,7 @@ pub(crate) fn final_config_diff(
     reader: &Reader,
     mut details: Option<&mut Details<'_>>,
 ) -> Result<Vec<crate::protocol::DiffItem>, ErrorReport> {
-    use crate::protocol::{DiffItem, DiffSymbol};
+    use crate::protocol::DiffSymbol;
     let snaps = reader.latest_snapshots(2).map_err(crate::engine::internal)?;
     let latest = snaps.first().ok_or_else(|| {
         ErrorReport::new(ErrorKind::NotFound, "latest snapshot not available")
@@ -52,26 +52,17 @@ pub(crate) fn final_config_diff(
             Some(f) if !equal => Some(f(&latest.objects, obj, running, &intended)),
             _ => None,
         };
-        items.push(DiffItem {
-            symbol: if equal { DiffSymbol::Equal } else { DiffSymbol::Modified },
-            api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            details: detail,
-        });
+        items.push(crate::engine::run::diff_item(
+            if equal { DiffSymbol::Equal } else { DiffSymbol::Modified },
+            obj,
+            key,
+            detail,
+        ));
     }
     if let Some(previous) = snaps.get(1) {
         for (key, obj) in &previous.objects {
             if config_gk(key) && is_final(obj) && !latest.objects.contains_key(key) {
-                items.push(DiffItem {
-                    symbol: DiffSymbol::Deleted,
-                    api_version: obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    kind: key.kind.clone(),
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    details: None,
-                });
+                items.push(crate::engine::run::diff_item(DiffSymbol::Deleted, obj, key, None));
             }
         }
     }
