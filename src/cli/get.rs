@@ -254,18 +254,15 @@ fn render_template(t: &str, v: &Value) -> Result<String, CliError> {
 }
 
 /// Sorts by the value at `key` in each object: numerically when every value is a number.
-fn sort(items: &mut [Value], key: &Template) {
+fn sort(items: &mut Vec<Value>, key: &Template) {
     let keys: Vec<String> = items.iter().map(|i| key.column(i)).collect();
     let numeric: Option<Vec<f64>> = keys.iter().map(|k| k.parse::<f64>().ok()).collect();
-    let mut order: Vec<usize> = (0..items.len()).collect();
+    let mut indexed: Vec<(usize, Value)> = std::mem::take(items).into_iter().enumerate().collect();
     match numeric {
-        Some(n) => order.sort_by(|a, b| n[*a].total_cmp(&n[*b])),
-        None => order.sort_by(|a, b| keys[*a].cmp(&keys[*b])),
+        Some(n) => indexed.sort_by(|a, b| n[a.0].total_cmp(&n[b.0])),
+        None => indexed.sort_by(|a, b| keys[a.0].cmp(&keys[b.0])),
     }
-    let sorted: Vec<Value> = order.iter().map(|i| items[*i].clone()).collect();
-    for (slot, v) in items.iter_mut().zip(sorted) {
-        *slot = v;
-    }
+    *items = indexed.into_iter().map(|(_, v)| v).collect();
 }
 
 fn custom_columns(cols: &[(String, String)], items: &[Value], no_headers: bool) -> Result<String, CliError> {

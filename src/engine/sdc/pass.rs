@@ -219,9 +219,8 @@ fn gather(state: &State, root: &Path, opts: &SdcOptions) -> Inputs {
     let mut warnings = Vec::new();
     let mut snippets: HashMap<usize, Vec<Pending>> = HashMap::new();
     let mut findings: HashMap<usize, Vec<Finding>> = HashMap::new();
-    let mut configs = state.list_stored(&GroupKind::new(crds::GROUP, crds::CONFIG), None);
-    configs.sort_by(|a, b| a.json().cmp(b.json()));
-    for s in configs {
+    // In key order (the store's), so the fingerprint does not depend on anything else.
+    for s in state.list_stored(&GroupKind::new(crds::GROUP, crds::CONFIG), None) {
         let v = s.value();
         let (Some(name), ns) = (object::name(&v), object::namespace(&v)) else { continue };
         // The final configs (this pass's or upstream's) are outputs, not inputs.
