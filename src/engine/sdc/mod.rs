@@ -13,7 +13,9 @@ pub(super) mod pass;
 pub use options::SdcOptions;
 
 /// The labels sdcio puts on Configs: which node they are for, and the final config of a node.
+#[cfg(feature = "sdc")]
 pub(crate) const TARGET_NAME: &str = "config.sdcio.dev/targetName";
+#[cfg(feature = "sdc")]
 pub(crate) const TARGET_NAMESPACE: &str = "config.sdcio.dev/targetNamespace";
 pub(crate) const FINAL: &str = "config.sdcio.dev/finalconfig";
 
