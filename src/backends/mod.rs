@@ -208,11 +208,18 @@ pub(crate) fn set_condition(obj: &mut Value, ty: &str, ok: bool, reason: &str, m
 }
 
 /// Sets an index's `NearlyFull` condition from how much of it is used: `True` above
-/// [`usage::NEARLY_FULL_PERCENT`].
+/// [`usage::NEARLY_FULL_PERCENT`]. The message names the side of the line, not the count: the
+/// index is written only when it crosses the line (not at every claim), so a count would go
+/// stale; `choreo ids usage` has the numbers.
 fn set_fullness(obj: &mut Value, used: u128, size: u128, now: &str) {
     let percent = if size == 0 { 100.0 } else { used as f64 * 100.0 / size as f64 };
     let full = percent > usage::NEARLY_FULL_PERCENT;
-    let message = format!("{percent:.1}% in use ({used} of {size})");
+    let line = usage::NEARLY_FULL_PERCENT;
+    let message = if full {
+        format!("more than {line}% in use (`choreo ids usage` shows what is left)")
+    } else {
+        format!("{line}% or less in use")
+    };
     let reason = if full { "NearlyFull" } else { "Available" };
     set_condition(obj, "NearlyFull", full, reason, &message, now);
 }

@@ -20,8 +20,8 @@ use serde_json::Value;
 
 use crate::protocol::{
     ApplyRequest, BranchRequest, DeleteRequest, DeleteTarget, ErrorKind, ErrorReport, GetRequest, IdsFreeRequest,
-    IdsUsageRequest, ItemOutcome, ItemResult, Reply, Request, RunDepsRequest, RunDiffRequest, RunOnceRequest,
-    ServerApplyRequest,
+    IdsUsageRequest, ItemOutcome, ItemResult, PlanRequest, Reply, Request, RunDepsRequest, RunDiffRequest,
+    RunOnceRequest, ServerApplyRequest,
 };
 pub use client::Client;
 
@@ -88,6 +88,12 @@ pub enum Command {
         /// Give up after this many seconds
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// Preview the project as it is at this git ref instead of the current files: in
+        /// dynamic mode what `server apply URL DIR REF` would change (the clone is fetched,
+        /// nothing is checked out), e.g. `choreo plan --ref v1.2` before rolling back to v1.2;
+        /// in static mode any revision of the project's repository (`main`, `HEAD~1`, a SHA)
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
     },
     /// Wait until an object meets a condition: `choreo wait devices leaf1 --for=condition=Ready`,
     /// `--for=delete`, `--for=jsonpath='{.status.phase}'=Done`; told by the server as the change
@@ -921,8 +927,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 other => message(other),
             }
         }
-        Command::Run(RunCommand::Once { dry_run: true, timeout, .. }) => plan(connect()?, false, false, timeout),
-        Command::Plan { details, exit_code, timeout } => plan(connect()?, details, exit_code, timeout),
+        Command::Run(RunCommand::Once { dry_run: true, timeout, .. }) => {
+            plan(connect()?, PlanRequest { timeout_secs: timeout, ..PlanRequest::default() }, false)
+        }
+        Command::Plan { details, exit_code, timeout, reference } => plan(
+            connect()?,
+            PlanRequest { timeout_secs: timeout, details, reference, ..PlanRequest::default() },
+            exit_code,
+        ),
         Command::Run(RunCommand::Once { output, timeout, changed, dry_run: false }) => {
             let reply = connect()?.request(
                 Request::RunOnce(RunOnceRequest { timeout_secs: timeout, changed_only: changed }),
@@ -1059,14 +1071,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// `plan`: the changes, a summary line, and with `exit_code` exit 4 when there are any.
-fn plan(mut client: Client, details: bool, exit_code: bool, timeout: u64) -> Result<(), CliError> {
-    let req = crate::protocol::PlanRequest {
-        timeout_secs: timeout,
-        details,
-        apply: Vec::new(),
-        force: false,
-        delete: Vec::new(),
-    };
+fn plan(mut client: Client, req: PlanRequest, exit_code: bool) -> Result<(), CliError> {
     let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
         return Err(CliError::Failed("unexpected reply to plan".into()));
     };
@@ -1182,12 +1187,11 @@ fn apply(connect: impl Fn() -> Result<Client, CliError>, args: ApplyArgs) -> Res
             report_items(&items, args.dry_run)?;
             // Valid: what the next run would do with it, reconcilers included.
             let Some(documents) = preview_docs else { return Ok(()) };
-            let req = crate::protocol::PlanRequest {
+            let req = PlanRequest {
                 timeout_secs: 30,
-                details: false,
                 apply: documents,
                 force: args.force_conflicts,
-                delete: Vec::new(),
+                ..PlanRequest::default()
             };
             preview(connect()?, req, "With this change")
         }
@@ -1215,13 +1219,7 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
         return Err(CliError::Failed("no objects passed to delete".into()));
     }
     if args.dry_run {
-        let req = crate::protocol::PlanRequest {
-            timeout_secs: 30,
-            details: false,
-            apply: Vec::new(),
-            force: false,
-            delete: targets,
-        };
+        let req = PlanRequest { timeout_secs: 30, delete: targets, ..PlanRequest::default() };
         return preview(connect()?, req, "Without these objects");
     }
     let reply = connect()?.request(Request::Delete(DeleteRequest { targets }), &mut progress)?;
@@ -1232,7 +1230,7 @@ fn delete(connect: impl Fn() -> Result<Client, CliError>, args: DeleteArgs) -> R
 }
 
 /// What the next run would do after an edit that is not made (`--dry-run`).
-fn preview(mut client: Client, req: crate::protocol::PlanRequest, with: &str) -> Result<(), CliError> {
+fn preview(mut client: Client, req: PlanRequest, with: &str) -> Result<(), CliError> {
     let Reply::Plan(plan) = client.request(Request::Plan(req), &mut progress)? else {
         return Err(CliError::Failed("unexpected reply to the preview".into()));
     };

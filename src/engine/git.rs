@@ -34,7 +34,7 @@ impl DynamicContext {
     }
 }
 
-fn repo_error(e: RepoError) -> ErrorReport {
+pub(super) fn repo_error(e: RepoError) -> ErrorReport {
     let kind = match &e {
         RepoError::UnknownRef { .. } => ErrorKind::NotFound,
         RepoError::NotARepo { .. } | RepoError::Dirty { .. } | RepoError::Refused(_) => ErrorKind::Invalid,
@@ -45,7 +45,7 @@ fn repo_error(e: RepoError) -> ErrorReport {
 
 impl Engine {
     /// The repository of the served project: the user's (static mode) or the clone.
-    fn repo(&self) -> Result<Repo, ErrorReport> {
+    pub(super) fn repo(&self) -> Result<Repo, ErrorReport> {
         let layout = self.layout()?;
         Repo::discover(&layout.root).map_err(|e| match e {
             RepoError::NotARepo { .. } => ErrorReport::new(
@@ -76,7 +76,7 @@ impl Engine {
     }
 
     /// The project directory relative to the repository root (empty at the root).
-    fn project_in_repo(&self, repo: &Repo) -> Result<PathBuf, ErrorReport> {
+    pub(super) fn project_in_repo(&self, repo: &Repo) -> Result<PathBuf, ErrorReport> {
         let layout = self.layout()?;
         let root = std::fs::canonicalize(repo.root()).unwrap_or_else(|_| repo.root().to_path_buf());
         let project = std::fs::canonicalize(&layout.root).unwrap_or_else(|_| layout.root.clone());
@@ -169,11 +169,28 @@ impl Engine {
                 format!("DIR {:?} must be a directory inside the repository", req.directory),
             ));
         }
-        if self.dynamic.as_ref().is_some_and(|d| d.request == req) {
+        // Production fetches first: applying the same moving REF again rolls forward to where
+        // it points now (a restart alone does not).
+        if req.branch.is_some() && self.dynamic.as_ref().is_some_and(|d| d.request == req) {
             return Ok(Some(Reply::Message("unchanged: the server already serves this context".into())));
         }
-        let started = std::time::Instant::now();
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
+        let url = req.url.clone();
+        self.spawn_fetch(url, clone, AfterFetch::Apply { req, pinned }, reply)?;
+        Ok(None)
+    }
+
+    /// Clones or fetches `url` into `clone` on a worker thread (`choreo-fetch`), so the engine
+    /// keeps answering; [`Engine::finish_fetch`] goes on with `then` when the worker reports
+    /// back. Until then, requests that change something wait.
+    pub(super) fn spawn_fetch(
+        &mut self,
+        url: String,
+        clone: PathBuf,
+        then: AfterFetch,
+        reply: Option<Sender<ServerMessage>>,
+    ) -> Result<(), ErrorReport> {
+        let started = std::time::Instant::now();
         let engine = self.own_tx.clone();
         let interrupt = self.interrupt.clone();
         let spawned = std::thread::Builder::new().name("choreo-fetch".into()).spawn(move || {
@@ -186,25 +203,30 @@ impl Engine {
             // Whatever happens, the engine hears back: it holds requests until it does.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let progress = repo::Progress { report: &mut progress, cancel: interrupt.shutdown_flag() };
-                Repo::clone_or_fetch(&req.url, &clone, progress)
+                Repo::clone_or_fetch(&url, &clone, progress)
             }))
             .unwrap_or_else(|_| {
-                Err(RepoError::Refused(format!("fetching {} failed unexpectedly (see the server log)", req.url)))
+                Err(RepoError::Refused(format!("fetching {url} failed unexpectedly (see the server log)")))
             });
-            let done = Fetched { req, pinned, reply, result, started };
+            let done = Fetched { then, reply, result, started };
             // The engine is gone only when the server stops: then nothing waits for this.
             let _ = engine.send(super::Msg::Fetched(Box::new(done)));
         });
         spawned.map_err(|e| internal(format!("cannot start a thread for the fetch: {e}")))?;
         self.fetching = true;
-        Ok(None)
+        Ok(())
     }
 
-    /// The rest of `server apply` once its clone or fetch is done; answers its request.
-    pub(super) fn finish_apply(&mut self, fetched: Fetched) {
+    /// What was waiting for a clone or fetch: the rest of `server apply` or of `plan --ref`;
+    /// answers its request.
+    pub(super) fn finish_fetch(&mut self, fetched: Fetched) {
         self.fetching = false;
-        let Fetched { req, pinned, reply, result, started } = fetched;
+        let Fetched { then, reply, result, started } = fetched;
         crate::metrics::global().fetch(result.is_ok());
+        let (req, pinned) = match then {
+            AfterFetch::Apply { req, pinned } => (req, pinned),
+            AfterFetch::Plan(req) => return self.finish_plan_fetch(req, result, reply),
+        };
         let mut progress = progress_sink(reply.clone());
         // Loads stream their progress (upstream fetches) to the request's client too.
         self.progress = reply.clone();
@@ -251,6 +273,9 @@ impl Engine {
             Some(oid) => oid,
             None => repo.resolve(&req.reference).map_err(|e| self.apply_failed(e))?,
         };
+        if pinned.is_none() && self.dynamic.as_ref().is_some_and(|d| d.request == req) && repo.is_detached_at(target) {
+            return Ok(Reply::Message(format!("unchanged: the server already serves this context ({target})")));
+        }
         let plan = match &req.branch {
             None => Plan::Detached(target),
             Some(b) => {
@@ -543,7 +568,7 @@ fn saved_context(work_dir: &Path) -> Option<SavedContext> {
 
 /// Where `root`, a directory of the clone, really is when a symbolic link takes it out of the
 /// clone; `None` when it stays inside (or does not exist: the caller says so).
-fn outside_clone(clone: &Path, root: &Path) -> Option<PathBuf> {
+pub(super) fn outside_clone(clone: &Path, root: &Path) -> Option<PathBuf> {
     let clone = std::fs::canonicalize(clone).unwrap_or_else(|_| clone.to_path_buf());
     let real = std::fs::canonicalize(root).ok()?;
     (!real.starts_with(&clone)).then_some(real)
@@ -600,11 +625,18 @@ impl Engine {
 
 /// A clone or fetch done by the worker, on its way back to the engine.
 pub struct Fetched {
-    req: ServerApplyRequest,
-    pinned: Option<repo::Oid>,
+    then: AfterFetch,
     reply: Option<Sender<ServerMessage>>,
     result: Result<(Repo, Option<String>), RepoError>,
     started: std::time::Instant,
+}
+
+/// The request a clone or fetch was made for.
+pub(super) enum AfterFetch {
+    /// `server apply`; `pinned`: the commit to serve instead of resolving REF again.
+    Apply { req: ServerApplyRequest, pinned: Option<repo::Oid> },
+    /// `plan --ref` in dynamic mode.
+    Plan(crate::protocol::PlanRequest),
 }
 
 /// Seconds since the epoch in a time zone offset, as RFC 3339.

@@ -505,7 +505,7 @@ impl Engine {
                             break;
                         }
                     }
-                    Ok(Msg::Fetched(done)) => self.finish_apply(*done),
+                    Ok(Msg::Fetched(done)) => self.finish_fetch(*done),
                     Ok(Msg::Ping(reply)) => {
                         let _ = reply.send(());
                     }
@@ -577,6 +577,9 @@ impl Engine {
             },
             // The reply goes when the fetch is done.
             Request::ServerApply(req) => self.server_apply(req, reply.clone()),
+            Request::Plan(req) if req.reference.is_some() && matches!(self.mode, Mode::Dynamic { .. }) => {
+                self.start_plan_fetch(req, reply.clone())
+            }
             // The reply goes when the engine is idle.
             Request::Quiesce { timeout_secs } => {
                 let deadline = std::time::Instant::now().checked_add(std::time::Duration::from_secs(timeout_secs));

@@ -7,13 +7,21 @@
 //! copy, with whatever it allocated, is deleted at the end; the store and the files are never
 //! written.
 //!
-//! Invariant: never writes the served store or the project's files.
+//! `plan --ref REF` previews another commit: its files are written into the plan's own
+//! directory (HEAD, index and work tree untouched) and loaded instead of the project's. In
+//! dynamic mode the clone is fetched first, and REF resolves as `server apply` resolves it, so
+//! the plan answers "what would `server apply URL DIR REF` change" — the rollback question.
+//!
+//! Invariant: never writes the served store or the project's files, nor moves the checkout.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use crossbeam_channel::Sender;
+
+use super::git::{outside_clone, repo_error, AfterFetch};
 use super::{internal, Engine, Mode};
 use crate::api::object::{self, ObjectKey};
 use crate::protocol::{
@@ -34,14 +42,106 @@ fn comparable(v: &Value) -> Value {
 
 impl Engine {
     pub(super) fn plan(&mut self, req: PlanRequest) -> Result<Reply, ErrorReport> {
-        let layout = self.layout()?.clone();
+        let current = self.layout()?.clone();
         self.store.sync().map_err(internal)?;
         let dir = self.state_dir.join(format!("plan-{}", uuid::Uuid::new_v4()));
-        let result = self.plan_in(&dir, layout, req);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            log::warn!("cannot remove the plan's copy of the store {}: {e}", dir.display());
+        let result = match &req.reference {
+            None => Ok(current),
+            Some(reference) => self.layout_at(reference, &current, &dir.join("tree")),
+        }
+        .and_then(|layout| self.plan_in(&dir, layout, req));
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                log::warn!("cannot remove the plan's copy of the store {}: {e}", dir.display());
+            }
         }
         result
+    }
+
+    /// `plan --ref` on a dynamic server: fetches the served clone first, as `server apply`
+    /// does, then plans (in [`Engine::finish_plan_fetch`]). `None`: the answer goes later.
+    pub(super) fn start_plan_fetch(
+        &mut self,
+        req: PlanRequest,
+        reply: Sender<ServerMessage>,
+    ) -> Option<Result<Reply, ErrorReport>> {
+        let Some(served) = &self.dynamic else {
+            return Some(Err(ErrorReport::new(
+                ErrorKind::Unavailable,
+                "no context is served yet: there is nothing to compare a ref with",
+            )
+            .with_hint("apply one first: `choreo server apply URL DIR REF [BRANCH]`")));
+        };
+        let (url, clone) = (served.request.url.clone(), served.clone.clone());
+        match self.spawn_fetch(url, clone, AfterFetch::Plan(req), Some(reply)) {
+            Ok(()) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The plan of a `plan --ref` whose fetch is done; answers its request. A failed fetch is
+    /// a warning (the clone is used as it is), as for `server apply`.
+    pub(super) fn finish_plan_fetch(
+        &mut self,
+        req: PlanRequest,
+        fetched: Result<(crate::repo::Repo, Option<String>), crate::repo::RepoError>,
+        reply: Option<Sender<ServerMessage>>,
+    ) {
+        let answer = match fetched {
+            Err(e) => Err(repo_error(e)),
+            Ok((_, warning)) => {
+                self.progress = reply.clone();
+                if let Some(w) = warning {
+                    super::progress_sink(reply.clone())(format!("warning: {w}"));
+                }
+                let answer = self.plan(req);
+                self.progress = None;
+                answer
+            }
+        };
+        if let Some(r) = reply {
+            let _ = r.send(super::final_message(answer));
+        }
+    }
+
+    /// The project as it is at `reference`, written under `tree`: resolved as `server apply`
+    /// resolves it in dynamic mode, as git resolves revisions in the user's own repository.
+    fn layout_at(
+        &mut self,
+        reference: &str,
+        current: &crate::project::Layout,
+        tree: &std::path::Path,
+    ) -> Result<crate::project::Layout, ErrorReport> {
+        let repo = self.repo()?;
+        let oid = match &self.dynamic {
+            Some(_) => repo.resolve(reference),
+            None => repo.resolve_rev(reference),
+        }
+        .map_err(repo_error)?;
+        let within = self.project_in_repo(&repo)?;
+        let shown = if within.as_os_str().is_empty() { ".".into() } else { within.display().to_string() };
+        super::progress_sink(self.progress.clone())(format!("planning {shown} at {reference} ({oid})"));
+        repo.export_tree(oid, tree).map_err(repo_error)?;
+        let root = tree.join(&within);
+        if let Some(real) = outside_clone(tree, &root) {
+            return Err(ErrorReport::new(
+                ErrorKind::Invalid,
+                format!("{shown} leads to {}, outside the repository at {reference}", real.display()),
+            ));
+        }
+        if !root.is_dir() {
+            return Err(ErrorReport::new(
+                ErrorKind::NotFound,
+                format!("the repository has no directory {shown} at {reference}"),
+            ));
+        }
+        let mut layout = current.with_root(root);
+        // Upstream packages come from the served project's cache, not fetched again.
+        layout.upstream_cache = Some(current.upstream_dir());
+        if current.contain.is_some() {
+            layout.contain = Some(tree.to_path_buf());
+        }
+        Ok(layout)
     }
 
     fn plan_in(
@@ -113,7 +213,6 @@ impl Engine {
             .into_iter()
             .chain(after.with(|s| s.objects.keys().cloned().collect::<Vec<_>>()))
             .collect();
-        let hidden = |k: &ObjectKey| after.with(|s| s.registry.get(&k.group_kind()).is_none_or(|r| r.builtin));
         let render = |v: &Value| object::to_yaml(&comparable(v)).unwrap_or_default();
         let unified = |a: &str, b: &str| {
             similar::TextDiff::from_lines(a, b)
@@ -124,9 +223,6 @@ impl Engine {
         };
         let mut changes = Vec::new();
         for key in keys {
-            if hidden(&key) {
-                continue;
-            }
             let (old, new) = (before.with(|s| s.get(&key)), after.with(|s| s.get(&key)));
             let (symbol, obj, details) = match (&old, &new) {
                 (None, Some(n)) => (DiffSymbol::Added, n.clone(), req.details.then(|| unified("", &render(n)))),

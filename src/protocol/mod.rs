@@ -96,7 +96,7 @@ pub enum ServerMessage {
     Part(Part),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlanRequest {
     pub timeout_secs: u64,
     /// A unified diff of each changed object.
@@ -110,6 +110,9 @@ pub struct PlanRequest {
     /// `delete --dry-run`: objects deleted before the run.
     #[serde(default)]
     pub delete: Vec<DeleteTarget>,
+    /// `plan --ref`: the project as it is at this ref instead of the current files.
+    #[serde(default)]
+    pub reference: Option<String>,
 }
 
 /// `plan`'s answer: the changes and the run that would make them.

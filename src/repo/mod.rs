@@ -399,6 +399,16 @@ impl Repo {
         })
     }
 
+    /// A commit named as git names revisions (`main`, `v1.2`, `HEAD~2`, `origin/main`, a SHA):
+    /// what a user of their own repository means by a ref.
+    pub fn resolve_rev(&self, rev: &str) -> Result<Oid, RepoError> {
+        self.git
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id())
+            .map_err(|_| RepoError::UnknownRef { reference: rev.to_string(), url: self.root.display().to_string() })
+    }
+
     /// Files with uncommitted changes (modified, added, deleted or untracked, not ignored),
     /// relative to the repository root; choreo's own `.choreo/` directories do not count.
     pub fn dirty_files(&self) -> Result<Vec<String>, RepoError> {
@@ -486,6 +496,17 @@ impl Repo {
             .checkout_tree(commit.as_object(), Some(git2::build::CheckoutBuilder::new().force()))
             .ctx(|| format!("cannot check out {oid}"))?;
         self.git.set_head_detached(oid).ctx(|| format!("cannot move HEAD to {oid}"))
+    }
+
+    /// Writes the files of commit `oid` into `dest` (a new directory), as a checkout would
+    /// (symbolic links as links), without touching HEAD, the index or the work tree: what
+    /// `plan --ref` loads to preview a context switch.
+    pub fn export_tree(&self, oid: Oid, dest: &Path) -> Result<(), RepoError> {
+        let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
+        std::fs::create_dir_all(dest).map_err(|source| RepoError::Io { path: dest.to_path_buf(), source })?;
+        let mut opts = git2::build::CheckoutBuilder::new();
+        opts.target_dir(dest).force().recreate_missing(true).update_index(false);
+        self.git.checkout_tree(commit.as_object(), Some(&mut opts)).ctx(|| format!("cannot write the files of {oid}"))
     }
 
     /// Development checkout: the local branch `name`, tracking `origin/name` when that exists

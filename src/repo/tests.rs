@@ -246,3 +246,32 @@ fn an_upstream_branch_ref_stays_where_it_was_first_resolved() {
     let (_, still) = fetch_commit(&url(&bare), "branch", "main", &cache, p(&mut |_| {})).unwrap();
     assert_eq!(still, first);
 }
+
+/// `export_tree` writes an older commit's files elsewhere, links as links, and leaves HEAD, the
+/// index and the work tree as they were.
+#[test]
+fn export_tree_writes_a_commit_without_touching_the_checkout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_bare, work) = remote(tmp.path());
+    let first = work.head().unwrap().target().unwrap();
+    let root = work.workdir().unwrap().to_path_buf();
+    std::os::unix::fs::symlink("file.txt", root.join("link")).unwrap();
+    let mut index = work.index().unwrap();
+    index.add_path(Path::new("link")).unwrap();
+    index.write().unwrap();
+    let second = commit_file(&work, "dir/new.txt", "two", "second");
+    let repo = Repo::discover(&root).unwrap();
+
+    let old = tmp.path().join("old");
+    repo.export_tree(first, &old).unwrap();
+    assert_eq!(std::fs::read_to_string(old.join("file.txt")).unwrap(), "one");
+    assert!(!old.join("dir").exists() && !old.join("link").exists());
+    let new = tmp.path().join("new");
+    repo.export_tree(second, &new).unwrap();
+    assert_eq!(std::fs::read_to_string(new.join("dir/new.txt")).unwrap(), "two");
+    assert_eq!(std::fs::read_link(new.join("link")).unwrap(), Path::new("file.txt"));
+
+    assert_eq!(repo.head_commit(), Some(second));
+    assert!(repo.dirty_files().unwrap().is_empty(), "{:?}", repo.dirty_files());
+    assert!(!old.join(".git").exists());
+}

@@ -537,3 +537,95 @@ fn symbolic_links_out_of_the_repository_are_refused() {
     assert_eq!(s.cli(&["get", "greeters", "mallory"]).code, 1, "nothing from outside was loaded");
     s.cli(&["get", "greeters", "alice"]).ok();
 }
+
+/// `plan --ref` in production: previews a rollback and a roll-forward to a commit pushed after
+/// the apply (the clone is fetched), changing neither the checkout, nor the store, nor what is
+/// served; the apply then makes exactly the planned changes.
+#[test]
+fn plan_at_a_ref_previews_a_context_switch_without_making_it() {
+    let g = Git::new();
+    let (bare, work, first) = g.remote("intent", "greeter", "greeter");
+    g.edit(&work.join("greeter/in/demo.choreo.dev.greeter.alice.yaml"), "greeting: hello", "greeting: hi");
+    let second = g.commit_all(&work, "friendlier");
+    g.git(&work, &["push", "-q", "origin", "main"]);
+    let s = g.dynamic_server();
+    let r = s.cli(&["plan"]);
+    assert_eq!(r.code, 1, "nothing served, nothing to plan: {r:?}");
+    fails_with(s.cli(&["plan", "--ref", "main"]), "server apply");
+    s.cli(&["server", "apply", &url(&bare), "greeter", "main"]).ok();
+    wait_welcome(&s, "alice", "hi, Alice");
+    let served = status(&s)["context"].clone();
+
+    // Pushed after the apply: carol arrives, bob leaves.
+    std::fs::remove_file(work.join("greeter/in/demo.choreo.dev.greeter.bob.yaml")).unwrap();
+    std::fs::write(
+        work.join("greeter/in/demo.choreo.dev.greeter.carol.yaml"),
+        "apiVersion: demo.choreo.dev/v1alpha1\nkind: Greeter\nmetadata:\n  name: carol\n  namespace: default\nspec:\n  name: Carol\n",
+    )
+    .unwrap();
+    let third = g.commit_all(&work, "carol in, bob out");
+    g.git(&work, &["push", "-q", "origin", "main"]);
+
+    let back = s.cli(&["plan", "--ref", &first[..10], "--exit-code", "-a"]);
+    assert_eq!(back.code, 4, "{back:?}");
+    assert!(back.stdout.contains("~ demo.choreo.dev/v1alpha1, Kind=Greeter default/alice"), "{}", back.stdout);
+    assert!(back.stdout.contains("~ demo.choreo.dev/v1alpha1, Kind=Welcome default/alice"), "{}", back.stdout);
+    assert!(back.stdout.contains("-  greeting: hi\n+  greeting: hello"), "{}", back.stdout);
+    assert!(back.stdout.ends_with("Plan: 0 to create, 2 to change, 0 to delete.\n"), "{}", back.stdout);
+    assert!(back.stderr.contains(&format!("planning greeter at {} ({first})", &first[..10])), "{}", back.stderr);
+
+    let ahead = s.cli(&["plan", "--ref", "main"]).ok();
+    for line in [
+        "+ demo.choreo.dev/v1alpha1, Kind=Greeter default/carol",
+        "+ demo.choreo.dev/v1alpha1, Kind=Welcome default/carol",
+        "- demo.choreo.dev/v1alpha1, Kind=Greeter default/bob",
+        "- demo.choreo.dev/v1alpha1, Kind=Welcome default/bob",
+    ] {
+        assert!(ahead.stdout.contains(line), "{line} in {}", ahead.stdout);
+    }
+    assert!(ahead.stderr.contains("fetching"), "the clone is fetched first: {}", ahead.stderr);
+    fails_with(s.cli(&["plan", "--ref", "no-such-ref"]), "unknown ref");
+
+    // Nothing moved: the same context and commit, a clean clone, the same objects.
+    assert_eq!(status(&s)["context"], served);
+    assert_eq!(served["commit"], second.as_str());
+    let clone = std::fs::read_dir(g.path("state/repos")).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(g.git(&clone, &["status", "--porcelain"]), "");
+    assert_eq!(g.git(&clone, &["rev-parse", "HEAD"]), second);
+    assert!(welcome(&s, "bob").is_some() && welcome(&s, "carol").is_none());
+    let leftovers: Vec<_> = std::fs::read_dir(g.path("state"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("plan-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The switch makes what the plan said.
+    s.cli(&["server", "apply", &url(&bare), "greeter", "main"]).ok();
+    assert_eq!(status(&s)["context"]["commit"], third.as_str());
+    wait_welcome(&s, "carol", "welcome, Carol");
+    wait_for("bob's welcome to go", 20, || welcome(&s, "bob").is_none().then_some(()));
+    let r = s.cli(&["plan", "--ref", "main", "--exit-code"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// `plan --ref` in static mode: any revision of the user's repository, resolved as git does.
+#[test]
+fn plan_at_a_revision_of_the_users_repository() {
+    let g = Git::new();
+    let p = TestProject::new("greeter");
+    g.git(&p.dir, &["init", "-q"]);
+    g.commit_all(&p.dir, "project");
+    g.edit(&p.path("in/demo.choreo.dev.greeter.alice.yaml"), "greeting: hello", "greeting: hey");
+    g.commit_all(&p.dir, "hey");
+    let s = Server::start_env(&p.socket, &[p.dir.to_str().unwrap()], &g.env());
+    s.cli(&["run", "once"]).ok();
+    let files = p.in_files();
+    let r = s.cli(&["plan", "--ref", "HEAD~1"]).ok();
+    assert!(r.stdout.contains("~ demo.choreo.dev/v1alpha1, Kind=Welcome default/alice"), "{}", r.stdout);
+    assert!(r.stdout.ends_with("Plan: 0 to create, 2 to change, 0 to delete.\n"), "{}", r.stdout);
+    assert!(s.cli(&["plan", "--ref", "HEAD"]).ok().stdout.contains("No changes"));
+    assert_eq!(p.in_files(), files);
+    assert_eq!(g.git(&p.dir, &["status", "--porcelain"]), "");
+    assert_eq!(g.git(&p.dir, &["log", "--format=%s", "-1"]), "hey");
+}

@@ -325,12 +325,22 @@ fn a_long_runs_progress_is_plain_lines_when_piped() {
 /// changes (a second plan finds none).
 #[test]
 fn plan_previews_exactly_what_the_run_does_and_changes_nothing() {
-    for (fixture, flags) in [("fabric", &[][..]), ("network", &[]), ("idfabric", &["-r"]), ("devices", &["-s"])] {
+    let fixtures = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures")).unwrap();
+    let mut fixtures: Vec<String> = fixtures.map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 6, "{fixtures:?}");
+    for fixture in &fixtures {
+        let flags: &[&str] = match fixture.as_str() {
+            "idfabric" | "lab" => &["-r"],
+            "devices" => &["-s"],
+            _ => &[],
+        };
         let p = TestProject::new(fixture);
         let mut args = vec![p.dir.to_str().unwrap()];
         args.extend_from_slice(flags);
         let _s = Server::start(&p.socket, &args);
         let before = p.cli(&["run", "list"]).ok().stdout;
+        let files = p.in_files();
         let plan = p.cli(&["plan", "--exit-code"]);
         let lines: Vec<String> =
             plan.stdout.lines().filter(|l| l.starts_with(['+', '~', '-'])).map(str::to_string).collect();
@@ -344,6 +354,7 @@ fn plan_previews_exactly_what_the_run_does_and_changes_nothing() {
         }
         // Nothing changed: no snapshot, and no object the plan would create exists.
         assert_eq!(p.cli(&["run", "list"]).ok().stdout, before, "{fixture}");
+        assert_eq!(p.in_files(), files, "{fixture}");
         let exists = |line: &str| {
             // "+ group/version, Kind=Kind ns/name"
             let kind = line.split("Kind=").nth(1).unwrap().split(' ').next().unwrap();
