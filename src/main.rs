@@ -13,6 +13,8 @@ use choreo::project::Layout;
 use choreo::server::{self, ServerConfig};
 
 fn main() -> ExitCode {
+    // A shell asking for completions (`COMPLETE=bash choreo -- …`) is answered, then we exit.
+    cli::complete::answer_if_asked();
     let cli = Cli::parse();
     if let Command::ReconcileWorker(args) = &cli.command {
         // The worker logs through its pipe to the server, never on its own.

@@ -29,6 +29,17 @@ impl Client {
         Client::over(stream, socket)
     }
 
+    /// Connects with every read and write bounded by `timeout` (shell completion, which must
+    /// never hang on a busy or stuck server).
+    pub fn connect_timeout(socket: &Path, timeout: std::time::Duration) -> Result<Client, CliError> {
+        let unreachable =
+            |e: std::io::Error| CliError::Unreachable { socket: socket.to_path_buf(), reason: e.to_string() };
+        let stream = UnixStream::connect(socket).map_err(unreachable)?;
+        stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+        stream.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+        Client::over(stream, socket)
+    }
+
     /// Says hello over a connected stream.
     fn over(stream: UnixStream, socket: &Path) -> Result<Client, CliError> {
         let reader = BufReader::new(

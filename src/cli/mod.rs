@@ -7,6 +7,7 @@
 //! cannot be reached.
 
 mod client;
+pub mod complete;
 mod dev;
 mod get;
 mod input;
@@ -100,12 +101,14 @@ pub enum Command {
     /// commits (no polling). Exit 0 when met, 1 at the timeout
     Wait {
         /// RESOURCE NAME, or RESOURCE/NAME
+        #[arg(add = complete::objects())]
         resource: String,
+        #[arg(add = complete::objects())]
         name: Option<String>,
         /// condition=TYPE[=STATUS] (STATUS defaults to True), delete, or jsonpath=PATH[=VALUE]
         #[arg(long = "for", value_name = "CONDITION", value_parser = parse_wait_for)]
         until: crate::protocol::WaitFor,
-        #[arg(short, long)]
+        #[arg(short, long, add = complete::namespaces())]
         namespace: Option<String>,
         /// How long to wait: 30s, 5m, 500ms
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -116,21 +119,27 @@ pub enum Command {
     /// outcome of their last reconcile of it
     Describe {
         /// RESOURCE NAME, or RESOURCE/NAME
+        #[arg(add = complete::objects())]
         resource: String,
+        #[arg(add = complete::objects())]
         name: Option<String>,
-        #[arg(short, long)]
+        #[arg(short, long, add = complete::namespaces())]
         namespace: Option<String>,
     },
     /// Document a resource type or one of its fields, from its CRD's schema: type,
     /// description, required fields, enums, defaults (`choreo explain devices.spec.interfaces`)
     Explain {
         /// RESOURCE[.field.path]: plural[.group], kind or short name, then field names
+        #[arg(add = complete::resource_types())]
         target: String,
     },
     /// Developer tools that work on a project directory without a server
     #[command(subcommand)]
     Dev(DevCommand),
-    /// Print a shell completion script
+    /// Print the shell completion script: `source <(choreo completion bash)` in ~/.bashrc
+    /// (zsh alike; fish: `choreo completion fish | source`). Completion is dynamic: at each TAB
+    /// the shell asks choreo, which asks the server for resource types, object names and
+    /// namespaces (`choreo get dev<TAB>`, `choreo describe devices le<TAB>`, `-n <TAB>`)
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -604,11 +613,13 @@ pub enum ApiResourcesFormat {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Resource type: plural[.group], kind or short name (e.g. helloworlds.example.com)
+    #[arg(add = complete::objects())]
     pub resource: String,
     /// Object name; without it, list every object of the type
+    #[arg(add = complete::objects())]
     pub name: Option<String>,
     /// Namespace [default: all namespaces for a list, `default` for one object]
-    #[arg(short, long, conflicts_with = "all_namespaces")]
+    #[arg(short, long, conflicts_with = "all_namespaces", add = complete::namespaces())]
     pub namespace: Option<String>,
     /// List across all namespaces (the default for lists; kubectl's habit)
     #[arg(short = 'A', long)]
@@ -666,7 +677,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// Resource type, then the object name
-    #[arg(num_args = 0..=2, value_names = ["RESOURCE", "NAME"])]
+    #[arg(num_args = 0..=2, value_names = ["RESOURCE", "NAME"], add = complete::objects())]
     pub target: Vec<String>,
     /// Delete the objects defined in these files instead
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -674,7 +685,7 @@ pub struct DeleteArgs {
     #[arg(short = 'R', long)]
     pub recursive: bool,
     /// Namespace of a named object [default: default]
-    #[arg(short, long)]
+    #[arg(short, long, add = complete::namespaces())]
     pub namespace: Option<String>,
     /// Delete nothing: show what the next run would do without the objects
     #[arg(long)]
@@ -835,12 +846,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Server(ServerCommand::Start(_)) | Command::ReconcileWorker(_) => {
             Err(CliError::Usage("`server start` is not a client command".into()))
         }
-        Command::Completion { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "choreo", &mut buf);
-            emit(&String::from_utf8_lossy(&buf))
-        }
+        Command::Completion { shell } => emit(&complete::registration(shell)?),
         Command::Quiesce { timeout } => {
             let reply = connect()?.request(Request::Quiesce { timeout_secs: timeout }, &mut progress)?;
             match reply {

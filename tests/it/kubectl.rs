@@ -20,7 +20,7 @@ spec: {role: leaf, asn: 65103, hostname: leaf3}
 ";
 
 /// The network fixture with more devices, and printer columns on the Device CRD.
-fn project() -> TestProject {
+pub(crate) fn project() -> TestProject {
     let p = TestProject::new("network");
     let crd = std::fs::read_to_string(p.path("crds/net.example.org_devices.yaml")).unwrap();
     let crd = crd.replacen(
@@ -415,4 +415,56 @@ fn delete_dry_run_previews_the_children_going_too() {
     assert_eq!(p.in_files(), files);
     p.cli(&["get", "devices", "leaf1"]).ok();
     p.cli(&["get", "deviceconfigs", "leaf1"]).ok();
+}
+
+/// Shell completion asks the server: resource types, object names (in `-n`'s namespace),
+/// RESOURCE/NAME and namespaces; a server that is not there gives no names and no error.
+#[test]
+fn completion_asks_the_server_for_resources_names_and_namespaces() {
+    let p = project();
+    let _s = p.start();
+    // What bash passes: the words, and the index of the one being completed.
+    let complete = |socket: &std::path::Path, words: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .env("COMPLETE", "bash")
+            .env("_CLAP_COMPLETE_INDEX", words.len().to_string())
+            .env("CHOREO_SOCKET", socket)
+            .arg("--")
+            .arg("choreo")
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{words:?}: {out:?}");
+        assert!(out.stderr.is_empty(), "{words:?}: {}", String::from_utf8_lossy(&out.stderr));
+        // Candidates are separated by bash's IFS of the registration (vertical tab).
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split(['\n', '\u{b}'])
+            .filter(|c| !c.is_empty() && !c.starts_with('-'))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let socket = p.socket.clone();
+    let c = |words: &[&str]| complete(&socket, words);
+    assert_eq!(c(&["get", "dev"]), ["devices"]);
+    assert!(c(&["get", ""]).contains(&"reconcilers".to_string()));
+    assert_eq!(c(&["get", "devices", ""]), ["leaf1", "leaf2", "leaf3", "spine1", "spine2"]);
+    assert_eq!(c(&["get", "devices", "-n", "lab", ""]), ["leaf3"]);
+    assert_eq!(c(&["describe", "devices", "sp"]), ["spine1", "spine2"]);
+    assert_eq!(
+        c(&["--socket", socket.to_str().unwrap(), "wait", "devices/le"]),
+        ["devices/leaf1", "devices/leaf2", "devices/leaf3"]
+    );
+    assert_eq!(c(&["delete", "--dry-run", "devices", "spine"]), ["spine1", "spine2"]);
+    assert_eq!(c(&["get", "devices", "-n", ""]), ["default", "lab"]);
+    assert_eq!(c(&["explain", "devi"]), ["devices"]);
+    assert!(c(&["get", "no-such-type", ""]).is_empty());
+    let gone = p.dir.join("gone.sock");
+    assert!(complete(&gone, &["get", "dev"]).is_empty());
+    assert!(complete(&gone, &["get", "devices", ""]).is_empty());
+
+    let script = p.cli(&["completion", "bash"]).ok().stdout;
+    assert!(script.contains("COMPLETE=\"bash\"") && script.contains("complete -o"), "{script}");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(p.cli(&["completion", shell]).ok().stdout.contains("COMPLETE"), "{shell}");
+    }
 }

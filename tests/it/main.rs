@@ -23,6 +23,8 @@ mod load;
 mod objects;
 // Reconciler runs: run once, results, snapshots, diff and deps.
 mod run;
+// Snapshots of help texts and tables.
+mod snapshots;
 // -s: device configs validated against YANG.
 mod sdc;
 // Running as a service: systemd readiness, watchdog, socket activation, unit files.
