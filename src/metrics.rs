@@ -100,6 +100,7 @@ pub struct Metrics {
     fetches_ok: AtomicU64,
     fetches_failed: AtomicU64,
     queue_depth: AtomicU64,
+    watches: AtomicU64,
     sdc_passes: AtomicU64,
     guarded: Mutex<Guarded>,
 }
@@ -116,6 +117,7 @@ pub fn global() -> &'static Metrics {
         fetches_ok: AtomicU64::new(0),
         fetches_failed: AtomicU64::new(0),
         queue_depth: AtomicU64::new(0),
+        watches: AtomicU64::new(0),
         sdc_passes: AtomicU64::new(0),
         guarded: Mutex::new(Guarded::default()),
     })
@@ -177,6 +179,15 @@ impl Metrics {
 
     pub fn set_queue_depth(&self, n: usize) {
         self.queue_depth.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// A `get -w` or `wait` stream opened (`true`) or ended.
+    pub fn watch_stream(&self, open: bool) {
+        if open {
+            self.watches.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self.watches.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     pub fn request(&self, name: &'static str) {
@@ -293,6 +304,8 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
     }
     family(&mut out, "choreo_queue_depth", "gauge", "Items waiting in the runner's queue (ready and delayed).");
     let _ = writeln!(out, "choreo_queue_depth {}", m.queue_depth.load(Ordering::Relaxed));
+    family(&mut out, "choreo_watches", "gauge", "Open `get -w` and `wait` streams.");
+    let _ = writeln!(out, "choreo_watches {}", m.watches.load(Ordering::Relaxed));
     family(&mut out, "choreo_watch_events_total", "counter", "Batches of file changes the watcher reported.");
     let _ = writeln!(out, "choreo_watch_events_total {}", m.watch_events.load(Ordering::Relaxed));
     family(&mut out, "choreo_git_fetches_total", "counter", "Clones and fetches of server apply, by result.");

@@ -118,16 +118,30 @@ impl Handle {
 
     /// Answers one request, sending progress and the final frame to `emit`.
     pub fn serve(&self, request: Request, emit: &mut dyn FnMut(ServerMessage) -> bool) {
+        self.serve_until(request, emit, &|| false)
+    }
+
+    /// [`Handle::serve`] for a client that can go away while nothing is sent to it: a watch
+    /// or wait with no change to report ends within half a second of `client_gone` saying so.
+    pub fn serve_until(
+        &self,
+        request: Request,
+        emit: &mut dyn FnMut(ServerMessage) -> bool,
+        client_gone: &dyn Fn() -> bool,
+    ) {
+        let stopping = || client_gone() || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
         if let Request::Wait(req) = &request {
-            let stopping = || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
+            crate::metrics::global().watch_stream(true);
             emit(watching::wait(&self.reader, req, &stopping));
+            crate::metrics::global().watch_stream(false);
             return;
         }
         if let Request::Watch(req) = &request {
-            let stopping = || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
+            crate::metrics::global().watch_stream(true);
             if let Some(last) = watching::watch(&self.reader, req, emit, &stopping) {
                 emit(last);
             }
+            crate::metrics::global().watch_stream(false);
             return;
         }
         let answer = match &request {

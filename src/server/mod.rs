@@ -404,6 +404,18 @@ fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
     }
 }
 
+/// Whether the client closed its end: a peek finds the end of the stream. (While a watch or
+/// wait streams, the client sends nothing, so there is nothing else to find.)
+fn hung_up(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer we own, on a socket we own; MSG_PEEK leaves any data queued.
+    let n = unsafe {
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    n == 0
+}
+
 fn protocol_error(message: impl Into<String>) -> ServerMessage {
     ServerMessage::Error(ErrorReport::new(ErrorKind::Protocol, message))
 }
@@ -471,10 +483,14 @@ fn serve_connection(stream: UnixStream, handle: Handle, peers: peer::Policy, inf
             ClientMessage::Request(request) => {
                 let mut alive = true;
                 inflight.fetch_add(1, Ordering::SeqCst);
-                handle.serve(request, &mut |msg| {
-                    alive = send(&mut writer, &msg);
-                    alive
-                });
+                handle.serve_until(
+                    request,
+                    &mut |msg| {
+                        alive = send(&mut writer, &msg);
+                        alive
+                    },
+                    &|| hung_up(&stream),
+                );
                 inflight.fetch_sub(1, Ordering::SeqCst);
                 if !alive {
                     return;

@@ -196,10 +196,16 @@ fn watch_streams_the_list_then_each_change() {
     p.cli_stdin(&["apply", "-f", "-"], &dev.replace("default", "lab")).ok();
     p.cli(&["delete", "devices", "leaf9", "-n", "default"]).ok();
     assert_eq!(next(), "DELETED device.net.example.org/leaf9");
+    let watches = || {
+        let m = p.cli(&["metrics"]).ok().stdout;
+        m.lines().find_map(|l| l.strip_prefix("choreo_watches ")).unwrap_or_default().to_string()
+    };
+    assert_eq!(watches(), "1");
     let _ = child.kill();
     let _ = child.wait();
-    // The server is unharmed by the watcher going away.
+    // The server is unharmed by the watcher going away, and notices it with nothing to send.
     p.cli(&["get", "devices", "leaf1"]).ok();
+    wait_for("the idle watch of a client gone to end", 20, || (watches() == "0").then_some(()));
 }
 
 #[test]
