@@ -47,14 +47,17 @@ impl Engine {
     /// The repository of the served project: the user's (static mode) or the clone.
     pub(super) fn repo(&self) -> Result<Repo, ErrorReport> {
         let layout = self.layout()?;
-        Repo::discover(&layout.root).map_err(|e| match e {
+        let repo = Repo::discover(&layout.root).map_err(|e| match e {
             RepoError::NotARepo { .. } => ErrorReport::new(
                 ErrorKind::Invalid,
                 format!("{} is not a git repository: branch, commit and push need one", layout.root.display()),
             )
             .with_hint("run `git init` in the project (or a directory above it)"),
             other => repo_error(other),
-        })
+        })?;
+        // Checkouts tell the client of the request how far they are.
+        repo.report_to(Box::new(progress_sink(self.progress.clone())));
+        Ok(repo)
     }
 
     pub(super) fn production(&self) -> bool {
@@ -258,6 +261,7 @@ impl Engine {
         let (work_dir, template) = (work_dir.clone(), template.clone());
         let clone = work_dir.join("repos").join(repo::cache_name(&req.url));
         let (repo, warning) = result.map_err(|e| self.apply_failed(e))?;
+        repo.report_to(Box::new(progress_sink(self.progress.clone())));
         if let Some(w) = warning {
             progress(format!("warning: {w}"));
         }

@@ -108,7 +108,12 @@ pub enum Head {
 pub struct Repo {
     git: Repository,
     root: PathBuf,
+    /// Where checkouts report their progress ([`Repo::report_to`]).
+    progress: std::cell::RefCell<Option<Box<dyn FnMut(String) + Send>>>,
 }
+
+/// Checkouts of fewer files than this finish too fast to be worth a progress line.
+const CHECKOUT_PROGRESS_MIN_FILES: usize = 200;
 
 /// Makes libgit2 fsync the objects, packs, refs and index it writes (it does not by default),
 /// so that an acknowledged `run commit`, checkout or fetch survives a power loss like every
@@ -288,7 +293,7 @@ impl Repo {
             .workdir()
             .map(Path::to_path_buf)
             .ok_or_else(|| RepoError::Refused(format!("{} is a bare repository", path.display())))?;
-        Ok(Repo { git, root })
+        Ok(Repo { git, root, progress: std::cell::RefCell::new(None) })
     }
 
     /// Opens `dest` and fetches `url` into it, or clones `url` there when it does not exist.
@@ -488,12 +493,38 @@ impl Repo {
         }
     }
 
+    /// Sends the progress of later checkouts (large ones: a transient line every 10 %) to
+    /// `report`.
+    pub fn report_to(&self, report: Box<dyn FnMut(String) + Send>) {
+        *self.progress.borrow_mut() = Some(report);
+    }
+
+    /// Checkout options that report progress as `what` (see [`Repo::report_to`]).
+    fn checkout_builder(&self, what: String) -> git2::build::CheckoutBuilder<'_> {
+        let mut cb = git2::build::CheckoutBuilder::new();
+        // From 10 % on: the start says nothing the line before it did not.
+        let mut last_tenth = 0;
+        cb.progress(move |_, done, total| {
+            if total < CHECKOUT_PROGRESS_MIN_FILES {
+                return;
+            }
+            let tenth = done * 10 / total;
+            if tenth != last_tenth {
+                last_tenth = tenth;
+                if let Some(report) = self.progress.borrow_mut().as_mut() {
+                    report(format!("{}{what}: {}% ({done}/{total} files)", crate::protocol::TRANSIENT, tenth * 10));
+                }
+            }
+        });
+        cb
+    }
+
     /// Checks out `oid` with a detached HEAD, replacing the work tree (callers check that it is
     /// clean first).
     pub fn checkout_detached(&self, oid: Oid) -> Result<(), RepoError> {
         let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
         self.git
-            .checkout_tree(commit.as_object(), Some(git2::build::CheckoutBuilder::new().force()))
+            .checkout_tree(commit.as_object(), Some(self.checkout_builder(format!("checking out {oid}")).force()))
             .ctx(|| format!("cannot check out {oid}"))?;
         self.git.set_head_detached(oid).ctx(|| format!("cannot move HEAD to {oid}"))
     }
@@ -504,7 +535,7 @@ impl Repo {
     pub fn export_tree(&self, oid: Oid, dest: &Path) -> Result<(), RepoError> {
         let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
         std::fs::create_dir_all(dest).map_err(|source| RepoError::Io { path: dest.to_path_buf(), source })?;
-        let mut opts = git2::build::CheckoutBuilder::new();
+        let mut opts = self.checkout_builder(format!("writing the files of {oid}"));
         opts.target_dir(dest).force().recreate_missing(true).update_index(false);
         self.git.checkout_tree(commit.as_object(), Some(&mut opts)).ctx(|| format!("cannot write the files of {oid}"))
     }
@@ -565,7 +596,7 @@ impl Repo {
         let refname = format!("refs/heads/{name}");
         let oid = self.branch_tip(name)?;
         let commit = self.git.find_commit(oid).ctx(|| format!("cannot find commit {oid}"))?;
-        let mut cb = git2::build::CheckoutBuilder::new();
+        let mut cb = self.checkout_builder(format!("checking out {name}"));
         if replace {
             cb.force();
         } else {

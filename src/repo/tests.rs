@@ -275,3 +275,41 @@ fn export_tree_writes_a_commit_without_touching_the_checkout() {
     assert!(repo.dirty_files().unwrap().is_empty(), "{:?}", repo.dirty_files());
     assert!(!old.join(".git").exists());
 }
+
+/// A large checkout reports its progress as transient lines, every 10 %; a small one says
+/// nothing.
+#[test]
+fn large_checkouts_report_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_bare, work) = remote(tmp.path());
+    let small = work.head().unwrap().target().unwrap();
+    let root = work.workdir().unwrap().to_path_buf();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collect = |repo: &Repo| {
+        let sink = lines.clone();
+        repo.report_to(Box::new(move |l| sink.lock().unwrap().push(l)));
+    };
+    let repo = Repo::discover(&root).unwrap();
+    collect(&repo);
+    repo.export_tree(small, &tmp.path().join("small")).unwrap();
+    assert!(lines.lock().unwrap().is_empty(), "{:?}", lines.lock().unwrap());
+
+    let mut index = work.index().unwrap();
+    for i in 0..300 {
+        let name = format!("many/f{i:03}.txt");
+        std::fs::create_dir_all(root.join("many")).unwrap();
+        std::fs::write(root.join(&name), format!("{i}")).unwrap();
+        index.add_path(Path::new(&name)).unwrap();
+    }
+    index.write().unwrap();
+    let large = commit_file(&work, "last.txt", "x", "many files");
+    let repo = Repo::discover(&root).unwrap();
+    collect(&repo);
+    repo.export_tree(large, &tmp.path().join("large")).unwrap();
+    let got = lines.lock().unwrap().clone();
+    assert!(got.iter().all(|l| l.starts_with(crate::protocol::TRANSIENT)), "{got:?}");
+    assert_eq!(got.len(), 10, "{got:?}");
+    assert!(got[0].contains(&format!("writing the files of {large}: 10% (")), "{got:?}");
+    assert!(got[9].ends_with(": 100% (302/302 files)"), "{got:?}");
+    assert_eq!(std::fs::read_dir(tmp.path().join("large/many")).unwrap().count(), 300);
+}
