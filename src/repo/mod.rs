@@ -109,8 +109,11 @@ pub struct Repo {
     git: Repository,
     root: PathBuf,
     /// Where checkouts report their progress ([`Repo::report_to`]).
-    progress: std::cell::RefCell<Option<Box<dyn FnMut(String) + Send>>>,
+    progress: std::cell::RefCell<Option<ProgressSink>>,
 }
+
+/// A receiver of progress lines.
+pub type ProgressSink = Box<dyn FnMut(String) + Send>;
 
 /// Checkouts of fewer files than this finish too fast to be worth a progress line.
 const CHECKOUT_PROGRESS_MIN_FILES: usize = 200;
@@ -495,7 +498,7 @@ impl Repo {
 
     /// Sends the progress of later checkouts (large ones: a transient line every 10 %) to
     /// `report`.
-    pub fn report_to(&self, report: Box<dyn FnMut(String) + Send>) {
+    pub fn report_to(&self, report: ProgressSink) {
         *self.progress.borrow_mut() = Some(report);
     }
 
