@@ -466,9 +466,12 @@ impl Store {
     /// in sled yet.
     pub fn copy_to(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        // No background flusher: its thread would keep the database (and its file lock) open
+        // for a moment after `db` is dropped, and the copy's own opening would find it locked.
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(1 << 20)
+            .flush_every_ms(None)
             .open()
             .map_err(|source| StoreError::Db { path: dir.into(), source })?;
         let err = |source| StoreError::Db { path: dir.into(), source };
@@ -489,6 +492,8 @@ impl Store {
             to.apply_batch(batch).map_err(err)?;
         }
         db.flush().map_err(err)?;
+        drop(db);
+        wait_for_release(&dir.join("db"));
         Ok(())
     }
 
@@ -646,6 +651,28 @@ fn fsync_dir_files(dir: &Path) -> Result<()> {
 /// The current time in the RFC 3339 form Kubernetes uses (`2026-11-25T10:00:00Z`).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Waits (up to two seconds) until no one holds sled's lock on its file `db`: a database just
+/// dropped is closed by sled's background threads a moment later, and opening it again before
+/// then fails as "in use".
+fn wait_for_release(file: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(file) else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        // SAFETY: flock on a valid descriptor we own; released at once (and when `f` closes).
+        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if free {
+            // SAFETY: as above.
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 #[cfg(test)]
