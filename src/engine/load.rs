@@ -225,15 +225,15 @@ fn load_full(
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
     let ref_gk = GroupKind::new(crate::api::builtin::CHOREO_GROUP, "UpstreamRef");
     if cache.is_none() {
-        let loaded_crds = apply_documents(&mut txn, &crd_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
+        let loaded_crds = apply_documents(&mut txn, crd_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
         summary.removed +=
             remove_stale(&mut txn, |gk| *gk == crd_gk, |k| loaded_crds.contains_key(k), None, from_file, &mut errors);
     }
     // The refs themselves are objects too (`get upstreamrefs`); there are few, so always applied.
-    let loaded_refs = apply_documents(&mut txn, &ref_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
+    let loaded_refs = apply_documents(&mut txn, ref_docs, BTreeMap::new(), |_| None, &mut errors, &mut summary);
     summary.removed +=
         remove_stale(&mut txn, |gk| *gk == ref_gk, |k| loaded_refs.contains_key(k), None, from_file, &mut errors);
-    let loaded_inputs = apply_documents(&mut txn, &input_docs, carried, |_| None, &mut errors, &mut summary);
+    let loaded_inputs = apply_documents(&mut txn, input_docs, carried, |_| None, &mut errors, &mut summary);
     // Only objects of changed or vanished files can have gone stale when the rest was carried.
     let candidates: Option<Vec<ObjectKey>> = cache.map(|c| {
         c.files
@@ -333,7 +333,11 @@ fn load_inputs(
     let elsewhere = |k: &ObjectKey| {
         cache.objects.get(k).filter(|(loc, _)| !touched.contains(&loc.file)).map(|(loc, _)| loc.clone())
     };
-    let loaded = apply_documents(&mut txn, &input_docs, BTreeMap::new(), elsewhere, &mut errors, &mut summary);
+    // Garbage appears only where an object went or one names owners; a full collection walks
+    // every owned object, which on a large project costs more than the rest of this load.
+    let owners_named =
+        input_docs.iter().any(|d| d.value.pointer("/metadata/ownerReferences").is_some_and(|o| o != &Value::Null));
+    let loaded = apply_documents(&mut txn, input_docs, BTreeMap::new(), elsewhere, &mut errors, &mut summary);
     let crd_gk = GroupKind::new(CRD_GROUP, CRD_KIND);
     summary.removed += remove_stale(
         &mut txn,
@@ -343,10 +347,6 @@ fn load_inputs(
         from_file,
         &mut errors,
     );
-    // Garbage appears only where an object went or one names owners; a full collection walks
-    // every owned object, which on a large project costs more than the rest of this load.
-    let owners_named =
-        input_docs.iter().any(|d| d.value.pointer("/metadata/ownerReferences").is_some_and(|o| o != &Value::Null));
     let collected = if summary.removed > 0 || owners_named { txn.collect_garbage() } else { Vec::new() };
     summary.collected = collected.len();
     if !errors.is_empty() {
@@ -408,16 +408,19 @@ pub fn input_object(doc: &Value) -> Value {
 
 /// Applies documents; `loaded` holds objects already defined (carried over), `elsewhere` finds
 /// objects defined by files this load does not read. A second definition is an error.
+/// Each document's parsed value is dropped once applied, so a large load holds the parsed
+/// documents and their stored form together only for what is still to apply.
 fn apply_documents(
     txn: &mut Txn<'_>,
-    docs: &[Document],
+    docs: Vec<Document>,
     mut loaded: BTreeMap<ObjectKey, (SourceLoc, usize)>,
     elsewhere: impl Fn(&ObjectKey) -> Option<SourceLoc>,
     errors: &mut Vec<String>,
     summary: &mut LoadSummary,
 ) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
-    for doc in docs {
-        match txn.apply(&input_object(&doc.value), INPUT) {
+    for mut doc in docs {
+        meta::set_annotation(&mut doc.value, ORIGIN_ANNOTATION, ORIGIN_FILE);
+        match txn.apply(&doc.value, INPUT) {
             Ok((key, outcome)) => {
                 if let Some(first) = loaded.get(&key).map(|(l, _)| l.clone()).or_else(|| elsewhere(&key)) {
                     errors.push(format!("{}: {key} is also defined at {first}", doc.loc));
