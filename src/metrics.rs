@@ -105,6 +105,22 @@ pub struct Metrics {
     guarded: Mutex<Guarded>,
 }
 
+/// A `get -w` or `wait` stream, counted in `choreo_watches` while it lives (a panic included).
+pub struct WatchStream(());
+
+impl WatchStream {
+    pub fn open() -> WatchStream {
+        global().watches.fetch_add(1, Ordering::Relaxed);
+        WatchStream(())
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        let _ = global().watches.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
 /// The process's registry.
 pub fn global() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
@@ -179,15 +195,6 @@ impl Metrics {
 
     pub fn set_queue_depth(&self, n: usize) {
         self.queue_depth.store(n as u64, Ordering::Relaxed);
-    }
-
-    /// A `get -w` or `wait` stream opened (`true`) or ended.
-    pub fn watch_stream(&self, open: bool) {
-        if open {
-            self.watches.fetch_add(1, Ordering::Relaxed);
-        } else {
-            let _ = self.watches.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
     }
 
     pub fn request(&self, name: &'static str) {
@@ -308,7 +315,12 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
     let _ = writeln!(out, "choreo_watches {}", m.watches.load(Ordering::Relaxed));
     family(&mut out, "choreo_watch_events_total", "counter", "Batches of file changes the watcher reported.");
     let _ = writeln!(out, "choreo_watch_events_total {}", m.watch_events.load(Ordering::Relaxed));
-    family(&mut out, "choreo_git_fetches_total", "counter", "Clones and fetches of server apply, by result.");
+    family(
+        &mut out,
+        "choreo_git_fetches_total",
+        "counter",
+        "Clones and fetches of server apply and plan --ref, by result.",
+    );
     let _ = writeln!(out, "choreo_git_fetches_total{{result=\"success\"}} {}", m.fetches_ok.load(Ordering::Relaxed));
     let _ =
         writeln!(out, "choreo_git_fetches_total{{result=\"failure\"}} {}", m.fetches_failed.load(Ordering::Relaxed));

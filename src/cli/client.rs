@@ -29,8 +29,8 @@ impl Client {
         Client::over(stream, socket)
     }
 
-    /// Connects with every read and write bounded by `timeout` (shell completion, which must
-    /// never hang on a busy or stuck server).
+    /// Connects, then bounds each read and write by `timeout` (the connect itself is not
+    /// bounded: shell completion runs this on a thread it can abandon).
     pub fn connect_timeout(socket: &Path, timeout: std::time::Duration) -> Result<Client, CliError> {
         let unreachable =
             |e: std::io::Error| CliError::Unreachable { socket: socket.to_path_buf(), reason: e.to_string() };

@@ -6,8 +6,9 @@
 //! once is enough, the candidates are never stale. The words typed so far tell which verb,
 //! resource and namespace a name is completed for.
 //!
-//! Invariant: completing never prints an error nor waits long — a server that is down, slow or
-//! refuses gives no candidates (after [`ASK_TIMEOUT`] at most).
+//! Invariant: completing never prints an error nor waits long — a server that is down, slow,
+//! stuck or refusing gives no candidates, after [`ASK_TIMEOUT`] at most (each question to the
+//! server runs on its own thread and is abandoned at the deadline, connect included).
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
@@ -76,7 +77,7 @@ pub(super) fn namespaces() -> ArgValueCompleter {
 }
 
 /// What was typed before the word being completed.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Line {
     socket: Option<PathBuf>,
     namespace: Option<String>,
@@ -102,6 +103,7 @@ impl Line {
     /// Reads flags the way clap would (which ones take a value comes from the command
     /// definition), keeping the socket, the namespace and the words after the verb.
     fn parse(words: &[String]) -> Line {
+        let words = rejoin(words);
         let root = Cli::command();
         let mut cmd = &root;
         let mut line = Line::default();
@@ -160,6 +162,45 @@ impl Line {
     }
 }
 
+/// bash splits the words at `=` and `:` (its COMP_WORDBREAKS): `--namespace=core` arrives as
+/// `--namespace`, `=`, `core`. Those pieces are joined again.
+fn rejoin(words: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut glue = false;
+    for w in words {
+        if w == "=" || w == ":" {
+            match out.last_mut() {
+                Some(last) => last.push_str(w),
+                None => out.push(w.clone()),
+            }
+            glue = true;
+        } else if glue {
+            match out.last_mut() {
+                Some(last) => last.push_str(w),
+                None => out.push(w.clone()),
+            }
+            glue = false;
+        } else {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+/// Runs `ask` on its own thread and gives up at [`ASK_TIMEOUT`]: a connect to a server whose
+/// backlog is full blocks without a bound, and each read has its own timeout.
+fn within<T: Send + 'static>(ask: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("choreo-complete".into())
+        .spawn(move || {
+            let _ = tx.send(ask());
+        })
+        .ok()?;
+    // An abandoned thread ends with the process, which exits right after answering the shell.
+    rx.recv_timeout(ASK_TIMEOUT).ok()
+}
+
 /// Whether the option of `cmd` (or a global one) that `is` finds takes a value.
 fn takes_value(root: &clap::Command, cmd: &clap::Command, is: impl Fn(&clap::Arg) -> bool) -> bool {
     cmd.get_arguments().chain(root.get_arguments()).find(|a| is(a)).is_some_and(|a| a.get_action().takes_values())
@@ -168,10 +209,15 @@ fn takes_value(root: &clap::Command, cmd: &clap::Command, is: impl Fn(&clap::Arg
 /// Resource types starting with `prefix`: plural names (as kubectl completes them), with the
 /// kind as help.
 fn resources(line: &Line, prefix: &str) -> Vec<CompletionCandidate> {
-    let Some(mut client) = line.client() else { return Vec::new() };
-    let Ok(Reply::ApiResources(list)) = client.request(Request::ApiResources, &mut |_| {}) else {
-        return Vec::new();
-    };
+    let line = line.clone();
+    let asked = within(move || {
+        let mut client = line.client()?;
+        match client.request(Request::ApiResources, &mut |_| {}) {
+            Ok(Reply::ApiResources(list)) => Some(list),
+            _ => None,
+        }
+    });
+    let Some(Some(list)) = asked else { return Vec::new() };
     let mut out: Vec<(String, String)> = list
         .into_iter()
         .filter(|r| r.resource.starts_with(prefix))
@@ -197,7 +243,6 @@ fn names(line: &Line, resource: &str, prefix: &str) -> Vec<CompletionCandidate> 
 
 /// (namespace, name) of the objects of `resource`.
 fn list(line: &Line, resource: &str, namespace: Option<String>) -> Vec<(Option<String>, String)> {
-    let Some(mut client) = line.client() else { return Vec::new() };
     let req = GetRequest {
         resource: resource.to_string(),
         name: None,
@@ -206,7 +251,12 @@ fn list(line: &Line, resource: &str, namespace: Option<String>) -> Vec<(Option<S
         label_selector: None,
         field_selector: None,
     };
-    let Ok(Reply::List { items, .. }) = client.request(Request::Get(req), &mut |_| {}) else { return Vec::new() };
+    let line = line.clone();
+    let asked = within(move || match line.client()?.request(Request::Get(req), &mut |_| {}) {
+        Ok(Reply::List { items, .. }) => Some(items),
+        _ => None,
+    });
+    let Some(Some(items)) = asked else { return Vec::new() };
     items
         .iter()
         .filter_map(|text| {
@@ -242,5 +292,10 @@ mod tests {
         assert_eq!(parse("wait --for condition=Ready devices").positionals, ["devices"]);
         assert_eq!(parse("delete --dry-run devices").positionals, ["devices"]);
         assert_eq!(parse("get -- -odd").positionals, ["-odd"]);
+        // As bash splits them at `=` and `:`.
+        let l = parse("get --namespace = core -l role = leaf --socket = /tmp/a : b devices");
+        assert_eq!(l.namespace.as_deref(), Some("core"));
+        assert_eq!(l.socket.as_deref(), Some(std::path::Path::new("/tmp/a:b")));
+        assert_eq!(l.positionals, ["devices"]);
     }
 }

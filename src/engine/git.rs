@@ -125,7 +125,7 @@ impl Engine {
 
     /// `server apply`: checks the request, then clones or fetches on a worker thread
     /// (`choreo-fetch`), so the engine keeps answering; the rest happens in
-    /// [`Engine::finish_apply`] when the worker reports back. `None`: the answer goes to
+    /// [`Engine::finish_fetch`] when the worker reports back. `None`: the answer goes to
     /// `reply` later.
     pub(super) fn server_apply(
         &mut self,

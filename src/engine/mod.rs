@@ -122,7 +122,7 @@ impl Handle {
     }
 
     /// [`Handle::serve`] for a client that can go away while nothing is sent to it: a watch
-    /// or wait with no change to report ends within half a second of `client_gone` saying so.
+    /// or wait ends within about half a second of `client_gone` saying so, busy or idle.
     pub fn serve_until(
         &self,
         request: Request,
@@ -131,17 +131,15 @@ impl Handle {
     ) {
         let stopping = || client_gone() || self.interrupt.shutdown_flag().load(std::sync::atomic::Ordering::SeqCst);
         if let Request::Wait(req) = &request {
-            crate::metrics::global().watch_stream(true);
+            let _open = crate::metrics::WatchStream::open();
             emit(watching::wait(&self.reader, req, &stopping));
-            crate::metrics::global().watch_stream(false);
             return;
         }
         if let Request::Watch(req) = &request {
-            crate::metrics::global().watch_stream(true);
+            let _open = crate::metrics::WatchStream::open();
             if let Some(last) = watching::watch(&self.reader, req, emit, &stopping) {
                 emit(last);
             }
-            crate::metrics::global().watch_stream(false);
             return;
         }
         let answer = match &request {
@@ -300,7 +298,7 @@ pub struct Engine {
     deferred: std::collections::VecDeque<(Request, Sender<ServerMessage>)>,
     /// File changes held back until the `run once` in progress is over.
     deferred_watch: Vec<crate::watch::WatchBatch>,
-    /// A `server apply`'s clone or fetch runs on a worker thread.
+    /// A clone or fetch (`server apply`, `plan --ref`) runs on a worker thread.
     fetching: bool,
     /// The engine's own queue, for workers to report back on.
     own_tx: Sender<Msg>,
@@ -640,7 +638,7 @@ impl Engine {
             }
         }
         if self.fetching && !matches!(request, Request::ServerStop | Request::RunStop) {
-            return Some("waiting for the clone or fetch of a `server apply` in progress".into());
+            return Some("waiting for the clone or fetch in progress (`server apply` or `plan --ref`)".into());
         }
         None
     }

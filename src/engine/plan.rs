@@ -118,7 +118,13 @@ impl Engine {
             None => repo.resolve_rev(reference),
         }
         .map_err(repo_error)?;
-        let within = self.project_in_repo(&repo)?;
+        // Dynamic mode: DIR as `server apply` takes it, read in REF's tree (a link there may
+        // lead elsewhere than in the checkout); static mode: the project's place in its repo.
+        let within = match &self.dynamic {
+            Some(d) if d.request.directory != "." => std::path::PathBuf::from(&d.request.directory),
+            Some(_) => std::path::PathBuf::new(),
+            None => self.project_in_repo(&repo)?,
+        };
         let shown = if within.as_os_str().is_empty() { ".".into() } else { within.display().to_string() };
         super::progress_sink(self.progress.clone())(format!("planning {shown} at {reference} ({oid})"));
         repo.export_tree(oid, tree).map_err(repo_error)?;
@@ -136,7 +142,9 @@ impl Engine {
             ));
         }
         let mut layout = current.with_root(root);
-        // Upstream packages come from the served project's cache, not fetched again.
+        // Upstream packages come from the served project's cache; a package REF pins at a
+        // commit not cached yet is fetched into it by the plan's load (on the engine thread,
+        // as every load fetches).
         layout.upstream_cache = Some(current.upstream_dir());
         if current.contain.is_some() {
             layout.contain = Some(tree.to_path_buf());

@@ -13,6 +13,32 @@ use crate::store::{watchers, EventType, Reader};
 
 use super::query::{resolve_error, without_managed_fields, Selection};
 
+/// How often a watch or wait asks whether to stop (the server stopping, the client gone), busy
+/// or idle.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// When the stop check is next due: at most every [`CHECK_EVERY`], however many changes pass.
+struct StopChecks {
+    next: std::time::Instant,
+}
+
+impl Default for StopChecks {
+    fn default() -> Self {
+        StopChecks { next: std::time::Instant::now() + CHECK_EVERY }
+    }
+}
+
+impl StopChecks {
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + CHECK_EVERY;
+        true
+    }
+}
+
 /// Streams until the client goes (`emit` false), the server stops (`stopping`), or the watcher
 /// falls behind; returns the final message to send, if any.
 pub(super) fn watch(
@@ -48,8 +74,12 @@ pub(super) fn watch(
             return None;
         }
     }
+    let mut checks = StopChecks::default();
     loop {
-        match sub.events.recv_timeout(std::time::Duration::from_millis(500)) {
+        if checks.due() && stopping() {
+            return Some(ServerMessage::Reply(Reply::Done));
+        }
+        match sub.events.recv_timeout(CHECK_EVERY) {
             Ok(item) => {
                 let Some(stored) = item.object else { continue };
                 let v = stored.value();
@@ -65,11 +95,7 @@ pub(super) fn watch(
                     return None;
                 }
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if stopping() {
-                    return Some(ServerMessage::Reply(Reply::Done));
-                }
-            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 return Some(if sub.fell_behind() {
                     ServerMessage::Error(
@@ -137,7 +163,11 @@ pub(super) fn wait(reader: &Reader, req: &WaitRequest, stopping: &dyn Fn() -> bo
         return ServerMessage::Reply(Reply::Message(format!("{shown} condition met")));
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(req.timeout_secs);
+    let mut checks = StopChecks::default();
     loop {
+        if checks.due() && stopping() {
+            return ServerMessage::Error(ErrorReport::new(ErrorKind::Unavailable, "the server is stopping"));
+        }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return ServerMessage::Error(ErrorReport::new(
@@ -145,7 +175,7 @@ pub(super) fn wait(reader: &Reader, req: &WaitRequest, stopping: &dyn Fn() -> bo
                 format!("timed out after {}s waiting for {shown}", req.timeout_secs),
             ));
         }
-        match sub.events.recv_timeout(left.min(std::time::Duration::from_millis(500))) {
+        match sub.events.recv_timeout(left.min(CHECK_EVERY)) {
             Ok(item) if item.key == key => {
                 let obj = match item.kind {
                     EventType::Deleted => None,
@@ -155,12 +185,7 @@ pub(super) fn wait(reader: &Reader, req: &WaitRequest, stopping: &dyn Fn() -> bo
                     return ServerMessage::Reply(Reply::Message(format!("{shown} condition met")));
                 }
             }
-            Ok(_) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if stopping() {
-                    return ServerMessage::Error(ErrorReport::new(ErrorKind::Unavailable, "the server is stopping"));
-                }
-            }
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                 return ServerMessage::Error(ErrorReport::new(
                     ErrorKind::Unavailable,

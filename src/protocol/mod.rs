@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The version both ends must speak; bumped on any change to the types below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The largest frame either end accepts (64 MiB).
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// A server message whose encoding is larger than this (16 MiB) travels as [`ServerMessage::Part`]

@@ -404,8 +404,9 @@ fn send(w: &mut BufWriter<&UnixStream>, msg: &ServerMessage) -> bool {
     }
 }
 
-/// Whether the client closed its end: a peek finds the end of the stream. (While a watch or
-/// wait streams, the client sends nothing, so there is nothing else to find.)
+/// Whether the client closed its end: a peek finds the end of the stream, or the connection
+/// failed. Our client sends nothing while a watch or wait streams (and never half-closes), so
+/// nothing else is there to find; what a client did send stays queued (`MSG_PEEK`).
 fn hung_up(stream: &UnixStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
@@ -413,7 +414,14 @@ fn hung_up(stream: &UnixStream) -> bool {
     let n = unsafe {
         libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
-    n == 0
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
 }
 
 fn protocol_error(message: impl Into<String>) -> ServerMessage {

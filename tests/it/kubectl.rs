@@ -467,6 +467,10 @@ fn completion_asks_the_server_for_resources_names_and_namespaces() {
     let gone = p.dir.join("gone.sock");
     assert!(complete(&gone, &["get", "dev"]).is_empty());
     assert!(complete(&gone, &["get", "devices", ""]).is_empty());
+    // A server that never answers (nobody accepts): no candidates, and the shell gets its answer.
+    let stuck = p.dir.join("stuck.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&stuck).unwrap();
+    assert!(complete(&stuck, &["get", "devices", ""]).is_empty());
 
     let script = p.cli(&["completion", "bash"]).ok().stdout;
     assert!(script.contains("COMPLETE=\"bash\"") && script.contains("complete -o"), "{script}");
