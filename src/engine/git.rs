@@ -50,7 +50,10 @@ impl Engine {
         let repo = Repo::discover(&layout.root).map_err(|e| match e {
             RepoError::NotARepo { .. } => ErrorReport::new(
                 ErrorKind::Invalid,
-                format!("{} is not a git repository: branch, commit, push and plan --ref need one", layout.root.display()),
+                format!(
+                    "{} is not a git repository: branch, commit, push and plan --ref need one",
+                    layout.root.display()
+                ),
             )
             .with_hint("run `git init` in the project (or a directory above it)"),
             other => repo_error(other),
