@@ -57,9 +57,73 @@ pub(super) fn objects() -> ArgValueCompleter {
     })
 }
 
-/// Completes a resource type (`explain`: then its fields are the user's to type).
-pub(super) fn resource_types() -> ArgValueCompleter {
-    ArgValueCompleter::new(|current: &OsStr| resources(&Line::from_env(), &current.to_string_lossy()))
+/// Completes `explain`'s RESOURCE[.field.path]: a resource type, then, after a dot, the fields
+/// of its CRD's schema (`devices.spec.int` → `devices.spec.interfaces`).
+pub(super) fn explain_targets() -> ArgValueCompleter {
+    ArgValueCompleter::new(|current: &OsStr| {
+        let line = Line::from_env();
+        let current = current.to_string_lossy();
+        match current.contains('.').then(|| fields(&line, &current)).flatten() {
+            Some(found) => found,
+            None => resources(&line, &current),
+        }
+    })
+}
+
+/// The fields completing `current` (RESOURCE.path.partial), from the schema of the CRD of the
+/// longest leading RESOURCE the server knows; `None` when no prefix names a CRD-backed type.
+fn fields(line: &Line, current: &str) -> Option<Vec<CompletionCandidate>> {
+    let asked_line = line.clone();
+    let list = within(move || match asked_line.client()?.request(Request::ApiResources, &mut |_| {}) {
+        Ok(Reply::ApiResources(list)) => Some(list),
+        _ => None,
+    })??;
+    let segments: Vec<&str> = current.split('.').collect();
+    let (n, res) = (1..segments.len()).rev().find_map(|n| {
+        let prefix = segments[..n].join(".");
+        let res = list.iter().find(|r| {
+            r.resource == prefix
+                || r.kind.eq_ignore_ascii_case(&prefix)
+                || r.short_names.contains(&prefix)
+                || format!("{}.{}", r.resource, r.group) == prefix
+        })?;
+        Some((n, res.clone()))
+    })?;
+    let req = GetRequest {
+        resource: "customresourcedefinitions".into(),
+        name: Some(format!("{}.{}", res.resource, res.group)),
+        namespace: None,
+        show_managed_fields: false,
+        label_selector: None,
+        field_selector: None,
+    };
+    let asked_line = line.clone();
+    let crd = within(move || match asked_line.client()?.request(Request::Get(req), &mut |_| {}) {
+        Ok(Reply::Object(text)) => serde_json::from_str::<serde_json::Value>(&text).ok(),
+        _ => None,
+    })??;
+    let version = crd.pointer("/spec/versions")?.as_array()?.iter().find(|v| v["name"] == res.version.as_str())?;
+    let mut schema = version.pointer("/schema/openAPIV3Schema")?;
+    let (path, partial) = (&segments[n..segments.len() - 1], segments[segments.len() - 1]);
+    for field in path {
+        // Lists: their items' fields.
+        while schema.get("items").is_some() && schema.get("properties").is_none() {
+            schema = &schema["items"];
+        }
+        schema = schema.get("properties")?.get(*field)?;
+    }
+    while schema.get("items").is_some() && schema.get("properties").is_none() {
+        schema = &schema["items"];
+    }
+    let typed = segments[..segments.len() - 1].join(".");
+    let props = schema.get("properties")?.as_object()?;
+    Some(
+        props
+            .keys()
+            .filter(|k| k.starts_with(partial))
+            .map(|k| CompletionCandidate::new(format!("{typed}.{k}")))
+            .collect(),
+    )
 }
 
 /// Completes `-n`: the namespaces of the objects of the resource typed so far.

@@ -130,7 +130,7 @@ pub enum Command {
     /// description, required fields, enums, defaults (`choreo explain devices.spec.interfaces`)
     Explain {
         /// RESOURCE[.field.path]: plural[.group], kind or short name, then field names
-        #[arg(add = complete::resource_types())]
+        #[arg(add = complete::explain_targets())]
         target: String,
     },
     /// Developer tools that work on a project directory without a server

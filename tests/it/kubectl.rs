@@ -463,6 +463,10 @@ fn completion_asks_the_server_for_resources_names_and_namespaces() {
     assert_eq!(c(&["delete", "--dry-run", "devices", "spine"]), ["spine1", "spine2"]);
     assert_eq!(c(&["get", "devices", "-n", ""]), ["default", "lab"]);
     assert_eq!(c(&["explain", "devi"]), ["devices"]);
+    assert_eq!(c(&["explain", "devices.sp"]), ["devices.spec"]);
+    assert_eq!(c(&["explain", "dev.spec.h"]), ["dev.spec.hostname"]);
+    assert_eq!(c(&["explain", "devices.spec.interfaces.n"]), ["devices.spec.interfaces.name"]);
+    assert!(c(&["explain", "devices.nope.x"]).is_empty());
     assert!(c(&["get", "no-such-type", ""]).is_empty());
     let gone = p.dir.join("gone.sock");
     assert!(complete(&gone, &["get", "dev"]).is_empty());
