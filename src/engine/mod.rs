@@ -451,6 +451,8 @@ impl Engine {
         };
         // An edit a crash interrupted is undone before anything reads the files.
         engine.recover_edits();
+        // Plans a stop or crash interrupted leave their copies behind.
+        plan::remove_stale(&engine.state_dir);
         // The watcher starts before the initial load, so a change made while that load runs
         // (or right after the socket appears) is seen.
         let watcher = engine.start_watcher(engine.watch_tx.clone());
@@ -592,6 +594,8 @@ impl Engine {
             Request::Plan(req) if req.reference.is_some() && matches!(self.mode, Mode::Dynamic { .. }) => {
                 self.start_plan_fetch(req, reply.clone())
             }
+            // The reply goes when the plan's worker is done.
+            Request::Plan(req) => self.plan(req, reply.clone()),
             // The reply goes when the engine is idle.
             Request::Quiesce { timeout_secs } => {
                 let deadline = std::time::Instant::now().checked_add(std::time::Duration::from_secs(timeout_secs));
@@ -686,7 +690,7 @@ impl Engine {
             Request::Explain { target } => self.store.with(|s| query::explain(s, &target)),
             Request::Watch(_) | Request::Wait(_) => Err(internal("watches are served by the connection")),
             Request::Describe(req) => self.describe(&req),
-            Request::Plan(req) => self.plan(req),
+            Request::Plan(_) => Err(internal("plan is started by serve_request")),
             Request::RunDeps(req) => run::run_deps(&self.store.reader(), req),
             Request::Apply(req) => self.apply(req),
             Request::Delete(req) => self.delete(req),

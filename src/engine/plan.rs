@@ -5,7 +5,8 @@
 //! engine opens it exactly as the server opens its own store — the same load, reconcilers, `-r`
 //! allocations and `-s` pass — so a plan followed by the real run shows the same changes. The
 //! copy, with whatever it allocated, is deleted at the end; the store and the files are never
-//! written.
+//! written. The copy is made on the engine thread; its load and run happen on a `choreo-plan`
+//! worker, so the engine keeps serving meanwhile.
 //!
 //! `plan --ref REF` previews another commit: its files are written into the plan's own
 //! directory (HEAD, index and work tree untouched) and loaded instead of the project's. In
@@ -41,21 +42,60 @@ fn comparable(v: &Value) -> Value {
 }
 
 impl Engine {
-    pub(super) fn plan(&mut self, req: PlanRequest) -> Result<Reply, ErrorReport> {
-        let current = self.layout()?.clone();
-        self.store.sync().map_err(internal)?;
+    /// Starts a plan: what needs the served store (the ref's files, the objects `delete
+    /// --dry-run` names, the copy of the store) is done here; the copy's load and run, the
+    /// comparison and the answer to `reply` happen on a `choreo-plan` worker, so the engine keeps
+    /// serving (a production runner keeps reconciling) while a large plan runs. `None`: the
+    /// worker answers.
+    pub(super) fn plan(
+        &mut self,
+        req: PlanRequest,
+        reply: Sender<ServerMessage>,
+    ) -> Option<Result<Reply, ErrorReport>> {
         let dir = self.state_dir.join(format!("plan-{}", uuid::Uuid::new_v4()));
-        let result = match &req.reference {
-            None => Ok(current),
-            Some(reference) => self.layout_at(reference, &current, &dir.join("tree")),
-        }
-        .and_then(|layout| self.plan_in(&dir, layout, req));
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                log::warn!("cannot remove the plan's copy of the store {}: {e}", dir.display());
+        let job = match self.prepare_plan(&dir, req, reply.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                remove_plan_dir(&dir);
+                return Some(Err(e));
             }
+        };
+        let spawned = std::thread::Builder::new().name("choreo-plan".into()).spawn(move || {
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+                .unwrap_or_else(|_| Err(internal("the plan failed unexpectedly (see the server log)")));
+            remove_plan_dir(&dir);
+            let _ = reply.send(super::final_message(answer));
+        });
+        match spawned {
+            Ok(_) => None,
+            Err(e) => Some(Err(internal(format!("cannot start a thread for the plan: {e}")))),
         }
-        result
+    }
+
+    fn prepare_plan(
+        &mut self,
+        dir: &std::path::Path,
+        req: PlanRequest,
+        reply: Sender<ServerMessage>,
+    ) -> Result<PlanJob, ErrorReport> {
+        let current = self.layout()?.clone();
+        let layout = match &req.reference {
+            None => current,
+            Some(reference) => self.layout_at(reference, &current, &dir.join("tree"))?,
+        };
+        // What `delete --dry-run` names, found in the served store.
+        let deleted: Vec<ObjectKey> = req.delete.iter().map(|t| self.delete_key(t)).collect::<Result<_, _>>()?;
+        self.store.sync().map_err(internal)?;
+        self.store.copy_to(&dir.join("db")).map_err(internal)?;
+        Ok(PlanJob {
+            dir: dir.to_path_buf(),
+            layout,
+            deleted,
+            req,
+            options: self.options.clone(),
+            served: self.store.reader(),
+            progress: reply,
+        })
     }
 
     /// `plan --ref` on a dynamic server: fetches the served clone first, as `server apply`
@@ -94,9 +134,16 @@ impl Engine {
                 if let Some(w) = warning {
                     super::progress_sink(reply.clone())(format!("warning: {w}"));
                 }
-                let answer = self.plan(req);
+                let answer = match &reply {
+                    Some(r) => self.plan(req, r.clone()),
+                    None => Some(Err(internal("a plan without a client"))),
+                };
                 self.progress = None;
-                answer
+                match answer {
+                    // The plan's worker answers.
+                    None => return,
+                    Some(a) => a,
+                }
             }
         };
         if let Some(r) = reply {
@@ -143,36 +190,40 @@ impl Engine {
         }
         let mut layout = current.with_root(root);
         // Upstream packages come from the served project's cache; a package REF pins at a
-        // commit not cached yet is fetched into it by the plan's load (on the engine thread,
-        // as every load fetches).
+        // commit not cached yet is fetched into it by the plan's load (on the plan's worker).
         layout.upstream_cache = Some(current.upstream_dir());
         if current.contain.is_some() {
             layout.contain = Some(tree.to_path_buf());
         }
         Ok(layout)
     }
+}
 
-    fn plan_in(
-        &mut self,
-        dir: &std::path::Path,
-        layout: crate::project::Layout,
-        req: PlanRequest,
-    ) -> Result<Reply, ErrorReport> {
-        // What `delete --dry-run` names, found in the served store.
-        let deleted: Vec<ObjectKey> = req.delete.iter().map(|t| self.delete_key(t)).collect::<Result<_, _>>()?;
-        self.store.copy_to(&dir.join("db")).map_err(internal)?;
+/// A plan prepared on the engine thread, run on its own.
+struct PlanJob {
+    dir: std::path::PathBuf,
+    layout: crate::project::Layout,
+    /// What `delete --dry-run` deletes.
+    deleted: Vec<ObjectKey>,
+    req: PlanRequest,
+    options: super::Options,
+    /// The served store, compared with the copy at the end.
+    served: crate::store::Reader,
+    /// The request's client: progress lines.
+    progress: Sender<ServerMessage>,
+}
+
+impl PlanJob {
+    /// Loads and runs the copy, and compares it with the served store as it is then.
+    fn run(self) -> Result<Reply, ErrorReport> {
+        let PlanJob { dir, layout, deleted, req, options, served, progress } = self;
+        let dir = dir.as_path();
         let (stop_tx, _stop_rx) = crossbeam_channel::bounded(1);
         let (own_tx, _own_rx) = crossbeam_channel::unbounded();
         // The copy is loaded from the current files as the server loads its own store.
-        let (mut copy, _watch_rx, watcher) = Engine::open(
-            Mode::Static { layout },
-            dir,
-            stop_tx,
-            Arc::new(Interrupt::default()),
-            own_tx,
-            self.options.clone(),
-        )
-        .map_err(internal)?;
+        let (mut copy, _watch_rx, watcher) =
+            Engine::open(Mode::Static { layout }, dir, stop_tx, Arc::new(Interrupt::default()), own_tx, options)
+                .map_err(internal)?;
         drop(watcher);
         let status = copy.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if status.status != ServerState::Ready {
@@ -200,22 +251,31 @@ impl Engine {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         copy.start_once(RunOnceRequest { timeout_secs: req.timeout_secs, changed_only: false }, tx)?;
+        let mut answer = None;
+        let mut take = |rx: &crossbeam_channel::Receiver<ServerMessage>| {
+            for m in rx.try_iter() {
+                match m {
+                    // The run's progress (counts and rate) goes to the client as a run's does.
+                    ServerMessage::Progress(line) => {
+                        let _ = progress.send(ServerMessage::Progress(line));
+                    }
+                    ServerMessage::Reply(Reply::Run(s)) => answer = Some(Ok(s)),
+                    ServerMessage::Error(e) => answer = Some(Err(e)),
+                    _ => {}
+                }
+            }
+        };
         while let Some(job) = &copy.once {
             if let Some(at) = job.wake {
                 std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
             }
             copy.drive_once();
+            take(&rx);
         }
-        let run = rx
-            .try_iter()
-            .find_map(|m| match m {
-                ServerMessage::Reply(Reply::Run(s)) => Some(Ok(s)),
-                ServerMessage::Error(e) => Some(Err(e)),
-                _ => None,
-            })
-            .ok_or_else(|| internal("the plan's run ended without an answer"))??;
+        take(&rx);
+        let run = answer.ok_or_else(|| internal("the plan's run ended without an answer"))??;
         let after = copy.store.reader();
-        let before = self.store.reader();
+        let before = served;
         let keys: BTreeSet<ObjectKey> = before
             .with(|s| s.objects.keys().cloned().collect::<Vec<_>>())
             .into_iter()
@@ -247,5 +307,25 @@ impl Engine {
             changes.push(super::run::diff_item(symbol, &obj, &key, details));
         }
         Ok(Reply::Plan(Box::new(Plan { changes, run })))
+    }
+}
+
+/// Removes a plan's directory (the copy of the store, the ref's files).
+fn remove_plan_dir(dir: &std::path::Path) {
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            log::warn!("cannot remove the plan's copy of the store {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Removes the directories of plans that did not end (the server stopped or crashed during
+/// them); called as the engine opens, before any plan of its own.
+pub(super) fn remove_stale(state_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("plan-") && entry.path().is_dir() {
+            remove_plan_dir(&entry.path());
+        }
     }
 }

@@ -313,3 +313,39 @@ fn large_checkouts_report_progress() {
     assert!(got[9].ends_with(": 100% (302/302 files)"), "{got:?}");
     assert_eq!(std::fs::read_dir(tmp.path().join("large/many")).unwrap().count(), 300);
 }
+
+/// Loads running side by side (the engine's and a plan's) fetch and export one package at the
+/// same time: each gets the whole, one fetch and one export happen.
+#[test]
+fn concurrent_fetches_and_exports_of_one_package_are_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bare, work) = remote(tmp.path());
+    for i in 0..50 {
+        commit_file(&work, &format!("pkg/f{i}.yaml"), &format!("n: {i}\n"), "more");
+    }
+    push_main(&work);
+    let head = work.head().unwrap().target().unwrap().to_string();
+    let cache = tmp.path().join("cache");
+    let url = url(&bare);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (cache, url, head) = (cache.clone(), url.clone(), head.clone());
+            std::thread::spawn(move || {
+                let mut lines = Vec::new();
+                let (path, oid) = fetch_commit(&url, "hash", &head, &cache.join("git"), p(&mut |l| lines.push(l)))?;
+                let dest = cache.join("exports").join(&head);
+                export_commit(&path, oid, &dest)?;
+                Ok::<_, RepoError>((lines, dest))
+            })
+        })
+        .collect();
+    let mut fetches = 0;
+    for t in threads {
+        let (lines, dest) = t.join().unwrap().unwrap();
+        fetches += lines.iter().filter(|l| l.contains(" for hash ")).count();
+        for i in 0..50 {
+            assert_eq!(std::fs::read_to_string(dest.join(format!("pkg/f{i}.yaml"))).unwrap(), format!("n: {i}\n"));
+        }
+    }
+    assert_eq!(fetches, 1, "the others found the commit fetched");
+}

@@ -20,10 +20,11 @@ pub fn fetch_commit(
     mut progress: Progress<'_>,
 ) -> Result<(PathBuf, Oid), RepoError> {
     let path = cache_dir.join(format!("{}.git", cache_name(url)));
+    std::fs::create_dir_all(cache_dir).map_err(|source| RepoError::Io { path: cache_dir.to_path_buf(), source })?;
+    let _lock = lock(&path.with_extension("git.lock"))?;
     let git = if path.exists() {
         Repository::open_bare(&path).ctx(|| format!("cannot open the cache {}", path.display()))?
     } else {
-        std::fs::create_dir_all(cache_dir).map_err(|source| RepoError::Io { path: cache_dir.to_path_buf(), source })?;
         Repository::init_bare(&path).ctx(|| format!("cannot create the cache {}", path.display()))?
     };
     // A branch ref stays where it was first resolved, whatever later fetches of the same URL
@@ -74,6 +75,17 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
     if dest.is_dir() {
         return Ok(());
     }
+    let mut lock_path = dest.as_os_str().to_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if let Some(parent) = lock_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| RepoError::Io { path: parent.to_path_buf(), source })?;
+    }
+    let _lock = lock(&lock_path)?;
+    // Another load may have finished the export while this one waited for the lock.
+    if dest.is_dir() {
+        return Ok(());
+    }
     let git = Repository::open_bare(cache).ctx(|| format!("cannot open the cache {}", cache.display()))?;
     let tree = git.find_commit(oid).and_then(|c| c.tree()).ctx(|| format!("cannot read commit {oid}"))?;
     let tmp = partial_path(dest);
@@ -120,4 +132,27 @@ pub fn export_commit(cache: &Path, oid: Oid, dest: &Path) -> Result<(), RepoErro
         std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io(parent, e))?;
     }
     Ok(())
+}
+
+/// An exclusive lock on a file, held until dropped: the caches are shared by the engine's loads
+/// and those of plans running beside it, which must not fetch into one repository or write one
+/// export at the same time (an export is trusted as complete once it exists).
+struct FileLock {
+    _file: std::fs::File,
+}
+
+fn lock(path: &Path) -> Result<FileLock, RepoError> {
+    use std::os::fd::AsRawFd;
+    let io = |source| RepoError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)?;
+    loop {
+        // SAFETY: flock on a descriptor we own; released when `file` closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(FileLock { _file: file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(io(e));
+        }
+    }
 }

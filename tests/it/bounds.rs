@@ -184,3 +184,30 @@ fn thousands_of_children_in_one_reconcile() {
     assert!(again.stdout.contains("completed"), "{}", again.stdout);
     assert_eq!(p.cli(&["get", "ports", "-o", "name"]).ok().stdout.lines().count(), 3000);
 }
+
+/// A plan runs beside the engine: while its copy reconciles (here: for ever), edits and runs of
+/// the served project are answered, and the server stops at once.
+#[test]
+fn a_plan_does_not_hold_up_the_engine() {
+    let p = fabric_with(ENDLESS, "{timeoutSeconds: 3600, steps: 1000000000000}");
+    let mut s = p.start();
+    // The plan's first progress line comes from its copy's run: the plan is under way.
+    let (plan, said) = held_back(&p, &["plan", "--timeout", "3600"], None);
+    assert!(!said.is_empty(), "{said}");
+    let out = p.cli_stdin(&["apply", "-f", "-"], EXTRA).ok();
+    assert!(out.stdout.contains("created"), "{}", out.stdout);
+    p.cli(&["get", "devices", "extra"]).ok();
+    p.cli(&["server", "stop"]).ok();
+    assert_eq!(s.wait(), 0);
+    let out = plan.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "the plan cannot end well: its server stopped");
+    // The plan's copy of the store does not outlive the server's next start.
+    let _s = p.start();
+    p.cli(&["get", "devices"]).ok();
+    let left: Vec<_> = std::fs::read_dir(p.path(".choreo"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("plan-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
