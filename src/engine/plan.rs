@@ -60,15 +60,19 @@ impl Engine {
                 return Some(Err(e));
             }
         };
+        let worker_dir = dir.clone();
         let spawned = std::thread::Builder::new().name("choreo-plan".into()).spawn(move || {
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
                 .unwrap_or_else(|_| Err(internal("the plan failed unexpectedly (see the server log)")));
-            remove_plan_dir(&dir);
+            remove_plan_dir(&worker_dir);
             let _ = reply.send(super::final_message(answer));
         });
         match spawned {
             Ok(_) => None,
-            Err(e) => Some(Err(internal(format!("cannot start a thread for the plan: {e}")))),
+            Err(e) => {
+                remove_plan_dir(&dir);
+                Some(Err(internal(format!("cannot start a thread for the plan: {e}"))))
+            }
         }
     }
 
