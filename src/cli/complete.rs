@@ -73,11 +73,7 @@ pub(super) fn explain_targets() -> ArgValueCompleter {
 /// The fields completing `current` (RESOURCE.path.partial), from the schema of the CRD of the
 /// longest leading RESOURCE the server knows; `None` when no prefix names a CRD-backed type.
 fn fields(line: &Line, current: &str) -> Option<Vec<CompletionCandidate>> {
-    let asked_line = line.clone();
-    let list = within(move || match asked_line.client()?.request(Request::ApiResources, &mut |_| {}) {
-        Ok(Reply::ApiResources(list)) => Some(list),
-        _ => None,
-    })??;
+    let list = api_resources(line)?;
     let segments: Vec<&str> = current.split('.').collect();
     let (n, res) = (1..segments.len()).rev().find_map(|n| {
         let prefix = segments[..n].join(".");
@@ -97,26 +93,16 @@ fn fields(line: &Line, current: &str) -> Option<Vec<CompletionCandidate>> {
         label_selector: None,
         field_selector: None,
     };
-    let asked_line = line.clone();
-    let crd = within(move || match asked_line.client()?.request(Request::Get(req), &mut |_| {}) {
-        Ok(Reply::Object(text)) => serde_json::from_str::<serde_json::Value>(&text).ok(),
-        _ => None,
-    })??;
+    let Reply::Object(text) = ask(line, Request::Get(req))? else { return None };
+    let crd: serde_json::Value = serde_json::from_str(&text).ok()?;
     let version = crd.pointer("/spec/versions")?.as_array()?.iter().find(|v| v["name"] == res.version.as_str())?;
-    let mut schema = version.pointer("/schema/openAPIV3Schema")?;
     let (path, partial) = (&segments[n..segments.len() - 1], segments[segments.len() - 1]);
+    let mut schema = version.pointer("/schema/openAPIV3Schema")?;
     for field in path {
-        // Lists: their items' fields.
-        while schema.get("items").is_some() && schema.get("properties").is_none() {
-            schema = &schema["items"];
-        }
-        schema = schema.get("properties")?.get(*field)?;
-    }
-    while schema.get("items").is_some() && schema.get("properties").is_none() {
-        schema = &schema["items"];
+        schema = properties(schema)?.get(*field)?;
     }
     let typed = segments[..segments.len() - 1].join(".");
-    let props = schema.get("properties")?.as_object()?;
+    let props = properties(schema)?;
     Some(
         props
             .keys()
@@ -273,15 +259,7 @@ fn takes_value(root: &clap::Command, cmd: &clap::Command, is: impl Fn(&clap::Arg
 /// Resource types starting with `prefix`: plural names (as kubectl completes them), with the
 /// kind as help.
 fn resources(line: &Line, prefix: &str) -> Vec<CompletionCandidate> {
-    let line = line.clone();
-    let asked = within(move || {
-        let mut client = line.client()?;
-        match client.request(Request::ApiResources, &mut |_| {}) {
-            Ok(Reply::ApiResources(list)) => Some(list),
-            _ => None,
-        }
-    });
-    let Some(Some(list)) = asked else { return Vec::new() };
+    let Some(list) = api_resources(line) else { return Vec::new() };
     let mut out: Vec<(String, String)> = list
         .into_iter()
         .filter(|r| r.resource.starts_with(prefix))
@@ -290,6 +268,28 @@ fn resources(line: &Line, prefix: &str) -> Vec<CompletionCandidate> {
     out.sort();
     out.dedup_by(|a, b| a.0 == b.0);
     out.into_iter().map(|(name, help)| CompletionCandidate::new(name).help(Some(help.into()))).collect()
+}
+
+/// The fields of a schema (of its items, for a list).
+fn properties(mut schema: &serde_json::Value) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    while schema.get("properties").is_none() {
+        schema = schema.get("items")?;
+    }
+    schema.get("properties")?.as_object()
+}
+
+/// The server's answer to `request`, if it answers in time ([`within`]).
+fn ask(line: &Line, request: Request) -> Option<Reply> {
+    let line = line.clone();
+    within(move || line.client()?.request(request, &mut |_| {}).ok()).flatten()
+}
+
+/// The server's resource types.
+fn api_resources(line: &Line) -> Option<Vec<crate::protocol::ApiResourceInfo>> {
+    match ask(line, Request::ApiResources)? {
+        Reply::ApiResources(list) => Some(list),
+        _ => None,
+    }
 }
 
 /// Names of `resource`'s objects starting with `prefix`, in the namespace given with `-n`
@@ -315,12 +315,7 @@ fn list(line: &Line, resource: &str, namespace: Option<String>) -> Vec<(Option<S
         label_selector: None,
         field_selector: None,
     };
-    let line = line.clone();
-    let asked = within(move || match line.client()?.request(Request::Get(req), &mut |_| {}) {
-        Ok(Reply::List { items, .. }) => Some(items),
-        _ => None,
-    });
-    let Some(Some(items)) = asked else { return Vec::new() };
+    let Some(Reply::List { items, .. }) = ask(line, Request::Get(req)) else { return Vec::new() };
     items
         .iter()
         .filter_map(|text| {

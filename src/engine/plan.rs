@@ -285,7 +285,7 @@ impl PlanJob {
             .into_iter()
             .chain(after.with(|s| s.objects.keys().cloned().collect::<Vec<_>>()))
             .collect();
-        let render = |v: &Value| object::to_yaml(&comparable(v)).unwrap_or_default();
+        let render = |v: &Value| object::to_yaml(v).unwrap_or_default();
         let unified = |a: &str, b: &str| {
             similar::TextDiff::from_lines(a, b)
                 .unified_diff()
@@ -295,20 +295,27 @@ impl PlanJob {
         };
         let mut changes = Vec::new();
         for key in keys {
-            let (old, new) = (before.with(|s| s.get(&key)), after.with(|s| s.get(&key)));
-            let (symbol, obj, details) = match (&old, &new) {
-                (None, Some(n)) => (DiffSymbol::Added, n.clone(), req.details.then(|| unified("", &render(n)))),
-                (Some(o), None) => (DiffSymbol::Deleted, o.clone(), req.details.then(|| unified(&render(o), ""))),
-                (Some(o), Some(n)) => {
-                    let (a, b) = (render(o), render(n));
-                    if a == b {
-                        continue;
-                    }
-                    (DiffSymbol::Modified, n.clone(), req.details.then(|| unified(&a, &b)))
+            let (old, new) =
+                (before.with(|s| s.objects.get(&key).cloned()), after.with(|s| s.objects.get(&key).cloned()));
+            // Most objects of a large project are untouched by the run: the same stored bytes.
+            if let (Some(o), Some(n)) = (&old, &new) {
+                if o.json() == n.json() {
+                    continue;
                 }
+            }
+            let (old, new) = (old.map(|o| comparable(&o.value())), new.map(|n| comparable(&n.value())));
+            let (symbol, shown) = match (&old, &new) {
+                (None, Some(n)) => (DiffSymbol::Added, n),
+                (Some(o), None) => (DiffSymbol::Deleted, o),
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(n)) => (DiffSymbol::Modified, n),
                 (None, None) => continue,
             };
-            changes.push(super::run::diff_item(symbol, &obj, &key, details));
+            let details = req.details.then(|| {
+                let text = |v: &Option<Value>| v.as_ref().map(render).unwrap_or_default();
+                unified(&text(&old), &text(&new))
+            });
+            changes.push(super::run::diff_item(symbol, shown, &key, details));
         }
         Ok(Reply::Plan(Box::new(Plan { changes, run })))
     }
