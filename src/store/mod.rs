@@ -8,8 +8,8 @@
 //! readers and emits the change events. A transaction that is dropped leaves no trace, which is
 //! how a failed load keeps the last good state. The many small commits of a run
 //! ([`Txn::commit_unsynced`]) are published at once but gathered for sled in batches of several
-//! hundred writes (each commit whole inside one), which the next durable commit or
-//! [`Store::sync`] hands over first.
+//! hundred writes (each commit whole inside one), applied by a writer thread beside the engine
+//! ([`writer`]); the next durable commit or [`Store::sync`] waits for it first.
 //!
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
@@ -19,6 +19,7 @@ mod changes;
 mod snapshots;
 mod txn;
 pub mod watchers;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -302,6 +303,9 @@ struct Pending {
     /// The admission's records, written before the objects they go with.
     records: sled::Batch,
     writes: usize,
+    /// The bodies the batch stores, by key, while a snapshot is coming (see
+    /// [`Store::snapshot_coming`]).
+    bodies: std::collections::HashMap<Vec<u8>, sled::IVec>,
 }
 
 /// What a store is opened with besides its directory.
@@ -333,6 +337,11 @@ pub struct Store {
     /// The body hashes of the newest snapshot (`None`: not read yet), so a snapshot writes only
     /// the bodies that changed since, without looking each one up.
     newest_blobs: Mutex<Option<std::collections::HashSet<[u8; 16]>>>,
+    /// See [`Store::snapshot_coming`].
+    snapshot_coming: std::sync::atomic::AtomicBool,
+    /// Applies the pending batches to sled beside the engine (declared last: dropped after the
+    /// store's own `Drop` handed it the last batch).
+    writer: writer::Writer,
 }
 
 impl Store {
@@ -442,6 +451,8 @@ impl Store {
             pending: Mutex::new(Pending::default()),
             admission,
             newest_blobs: Mutex::new(None),
+            snapshot_coming: Default::default(),
+            writer: writer::Writer::start(),
         };
         store.sync()?;
         Ok(store)
@@ -549,12 +560,20 @@ impl Store {
     }
 
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
-    /// hands the batch to sled when `now` or when it has grown large. A commit's writes always
-    /// go in one sled batch together, so each commit stays atomic on disk.
+    /// hands the batch to the writer thread when it has grown large; with `now`, hands it over
+    /// and waits until sled holds everything written so far. A commit's writes always go in one
+    /// sled batch together, so each commit stays atomic on disk.
     fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, records: Vec<Record>, now: bool) -> Result<()> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.writes += writes.len() + records.len();
+        let keep_bodies = self.snapshot_coming.load(std::sync::atomic::Ordering::Relaxed);
         for (key, value) in writes {
+            if keep_bodies {
+                match &value {
+                    Some(v) => pending.bodies.insert(key.clone(), v.clone()),
+                    None => pending.bodies.remove(&key),
+                };
+            }
             match value {
                 Some(v) => pending.batch.insert(key, v),
                 None => pending.batch.remove(key),
@@ -566,17 +585,25 @@ impl Store {
                 None => pending.records.remove(key),
             }
         }
-        if pending.writes == 0 || !(now || pending.writes > PENDING_WRITES) {
-            return Ok(());
+        if pending.writes > 0 && (now || pending.writes > PENDING_WRITES) {
+            let batch = std::mem::take(&mut *pending);
+            drop(pending);
+            let records = self.admission.as_ref().map(|(_, tree)| (tree.clone(), batch.records));
+            let bodies = match batch.bodies.is_empty() {
+                true => None,
+                false => Some((self.blob_tree()?, batch.bodies.into_values().collect())),
+            };
+            let job = writer::Job { records, objects: (self.objects.clone(), batch.batch), bodies };
+            self.writer.write(job).map_err(self.db_err_fn())?;
+        } else {
+            drop(pending);
         }
-        let batch = std::mem::take(&mut *pending);
-        let db_err = |source| StoreError::Db { path: self.dir.clone(), source };
-        // Records first: after a crash between the two, the next open drops records whose
-        // owners never made it (see `Admission::restore`).
-        if let Some((_, tree)) = &self.admission {
-            tree.apply_batch(batch.records).map_err(db_err)?;
+        if now {
+            // A durable step follows (or the caller needs sled to hold everything): wait for the
+            // writer, and report a batch of an earlier unsynced commit that failed.
+            self.writer.drain().map_err(self.db_err_fn())?;
         }
-        self.objects.apply_batch(batch.batch).map_err(db_err)
+        Ok(())
     }
 
     pub(crate) fn admission(&self) -> Option<&Arc<dyn Admission>> {

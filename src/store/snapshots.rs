@@ -46,7 +46,7 @@ pub struct Snapshot {
 #[derive(Serialize, Deserialize)]
 struct ObjectList(Vec<(Vec<u8>, [u8; 16])>);
 
-fn hash(bytes: &[u8]) -> [u8; 16] {
+pub(super) fn hash(bytes: &[u8]) -> [u8; 16] {
     xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes()
 }
 
@@ -63,12 +63,29 @@ impl Store {
         move |source| StoreError::Db { path: self.dir.clone(), source }
     }
 
+    /// The tree of snapshot bodies, by content hash.
+    pub(super) fn blob_tree(&self) -> Result<sled::Tree> {
+        self.tree("snapshot_blobs")
+    }
+
+    /// Keeps the bodies of the commits from now on as snapshot blobs while they are written (on
+    /// the store's writer thread, beside the engine), so that the next [`Store::save_snapshot`]
+    /// finds them stored; `false` when no snapshot is coming. The engine turns it on for a
+    /// `run once`, whose end saves a snapshot.
+    pub fn snapshot_coming(&self, on: bool) {
+        self.snapshot_coming.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
-    /// returns. Object bodies already stored by an earlier snapshot are not written again.
+    /// returns. Object bodies already stored by an earlier snapshot, or kept while they were
+    /// written ([`Store::snapshot_coming`]), are not written again.
     pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
         let blobs = self.tree("snapshot_blobs")?;
+        // Everything written so far in sled, and the blobs the writer created for it.
+        self.write_objects(Vec::new(), Vec::new(), true)?;
+        let created = self.writer.take_created();
         let seq = match metas.last().map_err(self.db_err())? {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
             None => 1,
@@ -77,7 +94,8 @@ impl Store {
         if newest.is_none() {
             *newest = Some(self.blobs_of_newest(&metas, &lists)?);
         }
-        let known = newest.take().unwrap_or_default();
+        let mut known = newest.take().unwrap_or_default();
+        known.extend(created.iter().copied());
         // The objects' stored forms, taken under the read lock; hashed and written after it.
         let objects: Vec<(Vec<u8>, Arc<super::Stored>)> =
             self.with(|state| state.objects.iter().map(|(k, v)| (k.to_bytes(), v.clone())).collect());
@@ -104,6 +122,13 @@ impl Store {
         lists.insert(seq.to_be_bytes(), encode(&ObjectList(list))).map_err(self.db_err())?;
         let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary };
         metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
+        // Blobs created during the run for states that did not last: no snapshot refers to them
+        // (they did not exist when the older ones were saved).
+        let mut dead = sled::Batch::default();
+        for h in created.iter().filter(|h| !hashes.contains(*h)) {
+            dead.remove(&h[..]);
+        }
+        blobs.apply_batch(dead).map_err(self.db_err())?;
         self.prune_snapshots(&metas, &lists, &blobs)?;
         self.sync()?;
         // Only a snapshot that was saved whole becomes the reference for the next one.
@@ -299,5 +324,43 @@ mod tests {
             assert_eq!(newest[0].meta.id, format!("again{i}"));
             assert_eq!(newest[0].objects.values().next().unwrap()["spec"]["code"], code);
         }
+    }
+
+    #[test]
+    fn bodies_kept_during_a_run_serve_its_snapshot_and_intermediate_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let lib = |name: &str, code: &str| {
+            json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
+                "metadata": {"name": name}, "spec": {"code": code}})
+        };
+        let put = |v: Value| {
+            let mut txn = store.begin();
+            txn.apply(&v, ApplyOptions { manager: "m", force: false }).unwrap();
+            txn.commit_unsynced().unwrap();
+        };
+        put(lib("a", "# first"));
+        store.save_snapshot("one", "t", true, "{}".into()).unwrap();
+        store.snapshot_coming(true);
+        // More writes than one pending batch, so most reach the writer before the snapshot;
+        // every object goes through states no snapshot will show.
+        for i in 0..600 {
+            put(lib(&format!("l{}", i % 300), &format!("# {i}")));
+        }
+        put(lib("a", "# first"));
+        store.save_snapshot("two", "t", true, "{}".into()).unwrap();
+        store.snapshot_coming(false);
+        let blobs = store.blob_tree().unwrap();
+        let latest = store.latest_snapshots(2).unwrap();
+        let live: HashSet<[u8; 16]> =
+            latest.iter().flat_map(|s| s.objects.values().map(|v| hash(&serde_json::to_vec(&**v).unwrap()))).collect();
+        assert_eq!(latest[0].objects.len(), 301);
+        assert_eq!(latest[1].objects.len(), 1);
+        for (key, obj) in &latest[0].objects {
+            assert_eq!(Some(obj.clone()), store.with(|s| s.get(key)), "{key}");
+        }
+        let stored: HashSet<[u8; 16]> =
+            blobs.iter().map(|r| <[u8; 16]>::try_from(r.unwrap().0.as_ref()).unwrap()).collect();
+        assert_eq!(stored, live, "exactly the bodies the snapshots show");
     }
 }
