@@ -121,7 +121,20 @@ fn serve(rx: Receiver<Msg>, failed: Arc<Mutex<Option<sled::Error>>>, created: Ar
     for msg in rx {
         match msg {
             Msg::Write(job) => {
-                if let Err(e) = apply(job, &created) {
+                // A panic inside sled must not pass for a written batch: it becomes the failure
+                // the next drain reports, and the thread goes on.
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(job, &created)))
+                    .unwrap_or_else(|p| {
+                        let why = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned());
+                        Err(sled::Error::ReportableBug(format!(
+                            "writing a batch panicked: {}",
+                            why.unwrap_or_default()
+                        )))
+                    });
+                if let Err(e) = applied {
                     log::error!("writing to the store: {e}");
                     failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
                 }
