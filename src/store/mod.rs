@@ -337,6 +337,10 @@ pub struct Store {
     /// The body hashes of the newest snapshot (`None`: not read yet), so a snapshot writes only
     /// the bodies that changed since, without looking each one up.
     newest_blobs: Mutex<Option<std::collections::HashSet<[u8; 16]>>>,
+    /// How many retained snapshots list each blob (`None`: not counted since the store opened, or
+    /// a snapshot failed half-way), so dropping the oldest snapshot deletes its blobs no other
+    /// lists without reading every list and every blob.
+    blob_refs: Mutex<Option<std::collections::HashMap<[u8; 16], u32>>>,
     /// See [`Store::snapshot_coming`].
     snapshot_coming: std::sync::atomic::AtomicBool,
     /// Applies the pending batches to sled beside the engine (declared last: dropped after the
@@ -451,6 +455,7 @@ impl Store {
             pending: Mutex::new(Pending::default()),
             admission,
             newest_blobs: Mutex::new(None),
+            blob_refs: Mutex::new(None),
             snapshot_coming: Default::default(),
             writer: writer::Writer::start(),
         };

@@ -6,7 +6,7 @@
 //! [`RETAINED`] snapshots are kept; blobs no snapshot refers to are removed when an old snapshot
 //! goes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,11 @@ impl Store {
             dead.remove(&h[..]);
         }
         blobs.apply_batch(dead).map_err(self.db_err())?;
-        self.prune_snapshots(&metas, &lists, &blobs)?;
+        // Taken, and put back only when the prune went through: a count that missed a list
+        // would delete a blob another snapshot still shows.
+        let mut refs = self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.prune_snapshots(&metas, &lists, &blobs, &hashes, &mut refs)?;
+        *self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
         self.sync()?;
         // Only a snapshot that was saved whole becomes the reference for the next one.
         *newest = Some(hashes);
@@ -148,8 +152,43 @@ impl Store {
         Ok(list.0.into_iter().map(|(_, h)| h).collect())
     }
 
-    fn prune_snapshots(&self, metas: &sled::Tree, lists: &sled::Tree, blobs: &sled::Tree) -> Result<()> {
+    /// Drops the snapshots beyond the newest [`RETAINED`] and the blobs no remaining snapshot
+    /// lists. `new` are the hashes of the snapshot just written. The first prune since the store
+    /// opened reads every list and sweeps every blob (which also removes blobs left by a snapshot
+    /// that failed half-way) and counts the references; later ones only read the lists they drop.
+    fn prune_snapshots(
+        &self,
+        metas: &sled::Tree,
+        lists: &sled::Tree,
+        blobs: &sled::Tree,
+        new: &HashSet<[u8; 16]>,
+        refs: &mut Option<HashMap<[u8; 16], u32>>,
+    ) -> Result<()> {
+        let view = View { db: &self.db, dir: &self.dir };
         let count = metas.len();
+        if let Some(counts) = refs {
+            for h in new {
+                *counts.entry(*h).or_default() += 1;
+            }
+            let mut dead = sled::Batch::default();
+            for _ in RETAINED..count {
+                let Some((k, _)) = metas.pop_min().map_err(self.db_err())? else { break };
+                if let Some(bytes) = lists.remove(&k).map_err(self.db_err())? {
+                    let listed: HashSet<[u8; 16]> =
+                        view.decode_list(&k, &bytes)?.0.into_iter().map(|(_, h)| h).collect();
+                    for h in listed {
+                        if let Some(n) = counts.get_mut(&h) {
+                            *n -= 1;
+                            if *n == 0 {
+                                counts.remove(&h);
+                                dead.remove(&h[..]);
+                            }
+                        }
+                    }
+                }
+            }
+            return blobs.apply_batch(dead).map_err(self.db_err());
+        }
         if count <= RETAINED {
             return Ok(());
         }
@@ -158,22 +197,25 @@ impl Store {
                 lists.remove(k).map_err(self.db_err())?;
             }
         }
-        let mut live: HashSet<[u8; 16]> = HashSet::new();
+        let mut counts: HashMap<[u8; 16], u32> = HashMap::new();
         for item in lists.iter() {
             let (k, v) = item.map_err(self.db_err())?;
-            for (_, h) in (View { db: &self.db, dir: &self.dir }).decode_list(&k, &v)?.0 {
-                live.insert(h);
+            let listed: HashSet<[u8; 16]> = view.decode_list(&k, &v)?.0.into_iter().map(|(_, h)| h).collect();
+            for h in listed {
+                *counts.entry(h).or_default() += 1;
             }
         }
         let mut batch = sled::Batch::default();
         for item in blobs.iter() {
             let (k, _) = item.map_err(self.db_err())?;
-            let dead = <[u8; 16]>::try_from(k.as_ref()).map_or(true, |h| !live.contains(&h));
+            let dead = <[u8; 16]>::try_from(k.as_ref()).map_or(true, |h| !counts.contains_key(&h));
             if dead {
                 batch.remove(k);
             }
         }
-        blobs.apply_batch(batch).map_err(self.db_err())
+        blobs.apply_batch(batch).map_err(self.db_err())?;
+        *refs = Some(counts);
+        Ok(())
     }
 
     /// Every snapshot, newest first.
@@ -362,5 +404,54 @@ mod tests {
         let stored: HashSet<[u8; 16]> =
             blobs.iter().map(|r| <[u8; 16]>::try_from(r.unwrap().0.as_ref()).unwrap()).collect();
         assert_eq!(stored, live, "exactly the bodies the snapshots show");
+    }
+
+    /// The blobs stored, and the hashes of every object of every retained snapshot.
+    fn stored_and_shown(store: &Store) -> (HashSet<[u8; 16]>, HashSet<[u8; 16]>) {
+        let stored =
+            store.blob_tree().unwrap().iter().map(|r| <[u8; 16]>::try_from(r.unwrap().0.as_ref()).unwrap()).collect();
+        let shown = store
+            .latest_snapshots(RETAINED + 1)
+            .unwrap()
+            .iter()
+            .flat_map(|s| s.objects.values().map(|v| hash(&serde_json::to_vec(&**v).unwrap())).collect::<Vec<_>>())
+            .collect();
+        (stored, shown)
+    }
+
+    #[test]
+    fn pruning_by_counts_keeps_exactly_the_blobs_retained_snapshots_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let save = |store: &Store, i: usize| {
+            let mut txn = store.begin();
+            // One body that comes back every seventh run, one that changes every run, one that
+            // never changes.
+            for (name, code) in [("cycle", format!("# {}", i % 7)), ("fresh", format!("# {i}")), ("same", "#".into())] {
+                let lib = json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
+                    "metadata": {"name": name}, "spec": {"code": code}});
+                txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
+            }
+            txn.commit().unwrap();
+            store.save_snapshot(&format!("id{i}"), "t", true, "{}".into()).unwrap();
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            for i in 0..RETAINED + 20 {
+                save(&store, i);
+                if i >= RETAINED {
+                    let (stored, shown) = stored_and_shown(&store);
+                    assert_eq!(stored, shown, "after run {i}");
+                }
+            }
+            assert_eq!(store.snapshots().unwrap().len(), RETAINED);
+        }
+        // Reopened: the first prune counts again from the lists.
+        let store = Store::open(&path).unwrap();
+        for i in RETAINED + 20..RETAINED + 30 {
+            save(&store, i);
+            let (stored, shown) = stored_and_shown(&store);
+            assert_eq!(stored, shown, "after run {i}");
+        }
     }
 }
