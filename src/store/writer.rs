@@ -157,14 +157,18 @@ fn apply(job: Job, created: &Mutex<Hashes>) -> Result<(), sled::Error> {
     let Some((blobs, bodies)) = job.bodies else { return Ok(()) };
     let mut created = created.lock().unwrap_or_else(|p| p.into_inner());
     let mut batch = sled::Batch::default();
+    let mut new = Hashes::new();
     for body in bodies {
         let h = super::snapshots::hash(&body);
-        if !created.contains(&h) && !blobs.contains_key(h)? {
+        if !created.contains(&h) && !new.contains(&h) && !blobs.contains_key(h)? {
             batch.insert(&h[..], body);
-            created.insert(h);
+            new.insert(h);
         }
     }
-    blobs.apply_batch(batch)
+    // Told only once stored: a snapshot takes what is created as written.
+    blobs.apply_batch(batch)?;
+    created.extend(new);
+    Ok(())
 }
 
 #[cfg(test)]
