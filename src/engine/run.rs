@@ -78,7 +78,7 @@ impl Engine {
             RunOptions { timeout: std::time::Duration::from_secs(req.timeout_secs.max(1)), ..RunOptions::default() };
         self.once = Some(OnceJob { run: OnceRun::new(&self.controllers, seeds, opts), reply, wake: None });
         // Its snapshot keeps the run's bodies: stored while they are written, beside the engine.
-        self.store.snapshot_coming(true);
+        self.store.snapshot_coming();
         self.publish_runner();
         Ok(())
     }
@@ -142,7 +142,9 @@ impl Engine {
         // An invalid device config leaves no snapshot, as upstream: `run diff` keeps showing
         // the last good run.
         let result = self.finish_run(report, sdc, !invalid);
-        self.store.snapshot_coming(false);
+        if let Err(e) = self.store.snapshot_done() {
+            log::error!("cannot remove the bodies kept for a snapshot: {e}");
+        }
         Self::release_memory();
         self.publish_runner();
         let message = match result {

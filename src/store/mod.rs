@@ -322,6 +322,8 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     objects: sled::Tree,
+    /// Snapshot bodies by content hash (see `snapshots`).
+    snapshot_blobs: sled::Tree,
     /// Format version and the edit intent (see [`Store::record_intent`]).
     meta: sled::Tree,
     state: Arc<RwLock<State>>,
@@ -391,6 +393,7 @@ impl Store {
             }
         }
         let objects = db.open_tree("objects").map_err(db_err)?;
+        let snapshot_blobs = db.open_tree("snapshot_blobs").map_err(db_err)?;
 
         let mut state = State::default();
         for res in builtin_resources()?.into_iter().chain(options.extra_apis) {
@@ -448,6 +451,7 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             objects,
+            snapshot_blobs,
             meta,
             state: Arc::new(RwLock::new(state)),
             changes: Changes::default(),
@@ -590,13 +594,18 @@ impl Store {
                 None => pending.records.remove(key),
             }
         }
+        if now && pending.writes > 0 {
+            // An earlier batch that failed fails this commit before its writes are handed over:
+            // they must not land when the caller is told they did not.
+            self.writer.drain().map_err(self.db_err_fn())?;
+        }
         if pending.writes > 0 && (now || pending.writes > PENDING_WRITES) {
             let batch = std::mem::take(&mut *pending);
             drop(pending);
             let records = self.admission.as_ref().map(|(_, tree)| (tree.clone(), batch.records));
             let bodies = match batch.bodies.is_empty() {
                 true => None,
-                false => Some((self.blob_tree()?, batch.bodies.into_values().collect())),
+                false => Some((self.snapshot_blobs.clone(), batch.bodies.into_values().collect())),
             };
             let job = writer::Job { records, objects: (self.objects.clone(), batch.batch), bodies };
             self.writer.write(job).map_err(self.db_err_fn())?;

@@ -64,16 +64,29 @@ impl Store {
     }
 
     /// The tree of snapshot bodies, by content hash.
+    #[cfg(test)]
     pub(super) fn blob_tree(&self) -> Result<sled::Tree> {
-        self.tree("snapshot_blobs")
+        Ok(self.snapshot_blobs.clone())
     }
 
     /// Keeps the bodies of the commits from now on as snapshot blobs while they are written (on
     /// the store's writer thread, beside the engine), so that the next [`Store::save_snapshot`]
-    /// finds them stored; `false` when no snapshot is coming. The engine turns it on for a
-    /// `run once`, whose end saves a snapshot.
-    pub fn snapshot_coming(&self, on: bool) {
-        self.snapshot_coming.store(on, std::sync::atomic::Ordering::Relaxed);
+    /// finds them stored, until [`Store::snapshot_done`]. The engine calls it when a `run once`
+    /// starts, whose end saves a snapshot.
+    pub fn snapshot_coming(&self) {
+        self.snapshot_coming.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ends [`Store::snapshot_coming`], and deletes the blobs kept since that no snapshot took
+    /// (a run that ended without one): no snapshot lists them.
+    pub fn snapshot_done(&self) -> Result<()> {
+        self.snapshot_coming.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.write_objects(Vec::new(), Vec::new(), true)?;
+        let mut dead = sled::Batch::default();
+        for h in self.writer.take_created() {
+            dead.remove(&h[..]);
+        }
+        self.snapshot_blobs.apply_batch(dead).map_err(self.db_err())
     }
 
     /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
@@ -82,10 +95,14 @@ impl Store {
     pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
-        let blobs = self.tree("snapshot_blobs")?;
+        let blobs = self.snapshot_blobs.clone();
         // Everything written so far in sled, and the blobs the writer created for it.
         self.write_objects(Vec::new(), Vec::new(), true)?;
         let created = self.writer.take_created();
+        // Taken before anything is written, and put back only when the whole snapshot is: counts
+        // that missed a list would delete blobs another snapshot shows. Without them the next
+        // prune sweeps every blob (which also removes what a failed snapshot left).
+        let mut refs = self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()).take();
         let seq = match metas.last().map_err(self.db_err())? {
             Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])) + 1,
             None => 1,
@@ -129,12 +146,9 @@ impl Store {
             dead.remove(&h[..]);
         }
         blobs.apply_batch(dead).map_err(self.db_err())?;
-        // Taken, and put back only when the prune went through: a count that missed a list
-        // would delete a blob another snapshot still shows.
-        let mut refs = self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.prune_snapshots(&metas, &lists, &blobs, &hashes, &mut refs)?;
-        *self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
         self.sync()?;
+        *self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
         // Only a snapshot that was saved whole becomes the reference for the next one.
         *newest = Some(hashes);
         Ok(meta)
@@ -153,9 +167,10 @@ impl Store {
     }
 
     /// Drops the snapshots beyond the newest [`RETAINED`] and the blobs no remaining snapshot
-    /// lists. `new` are the hashes of the snapshot just written. The first prune since the store
-    /// opened reads every list and sweeps every blob (which also removes blobs left by a snapshot
-    /// that failed half-way) and counts the references; later ones only read the lists they drop.
+    /// lists. `new` are the hashes of the snapshot just written. Without counts (the first prune
+    /// since the store opened, or after a snapshot failed) it reads every list, sweeps every blob
+    /// (which also removes blobs a failed snapshot or a crash left) and counts the references;
+    /// later ones only read the lists they drop.
     fn prune_snapshots(
         &self,
         metas: &sled::Tree,
@@ -189,10 +204,7 @@ impl Store {
             }
             return blobs.apply_batch(dead).map_err(self.db_err());
         }
-        if count <= RETAINED {
-            return Ok(());
-        }
-        for _ in 0..count - RETAINED {
+        for _ in RETAINED..count {
             if let Some((k, _)) = metas.pop_min().map_err(self.db_err())? {
                 lists.remove(k).map_err(self.db_err())?;
             }
@@ -383,15 +395,18 @@ mod tests {
         };
         put(lib("a", "# first"));
         store.save_snapshot("one", "t", true, "{}".into()).unwrap();
-        store.snapshot_coming(true);
+        store.snapshot_coming();
         // More writes than one pending batch, so most reach the writer before the snapshot;
         // every object goes through states no snapshot will show.
         for i in 0..600 {
             put(lib(&format!("l{}", i % 300), &format!("# {i}")));
         }
         put(lib("a", "# first"));
+        // The writer kept the bodies while it wrote them: before the snapshot, not by it.
+        store.sync().unwrap();
+        assert!(store.blob_tree().unwrap().len() > 300, "bodies are kept while written");
         store.save_snapshot("two", "t", true, "{}".into()).unwrap();
-        store.snapshot_coming(false);
+        store.snapshot_done().unwrap();
         let blobs = store.blob_tree().unwrap();
         let latest = store.latest_snapshots(2).unwrap();
         let live: HashSet<[u8; 16]> =
@@ -453,5 +468,35 @@ mod tests {
             let (stored, shown) = stored_and_shown(&store);
             assert_eq!(stored, shown, "after run {i}");
         }
+    }
+
+    #[test]
+    fn a_run_that_ends_without_a_snapshot_leaves_no_bodies_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let put = |name: String, code: String| {
+            let mut txn = store.begin();
+            let lib = json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
+                "metadata": {"name": name}, "spec": {"code": code}});
+            txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
+            txn.commit_unsynced().unwrap();
+        };
+        put("kept".into(), "#".into());
+        store.save_snapshot("one", "t", true, "{}".into()).unwrap();
+        for run in 0..2 {
+            store.snapshot_coming();
+            for i in 0..700 {
+                put(format!("l{}", i % 200), format!("# {run} {i}"));
+            }
+            store.snapshot_done().unwrap();
+        }
+        let (stored, shown) = stored_and_shown(&store);
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored, shown);
+        // The next snapshot still has every body it lists.
+        store.save_snapshot("two", "t", true, "{}".into()).unwrap();
+        let (stored, shown) = stored_and_shown(&store);
+        assert_eq!(stored, shown);
+        assert_eq!(store.latest_snapshots(1).unwrap()[0].objects.len(), 201);
     }
 }
