@@ -63,10 +63,13 @@ impl Store {
         move |source| StoreError::Db { path: self.dir.clone(), source }
     }
 
-    /// The tree of snapshot bodies, by content hash.
-    #[cfg(test)]
-    pub(super) fn blob_tree(&self) -> Result<sled::Tree> {
-        Ok(self.snapshot_blobs.clone())
+    /// Deletes the blobs `hashes`, in one batch.
+    fn remove_blobs<'a>(&self, hashes: impl IntoIterator<Item = &'a [u8; 16]>) -> Result<()> {
+        let mut dead = sled::Batch::default();
+        for h in hashes {
+            dead.remove(&h[..]);
+        }
+        self.snapshot_blobs.apply_batch(dead).map_err(self.db_err())
     }
 
     /// Keeps the bodies of the commits from now on as snapshot blobs while they are written (on
@@ -82,11 +85,7 @@ impl Store {
     pub fn snapshot_done(&self) -> Result<()> {
         self.snapshot_coming.store(false, std::sync::atomic::Ordering::Relaxed);
         self.write_objects(Vec::new(), Vec::new(), true)?;
-        let mut dead = sled::Batch::default();
-        for h in self.writer.take_created() {
-            dead.remove(&h[..]);
-        }
-        self.snapshot_blobs.apply_batch(dead).map_err(self.db_err())
+        self.remove_blobs(&self.writer.take_created())
     }
 
     /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
@@ -95,7 +94,7 @@ impl Store {
     pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
-        let blobs = self.snapshot_blobs.clone();
+        let blobs = &self.snapshot_blobs;
         // Everything written so far in sled, and the blobs the writer created for it.
         self.write_objects(Vec::new(), Vec::new(), true)?;
         let created = self.writer.take_created();
@@ -141,12 +140,8 @@ impl Store {
         metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
         // Blobs created during the run for states that did not last: no snapshot refers to them
         // (they did not exist when the older ones were saved).
-        let mut dead = sled::Batch::default();
-        for h in created.iter().filter(|h| !hashes.contains(*h)) {
-            dead.remove(&h[..]);
-        }
-        blobs.apply_batch(dead).map_err(self.db_err())?;
-        self.prune_snapshots(&metas, &lists, &blobs, &hashes, &mut refs)?;
+        self.remove_blobs(created.iter().filter(|h| !hashes.contains(*h)))?;
+        self.prune_snapshots(&metas, &lists, &hashes, &mut refs)?;
         self.sync()?;
         *self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
         // Only a snapshot that was saved whole becomes the reference for the next one.
@@ -162,8 +157,7 @@ impl Store {
         let Some(bytes) = lists.get(&k).map_err(self.db_err())? else {
             return Ok(HashSet::new());
         };
-        let list = (View { db: &self.db, dir: &self.dir }).decode_list(&k, &bytes)?;
-        Ok(list.0.into_iter().map(|(_, h)| h).collect())
+        (View { db: &self.db, dir: &self.dir }).hashes_of(&k, &bytes)
     }
 
     /// Drops the snapshots beyond the newest [`RETAINED`] and the blobs no remaining snapshot
@@ -175,7 +169,6 @@ impl Store {
         &self,
         metas: &sled::Tree,
         lists: &sled::Tree,
-        blobs: &sled::Tree,
         new: &HashSet<[u8; 16]>,
         refs: &mut Option<HashMap<[u8; 16], u32>>,
     ) -> Result<()> {
@@ -185,24 +178,21 @@ impl Store {
             for h in new {
                 *counts.entry(*h).or_default() += 1;
             }
-            let mut dead = sled::Batch::default();
+            let mut dead = Vec::new();
             for _ in RETAINED..count {
                 let Some((k, _)) = metas.pop_min().map_err(self.db_err())? else { break };
-                if let Some(bytes) = lists.remove(&k).map_err(self.db_err())? {
-                    let listed: HashSet<[u8; 16]> =
-                        view.decode_list(&k, &bytes)?.0.into_iter().map(|(_, h)| h).collect();
-                    for h in listed {
-                        if let Some(n) = counts.get_mut(&h) {
-                            *n -= 1;
-                            if *n == 0 {
-                                counts.remove(&h);
-                                dead.remove(&h[..]);
-                            }
+                let Some(bytes) = lists.remove(&k).map_err(self.db_err())? else { continue };
+                for h in view.hashes_of(&k, &bytes)? {
+                    if let Some(n) = counts.get_mut(&h) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&h);
+                            dead.push(h);
                         }
                     }
                 }
             }
-            return blobs.apply_batch(dead).map_err(self.db_err());
+            return self.remove_blobs(&dead);
         }
         if count <= RETAINED {
             // Nothing to drop: the sweep and the counts wait for the first snapshot that drops
@@ -217,20 +207,19 @@ impl Store {
         let mut counts: HashMap<[u8; 16], u32> = HashMap::new();
         for item in lists.iter() {
             let (k, v) = item.map_err(self.db_err())?;
-            let listed: HashSet<[u8; 16]> = view.decode_list(&k, &v)?.0.into_iter().map(|(_, h)| h).collect();
-            for h in listed {
+            for h in view.hashes_of(&k, &v)? {
                 *counts.entry(h).or_default() += 1;
             }
         }
         let mut batch = sled::Batch::default();
-        for item in blobs.iter() {
+        for item in self.snapshot_blobs.iter() {
             let (k, _) = item.map_err(self.db_err())?;
             let dead = <[u8; 16]>::try_from(k.as_ref()).map_or(true, |h| !counts.contains_key(&h));
             if dead {
                 batch.remove(k);
             }
         }
-        blobs.apply_batch(batch).map_err(self.db_err())?;
+        self.snapshot_blobs.apply_batch(batch).map_err(self.db_err())?;
         *refs = Some(counts);
         Ok(())
     }
@@ -292,6 +281,11 @@ impl View<'_> {
         bincode::serde::decode_from_slice(v, bincode::config::standard())
             .map(|(m, _)| m)
             .map_err(|e| self.corrupt("snapshot".into(), e.to_string()))
+    }
+
+    /// The distinct body hashes of the object list `bytes` (of snapshot `k`).
+    fn hashes_of(&self, k: &[u8], bytes: &[u8]) -> Result<HashSet<[u8; 16]>> {
+        Ok(self.decode_list(k, bytes)?.0.into_iter().map(|(_, h)| h).collect())
     }
 
     fn decode_list(&self, k: &[u8], bytes: &[u8]) -> Result<ObjectList> {
@@ -409,10 +403,10 @@ mod tests {
         put(lib("a", "# first"));
         // The writer kept the bodies while it wrote them: before the snapshot, not by it.
         store.sync().unwrap();
-        assert!(store.blob_tree().unwrap().len() > 300, "bodies are kept while written");
+        assert!(store.snapshot_blobs.len() > 300, "bodies are kept while written");
         store.save_snapshot("two", "t", true, "{}".into()).unwrap();
         store.snapshot_done().unwrap();
-        let blobs = store.blob_tree().unwrap();
+        let blobs = &store.snapshot_blobs;
         let latest = store.latest_snapshots(2).unwrap();
         let live: HashSet<[u8; 16]> =
             latest.iter().flat_map(|s| s.objects.values().map(|v| hash(&serde_json::to_vec(&**v).unwrap()))).collect();
@@ -429,7 +423,7 @@ mod tests {
     /// The blobs stored, and the hashes of every object of every retained snapshot.
     fn stored_and_shown(store: &Store) -> (HashSet<[u8; 16]>, HashSet<[u8; 16]>) {
         let stored =
-            store.blob_tree().unwrap().iter().map(|r| <[u8; 16]>::try_from(r.unwrap().0.as_ref()).unwrap()).collect();
+            store.snapshot_blobs.iter().map(|r| <[u8; 16]>::try_from(r.unwrap().0.as_ref()).unwrap()).collect();
         let shown = store
             .latest_snapshots(RETAINED + 1)
             .unwrap()
