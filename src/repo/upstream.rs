@@ -142,17 +142,14 @@ struct FileLock {
 }
 
 fn lock(path: &Path) -> Result<FileLock, RepoError> {
-    use std::os::fd::AsRawFd;
     let io = |source| RepoError::Io { path: path.to_path_buf(), source };
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io)?;
     loop {
-        // SAFETY: flock on a descriptor we own; released when `file` closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(FileLock { _file: file });
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(io(e));
+        // Released when `file` closes.
+        match file.lock() {
+            Ok(()) => return Ok(FileLock { _file: file }),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
         }
     }
 }

@@ -365,7 +365,7 @@ impl AcceptBackoff {
     }
 
     fn should_log(&self) -> bool {
-        self.failures == 1 || self.failures % 60 == 0
+        self.failures == 1 || self.failures.is_multiple_of(60)
     }
 
     fn reset(&mut self) {

@@ -698,22 +698,16 @@ pub fn now_rfc3339() -> String {
 /// dropped is closed by sled's background threads a moment later, and opening it again before
 /// then fails as "in use".
 fn wait_for_release(file: &Path) {
-    use std::os::fd::AsRawFd;
     let Ok(f) = std::fs::File::open(file) else { return };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        // SAFETY: flock on a valid descriptor we own; released at once (and when `f` closes).
-        let free = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if free {
-            // SAFETY: as above.
-            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
-            return;
-        }
+    // Released at once, and when `f` closes.
+    while !matches!(f.try_lock(), Ok(())) {
         if std::time::Instant::now() >= deadline {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    let _ = f.unlock();
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub(in crate::api) fn decode_base64(s: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let data: Vec<u8> = s.bytes().filter(|c| *c != b'\r' && *c != b'\n').collect();
-    if data.len() % 4 != 0 {
+    if !data.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(data.len() / 4 * 3);

@@ -40,7 +40,7 @@ impl<'a, 'b> Output<'a, 'b> {
             return false;
         }
         self.writes += 1;
-        if self.writes % CHECK_EVERY == 0 {
+        if self.writes.is_multiple_of(CHECK_EVERY) {
             if let Some(why) = self.budget.exhausted() {
                 self.stopped = Some(why.to_string());
                 return false;
