@@ -218,21 +218,13 @@ fn rejoin(words: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(words.len());
     let mut glue = false;
     for w in words {
-        if w == "=" || w == ":" {
-            match out.last_mut() {
-                Some(last) => last.push_str(w),
-                None => out.push(w.clone()),
-            }
-            glue = true;
-        } else if glue {
-            match out.last_mut() {
-                Some(last) => last.push_str(w),
-                None => out.push(w.clone()),
-            }
-            glue = false;
-        } else {
-            out.push(w.clone());
+        // A separator joins the word before it, and the word after it joins them.
+        let separator = w == "=" || w == ":";
+        match out.last_mut() {
+            Some(last) if separator || glue => last.push_str(w),
+            _ => out.push(w.clone()),
         }
+        glue = separator;
     }
     out
 }

@@ -402,8 +402,13 @@ fn parse_all(files: &[&(PathBuf, String)], diags: &mut Vec<project::Diagnostic>)
 /// The object a document stands for, as the loader applies it: with the origin annotation.
 pub fn input_object(doc: &Value) -> Value {
     let mut v = doc.clone();
-    meta::set_annotation(&mut v, ORIGIN_ANNOTATION, ORIGIN_FILE);
+    mark_input(&mut v);
     v
+}
+
+/// [`input_object`] in place.
+fn mark_input(doc: &mut Value) {
+    meta::set_annotation(doc, ORIGIN_ANNOTATION, ORIGIN_FILE);
 }
 
 /// Applies documents; `loaded` holds objects already defined (carried over), `elsewhere` finds
@@ -419,7 +424,7 @@ fn apply_documents(
     summary: &mut LoadSummary,
 ) -> BTreeMap<ObjectKey, (SourceLoc, usize)> {
     for mut doc in docs {
-        meta::set_annotation(&mut doc.value, ORIGIN_ANNOTATION, ORIGIN_FILE);
+        mark_input(&mut doc.value);
         match txn.apply(&doc.value, INPUT) {
             Ok((key, outcome)) => {
                 if let Some(first) = loaded.get(&key).map(|(l, _)| l.clone()).or_else(|| elsewhere(&key)) {

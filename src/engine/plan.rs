@@ -52,7 +52,7 @@ impl Engine {
         req: PlanRequest,
         reply: Sender<ServerMessage>,
     ) -> Option<Result<Reply, ErrorReport>> {
-        let dir = self.state_dir.join(format!("plan-{}", uuid::Uuid::new_v4()));
+        let dir = self.state_dir.join(format!("{PLAN_DIR_PREFIX}{}", uuid::Uuid::new_v4()));
         let job = match self.prepare_plan(&dir, req, reply.clone()) {
             Ok(job) => job,
             Err(e) => {
@@ -220,7 +220,7 @@ struct PlanJob {
 impl PlanJob {
     /// Loads and runs the copy, and compares it with the served store as it is then.
     fn run(self) -> Result<Reply, ErrorReport> {
-        let PlanJob { dir, layout, deleted, req, options, served, progress } = self;
+        let PlanJob { dir, layout, deleted, req, options, served: before, progress } = self;
         let dir = dir.as_path();
         let (stop_tx, _stop_rx) = crossbeam_channel::bounded(1);
         let (own_tx, _own_rx) = crossbeam_channel::unbounded();
@@ -279,7 +279,6 @@ impl PlanJob {
         take(&rx);
         let run = answer.ok_or_else(|| internal("the plan's run ended without an answer"))??;
         let after = copy.store.reader();
-        let before = served;
         let keys: BTreeSet<ObjectKey> = before
             .with(|s| s.objects.keys().cloned().collect::<Vec<_>>())
             .into_iter()
@@ -321,6 +320,9 @@ impl PlanJob {
     }
 }
 
+/// How the directories of plans (`<state>/plan-<uuid>`) begin.
+const PLAN_DIR_PREFIX: &str = "plan-";
+
 /// Removes a plan's directory (the copy of the store, the ref's files).
 fn remove_plan_dir(dir: &std::path::Path) {
     if dir.exists() {
@@ -335,7 +337,7 @@ fn remove_plan_dir(dir: &std::path::Path) {
 pub(super) fn remove_stale(state_dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(state_dir) else { return };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("plan-") && entry.path().is_dir() {
+        if entry.file_name().to_string_lossy().starts_with(PLAN_DIR_PREFIX) && entry.path().is_dir() {
             remove_plan_dir(&entry.path());
         }
     }

@@ -204,10 +204,6 @@ fn a_plan_does_not_hold_up_the_engine() {
     // The plan's copy of the store does not outlive the server's next start.
     let _s = p.start();
     p.cli(&["get", "devices"]).ok();
-    let left: Vec<_> = std::fs::read_dir(p.path(".choreo"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("plan-"))
-        .collect();
+    let left = plan_copies(&p.path(".choreo"));
     assert!(left.is_empty(), "{left:?}");
 }

@@ -593,11 +593,7 @@ fn plan_at_a_ref_previews_a_context_switch_without_making_it() {
     assert_eq!(g.git(&clone, &["status", "--porcelain"]), "");
     assert_eq!(g.git(&clone, &["rev-parse", "HEAD"]), second);
     assert!(welcome(&s, "bob").is_some() && welcome(&s, "carol").is_none());
-    let leftovers: Vec<_> = std::fs::read_dir(g.path("state"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("plan-"))
-        .collect();
+    let leftovers = plan_copies(&g.path("state"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // The switch makes what the plan said.

@@ -66,6 +66,15 @@ impl TestProject {
     }
 }
 
+/// The names of the plan copies (`plan-*`) left in `dir`, the server's state directory.
+pub fn plan_copies(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("plan-"))
+        .collect()
+}
+
 /// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
