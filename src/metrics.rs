@@ -102,6 +102,8 @@ pub struct Metrics {
     queue_depth: AtomicU64,
     watches: AtomicU64,
     sdc_passes: AtomicU64,
+    ahead_used: AtomicU64,
+    ahead_discarded: AtomicU64,
     guarded: Mutex<Guarded>,
 }
 
@@ -135,6 +137,8 @@ pub fn global() -> &'static Metrics {
         queue_depth: AtomicU64::new(0),
         watches: AtomicU64::new(0),
         sdc_passes: AtomicU64::new(0),
+        ahead_used: AtomicU64::new(0),
+        ahead_discarded: AtomicU64::new(0),
         guarded: Mutex::new(Guarded::default()),
     })
 }
@@ -191,6 +195,12 @@ impl Metrics {
 
     pub fn fetch(&self, success: bool) {
         if success { &self.fetches_ok } else { &self.fetches_failed }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reconcile the worker started ahead of its turn was used (its inputs had not changed)
+    /// or thrown away.
+    pub fn ahead(&self, used: bool) {
+        if used { &self.ahead_used } else { &self.ahead_discarded }.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_queue_depth(&self, n: usize) {
@@ -309,6 +319,18 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
     for (name, s) in &g.reconcilers {
         s.duration.render(&mut out, "choreo_reconcile_duration_seconds", &format!("reconciler=\"{}\"", escape(name)));
     }
+    family(
+        &mut out,
+        "choreo_reconciles_ahead_total",
+        "counter",
+        "Reconciles the worker started while the one before was stored, by result (used; discarded: its inputs changed).",
+    );
+    let _ = writeln!(out, "choreo_reconciles_ahead_total{{result=\"used\"}} {}", m.ahead_used.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "choreo_reconciles_ahead_total{{result=\"discarded\"}} {}",
+        m.ahead_discarded.load(Ordering::Relaxed)
+    );
     family(&mut out, "choreo_queue_depth", "gauge", "Items waiting in the runner's queue (ready and delayed).");
     let _ = writeln!(out, "choreo_queue_depth {}", m.queue_depth.load(Ordering::Relaxed));
     family(&mut out, "choreo_watches", "gauge", "Open `get -w` and `wait` streams.");

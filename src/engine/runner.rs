@@ -305,7 +305,14 @@ impl Work {
         self.reconciles += 1;
         self.burst_started.get_or_insert_with(Instant::now);
         let began = Instant::now();
-        let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt));
+        // The next item, when its reconciler can start it ahead (it runs in the worker): it
+        // then overlaps this reconcile's store work.
+        let next = self.queue.ready.front().filter(|(i, _)| controllers[*i].runtime.runs_ahead()).map(|(i, k)| Ahead {
+            controller: &controllers[*i],
+            key: k.clone(),
+            run_deadline: opts.deadline,
+        });
+        let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt), next);
         let result = match &outcome {
             Outcome::Error(_) => crate::metrics::Outcome::Error,
             Outcome::Requeue { .. } => crate::metrics::Outcome::Requeue,
@@ -480,13 +487,19 @@ fn task_id(reconciler: &str, key: &ObjectKey) -> String {
 
 /// Runs one reconcile in its own transaction, committed unless it failed (then its writes are
 /// dropped).
-fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget<'_>) -> Outcome {
+fn reconcile_one(
+    store: &Store,
+    c: &Controller,
+    key: &ObjectKey,
+    budget: &Budget<'_>,
+    next: Option<Ahead<'_>>,
+) -> Outcome {
     let mut txn = store.begin();
     let Some(obj) = txn.get(key) else {
         return Outcome::Done;
     };
     let outcome = {
-        let mut client = TxnClient { txn: &mut txn };
+        let mut client = TxnClient { txn: &mut txn, next };
         match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client, budget))) {
             Ok(o) => o,
             Err(panic) => {
@@ -513,6 +526,42 @@ fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget
 /// The store as reconcilers see it, over one transaction.
 pub struct TxnClient<'t, 's> {
     pub txn: &'t mut Txn<'s>,
+    /// The reconcile to start ahead when the runtime says its own work is done.
+    next: Option<Ahead<'t>>,
+}
+
+/// A queued reconcile that may start ahead of its turn.
+struct Ahead<'a> {
+    controller: &'a Controller,
+    key: ObjectKey,
+    run_deadline: Option<Instant>,
+}
+
+impl Ahead<'_> {
+    /// Starts it from the committed state (what it reads when its turn comes, unless the
+    /// reconcile before it changes that; its runtime then sees the difference and reconciles
+    /// again).
+    fn start(self, store: &Store) {
+        let cfg = &self.controller.cfg;
+        let input = store.with(|s| {
+            let stored = s.objects.get(&self.key)?;
+            let object = String::from_utf8(stored.json().to_vec()).ok()?;
+            let children = (!cfg.owns.is_empty() && !stored.uid().is_empty()).then(|| {
+                let mut keys: Vec<ObjectKey> = s
+                    .owned_by(stored.uid())
+                    .filter(|k| cfg.owns.iter().any(|r| r.group == k.group && r.kind == k.kind))
+                    .cloned()
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                keys
+            });
+            Some(crate::reconcile::AheadInput { object, children, run_deadline: self.run_deadline })
+        });
+        if let Some(input) = input {
+            self.controller.runtime.start_ahead(input);
+        }
+    }
 }
 
 fn client_error(e: StoreError) -> ClientError {
@@ -620,6 +669,12 @@ impl Client for TxnClient<'_, '_> {
 
     fn now(&self) -> String {
         self.txn.now().to_string()
+    }
+
+    fn ahead(&mut self) {
+        if let Some(next) = self.next.take() {
+            next.start(self.txn.store());
+        }
     }
 }
 
@@ -799,5 +854,68 @@ mod tests {
         let (report, _) = drive(&store, &[controller("any", false, |_, _, _| Outcome::Done)], &stopped);
         assert!(!report.success);
         assert!(report.message.contains("run stop"), "{}", report.message);
+    }
+
+    /// Records what it is asked to start ahead; its reconcile is `FnRuntime`'s.
+    struct AheadRuntime(Box<Body>, Arc<std::sync::Mutex<Vec<crate::reconcile::AheadInput>>>);
+
+    impl Runtime for AheadRuntime {
+        fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
+            (self.0)(object, client, budget)
+        }
+
+        fn runs_ahead(&self) -> bool {
+            true
+        }
+
+        fn start_ahead(&self, input: crate::reconcile::AheadInput) {
+            self.1.lock().unwrap().push(input);
+        }
+    }
+
+    #[test]
+    fn the_next_reconcile_starts_ahead_from_the_committed_state() {
+        let (_dir, store) = store(3);
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // w0's reconcile labels w1 (uncommitted when it says its own work is done) and every
+        // reconcile creates a Part.
+        let mut c = controller("ahead", true, |_, _, _| Outcome::Done);
+        c.runtime = Box::new(AheadRuntime(
+            Box::new(|obj, client, _| {
+                let name = object::name(obj).unwrap().to_string();
+                let manager = "ahead";
+                if name == "w0" {
+                    let mut w1 = object("Widget", "w1");
+                    w1["metadata"]["labels"] = json!({"touched": "yes"});
+                    client.apply(&w1, manager).unwrap();
+                }
+                let mut part = object("Part", &format!("{name}-part"));
+                part["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1", "kind": "Widget",
+                    "name": name, "uid": object::uid(obj).unwrap(), "controller": true}]);
+                client.apply_unread(&part, manager).unwrap();
+                client.ahead();
+                Outcome::Done
+            }),
+            started.clone(),
+        ));
+        let (report, _) = drive(&store, &[c], &Interrupt::default());
+        assert!(report.success, "{}", report.message);
+        let started = started.lock().unwrap();
+        let names: Vec<String> = started
+            .iter()
+            .map(|i| object::name(&serde_json::from_str::<Value>(&i.object).unwrap()).unwrap().to_string())
+            .collect();
+        // w1 and w2 are started ahead, each once; w1 again after w0's change queued it.
+        assert_eq!(&names[..2], ["w1", "w2"], "{names:?}");
+        let first: Value = serde_json::from_str(&started[0].object).unwrap();
+        assert!(first["metadata"].get("labels").is_none(), "w0's write was not committed yet: {first}");
+        assert_eq!(started[0].children, Some(vec![]), "w1 owns nothing yet");
+        // The object text is the stored text, so a turn that finds it unchanged can use it.
+        let stored = store.with(|s| {
+            s.objects
+                .get(&ObjectKey::new(&GroupKind::new("example.com", "Widget"), "default", "w2"))
+                .map(|o| o.json().to_vec())
+        });
+        assert_eq!(started[1].object.as_bytes(), stored.unwrap().as_slice());
     }
 }

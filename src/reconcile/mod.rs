@@ -149,6 +149,21 @@ pub trait Client {
 
     /// The RFC 3339 time of this reconcile (for condition transition times).
     fn now(&self) -> String;
+
+    /// Called by a runtime once its own computation is over and only the store work of its
+    /// result remains (the deferred calls and the commit): the moment a client that knows the
+    /// next reconcile may start it ahead with [`Runtime::start_ahead`]. Most clients do nothing.
+    fn ahead(&mut self) {}
+}
+
+/// The inputs of a reconcile started ahead: its for-object as stored (compact JSON), the keys
+/// of its children of the reconciler's `owns` kinds (sorted; `None` without `owns`), and the
+/// run's deadline.
+#[derive(Debug, Clone)]
+pub struct AheadInput {
+    pub object: String,
+    pub children: Option<Vec<crate::api::object::ObjectKey>>,
+    pub run_deadline: Option<std::time::Instant>,
 }
 
 /// A compiled reconciler, ready to run any number of times (from one thread at a time).
@@ -156,4 +171,17 @@ pub trait Runtime: Send {
     /// Reconciles `object` (the current for-object, with `managedFields`), stopping with an
     /// error when `budget` runs out.
     fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome;
+
+    /// Whether this runtime can start a reconcile ahead (it runs somewhere else than the
+    /// calling thread, so the two overlap).
+    fn runs_ahead(&self) -> bool {
+        false
+    }
+
+    /// Starts reconciling `input` while the caller finishes the reconcile before it. The next
+    /// [`Runtime::reconcile`] uses that result only if its own inputs are the same (for-object
+    /// and children keys): the reconcile then computed exactly what it would compute now, and
+    /// its store calls are answered then, from the state of that moment. Otherwise the
+    /// result is thrown away, unseen. Runtimes that do not run ahead ignore this.
+    fn start_ahead(&self, _input: AheadInput) {}
 }

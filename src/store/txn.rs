@@ -99,6 +99,11 @@ pub struct Txn<'s> {
 }
 
 impl<'s> Txn<'s> {
+    /// The store this transaction reads and will write.
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
     pub(super) fn new(store: &'s Store) -> Self {
         Txn {
             store,

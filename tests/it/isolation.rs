@@ -116,3 +116,61 @@ fn str_of_a_value_that_shares_its_parts_exponentially_fails_the_reconcile() {
     );
     p.cli(&["server", "get"]).ok();
 }
+
+/// leaf1's reconcile labels spine1; spine1's records its label, and spine2's reads spine1's
+/// status through a call. Whatever the worker starts ahead of its turn, each reconcile must see
+/// the writes of the ones before it, as one at a time would.
+const CHAINED: &str = r#"
+def reconcile(self):
+    name = self["metadata"]["name"]
+    device = get_resource("net.example.org/v1alpha1", "Device")["resource"]
+    status = self.get("status", {})
+    if name == "leaf1":
+        other = client_get("spine1", "default", device)["resource"]
+        other["metadata"]["labels"] = {"touched": "by-leaf1"}
+        client_update(other)
+    if name == "spine2":
+        spine1 = client_get("spine1", "default", device)["resource"]
+        status["spine1Saw"] = spine1.get("status", {}).get("saw", "nothing yet")
+    status["saw"] = self["metadata"].get("labels", {}).get("touched", "no label")
+    self["status"] = status
+    return reconcile_result(self, False, 0, "", False)
+"#;
+
+#[test]
+fn a_reconcile_started_ahead_sees_what_the_one_before_it_wrote() {
+    let p = fabric_with(CHAINED, "{}");
+    let crd = "crds/net.example.org_devices.yaml";
+    let text = std::fs::read_to_string(p.path(crd)).unwrap();
+    let fields =
+        "interfaceCount: {type: integer}\n              saw: {type: string}\n              spine1Saw: {type: string}";
+    p.write(crd, &text.replace("interfaceCount: {type: integer}", fields));
+    p.write(
+        "in/spine2.yaml",
+        "apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: spine2\n  namespace: default\nspec:\n  asn: 64602\n",
+    );
+    for isolation in ["process", "thread"] {
+        let _ = std::fs::remove_dir_all(p.path(".choreo"));
+        let s = Server::start(&p.socket, &[p.dir.to_str().unwrap(), "--reconciler-isolation", isolation]);
+        let run = p.cli(&["run", "once"]);
+        assert_eq!(run.code, 0, "{isolation}: {run:?}\n{}", s.log());
+        let get =
+            |name: &str| p.cli(&["get", "devices.net.example.org", name, "-o", "json"]).ok().json()["status"].clone();
+        assert_eq!(get("spine1")["saw"], "by-leaf1", "{isolation}");
+        assert_eq!(get("leaf1")["saw"], "no label", "{isolation}");
+        assert_eq!(get("spine2")["spine1Saw"], "by-leaf1", "{isolation}");
+        if isolation == "process" {
+            // Both paths ran: spine1's reconcile started ahead and was thrown away (leaf1 changed
+            // its input), others started ahead were used.
+            let metrics = p.cli(&["metrics"]).ok().stdout;
+            let count = |result: &str| -> f64 {
+                let line = format!("choreo_reconciles_ahead_total{{result=\"{result}\"}} ");
+                metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).unwrap().parse().unwrap()
+            };
+            assert!(count("discarded") >= 1.0, "{metrics}");
+            assert!(count("used") >= 1.0, "{metrics}");
+        }
+        p.cli(&["server", "stop"]).ok();
+        drop(s);
+    }
+}

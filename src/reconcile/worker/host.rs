@@ -6,6 +6,13 @@
 //! a reconcile that overruns its deadline by [`GRACE`] is killed too. A worker that died (or was
 //! killed) is reaped, its last stderr lines become the error, and the next reconcile starts a
 //! new one and compiles the reconcilers again.
+//!
+//! The worker and the server overlap: once a reconcile's result is in, the next queued reconcile
+//! is sent ([`Runtime::start_ahead`]) while the server stores the result. Its turn compares the
+//! inputs it was sent (for-object text, children keys) with the current ones and uses it only
+//! when they are equal; its store calls are answered then, so it reads what a reconcile started
+//! at that moment would. A changed input discards it unseen (its calls fail, its logs are
+//! dropped) and it runs again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,11 +30,18 @@ use super::wire::{self, Answer, Call, End, FromWorker, Key, ToWorker};
 use super::GRACE;
 use crate::api::object::ObjectKey;
 use crate::reconcile::{
-    Budget, Client, ClientError, Exhausted, Interrupt, Outcome, ReconcilerConfig, ResourceRef, Runtime, Selector,
+    AheadInput, Budget, Client, ClientError, Exhausted, Interrupt, Outcome, ReconcilerConfig, ResourceRef, Runtime,
+    Selector,
 };
 
 /// The longest a wait sleeps before it looks at the interrupt and the deadline again.
 const SLICE: Duration = Duration::from_millis(100);
+/// How long a reconcile started ahead and not needed may take to finish before its worker is
+/// stopped instead (and started again by the next reconcile).
+const DISCARD_WAIT: Duration = Duration::from_millis(200);
+/// How long a reconcile started ahead stays usable: its inputs are compared when its turn
+/// comes, but its clock (`now`) is that of its start.
+const AHEAD_FRESH: Duration = Duration::from_secs(1);
 /// How long a new worker may take to greet.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The stderr lines of a worker kept for the error when it dies.
@@ -47,6 +61,19 @@ struct State {
     proc: Option<Proc>,
     /// The generation of the set the running worker compiled.
     compiled: Option<u64>,
+    /// The reconcile the worker was given ahead of its turn, still running or done and unread.
+    ahead: Option<Ahead>,
+}
+
+/// A reconcile sent ahead: what it was sent with, to compare with what its turn would send.
+struct Ahead {
+    generation: u64,
+    index: usize,
+    object: String,
+    children: Option<Vec<Key>>,
+    sent: Instant,
+    /// When it overruns (its own deadline plus grace).
+    hard: Option<Instant>,
 }
 
 /// What one compile sends, kept to compile again in a new worker.
@@ -141,6 +168,9 @@ impl State {
     /// Compiles `set` (starting a worker if none runs). `Err((reconciler being compiled, why))`
     /// when the worker could not start, died or overran.
     fn compile(&mut self, w: &Worker, set: &CompileSet) -> Result<Vec<Option<String>>, (Option<usize>, String)> {
+        if let Some(a) = self.ahead.take() {
+            self.discard(w, a);
+        }
         self.ensure_running(w).map_err(|e| (None, e))?;
         let msg = ToWorker::Compile {
             generation: set.generation,
@@ -228,10 +258,7 @@ impl State {
         let got = proc.recv(&w.interrupt, deadline, budget);
         if got.is_err() {
             // Whatever stopped the wait, this worker is done: dead already, or killed now.
-            if let Some(p) = self.proc.take() {
-                p.kill();
-            }
-            self.compiled = None;
+            self.kill();
         }
         got
     }
@@ -241,6 +268,34 @@ impl State {
             p.kill();
         }
         self.compiled = None;
+        self.ahead = None;
+    }
+
+    /// Lets a reconcile sent ahead finish unseen: its store calls fail (so it changes nothing),
+    /// its logs are dropped (it runs again and logs then), and if it does not end soon its
+    /// worker is stopped.
+    fn discard(&mut self, w: &Worker, a: Ahead) {
+        let soon = Instant::now() + DISCARD_WAIT;
+        let deadline = a.hard.map_or(soon, |h| h.min(soon));
+        loop {
+            match self.recv(w, Some(deadline), None) {
+                Ok(FromWorker::Calls { .. }) => {
+                    let answer =
+                        Answer::Failed { message: "the reconcile started ahead is not needed".into(), fatal: true };
+                    if self.send(&ToWorker::Reply(answer)).is_err() {
+                        return;
+                    }
+                }
+                Ok(FromWorker::Log { .. }) => {}
+                Ok(FromWorker::End { .. }) => return,
+                Ok(_) => {
+                    self.kill();
+                    return;
+                }
+                // The wait stopped the worker (or it had died): the next reconcile starts one.
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -483,15 +538,48 @@ impl Isolated {
             return None;
         }
         let keys = client.child_keys_of(uid, &self.cfg.owns).ok()?;
-        Some(
-            keys.into_iter()
-                .map(|k| Key { group: k.group, kind: k.kind, namespace: k.namespace, name: k.name })
-                .collect(),
-        )
+        Some(keys.into_iter().map(key_of).collect())
     }
 }
 
 impl Runtime for Isolated {
+    fn runs_ahead(&self) -> bool {
+        true
+    }
+
+    fn start_ahead(&self, input: AheadInput) {
+        let w = &*self.worker;
+        let mut st = w.lock();
+        // Only into an idle worker that has this reconciler's code.
+        if st.ahead.is_some() || st.proc.is_none() || st.compiled != Some(self.set.generation) {
+            return;
+        }
+        let at = Instant::now();
+        let deadline = at.checked_add(self.cfg.limits.timeout);
+        let left =
+            |d: Option<Instant>| d.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64);
+        let children: Option<Vec<Key>> = input.children.map(|keys| keys.into_iter().map(key_of).collect());
+        let msg = ToWorker::Reconcile {
+            generation: self.set.generation,
+            index: self.index as u32,
+            object: input.object,
+            now: crate::store::now_rfc3339(),
+            timeout_ms: left(deadline),
+            run_timeout_ms: left(input.run_deadline),
+            children,
+        };
+        let hard = match (deadline, input.run_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .and_then(|d| d.checked_add(GRACE));
+        if st.send(&msg).is_ok() {
+            let ToWorker::Reconcile { object, children, .. } = msg else { return };
+            st.ahead =
+                Some(Ahead { generation: self.set.generation, index: self.index, object, children, sent: at, hard });
+        }
+    }
+
     fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         let w = &*self.worker;
         let mut st = w.lock();
@@ -505,20 +593,50 @@ impl Runtime for Isolated {
                 Err((_, why)) => return Outcome::Error(format!("starting a reconcile worker: {why}")),
             }
         }
-        let at = Instant::now();
-        let left =
-            |d: Option<Instant>| d.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64);
-        let msg = ToWorker::Reconcile {
-            generation: self.set.generation,
-            index: self.index as u32,
-            object: object.to_string(),
-            now: client.now(),
-            timeout_ms: left(budget.deadline),
-            run_timeout_ms: left(budget.run_deadline),
-            children: self.children_ahead(object, client),
+        let text = object.to_string();
+        let children = self.children_ahead(object, client);
+        // A reconcile started ahead with exactly these inputs computed what this one would.
+        let adopted = match st.ahead.take() {
+            Some(a)
+                if a.generation == self.set.generation
+                    && a.index == self.index
+                    && a.object == text
+                    && a.children == children
+                    && a.sent.elapsed() < AHEAD_FRESH =>
+            {
+                crate::metrics::global().ahead(true);
+                true
+            }
+            Some(a) => {
+                crate::metrics::global().ahead(false);
+                st.discard(w, a);
+                false
+            }
+            None => false,
         };
-        if let Err(e) = st.send(&msg) {
-            return Outcome::Error(e);
+        if !adopted {
+            if st.compiled != Some(self.set.generation) {
+                // Discarding stopped the worker: start and compile again.
+                if let Err((_, why)) = st.compile(w, &self.set) {
+                    return Outcome::Error(format!("starting a reconcile worker: {why}"));
+                }
+            }
+            let at = Instant::now();
+            let left = |d: Option<Instant>| {
+                d.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64)
+            };
+            let msg = ToWorker::Reconcile {
+                generation: self.set.generation,
+                index: self.index as u32,
+                object: text,
+                now: client.now(),
+                timeout_ms: left(budget.deadline),
+                run_timeout_ms: left(budget.run_deadline),
+                children,
+            };
+            if let Err(e) = st.send(&msg) {
+                return Outcome::Error(e);
+            }
         }
         let hard = match (budget.deadline, budget.run_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -535,6 +653,12 @@ impl Runtime for Isolated {
                 }
                 Ok(FromWorker::Log { level, target, message }) => forward_log(level, &target, &message),
                 Ok(FromWorker::End { deferred, end }) => {
+                    // The worker is free: the next reconcile may start there while this one's
+                    // results are stored.
+                    drop(st);
+                    if !matches!(end, End::Error(_)) {
+                        client.ahead();
+                    }
                     if !deferred.is_empty() {
                         if let Answer::Failed { message, fatal } = answer(client, deferred, None) {
                             return if fatal {
@@ -588,6 +712,10 @@ fn answer(client: &mut dyn Client, deferred: Vec<Call>, call: Option<Call>) -> A
     }
 }
 
+fn key_of(k: ObjectKey) -> Key {
+    Key { group: k.group, kind: k.kind, namespace: k.namespace, name: k.name }
+}
+
 fn failed(e: ClientError) -> Answer {
     Answer::Failed { message: e.message, fatal: e.fatal }
 }
@@ -623,13 +751,9 @@ fn make(client: &mut dyn Client, call: Call) -> Result<Answer, ClientError> {
         Call::ChildrenOf { owner_uid, kinds } => {
             Answer::Objects(client.children_of(&owner_uid, &refs(kinds))?.iter().map(Value::to_string).collect())
         }
-        Call::ChildKeysOf { owner_uid, kinds } => Answer::Keys(
-            client
-                .child_keys_of(&owner_uid, &refs(kinds))?
-                .into_iter()
-                .map(|k| Key { group: k.group, kind: k.kind, namespace: k.namespace, name: k.name })
-                .collect(),
-        ),
+        Call::ChildKeysOf { owner_uid, kinds } => {
+            Answer::Keys(client.child_keys_of(&owner_uid, &refs(kinds))?.into_iter().map(key_of).collect())
+        }
         Call::DeleteKey(k) => {
             client.delete_key(&ObjectKey { group: k.group, kind: k.kind, namespace: k.namespace, name: k.name })?;
             Answer::Unit
