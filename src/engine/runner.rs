@@ -306,12 +306,14 @@ impl Work {
         self.burst_started.get_or_insert_with(Instant::now);
         let began = Instant::now();
         // The next item, when its reconciler can start it ahead (it runs in the worker): it
-        // then overlaps this reconcile's store work.
-        let next = self.queue.ready.front().filter(|(i, _)| controllers[*i].runtime.runs_ahead()).map(|(i, k)| Ahead {
-            controller: &controllers[*i],
-            key: k.clone(),
-            run_deadline: opts.deadline,
-        });
+        // then overlaps this reconcile's store work. Not when it is this object again (another
+        // reconciler of it): this reconcile's writes to it would make that start useless.
+        let next = self
+            .queue
+            .ready
+            .front()
+            .filter(|(i, k)| k != key && controllers[*i].runtime.runs_ahead())
+            .map(|(i, k)| Ahead { controller: &controllers[*i], key: k.clone(), run_deadline: opts.deadline });
         let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt), next);
         let result = match &outcome {
             Outcome::Error(_) => crate::metrics::Outcome::Error,

@@ -129,10 +129,12 @@ def reconcile(self):
         other = client_get("spine1", "default", device)["resource"]
         other["metadata"]["labels"] = {"touched": "by-leaf1"}
         client_update(other)
-    if name == "spine2":
+    # Each keeps its first observation: a reconcile that saw a stale state would leave it there.
+    if name == "spine2" and "spine1Saw" not in status:
         spine1 = client_get("spine1", "default", device)["resource"]
         status["spine1Saw"] = spine1.get("status", {}).get("saw", "nothing yet")
-    status["saw"] = self["metadata"].get("labels", {}).get("touched", "no label")
+    if "saw" not in status:
+        status["saw"] = self["metadata"].get("labels", {}).get("touched", "no label")
     self["status"] = status
     return reconcile_result(self, False, 0, "", False)
 "#;

@@ -9,8 +9,8 @@
 //!
 //! The worker and the server overlap: once a reconcile's result is in, the next queued reconcile
 //! is sent ([`Runtime::start_ahead`]) while the server stores the result. Its turn compares the
-//! inputs it was sent (for-object text, children keys) with the current ones and uses it only
-//! when they are equal; its store calls are answered then, so it reads what a reconcile started
+//! inputs it was sent (for-object text, children keys, clock to the second) with the current
+//! ones and uses it only when they are equal and it started at most [`AHEAD_FRESH`] before; its store calls are answered then, so it reads what a reconcile started
 //! at that moment would. A changed input discards it unseen (its calls fail, its logs are
 //! dropped) and it runs again.
 
@@ -39,9 +39,9 @@ const SLICE: Duration = Duration::from_millis(100);
 /// How long a reconcile started ahead and not needed may take to finish before its worker is
 /// stopped instead (and started again by the next reconcile).
 const DISCARD_WAIT: Duration = Duration::from_millis(200);
-/// How long a reconcile started ahead stays usable: its inputs are compared when its turn
-/// comes, but its clock (`now`) is that of its start.
-const AHEAD_FRESH: Duration = Duration::from_secs(1);
+/// How long a reconcile started ahead stays usable (its deadline counts from its start, so it
+/// must not start much earlier than its turn; it is normally a commit's time ahead).
+const AHEAD_FRESH: Duration = Duration::from_millis(100);
 /// How long a new worker may take to greet.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The stderr lines of a worker kept for the error when it dies.
@@ -71,6 +71,9 @@ struct Ahead {
     index: usize,
     object: String,
     children: Option<Vec<Key>>,
+    /// The reconcile's clock (a second's resolution): used only if its turn comes in the same
+    /// second, so its condition times are those a reconcile started then would write.
+    now: String,
     sent: Instant,
     /// When it overruns (its own deadline plus grace).
     hard: Option<Instant>,
@@ -249,6 +252,7 @@ impl State {
             // A write fails when the worker is gone: say how it went.
             let how = self.proc.take().map_or_else(|| e.clone(), |p| p.reap());
             self.compiled = None;
+            self.ahead = None;
             format!("the reconcile worker died: {how}")
         })
     }
@@ -574,9 +578,16 @@ impl Runtime for Isolated {
         }
         .and_then(|d| d.checked_add(GRACE));
         if st.send(&msg).is_ok() {
-            let ToWorker::Reconcile { object, children, .. } = msg else { return };
-            st.ahead =
-                Some(Ahead { generation: self.set.generation, index: self.index, object, children, sent: at, hard });
+            let ToWorker::Reconcile { object, children, now, .. } = msg else { return };
+            st.ahead = Some(Ahead {
+                generation: self.set.generation,
+                index: self.index,
+                object,
+                children,
+                now,
+                sent: at,
+                hard,
+            });
         }
     }
 
@@ -595,6 +606,7 @@ impl Runtime for Isolated {
         }
         let text = object.to_string();
         let children = self.children_ahead(object, client);
+        let now = client.now();
         // A reconcile started ahead with exactly these inputs computed what this one would.
         let adopted = match st.ahead.take() {
             Some(a)
@@ -602,6 +614,7 @@ impl Runtime for Isolated {
                     && a.index == self.index
                     && a.object == text
                     && a.children == children
+                    && a.now == now
                     && a.sent.elapsed() < AHEAD_FRESH =>
             {
                 crate::metrics::global().ahead(true);
@@ -629,7 +642,7 @@ impl Runtime for Isolated {
                 generation: self.set.generation,
                 index: self.index as u32,
                 object: text,
-                now: client.now(),
+                now,
                 timeout_ms: left(budget.deadline),
                 run_timeout_ms: left(budget.run_deadline),
                 children,
