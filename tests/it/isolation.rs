@@ -176,3 +176,36 @@ fn a_reconcile_started_ahead_sees_what_the_one_before_it_wrote() {
         drop(s);
     }
 }
+
+#[test]
+fn a_reconcile_started_ahead_that_is_not_needed_and_does_not_end_is_stopped_with_its_worker() {
+    // spine1's reconcile never ends while spine1 has no label; leaf1's, which runs just before
+    // it, labels it. So the reconcile started ahead (unlabelled) must be thrown away, and as it
+    // does not end, its worker is stopped; the one at spine1's turn (labelled) ends at once.
+    let script = r#"
+def reconcile(self):
+    name = self["metadata"]["name"]
+    labels = self["metadata"].get("labels", {})
+    if name == "leaf1":
+        device = get_resource("net.example.org/v1alpha1", "Device")["resource"]
+        other = client_get("spine1", "default", device)["resource"]
+        other["metadata"]["labels"] = {"touched": "by-leaf1"}
+        client_update(other)
+    if name == "spine1" and "touched" not in labels:
+        n = 0
+        for i in range(1000000000):
+            n += 1
+    return reconcile_result(self, False, 0, "", False)
+"#;
+    let p = fabric_with(script, "{timeoutSeconds: 60}");
+    let s = p.start();
+    let before = worker_pids(&s);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", s.log());
+    let after = worker_pids(&s);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(before, after, "the worker running the unneeded reconcile was stopped and a new one started");
+    let spine1 = p.cli(&["get", "devices.net.example.org", "spine1", "-o", "json"]).ok().json();
+    assert_eq!(spine1["metadata"]["labels"]["touched"], "by-leaf1");
+}

@@ -608,6 +608,7 @@ impl Runtime for Isolated {
         let children = self.children_ahead(object, client);
         let now = client.now();
         // A reconcile started ahead with exactly these inputs computed what this one would.
+        let mut waited = false;
         let adopted = match st.ahead.take() {
             Some(a)
                 if a.generation == self.set.generation
@@ -623,9 +624,18 @@ impl Runtime for Isolated {
             Some(a) => {
                 crate::metrics::global().ahead(false);
                 st.discard(w, a);
+                waited = true;
                 false
             }
             None => false,
+        };
+        // What discarding took (a wait, maybe a new worker) is not this reconcile's time.
+        let restarted;
+        let budget = if waited {
+            restarted = Budget::start(budget.limits, budget.run_deadline, budget.interrupt);
+            &restarted
+        } else {
+            budget
         };
         if !adopted {
             if st.compiled != Some(self.set.generation) {
