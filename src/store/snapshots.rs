@@ -77,6 +77,17 @@ impl Store {
     /// finds them stored, until [`Store::snapshot_done`]. The engine calls it when a `run once`
     /// starts, whose end saves a snapshot.
     pub fn snapshot_coming(&self) {
+        // Until the snapshot, only the writer adds blobs and nothing removes any: when the tree
+        // is empty, or every blob in it is counted (see `blob_refs`), the writer needs no
+        // lookup to know whether a body is stored.
+        let known = match self.snapshot_blobs.is_empty() {
+            true => Some(HashSet::new()),
+            false => {
+                let refs = self.blob_refs.lock().unwrap_or_else(|p| p.into_inner());
+                refs.as_ref().map(|counts| counts.keys().copied().collect())
+            }
+        };
+        self.writer.set_known(known);
         self.snapshot_coming.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -84,6 +95,8 @@ impl Store {
     /// (a run that ended without one): no snapshot lists them.
     pub fn snapshot_done(&self) -> Result<()> {
         self.snapshot_coming.store(false, std::sync::atomic::Ordering::Relaxed);
+        // Unset before anything can fail: blobs are removed below (lookups are always right).
+        self.writer.set_known(None);
         self.write_objects(Vec::new(), Vec::new(), true)?;
         self.remove_blobs(&self.writer.take_created())
     }
@@ -96,6 +109,9 @@ impl Store {
         let lists = self.tree("snapshot_objects")?;
         let blobs = &self.snapshot_blobs;
         // Everything written so far in sled, and the blobs the writer created for it.
+        // Blobs are written and removed below: what the writer was told stops being true (unset
+        // before anything can fail; lookups are always right).
+        self.writer.set_known(None);
         self.write_objects(Vec::new(), Vec::new(), true)?;
         let created = self.writer.take_created();
         // Taken before anything is written, and put back only when the whole snapshot is: counts
@@ -438,16 +454,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let save = |store: &Store, i: usize| {
+            // As a run does: the writer keeps bodies (knowing every blob once counts exist), an
+            // intermediate state that does not last, then the final one.
+            store.snapshot_coming();
+            let lib = |name: &str, code: String| {
+                json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
+                    "metadata": {"name": name}, "spec": {"code": code}})
+            };
+            let mut txn = store.begin();
+            txn.apply(&lib("fresh", format!("# draft {i}")), ApplyOptions { manager: "m", force: false }).unwrap();
+            txn.commit_unsynced().unwrap();
             let mut txn = store.begin();
             // One body that comes back every seventh run, one that changes every run, one that
             // never changes.
             for (name, code) in [("cycle", format!("# {}", i % 7)), ("fresh", format!("# {i}")), ("same", "#".into())] {
-                let lib = json!({"apiVersion": "choreo.kform.dev/v1alpha1", "kind": "Library",
-                    "metadata": {"name": name}, "spec": {"code": code}});
-                txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
+                txn.apply(&lib(name, code), ApplyOptions { manager: "m", force: false }).unwrap();
             }
             txn.commit().unwrap();
             store.save_snapshot(&format!("id{i}"), "t", true, "{}".into()).unwrap();
+            store.snapshot_done().unwrap();
         };
         {
             let store = Store::open(&path).unwrap();

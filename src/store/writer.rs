@@ -12,6 +12,9 @@
 //! in the snapshot blob tree, unless it is there already, and remembers which blobs it created:
 //! the snapshot at the run's end then finds most bodies stored, and removes the created blobs it
 //! does not refer to (bodies of intermediate states), which no other snapshot can refer to.
+//! Whether a body is there already is a sled lookup per body, unless the store told the writer
+//! every blob the tree holds ([`Writer::set_known`]: an empty tree, or the reference counts of
+//! the retained snapshots).
 //!
 //! *Invariant:* knows sled trees and batches, not objects, events or the in-memory state.
 
@@ -36,6 +39,27 @@ pub(super) struct Job {
 /// Content hashes of blobs.
 pub(super) type Hashes = HashSet<[u8; 16]>;
 
+/// What the writer knows of the snapshot blob tree.
+#[derive(Default)]
+struct Blobs {
+    /// The blobs created from [`Job::bodies`] since [`Writer::take_created`].
+    created: Hashes,
+    /// Every blob the tree held when this was set, if known (besides `created`).
+    known: Option<Hashes>,
+}
+
+impl Blobs {
+    fn exists(&self, tree: &sled::Tree, h: &[u8; 16]) -> Result<bool, sled::Error> {
+        if self.created.contains(h) {
+            return Ok(true);
+        }
+        match &self.known {
+            Some(known) => Ok(known.contains(h)),
+            None => tree.contains_key(h),
+        }
+    }
+}
+
 enum Msg {
     Write(Job),
     /// Answered once every batch handed over before it is applied.
@@ -46,8 +70,7 @@ enum Msg {
 pub(super) struct Writer {
     tx: Option<Sender<Msg>>,
     failed: Arc<Mutex<Option<sled::Error>>>,
-    /// The blobs created from [`Job::bodies`] since [`Writer::take_created`].
-    created: Arc<Mutex<Hashes>>,
+    blobs: Arc<Mutex<Blobs>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -56,13 +79,13 @@ impl Writer {
     pub fn start() -> Writer {
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let failed = Arc::new(Mutex::new(None));
-        let created = Arc::new(Mutex::new(Hashes::new()));
-        let (f, c) = (failed.clone(), created.clone());
-        match std::thread::Builder::new().name("choreo-store-writer".into()).spawn(move || serve(rx, f, c)) {
-            Ok(thread) => Writer { tx: Some(tx), failed, created, thread: Some(thread) },
+        let blobs = Arc::new(Mutex::new(Blobs::default()));
+        let (f, b) = (failed.clone(), blobs.clone());
+        match std::thread::Builder::new().name("choreo-store-writer".into()).spawn(move || serve(rx, f, b)) {
+            Ok(thread) => Writer { tx: Some(tx), failed, blobs, thread: Some(thread) },
             Err(e) => {
                 log::warn!("cannot start the store's writer thread, writing inline: {e}");
-                Writer { tx: None, failed, created, thread: None }
+                Writer { tx: None, failed, blobs, thread: None }
             }
         }
     }
@@ -74,17 +97,28 @@ impl Writer {
                 Ok(()) => Ok(()),
                 // The thread is gone (it only ends when the handle drops): write inline.
                 Err(e) => match e.into_inner() {
-                    Msg::Write(job) => apply(job, &self.created),
+                    Msg::Write(job) => apply(job, &self.blobs),
                     Msg::Barrier(_) => Ok(()),
                 },
             },
-            None => apply(job, &self.created),
+            None => apply(job, &self.blobs),
         }
+    }
+
+    fn blobs(&self) -> std::sync::MutexGuard<'_, Blobs> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The blobs created since the last call (call after [`Writer::drain`]).
     pub fn take_created(&self) -> Hashes {
-        std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.blobs().created)
+    }
+
+    /// Tells the writer every blob the tree holds now (`None`: unknown, look each up). It must
+    /// stay true until it is unset: set it only while nothing but the writer adds or removes
+    /// blobs, and unset it before anything else does.
+    pub fn set_known(&self, known: Option<Hashes>) {
+        self.blobs().known = known;
     }
 
     /// Waits until every batch handed over is applied; the first failure since the last drain.
@@ -117,13 +151,13 @@ impl Drop for Writer {
     }
 }
 
-fn serve(rx: Receiver<Msg>, failed: Arc<Mutex<Option<sled::Error>>>, created: Arc<Mutex<Hashes>>) {
+fn serve(rx: Receiver<Msg>, failed: Arc<Mutex<Option<sled::Error>>>, blobs: Arc<Mutex<Blobs>>) {
     for msg in rx {
         match msg {
             Msg::Write(job) => {
                 // A panic inside sled must not pass for a written batch: it becomes the failure
                 // the next drain reports, and the thread goes on.
-                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(job, &created)))
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(job, &blobs)))
                     .unwrap_or_else(|p| {
                         let why = p
                             .downcast_ref::<&str>()
@@ -148,26 +182,26 @@ fn serve(rx: Receiver<Msg>, failed: Arc<Mutex<Option<sled::Error>>>, created: Ar
 
 /// Records first: after a crash between the two, the next open drops records whose owners never
 /// made it (see `Admission::restore`).
-fn apply(job: Job, created: &Mutex<Hashes>) -> Result<(), sled::Error> {
+fn apply(job: Job, state: &Mutex<Blobs>) -> Result<(), sled::Error> {
     if let Some((tree, batch)) = job.records {
         tree.apply_batch(batch)?;
     }
     let (tree, batch) = job.objects;
     tree.apply_batch(batch)?;
     let Some((blobs, bodies)) = job.bodies else { return Ok(()) };
-    let mut created = created.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let mut batch = sled::Batch::default();
     let mut new = Hashes::new();
     for body in bodies {
         let h = super::snapshots::hash(&body);
-        if !created.contains(&h) && !new.contains(&h) && !blobs.contains_key(h)? {
+        if !new.contains(&h) && !state.exists(&blobs, &h)? {
             batch.insert(&h[..], body);
             new.insert(h);
         }
     }
     // Told only once stored: a snapshot takes what is created as written.
     blobs.apply_batch(batch)?;
-    created.extend(new);
+    state.created.extend(new);
     Ok(())
 }
 
@@ -221,5 +255,36 @@ mod tests {
         let created = writer.take_created();
         assert_eq!(created, [super::super::snapshots::hash(b"{\"new\":1}")].into_iter().collect());
         assert!(writer.take_created().is_empty());
+    }
+
+    #[test]
+    fn a_known_set_of_blobs_replaces_the_lookups_until_it_is_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let (objects, blobs) = (db.open_tree("o").unwrap(), db.open_tree("b").unwrap());
+        let hash = super::super::snapshots::hash;
+        let stored = sled::IVec::from(&b"{\"stored\":1}"[..]);
+        blobs.insert(hash(&stored), stored.clone()).unwrap();
+        let (listed, new) = (sled::IVec::from(&b"{\"listed\":1}"[..]), sled::IVec::from(&b"{\"new\":1}"[..]));
+        let writer = Writer::start();
+        let write = |bodies: Vec<sled::IVec>| {
+            let job = Job {
+                records: None,
+                objects: (objects.clone(), sled::Batch::default()),
+                bodies: Some((blobs.clone(), bodies)),
+            };
+            writer.write(job).unwrap();
+            writer.drain().unwrap();
+        };
+        // Told what the tree holds, the writer believes it (the store only says what is true):
+        // `listed` counts as stored, `new` is created.
+        writer.set_known(Some([hash(&listed)].into_iter().collect()));
+        write(vec![listed.clone(), new.clone()]);
+        assert_eq!(writer.take_created(), [hash(&new)].into_iter().collect());
+        assert!(blobs.get(hash(&listed)).unwrap().is_none(), "no lookup, no write");
+        // Unset, it looks each body up again.
+        writer.set_known(None);
+        write(vec![stored.clone(), listed.clone()]);
+        assert_eq!(writer.take_created(), [hash(&listed)].into_iter().collect());
     }
 }
