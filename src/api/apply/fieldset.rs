@@ -151,9 +151,8 @@ impl FieldSet {
         self.children.remove("f:apiVersion");
         self.children.remove("f:kind");
         if let Some(meta) = self.children.get_mut("f:metadata") {
-            for name in META_SYSTEM_FIELDS {
-                meta.children.remove(&format!("f:{name}"));
-            }
+            // Runs for every entry of every object read: no key is built.
+            meta.children.retain(|k, _| !k.strip_prefix("f:").is_some_and(|name| META_SYSTEM_FIELDS.contains(&name)));
             if meta.is_empty() {
                 self.children.remove("f:metadata");
             }
