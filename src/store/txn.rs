@@ -73,7 +73,7 @@ impl Parsed {
 enum Written {
     /// The object as staged (created, updated), or a copy equal to the live object (unchanged).
     Value(Value),
-    /// Unchanged: the live object.
+    /// Unchanged: the live object; or the object as staged, shared with the parsed cache.
     Live(Arc<Value>),
     /// The apply removed the last finalizer of a deleting object, which is gone.
     Gone,
@@ -265,7 +265,7 @@ impl<'s> Txn<'s> {
         let (key, outcome, written) = self.apply_inner(obj, opts)?;
         let value = match written {
             Written::Value(v) => Some(v),
-            Written::Live(live) => Some((*live).clone()),
+            Written::Live(live) => Some(Arc::try_unwrap(live).unwrap_or_else(|shared| (*shared).clone())),
             Written::Gone => None,
         };
         Ok((key, outcome, value))
@@ -460,8 +460,11 @@ impl<'s> Txn<'s> {
             }
             self.registry_mut().insert(crd);
         }
+        // Kept parsed: a reconcile often writes its for-object twice (finalizer, then status).
+        let merged = Arc::new(merged);
         self.stage_write(key.clone(), Some(Stored::of(&merged)));
-        Ok((key, outcome, Written::Value(merged)))
+        self.parsed.get_mut().insert(key.clone(), merged.clone());
+        Ok((key, outcome, Written::Live(merged)))
     }
 
     /// Deletes an object, or marks it deleting when finalizers hold it.
