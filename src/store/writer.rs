@@ -232,6 +232,11 @@ mod tests {
         assert!(tree.get(b"last").unwrap().is_some());
     }
 
+    /// A job that writes no object and keeps `bodies` as blobs.
+    fn keep(objects: &sled::Tree, blobs: &sled::Tree, bodies: Vec<sled::IVec>) -> Job {
+        Job { records: None, objects: (objects.clone(), sled::Batch::default()), bodies: Some((blobs.clone(), bodies)) }
+    }
+
     #[test]
     fn bodies_are_kept_as_blobs_once_and_created_ones_are_told() {
         let dir = tempfile::tempdir().unwrap();
@@ -243,12 +248,7 @@ mod tests {
         for bodies in
             [vec![old.clone(), sled::IVec::from(&b"{\"new\":1}"[..])], vec![sled::IVec::from(&b"{\"new\":1}"[..])]]
         {
-            let job = Job {
-                records: None,
-                objects: (objects.clone(), sled::Batch::default()),
-                bodies: Some((blobs.clone(), bodies)),
-            };
-            writer.write(job).unwrap();
+            writer.write(keep(&objects, &blobs, bodies)).unwrap();
         }
         writer.drain().unwrap();
         assert_eq!(blobs.len(), 2);
@@ -268,12 +268,7 @@ mod tests {
         let (listed, new) = (sled::IVec::from(&b"{\"listed\":1}"[..]), sled::IVec::from(&b"{\"new\":1}"[..]));
         let writer = Writer::start();
         let write = |bodies: Vec<sled::IVec>| {
-            let job = Job {
-                records: None,
-                objects: (objects.clone(), sled::Batch::default()),
-                bodies: Some((blobs.clone(), bodies)),
-            };
-            writer.write(job).unwrap();
+            writer.write(keep(&objects, &blobs, bodies)).unwrap();
             writer.drain().unwrap();
         };
         // Told what the tree holds, the writer believes it (the store only says what is true):
