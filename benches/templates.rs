@@ -123,51 +123,67 @@ fn config(lang: &str) -> Value {
 }
 
 /// Renders per second of our engine, and of the reference (`None`: not installed).
+/// Renders of one template, ours and the reference engine's, in alternating rounds (the
+/// reference times only its render loop): the medians of the rounds' rates and of their ratios,
+/// since either side's speed swings from one moment to the next on a shared machine.
 fn renders(lang: &str, n: usize) {
+    const ROUNDS: usize = 5;
     let cfg = ReconcilerConfig::from_object(&config(lang)).unwrap();
     let renderer = Renderer::new(&cfg).unwrap();
     let data = object(7);
     renderer.render(&data).unwrap();
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(renderer.render(&data).unwrap());
-    }
-    let ours = n as f64 / t.elapsed().as_secs_f64();
     let input = json!({"files": files(lang).into_iter().collect::<std::collections::BTreeMap<_, _>>(), "data": data});
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference");
-    let (label, mut cmd) = if lang == "gotemplate" {
-        let mut c = Command::new("go");
-        c.arg("run").arg(dir.join("gotemplate.go")).arg(n.to_string()).env("GO111MODULE", "off");
-        ("Go text/template", c)
-    } else {
-        let mut c = Command::new("python3");
-        c.arg(dir.join("jinja.py")).arg(n.to_string());
-        ("Python Jinja2", c)
-    };
+    let label = if lang == "gotemplate" { "Go text/template" } else { "Python Jinja2" };
     let cache = tempfile::tempdir().unwrap();
-    cmd.env("GOCACHE", cache.path());
-    let theirs = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()
-        .and_then(|mut child| {
-            child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
-            let out = child.wait_with_output().ok()?;
-            if !out.status.success() {
-                return None;
-            }
-            String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok()
-        })
-        .map(|secs| n as f64 / secs);
-    match theirs {
-        Some(theirs) => println!(
-            "| one interface template, {n} renders: our `{lang}` / {label} | {ours:.0} / {theirs:.0} renders/s (×{:.1}) |",
-            ours / theirs
-        ),
-        None => println!("| one interface template, {n} renders: our `{lang}` / {label} | {ours:.0} / skipped ({label} not installed) |"),
+    let per_round = (n / ROUNDS).max(1);
+    let theirs_once = || -> Option<f64> {
+        let mut cmd = if lang == "gotemplate" {
+            let mut c = Command::new("go");
+            c.arg("run").arg(dir.join("gotemplate.go")).arg(per_round.to_string()).env("GO111MODULE", "off");
+            c
+        } else {
+            let mut c = Command::new("python3");
+            c.arg(dir.join("jinja.py")).arg(per_round.to_string());
+            c
+        };
+        cmd.env("GOCACHE", cache.path());
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+        child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let secs = String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok()?;
+        Some(per_round as f64 / secs)
+    };
+    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for _ in 0..per_round {
+            std::hint::black_box(renderer.render(&data).unwrap());
+        }
+        let rate = per_round as f64 / t.elapsed().as_secs_f64();
+        ours.push(rate);
+        if let Some(r) = theirs_once() {
+            theirs.push(r);
+            ratios.push(rate / r);
+        }
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ours = median(&mut ours);
+    if ratios.is_empty() {
+        println!("| one interface template, {n} renders: our `{lang}` / {label} | {ours:.0} / skipped ({label} not installed) |");
+        return;
+    }
+    let (theirs, ratio) = (median(&mut theirs), median(&mut ratios));
+    let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
+    println!(
+        "| one interface template, {n} renders in {ROUNDS} alternating rounds: our `{lang}` / {label}, medians | {ours:.0} / {theirs:.0} renders/s (×{ratio:.1}; rounds ×{lo:.1}–×{hi:.1}) |"
+    );
 }
 
 fn project(dir: &Path, lang: &str, n: usize) {
@@ -236,6 +252,10 @@ fn main() {
     let n = if full { 100_000 } else { 100 };
     for lang in ["gotemplate", "jinjatemplate"] {
         renders(lang, n);
+    }
+    // CHOREO_BENCH_ONLY=renders measures the renders alone.
+    if std::env::var("CHOREO_BENCH_ONLY").is_ok_and(|o| o == "renders") {
+        return;
     }
     let sizes: &[usize] = if full { &[1_000, 10_000] } else { &[10] };
     for &size in sizes {
