@@ -10,9 +10,9 @@
 //! The worker and the server overlap: once a reconcile's result is in, the next queued reconcile
 //! is sent ([`Runtime::start_ahead`]) while the server stores the result. Its turn compares the
 //! inputs it was sent (for-object text, children keys, clock to the second) with the current
-//! ones and uses it only when they are equal and it started at most [`AHEAD_FRESH`] before; its store calls are answered then, so it reads what a reconcile started
-//! at that moment would. A changed input discards it unseen (its calls fail, its logs are
-//! dropped) and it runs again.
+//! ones and uses it only when they are equal and it started at most [`AHEAD_FRESH`] before; its
+//! store calls are answered then, so it reads what a reconcile started at that moment would. A
+//! changed input discards it unseen (its calls fail, its logs are dropped) and it runs again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
