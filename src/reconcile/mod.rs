@@ -179,8 +179,8 @@ pub trait Runtime: Send {
     }
 
     /// Starts reconciling `input` while the caller finishes the reconcile before it. The next
-    /// [`Runtime::reconcile`] uses that result only if its own inputs are the same (for-object
-    /// and children keys): the reconcile then computed exactly what it would compute now, and
+    /// [`Runtime::reconcile`] uses that result only if its own inputs are the same (for-object,
+    /// children keys and clock): the reconcile then computed exactly what it would compute now, and
     /// its store calls are answered then, from the state of that moment. Otherwise the
     /// result is thrown away, unseen. Runtimes that do not run ahead ignore this.
     fn start_ahead(&self, _input: AheadInput) {}

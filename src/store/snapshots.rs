@@ -95,10 +95,17 @@ impl Store {
     /// (a run that ended without one): no snapshot lists them.
     pub fn snapshot_done(&self) -> Result<()> {
         self.snapshot_coming.store(false, std::sync::atomic::Ordering::Relaxed);
-        // Unset before anything can fail: blobs are removed below (lookups are always right).
+        let created = self.settle_kept_blobs()?;
+        self.remove_blobs(&created)
+    }
+
+    /// Before blobs are written or removed outside the writer: what the writer was told it knows
+    /// stops being true (unset before anything can fail; lookups are always right), everything
+    /// pending reaches sled, and the blobs the writer created for it are returned.
+    fn settle_kept_blobs(&self) -> Result<super::writer::Hashes> {
         self.writer.set_known(None);
         self.write_objects(Vec::new(), Vec::new(), true)?;
-        self.remove_blobs(&self.writer.take_created())
+        Ok(self.writer.take_created())
     }
 
     /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
@@ -109,11 +116,7 @@ impl Store {
         let lists = self.tree("snapshot_objects")?;
         let blobs = &self.snapshot_blobs;
         // Everything written so far in sled, and the blobs the writer created for it.
-        // Blobs are written and removed below: what the writer was told stops being true (unset
-        // before anything can fail; lookups are always right).
-        self.writer.set_known(None);
-        self.write_objects(Vec::new(), Vec::new(), true)?;
-        let created = self.writer.take_created();
+        let created = self.settle_kept_blobs()?;
         // Taken before anything is written, and put back only when the whole snapshot is: counts
         // that missed a list would delete blobs another snapshot shows. Without them the next
         // prune sweeps every blob (which also removes what a failed snapshot left).

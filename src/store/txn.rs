@@ -73,8 +73,8 @@ impl Parsed {
 enum Written {
     /// The object as staged (created, updated), or a copy equal to the live object (unchanged).
     Value(Value),
-    /// Unchanged: the live object; or the object as staged, shared with the parsed cache.
-    Live(Arc<Value>),
+    /// The object shared: the live one (unchanged), or the staged one kept parsed.
+    Shared(Arc<Value>),
     /// The apply removed the last finalizer of a deleting object, which is gone.
     Gone,
 }
@@ -265,7 +265,7 @@ impl<'s> Txn<'s> {
         let (key, outcome, written) = self.apply_inner(obj, opts)?;
         let value = match written {
             Written::Value(v) => Some(v),
-            Written::Live(live) => Some(Arc::try_unwrap(live).unwrap_or_else(|shared| (*shared).clone())),
+            Written::Shared(v) => Some((*v).clone()),
             Written::Gone => None,
         };
         Ok((key, outcome, value))
@@ -291,7 +291,7 @@ impl<'s> Txn<'s> {
                 // Nothing to write, and no copy of the live object to make: it only has to be
                 // valid still (its CRD may have changed since it was written).
                 check_valid(&key, &res, schema, live, Some(live))?;
-                return Ok((key, WriteOutcome::Unchanged, Written::Live(live.clone())));
+                return Ok((key, WriteOutcome::Unchanged, Written::Shared(live.clone())));
             }
             (Change::Unchanged, live) => live.as_deref().cloned().unwrap_or(Value::Null),
             (Change::Merged(v), _) => v,
@@ -464,7 +464,7 @@ impl<'s> Txn<'s> {
         let merged = Arc::new(merged);
         self.stage_write(key.clone(), Some(Stored::of(&merged)));
         self.parsed.get_mut().insert(key.clone(), merged.clone());
-        Ok((key, outcome, Written::Live(merged)))
+        Ok((key, outcome, Written::Shared(merged)))
     }
 
     /// Deletes an object, or marks it deleting when finalizers hold it.

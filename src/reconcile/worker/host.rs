@@ -560,23 +560,17 @@ impl Runtime for Isolated {
         }
         let at = Instant::now();
         let deadline = at.checked_add(self.cfg.limits.timeout);
-        let left =
-            |d: Option<Instant>| d.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64);
         let children: Option<Vec<Key>> = input.children.map(|keys| keys.into_iter().map(key_of).collect());
         let msg = ToWorker::Reconcile {
             generation: self.set.generation,
             index: self.index as u32,
             object: input.object,
             now: crate::store::now_rfc3339(),
-            timeout_ms: left(deadline),
-            run_timeout_ms: left(input.run_deadline),
+            timeout_ms: millis_left(at, deadline),
+            run_timeout_ms: millis_left(at, input.run_deadline),
             children,
         };
-        let hard = match (deadline, input.run_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .and_then(|d| d.checked_add(GRACE));
+        let hard = hard_deadline(deadline, input.run_deadline);
         if st.send(&msg).is_ok() {
             let ToWorker::Reconcile { object, children, now, .. } = msg else { return };
             st.ahead = Some(Ahead {
@@ -594,16 +588,6 @@ impl Runtime for Isolated {
     fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         let w = &*self.worker;
         let mut st = w.lock();
-        if st.compiled != Some(self.set.generation) {
-            match st.compile(w, &self.set) {
-                Ok(errors) => {
-                    if let Some(Some(e)) = errors.get(self.index) {
-                        return Outcome::Error(e.clone());
-                    }
-                }
-                Err((_, why)) => return Outcome::Error(format!("starting a reconcile worker: {why}")),
-            }
-        }
         let text = object.to_string();
         let children = self.children_ahead(object, client);
         let now = client.now();
@@ -638,34 +622,32 @@ impl Runtime for Isolated {
             budget
         };
         if !adopted {
+            // A new set of code, or a worker that died or was stopped (by a discard too).
             if st.compiled != Some(self.set.generation) {
-                // Discarding stopped the worker: start and compile again.
-                if let Err((_, why)) = st.compile(w, &self.set) {
-                    return Outcome::Error(format!("starting a reconcile worker: {why}"));
+                match st.compile(w, &self.set) {
+                    Ok(errors) => {
+                        if let Some(Some(e)) = errors.get(self.index) {
+                            return Outcome::Error(e.clone());
+                        }
+                    }
+                    Err((_, why)) => return Outcome::Error(format!("starting a reconcile worker: {why}")),
                 }
             }
             let at = Instant::now();
-            let left = |d: Option<Instant>| {
-                d.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64)
-            };
             let msg = ToWorker::Reconcile {
                 generation: self.set.generation,
                 index: self.index as u32,
                 object: text,
                 now,
-                timeout_ms: left(budget.deadline),
-                run_timeout_ms: left(budget.run_deadline),
+                timeout_ms: millis_left(at, budget.deadline),
+                run_timeout_ms: millis_left(at, budget.run_deadline),
                 children,
             };
             if let Err(e) = st.send(&msg) {
                 return Outcome::Error(e);
             }
         }
-        let hard = match (budget.deadline, budget.run_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .and_then(|d| d.checked_add(GRACE));
+        let hard = hard_deadline(budget.deadline, budget.run_deadline);
         loop {
             match st.recv(w, hard, Some(budget)) {
                 Ok(FromWorker::Calls { deferred, call }) => {
@@ -733,6 +715,21 @@ fn answer(client: &mut dyn Client, deferred: Vec<Call>, call: Option<Call>) -> A
         None => Answer::Unit,
         Some(c) => make(client, c).unwrap_or_else(failed),
     }
+}
+
+/// Milliseconds from `at` until `deadline` (what the worker is told).
+fn millis_left(at: Instant, deadline: Option<Instant>) -> Option<u64> {
+    deadline.map(|d| d.saturating_duration_since(at).as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// When the server stops waiting for a reconcile: the earlier of its own and the run's
+/// deadline, plus [`GRACE`] for the worker to report the timeout itself.
+fn hard_deadline(own: Option<Instant>, run: Option<Instant>) -> Option<Instant> {
+    match (own, run) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+    .and_then(|d| d.checked_add(GRACE))
 }
 
 fn key_of(k: ObjectKey) -> Key {
