@@ -288,7 +288,7 @@ impl Work {
                 message: format!(
                     "did not converge: reconciled more than {} times, still changing: {}",
                     opts.max_reconciles_per_object,
-                    changing.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join(", ")
+                    shortened(changing.into_iter().map(|(_, s)| s).collect())
                 ),
             };
         }
@@ -305,15 +305,17 @@ impl Work {
         self.reconciles += 1;
         self.burst_started.get_or_insert_with(Instant::now);
         let began = Instant::now();
-        // The next item, when its reconciler can start it ahead (it runs in the worker): it
-        // then overlaps this reconcile's store work. Not when it is this object again (another
-        // reconciler of it): this reconcile's writes to it would make that start useless.
-        let next = self
-            .queue
-            .ready
-            .front()
-            .filter(|(i, k)| k != key && controllers[*i].runtime.runs_ahead())
-            .map(|(i, k)| Ahead { controller: &controllers[*i], key: k.clone(), run_deadline: opts.deadline });
+        // The next items, when their reconcilers can start them ahead (they run in the
+        // worker): they then overlap this reconcile's store work. Up to the first that is this
+        // object again or one of them again (another reconciler of it): the writes of the one
+        // before would make that start useless.
+        let mut next: Vec<Ahead<'_>> = Vec::new();
+        for (i, k) in self.queue.ready.iter().take(crate::reconcile::AHEAD_DEPTH) {
+            if k == key || next.iter().any(|a| &a.key == k) || !controllers[*i].runtime.runs_ahead() {
+                break;
+            }
+            next.push(Ahead { controller: &controllers[*i], key: k.clone(), run_deadline: opts.deadline });
+        }
         let outcome = reconcile_one(store, c, key, &Budget::start(c.cfg.limits, opts.deadline, interrupt), next);
         let result = match &outcome {
             Outcome::Error(_) => crate::metrics::Outcome::Error,
@@ -365,8 +367,22 @@ impl Work {
             .collect();
         pending.sort();
         pending.dedup();
-        pending.join(", ")
+        shortened(pending)
     }
+}
+
+/// The items an error names at most; a run of 10k objects that times out names ten and the
+/// count of the others, not a line of a megabyte.
+const NAMED_MAX: usize = 10;
+
+/// `items` joined with commas, the first [`NAMED_MAX`] of them and how many more there are.
+fn shortened(items: Vec<String>) -> String {
+    let more = items.len().saturating_sub(NAMED_MAX);
+    let mut text = items.into_iter().take(NAMED_MAX).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 /// What a slice of a [`OnceRun`] ended with.
@@ -489,13 +505,7 @@ fn task_id(reconciler: &str, key: &ObjectKey) -> String {
 
 /// Runs one reconcile in its own transaction, committed unless it failed (then its writes are
 /// dropped).
-fn reconcile_one(
-    store: &Store,
-    c: &Controller,
-    key: &ObjectKey,
-    budget: &Budget<'_>,
-    next: Option<Ahead<'_>>,
-) -> Outcome {
+fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget<'_>, next: Vec<Ahead<'_>>) -> Outcome {
     let mut txn = store.begin();
     let Some(obj) = txn.get(key) else {
         return Outcome::Done;
@@ -528,8 +538,9 @@ fn reconcile_one(
 /// The store as reconcilers see it, over one transaction.
 pub struct TxnClient<'t, 's> {
     pub txn: &'t mut Txn<'s>,
-    /// The reconcile to start ahead when the runtime says its own work is done.
-    next: Option<Ahead<'t>>,
+    /// The reconciles to start ahead when the runtime says its own work is done, in queue
+    /// order.
+    next: Vec<Ahead<'t>>,
 }
 
 /// A queued reconcile that may start ahead of its turn.
@@ -558,7 +569,12 @@ impl Ahead<'_> {
                 keys.dedup();
                 keys
             });
-            Some(crate::reconcile::AheadInput { object, children, run_deadline: self.run_deadline })
+            Some(crate::reconcile::AheadInput {
+                key: self.key.clone(),
+                object,
+                children,
+                run_deadline: self.run_deadline,
+            })
         });
         if let Some(input) = input {
             self.controller.runtime.start_ahead(input);
@@ -674,7 +690,7 @@ impl Client for TxnClient<'_, '_> {
     }
 
     fn ahead(&mut self) {
-        if let Some(next) = self.next.take() {
+        for next in std::mem::take(&mut self.next) {
             next.start(self.txn.store());
         }
     }
@@ -836,6 +852,16 @@ mod tests {
     }
 
     #[test]
+    fn an_error_names_ten_items_and_counts_the_others() {
+        let items = |n: usize| (0..n).map(|i| format!("r Widget.example.org default/w{i:02}")).collect::<Vec<_>>();
+        assert_eq!(shortened(items(2)), "r Widget.example.org default/w00, r Widget.example.org default/w01");
+        assert_eq!(shortened(items(NAMED_MAX)).matches(", ").count(), NAMED_MAX - 1);
+        let long = shortened(items(25));
+        assert!(long.ends_with("default/w09 and 15 more"), "{long}");
+        assert!(!long.contains("w10"), "{long}");
+    }
+
+    #[test]
     fn a_requeue_waits_and_an_interrupt_ends_the_run() {
         let (_dir, store) = store(1);
         let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -907,7 +933,7 @@ mod tests {
             .iter()
             .map(|i| object::name(&serde_json::from_str::<Value>(&i.object).unwrap()).unwrap().to_string())
             .collect();
-        // w1 and w2 are started ahead, each once; w1 again after w0's change queued it.
+        // w0 offers the two next, w1 and w2, read from the committed state.
         assert_eq!(&names[..2], ["w1", "w2"], "{names:?}");
         let first: Value = serde_json::from_str(&started[0].object).unwrap();
         assert!(first["metadata"].get("labels").is_none(), "w0's write was not committed yet: {first}");

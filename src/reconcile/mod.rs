@@ -156,11 +156,17 @@ pub trait Client {
     fn ahead(&mut self) {}
 }
 
-/// The inputs of a reconcile started ahead: its for-object as stored (compact JSON), the keys
-/// of its children of the reconciler's `owns` kinds (sorted; `None` without `owns`), and the
-/// run's deadline.
+/// How many queued reconciles a client offers to start ahead at once (the first ones of its
+/// queue); a runtime starts those it has room for. Two keep the worker busy while the server
+/// stores a result and reads the next one, so neither side waits for the other.
+pub const AHEAD_DEPTH: usize = 2;
+
+/// The inputs of a reconcile started ahead: its for-object's key and the object as stored
+/// (compact JSON), the keys of its children of the reconciler's `owns` kinds (sorted; `None`
+/// without `owns`), and the run's deadline.
 #[derive(Debug, Clone)]
 pub struct AheadInput {
+    pub key: crate::api::object::ObjectKey,
     pub object: String,
     pub children: Option<Vec<crate::api::object::ObjectKey>>,
     pub run_deadline: Option<std::time::Instant>,
@@ -182,6 +188,7 @@ pub trait Runtime: Send {
     /// [`Runtime::reconcile`] uses that result only if its own inputs are the same (for-object,
     /// children keys and clock): the reconcile then computed exactly what it would compute now, and
     /// its store calls are answered then, from the state of that moment. Otherwise the
-    /// result is thrown away, unseen. Runtimes that do not run ahead ignore this.
+    /// result is thrown away, unseen. A runtime ignores an input it has started already (the
+    /// same reconciler and key) or has no room for. Runtimes that do not run ahead ignore this.
     fn start_ahead(&self, _input: AheadInput) {}
 }

@@ -178,6 +178,51 @@ fn a_reconcile_started_ahead_sees_what_the_one_before_it_wrote() {
 }
 
 #[test]
+fn reconciles_sent_ahead_wait_in_the_worker_while_the_one_before_them_waits_for_an_answer() {
+    // Every reconcile reads its own object back (a call that waits for the server's answer)
+    // while the next ones are already in the worker's pipe: they wait their turn there, and
+    // each reconcile sees its own object, not the one sent after it.
+    let script = r#"
+def reconcile(self):
+    device = get_resource("net.example.org/v1alpha1", "Device")["resource"]
+    me = client_get(self["metadata"]["name"], "default", device)["resource"]
+    self["status"] = {"saw": me["metadata"]["name"] + "/" + str(me["spec"]["asn"])}
+    return reconcile_result(self, False, 0, "", False)
+"#;
+    let p = fabric_with(script, "{}");
+    let crd = "crds/net.example.org_devices.yaml";
+    let text = std::fs::read_to_string(p.path(crd)).unwrap();
+    p.write(
+        crd,
+        &text.replace(
+            "interfaceCount: {type: integer}",
+            "interfaceCount: {type: integer}\n              saw: {type: string}",
+        ),
+    );
+    for i in 0..12 {
+        p.write(
+            &format!("in/extra{i}.yaml"),
+            &format!("apiVersion: net.example.org/v1alpha1\nkind: Device\nmetadata:\n  name: extra{i}\n  namespace: default\nspec:\n  asn: {}\n", 65000 + i),
+        );
+    }
+    let s = p.start();
+    let run = p.cli(&["run", "once"]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", s.log());
+    for i in 0..12 {
+        let got = p.cli(&["get", "devices.net.example.org", &format!("extra{i}"), "-o", "json"]).ok().json();
+        assert_eq!(got["status"]["saw"], format!("extra{i}/{}", 65000 + i), "{got}");
+    }
+    let metrics = p.cli(&["metrics"]).ok().stdout;
+    let used: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("choreo_reconciles_ahead_total{result=\"used\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used >= 12.0, "{metrics}");
+}
+
+#[test]
 fn a_reconcile_started_ahead_that_is_not_needed_and_does_not_end_is_stopped_with_its_worker() {
     // spine1's reconcile never ends while spine1 has no label; leaf1's, which runs just before
     // it, labels it. So the reconcile started ahead (unlabelled) must be thrown away, and as it

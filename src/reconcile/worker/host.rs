@@ -7,12 +7,17 @@
 //! killed) is reaped, its last stderr lines become the error, and the next reconcile starts a
 //! new one and compiles the reconcilers again.
 //!
-//! The worker and the server overlap: once a reconcile's result is in, the next queued reconcile
-//! is sent ([`Runtime::start_ahead`]) while the server stores the result. Its turn compares the
-//! inputs it was sent (for-object text, children keys, clock to the second) with the current
-//! ones and uses it only when they are equal and it started at most [`AHEAD_FRESH`] before; its
-//! store calls are answered then, so it reads what a reconcile started at that moment would. A
-//! changed input discards it unseen (its calls fail, its logs are dropped) and it runs again.
+//! The worker and the server overlap: once a reconcile's result is in, the next queued
+//! reconciles (up to [`AHEAD_DEPTH`](crate::reconcile::AHEAD_DEPTH) of them) are sent
+//! ([`Runtime::start_ahead`]) while the server stores the result; the worker runs them in order
+//! and keeps a reconcile that arrives while it waits for an answer until its turn. A turn
+//! compares the inputs its reconcile was sent (for-object text, children keys, clock to the
+//! second) with the current ones and uses it only when they are equal and it started at most
+//! [`AHEAD_FRESH`] before; its store calls are answered then, so it reads what a reconcile
+//! started at that moment would. A changed input discards it unseen (its calls fail, its logs
+//! are dropped) and it runs again. Only the first reconcile ahead may be large: the others are
+//! sent only while all of them fit in the pipe ([`AHEAD_SMALL`]), so a send never waits for a
+//! worker that is itself waiting to be read.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,6 +47,9 @@ const DISCARD_WAIT: Duration = Duration::from_millis(200);
 /// How long a reconcile started ahead stays usable (its deadline counts from its start, so it
 /// must not start much earlier than its turn; it is normally a commit's time ahead).
 const AHEAD_FRESH: Duration = Duration::from_millis(100);
+/// The largest reconcile message sent ahead behind another one: with the pipe's 64 KiB, two of
+/// them fit without a write waiting for the worker to read.
+const AHEAD_SMALL: usize = 16 << 10;
 /// How long a new worker may take to greet.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The stderr lines of a worker kept for the error when it dies.
@@ -61,14 +69,18 @@ struct State {
     proc: Option<Proc>,
     /// The generation of the set the running worker compiled.
     compiled: Option<u64>,
-    /// The reconcile the worker was given ahead of its turn, still running or done and unread.
-    ahead: Option<Ahead>,
+    /// The reconciles the worker was given ahead of their turn, in the order it runs them:
+    /// running, done and unread, or still in the pipe.
+    ahead: VecDeque<Ahead>,
 }
 
 /// A reconcile sent ahead: what it was sent with, to compare with what its turn would send.
 struct Ahead {
     generation: u64,
     index: usize,
+    key: ObjectKey,
+    /// The size of the message it was sent in.
+    size: usize,
     object: String,
     children: Option<Vec<Key>>,
     /// The reconcile's clock (a second's resolution): used only if its turn comes in the same
@@ -171,7 +183,7 @@ impl State {
     /// Compiles `set` (starting a worker if none runs). `Err((reconciler being compiled, why))`
     /// when the worker could not start, died or overran.
     fn compile(&mut self, w: &Worker, set: &CompileSet) -> Result<Vec<Option<String>>, (Option<usize>, String)> {
-        if let Some(a) = self.ahead.take() {
+        while let Some(a) = self.ahead.pop_front() {
             self.discard(w, a);
         }
         self.ensure_running(w).map_err(|e| (None, e))?;
@@ -244,15 +256,18 @@ impl State {
     }
 
     fn send(&mut self, msg: &ToWorker) -> Result<(), String> {
+        let frame = wire::encode(msg).map_err(|e| e.to_string())?;
+        self.send_frame(&frame)
+    }
+
+    fn send_frame(&mut self, frame: &[u8]) -> Result<(), String> {
         let Some(proc) = self.proc.as_mut() else { return Err("the reconcile worker is not running".into()) };
-        let sent = wire::encode(msg).map_err(|e| e.to_string()).and_then(|frame| {
-            proc.stdin.write_all(&frame).and_then(|()| proc.stdin.flush()).map_err(|e| e.to_string())
-        });
+        let sent = proc.stdin.write_all(frame).and_then(|()| proc.stdin.flush()).map_err(|e| e.to_string());
         sent.map_err(|e| {
             // A write fails when the worker is gone: say how it went.
             let how = self.proc.take().map_or_else(|| e.clone(), |p| p.reap());
             self.compiled = None;
-            self.ahead = None;
+            self.ahead.clear();
             format!("the reconcile worker died: {how}")
         })
     }
@@ -272,7 +287,7 @@ impl State {
             p.kill();
         }
         self.compiled = None;
-        self.ahead = None;
+        self.ahead.clear();
     }
 
     /// Lets a reconcile sent ahead finish unseen: its store calls fail (so it changes nothing),
@@ -554,8 +569,12 @@ impl Runtime for Isolated {
     fn start_ahead(&self, input: AheadInput) {
         let w = &*self.worker;
         let mut st = w.lock();
-        // Only into an idle worker that has this reconciler's code.
-        if st.ahead.is_some() || st.proc.is_none() || st.compiled != Some(self.set.generation) {
+        // Only into a worker that has this reconciler's code and room for it, and once.
+        if st.ahead.len() >= crate::reconcile::AHEAD_DEPTH
+            || st.proc.is_none()
+            || st.compiled != Some(self.set.generation)
+            || st.ahead.iter().any(|a| a.index == self.index && a.key == input.key)
+        {
             return;
         }
         let at = Instant::now();
@@ -571,11 +590,18 @@ impl Runtime for Isolated {
             children,
         };
         let hard = hard_deadline(deadline, input.run_deadline);
-        if st.send(&msg).is_ok() {
+        let Ok(frame) = wire::encode(&msg) else { return };
+        // Behind another one, only what fits in the pipe with it (see `AHEAD_SMALL`).
+        if !st.ahead.is_empty() && (frame.len() > AHEAD_SMALL || st.ahead.iter().any(|a| a.size > AHEAD_SMALL)) {
+            return;
+        }
+        if st.send_frame(&frame).is_ok() {
             let ToWorker::Reconcile { object, children, now, .. } = msg else { return };
-            st.ahead = Some(Ahead {
+            st.ahead.push_back(Ahead {
                 generation: self.set.generation,
                 index: self.index,
+                key: input.key,
+                size: frame.len(),
                 object,
                 children,
                 now,
@@ -592,27 +618,26 @@ impl Runtime for Isolated {
         let children = self.children_ahead(object, client);
         let now = client.now();
         // A reconcile started ahead with exactly these inputs computed what this one would.
+        // The worker runs them in order: those before it are not needed (their objects left
+        // the queue or changed), nor are all of them when none is this one.
         let mut waited = false;
-        let adopted = match st.ahead.take() {
-            Some(a)
-                if a.generation == self.set.generation
-                    && a.index == self.index
-                    && a.object == text
-                    && a.children == children
-                    && a.now == now
-                    && a.sent.elapsed() < AHEAD_FRESH =>
+        let mut adopted = false;
+        while let Some(a) = st.ahead.pop_front() {
+            if a.generation == self.set.generation
+                && a.index == self.index
+                && a.object == text
+                && a.children == children
+                && a.now == now
+                && a.sent.elapsed() < AHEAD_FRESH
             {
                 crate::metrics::global().ahead(true);
-                true
+                adopted = true;
+                break;
             }
-            Some(a) => {
-                crate::metrics::global().ahead(false);
-                st.discard(w, a);
-                waited = true;
-                false
-            }
-            None => false,
-        };
+            crate::metrics::global().ahead(false);
+            st.discard(w, a);
+            waited = true;
+        }
         // What discarding took (a wait, maybe a new worker) is not this reconcile's time.
         let restarted;
         let budget = if waited {

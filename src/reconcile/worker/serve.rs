@@ -7,7 +7,7 @@
 //! *Invariant:* knows the runtimes and the wire, never the store or the engine; everything a
 //! reconcile reads or writes is a [`Call`] answered by the server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::AsFd;
@@ -112,7 +112,7 @@ struct Compiled {
 }
 
 fn serve_loop(out: Output) -> Result<(), String> {
-    let mut io = Io { input: BufReader::new(std::io::stdin().lock()), out };
+    let mut io = Io { input: BufReader::new(std::io::stdin().lock()), out, waiting: VecDeque::new() };
     io.send(&FromWorker::Hello { version: wire::VERSION })?;
     let mut compiled: Option<Compiled> = None;
     while let Some(msg) = io.receive()? {
@@ -224,6 +224,9 @@ fn reconcile(
 struct Io {
     input: BufReader<std::io::StdinLock<'static>>,
     out: Output,
+    /// Messages read while waiting for a reply: reconciles the server sent ahead, which run
+    /// after the current one.
+    waiting: VecDeque<ToWorker>,
 }
 
 impl Io {
@@ -232,7 +235,27 @@ impl Io {
         wire::write(&mut *out, msg).map_err(|e| format!("writing to the server: {e}"))
     }
 
+    /// The next message to act on: one kept while waiting for a reply, else the next one read.
     fn receive(&mut self) -> Result<Option<ToWorker>, String> {
+        match self.waiting.pop_front() {
+            Some(msg) => Ok(Some(msg)),
+            None => self.read(),
+        }
+    }
+
+    /// The reply to the call just sent; what comes before it waits its turn.
+    fn reply(&mut self) -> Result<Answer, String> {
+        loop {
+            match self.read()? {
+                Some(ToWorker::Reply(answer)) => return Ok(answer),
+                Some(msg @ ToWorker::Reconcile { .. }) => self.waiting.push_back(msg),
+                Some(ToWorker::Compile { .. }) => return Err("protocol error: expected a reply".to_string()),
+                None => return Err("the server closed the pipe".to_string()),
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<Option<ToWorker>, String> {
         wire::read(&mut self.input).map_err(|e| format!("reading from the server: {e}"))
     }
 }
@@ -264,11 +287,7 @@ impl RemoteClient<'_> {
             return Err(ClientError::fatal(b.clone()));
         }
         let msg = FromWorker::Calls { deferred: std::mem::take(&mut self.deferred), call };
-        let answer = self.io.send(&msg).and_then(|()| match self.io.receive()? {
-            Some(ToWorker::Reply(answer)) => Ok(answer),
-            Some(_) => Err("protocol error: expected a reply".to_string()),
-            None => Err("the server closed the pipe".to_string()),
-        });
+        let answer = self.io.send(&msg).and_then(|()| self.io.reply());
         match answer {
             Ok(Answer::Failed { message, fatal }) => Err(ClientError { message, fatal }),
             Ok(answer) => Ok(answer),

@@ -11,8 +11,9 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a message changes shape; the worker greets with it.
-pub(crate) const VERSION: u32 = 1;
+/// Bumped whenever a message changes shape or the order messages may come in (2: reconciles
+/// sent ahead may arrive while the worker waits for a reply); the worker greets with it.
+pub(crate) const VERSION: u32 = 2;
 
 /// The largest frame either side accepts (an object list from a `client_list` of a big
 /// store is the largest thing that travels).
