@@ -507,12 +507,19 @@ fn task_id(reconciler: &str, key: &ObjectKey) -> String {
 /// dropped).
 fn reconcile_one(store: &Store, c: &Controller, key: &ObjectKey, budget: &Budget<'_>, next: Vec<Ahead<'_>>) -> Outcome {
     let mut txn = store.begin();
-    let Some(obj) = txn.get(key) else {
+    // A runtime elsewhere takes the stored text; one here the parsed object, which the
+    // transaction keeps for the reconcile's own writes to it.
+    let obj = if c.runtime.runs_ahead() {
+        txn.stored(key).map(|s| crate::reconcile::ForObject::stored(s.json().to_vec(), s.uid().to_string()))
+    } else {
+        txn.get(key).map(crate::reconcile::ForObject::Parsed)
+    };
+    let Some(obj) = obj else {
         return Outcome::Done;
     };
     let outcome = {
         let mut client = TxnClient { txn: &mut txn, next };
-        match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile(&obj, &mut client, budget))) {
+        match catch_unwind(AssertUnwindSafe(|| c.runtime.reconcile_for(&obj, &mut client, budget))) {
             Ok(o) => o,
             Err(panic) => {
                 let what = crate::reconcile::panic_text(&*panic);

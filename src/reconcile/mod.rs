@@ -172,14 +172,60 @@ pub struct AheadInput {
     pub run_deadline: Option<std::time::Instant>,
 }
 
+/// The object a reconcile is for: parsed already, or as the store holds it (compact JSON and
+/// its uid), parsed at the first [`ForObject::value`]. A runtime that sends the object elsewhere
+/// sends the stored text as is, and the server neither parses it nor prints it again.
+pub enum ForObject {
+    Parsed(std::sync::Arc<Value>),
+    Stored { json: Vec<u8>, uid: String, parsed: std::cell::OnceCell<Value> },
+}
+
+impl ForObject {
+    /// The object as stored (the compact JSON the store wrote, which always parses).
+    pub fn stored(json: Vec<u8>, uid: String) -> ForObject {
+        ForObject::Stored { json, uid, parsed: std::cell::OnceCell::new() }
+    }
+
+    pub fn value(&self) -> &Value {
+        match self {
+            ForObject::Parsed(v) => v,
+            ForObject::Stored { json, parsed, .. } => {
+                parsed.get_or_init(|| serde_json::from_slice(json).unwrap_or(Value::Null))
+            }
+        }
+    }
+
+    /// The object as compact JSON.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ForObject::Parsed(v) => v.to_string().into(),
+            ForObject::Stored { json, .. } => String::from_utf8_lossy(json),
+        }
+    }
+
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            ForObject::Parsed(v) => crate::api::object::uid(v),
+            ForObject::Stored { uid, .. } => Some(uid.as_str()).filter(|u| !u.is_empty()),
+        }
+    }
+}
+
 /// A compiled reconciler, ready to run any number of times (from one thread at a time).
 pub trait Runtime: Send {
     /// Reconciles `object` (the current for-object, with `managedFields`), stopping with an
     /// error when `budget` runs out.
     fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome;
 
+    /// [`Runtime::reconcile`] of the object as the engine has it: runtimes in the calling thread
+    /// parse it (the default), a runtime that runs elsewhere ([`Runtime::runs_ahead`]) takes the
+    /// stored text as is.
+    fn reconcile_for(&self, object: &ForObject, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
+        self.reconcile(object.value(), client, budget)
+    }
+
     /// Whether this runtime can start a reconcile ahead (it runs somewhere else than the
-    /// calling thread, so the two overlap).
+    /// calling thread, so the two overlap, and takes its for-object as text).
     fn runs_ahead(&self) -> bool {
         false
     }

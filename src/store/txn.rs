@@ -138,16 +138,20 @@ impl<'s> Txn<'s> {
         self.writes.is_empty() && self.registry.is_none()
     }
 
+    /// The object as this transaction sees it, in its stored form (nothing parsed).
+    pub fn stored(&self, key: &ObjectKey) -> Option<Arc<Stored>> {
+        match self.writes.get(key) {
+            Some(v) => v.clone(),
+            None => self.store.with(|s| s.objects.get(key).cloned()),
+        }
+    }
+
     pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
         if let Some(v) = self.parsed.borrow().get(key) {
             return Some(v);
         }
         // The stored form is taken under the read lock and parsed after it.
-        let stored = match self.writes.get(key) {
-            Some(v) => v.clone()?,
-            None => self.store.with(|s| s.objects.get(key).cloned())?,
-        };
-        let v = stored.value();
+        let v = self.stored(key)?.value();
         self.parsed.borrow_mut().insert(key.clone(), v.clone());
         Some(v)
     }

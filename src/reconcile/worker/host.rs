@@ -35,8 +35,8 @@ use super::wire::{self, Answer, Call, End, FromWorker, Key, ToWorker};
 use super::GRACE;
 use crate::api::object::ObjectKey;
 use crate::reconcile::{
-    AheadInput, Budget, Client, ClientError, Exhausted, Interrupt, Outcome, ReconcilerConfig, ResourceRef, Runtime,
-    Selector,
+    AheadInput, Budget, Client, ClientError, Exhausted, ForObject, Interrupt, Outcome, ReconcilerConfig, ResourceRef,
+    Runtime, Selector,
 };
 
 /// The longest a wait sleeps before it looks at the interrupt and the deadline again.
@@ -551,8 +551,8 @@ struct Isolated {
 
 impl Isolated {
     /// The keys of `object`'s children of the `owns` kinds, when it has any kinds to own.
-    fn children_ahead(&self, object: &Value, client: &mut dyn Client) -> Option<Vec<Key>> {
-        let uid = crate::api::object::uid(object)?;
+    fn children_ahead(&self, object: &ForObject, client: &mut dyn Client) -> Option<Vec<Key>> {
+        let uid = object.uid()?;
         if self.cfg.owns.is_empty() {
             return None;
         }
@@ -612,9 +612,13 @@ impl Runtime for Isolated {
     }
 
     fn reconcile(&self, object: &Value, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
+        self.reconcile_for(&ForObject::Parsed(Arc::new(object.clone())), client, budget)
+    }
+
+    fn reconcile_for(&self, object: &ForObject, client: &mut dyn Client, budget: &Budget<'_>) -> Outcome {
         let w = &*self.worker;
         let mut st = w.lock();
-        let text = object.to_string();
+        let text = object.text().into_owned();
         let children = self.children_ahead(object, client);
         let now = client.now();
         // A reconcile started ahead with exactly these inputs computed what this one would.
