@@ -16,6 +16,7 @@
 
 mod admission;
 mod changes;
+mod memo;
 mod snapshots;
 mod txn;
 pub mod watchers;
@@ -345,6 +346,8 @@ pub struct Store {
     blob_refs: Mutex<Option<std::collections::HashMap<[u8; 16], u32>>>,
     /// See [`Store::snapshot_coming`].
     snapshot_coming: std::sync::atomic::AtomicBool,
+    /// Applies known to change nothing (see `memo`).
+    memo: memo::Memo,
     /// Applies the pending batches to sled beside the engine (declared last: dropped after the
     /// store's own `Drop` handed it the last batch).
     writer: writer::Writer,
@@ -461,6 +464,7 @@ impl Store {
             newest_blobs: Mutex::new(None),
             blob_refs: Mutex::new(None),
             snapshot_coming: Default::default(),
+            memo: Default::default(),
             writer: writer::Writer::start(),
         };
         store.sync()?;
@@ -643,6 +647,7 @@ impl Store {
             }
             if let Some(reg) = registry {
                 state.registry = reg;
+                self.memo.forget_all();
             }
         }
         if !events.is_empty() {

@@ -383,3 +383,43 @@ fn the_owner_index_keeps_one_or_many_objects_in_key_order() {
     assert!(!one.remove(&key("b")), "another object leaves it");
     assert!(one.remove(&key("a")));
 }
+
+#[test]
+fn an_apply_repeated_on_the_object_it_left_is_known_unchanged_until_the_object_or_its_schema_changes() {
+    let (_d, store) = open();
+    with_crd(&store);
+    let key = ObjectKey::new(&GroupKind::new("example.com", "Widget"), "default", "a");
+    let remembered = |store: &Store, obj: &Value, manager: &str| {
+        let stored = store.with(|s| s.objects.get(&key).cloned()).unwrap();
+        store.memo.unchanged(&stored, memo::digest(obj, manager, false))
+    };
+    let mut txn = store.begin();
+    assert_eq!(txn.apply(&widget("a", 1), M).unwrap().1, WriteOutcome::Created);
+    txn.commit().unwrap();
+    // The object the apply left is remembered (debug builds also run the apply it saves).
+    assert!(remembered(&store, &widget("a", 1), "test"));
+    assert!(!remembered(&store, &widget("a", 2), "test"));
+    assert!(!remembered(&store, &widget("a", 1), "other"));
+    let mut txn = store.begin();
+    assert_eq!(txn.apply(&widget("a", 1), M).unwrap().1, WriteOutcome::Unchanged);
+    // Another manager's write makes a new object: the same request is merged again.
+    let color = json!({"apiVersion": "example.com/v1alpha1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {"color": "red"}});
+    assert_eq!(txn.apply(&color, ApplyOptions { manager: "other", force: false }).unwrap().1, WriteOutcome::Updated);
+    txn.commit().unwrap();
+    assert!(!remembered(&store, &widget("a", 1), "test"));
+    let mut txn = store.begin();
+    assert_eq!(txn.apply(&widget("a", 1), M).unwrap().1, WriteOutcome::Unchanged);
+    txn.commit().unwrap();
+    assert!(remembered(&store, &widget("a", 1), "test"));
+    // A schema the object no longer meets: the apply is checked again, not remembered.
+    let mut strict = crd();
+    strict["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["size"]["maximum"] =
+        json!(0);
+    let mut txn = store.begin();
+    txn.apply(&strict, M).unwrap();
+    txn.commit().unwrap();
+    assert!(!remembered(&store, &widget("a", 1), "test"));
+    let mut txn = store.begin();
+    let err = txn.apply(&widget("a", 1), M).unwrap_err().to_string();
+    assert!(err.contains("size"), "{err}");
+}

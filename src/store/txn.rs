@@ -77,6 +77,8 @@ enum Written {
     Shared(Arc<Value>),
     /// The apply removed the last finalizer of a deleting object, which is gone.
     Gone,
+    /// The apply changed nothing, known without reading the object.
+    Unread,
 }
 
 /// A set of writes that becomes visible and durable together at [`Txn::commit`].
@@ -256,7 +258,8 @@ impl<'s> Txn<'s> {
     /// Server-side applies `obj` (a full intent of `opts.manager`), validates the result and
     /// stages it. Nothing is staged when this returns an error.
     pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
-        self.apply_inner(obj, opts).map(|(key, outcome, _)| (key, outcome))
+        let digest = super::memo::digest(obj, opts.manager, opts.force);
+        self.apply_inner(obj, opts, Some(digest)).map(|(key, outcome, _)| (key, outcome))
     }
 
     /// [`Txn::apply`] that also returns the object as this transaction now holds it (`None`
@@ -266,18 +269,49 @@ impl<'s> Txn<'s> {
         obj: &Value,
         opts: ApplyOptions<'_>,
     ) -> Result<(ObjectKey, WriteOutcome, Option<Value>)> {
-        let (key, outcome, written) = self.apply_inner(obj, opts)?;
+        let (key, outcome, written) = self.apply_inner(obj, opts, None)?;
         let value = match written {
             Written::Value(v) => Some(v),
             Written::Shared(v) => Some((*v).clone()),
             Written::Gone => None,
+            // Only an apply with a digest skips reading.
+            Written::Unread => self.get(&key).map(|v| (*v).clone()),
         };
         Ok((key, outcome, value))
     }
 
-    fn apply_inner(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome, Written)> {
+    /// Applies `obj`. With the request's `digest` ([`super::memo::digest`]), an apply the
+    /// store remembers as changing nothing on this very object is answered without reading it
+    /// (`Written::Unread`); the object an apply leaves (written, or found unchanged) is
+    /// remembered, as applying the same request to it again changes nothing (server-side apply
+    /// is idempotent: the request's fields are there, owned by its manager).
+    fn apply_inner(
+        &mut self,
+        obj: &Value,
+        opts: ApplyOptions<'_>,
+        digest: Option<u128>,
+    ) -> Result<(ObjectKey, WriteOutcome, Written)> {
         let (res, applied) = self.prepare(obj)?;
         let key = ObjectKey::of(&applied).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
+        let admitted = self.store.admission().is_some_and(|a| a.handles(&key.group_kind()));
+        // Only under the committed registry, and not for a kind the admission sees (it acts on
+        // unchanged writes too).
+        let memo = digest.filter(|_| !admitted && self.registry.is_none());
+        // The object as committed, when this transaction has not written it.
+        let committed = memo
+            .filter(|_| !self.writes.contains_key(&key))
+            .and_then(|_| self.store.with(|s| s.objects.get(&key).cloned()));
+        if let (Some(digest), Some(stored)) = (memo, &committed) {
+            if self.store.memo.unchanged(stored, digest) {
+                // Tests check what the memo says against the apply it saves.
+                #[cfg(debug_assertions)]
+                {
+                    let (_, outcome, _) = self.apply_inner(obj, opts, None)?;
+                    assert_eq!(outcome, WriteOutcome::Unchanged, "{key}: the memo of applies is wrong");
+                }
+                return Ok((key, WriteOutcome::Unchanged, Written::Unread));
+            }
+        }
         let live = self.get(&key);
         let schema: &Schema = res.schema.as_deref().unwrap_or(&PERMISSIVE);
         let change = apply::apply_change(&ApplyRequest {
@@ -289,12 +323,14 @@ impl<'s> Txn<'s> {
             now: &self.now,
         })
         .map_err(|source| StoreError::Apply { key: Box::new(key.clone()), source })?;
-        let admitted = self.store.admission().is_some_and(|a| a.handles(&key.group_kind()));
         let mut merged = match (change, &live) {
             (Change::Unchanged, Some(live)) if !admitted && !validate::needs_defaults(schema, live) => {
                 // Nothing to write, and no copy of the live object to make: it only has to be
                 // valid still (its CRD may have changed since it was written).
                 check_valid(&key, &res, schema, live, Some(live))?;
+                if let (Some(digest), Some(stored)) = (memo, &committed) {
+                    self.store.memo.remember(stored, digest);
+                }
                 return Ok((key, WriteOutcome::Unchanged, Written::Shared(live.clone())));
             }
             (Change::Unchanged, live) => live.as_deref().cloned().unwrap_or(Value::Null),
@@ -302,7 +338,13 @@ impl<'s> Txn<'s> {
         };
         validate::apply_defaults(schema, &mut merged);
         check_valid(&key, &res, schema, &merged, live.as_deref())?;
-        self.stage(key, &res, live, merged, Some(opts.manager))
+        let done = self.stage(key, &res, live, merged, Some(opts.manager))?;
+        if let (Some(digest), WriteOutcome::Created | WriteOutcome::Updated) = (memo, done.1) {
+            if let Some(Some(staged)) = self.writes.get(&done.0) {
+                self.store.memo.remember(staged, digest);
+            }
+        }
+        Ok(done)
     }
 
     /// Resolves the API of `obj` and normalises the client's object (system fields dropped,
