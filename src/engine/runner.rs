@@ -561,7 +561,7 @@ impl Ahead<'_> {
     /// Starts it from the committed state (what it reads when its turn comes, unless the
     /// reconcile before it changes that; its runtime then sees the difference and reconciles
     /// again).
-    fn start(self, store: &Store) {
+    fn start(self, store: &Store, first: bool) -> bool {
         let cfg = &self.controller.cfg;
         let input = store.with(|s| {
             let stored = s.objects.get(&self.key)?;
@@ -581,11 +581,14 @@ impl Ahead<'_> {
                 object,
                 children,
                 run_deadline: self.run_deadline,
+                first,
             })
         });
+        let started = input.is_some();
         if let Some(input) = input {
             self.controller.runtime.start_ahead(input);
         }
+        started
     }
 }
 
@@ -697,8 +700,11 @@ impl Client for TxnClient<'_, '_> {
     }
 
     fn ahead(&mut self) {
+        let mut first = true;
         for next in std::mem::take(&mut self.next) {
-            next.start(self.txn.store());
+            if next.start(self.txn.store(), first) {
+                first = false;
+            }
         }
     }
 }

@@ -157,19 +157,22 @@ pub trait Client {
 }
 
 /// How many queued reconciles a client offers to start ahead at once (the first ones of its
-/// queue); a runtime starts those it has room for. Two keep the worker busy while the server
-/// stores a result and reads the next one, so neither side waits for the other.
-pub const AHEAD_DEPTH: usize = 2;
+/// queue); a runtime starts those it has room for. The worker's runtime tops its queue up only
+/// when at most one is left, so it is woken once per two reconciles and always has the next one.
+pub const AHEAD_DEPTH: usize = 3;
 
 /// The inputs of a reconcile started ahead: its for-object's key and the object as stored
 /// (compact JSON), the keys of its children of the reconciler's `owns` kinds (sorted; `None`
-/// without `owns`), and the run's deadline.
+/// without `owns`), the run's deadline, and whether it comes first in its offer.
 #[derive(Debug, Clone)]
 pub struct AheadInput {
     pub key: crate::api::object::ObjectKey,
     pub object: String,
     pub children: Option<Vec<crate::api::object::ObjectKey>>,
     pub run_deadline: Option<std::time::Instant>,
+    /// The first of the inputs one [`Client::ahead`] offers (a runtime decides on it whether to
+    /// take them).
+    pub first: bool,
 }
 
 /// The object a reconcile is for: parsed already, or as the store holds it (compact JSON and

@@ -8,7 +8,8 @@
 //! new one and compiles the reconcilers again.
 //!
 //! The worker and the server overlap: once a reconcile's result is in, the next queued
-//! reconciles (up to [`AHEAD_DEPTH`](crate::reconcile::AHEAD_DEPTH) of them) are sent
+//! reconciles (up to [`AHEAD_DEPTH`](crate::reconcile::AHEAD_DEPTH) of them, topped up when at
+//! most one is left, so that an idle worker is woken once per two) are sent
 //! ([`Runtime::start_ahead`]) while the server stores the result; the worker runs them in order
 //! and keeps a reconcile that arrives while it waits for an answer until its turn. A turn
 //! compares the inputs its reconcile was sent (for-object text, children keys, clock to the
@@ -47,8 +48,9 @@ const DISCARD_WAIT: Duration = Duration::from_millis(200);
 /// How long a reconcile started ahead stays usable (its deadline counts from its start, so it
 /// must not start much earlier than its turn; it is normally a commit's time ahead).
 const AHEAD_FRESH: Duration = Duration::from_millis(100);
-/// The largest reconcile message sent ahead behind another one: with the pipe's 64 KiB, two of
-/// them fit without a write waiting for the worker to read.
+/// The largest reconcile message sent ahead behind another one: with the pipe's 64 KiB, the
+/// [`AHEAD_DEPTH`](crate::reconcile::AHEAD_DEPTH) of them fit without a write waiting for the
+/// worker to read.
 const AHEAD_SMALL: usize = 16 << 10;
 /// How long a new worker may take to greet.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,6 +74,8 @@ struct State {
     /// The reconciles the worker was given ahead of their turn, in the order it runs them:
     /// running, done and unread, or still in the pipe.
     ahead: VecDeque<Ahead>,
+    /// Whether the current offer of reconciles to start ahead is taken.
+    topping_up: bool,
 }
 
 /// A reconcile sent ahead: what it was sent with, to compare with what its turn would send.
@@ -569,8 +573,14 @@ impl Runtime for Isolated {
     fn start_ahead(&self, input: AheadInput) {
         let w = &*self.worker;
         let mut st = w.lock();
+        // An offer is taken when at most one reconcile is still ahead: the worker then wakes
+        // once for two (or more) and always has the next one.
+        if input.first {
+            st.topping_up = st.ahead.len() <= 1;
+        }
         // Only into a worker that has this reconciler's code and room for it, and once.
-        if st.ahead.len() >= crate::reconcile::AHEAD_DEPTH
+        if !st.topping_up
+            || st.ahead.len() >= crate::reconcile::AHEAD_DEPTH
             || st.proc.is_none()
             || st.compiled != Some(self.set.generation)
             || st.ahead.iter().any(|a| a.index == self.index && a.key == input.key)
