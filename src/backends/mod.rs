@@ -19,7 +19,7 @@ mod records;
 mod usage;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -72,6 +72,17 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Backends {
     inner: Mutex<Inner>,
+    /// Per index, the `NearlyFull` condition of the index object last looked at, by that
+    /// object's allocation (its `Weak` keeps the address from being reused): a claim finds it
+    /// without parsing the index again while the index object stays the same.
+    fullness_seen: Mutex<std::collections::HashMap<IndexKey, FullnessSeen>>,
+}
+
+/// The `NearlyFull` condition of one stored index object.
+#[derive(Debug)]
+struct FullnessSeen {
+    index: std::sync::Weak<crate::store::Stored>,
+    full: Option<bool>,
 }
 
 impl Backends {
@@ -250,9 +261,17 @@ impl Backends {
     fn refresh_fullness(&self, b: &Backend, txn: &mut Txn<'_>, ik: &IndexKey) {
         let Some((used, size)) = self.index_use(ik) else { return };
         let key = ObjectKey::new(&GroupKind::new(b.group, b.index_kind()), &ik.namespace, &ik.name);
-        let Some(index) = txn.get(&key) else { return };
+        let Some(stored) = txn.stored(&key) else { return };
         let full = size == 0 || used as f64 * 100.0 / size as f64 > usage::NEARLY_FULL_PERCENT;
-        if fullness_of(&index) == Some(full) {
+        let mut seen = self.fullness_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let known = seen.get(ik).filter(|s| std::ptr::eq(s.index.as_ptr(), Arc::as_ptr(&stored))).map(|s| s.full);
+        let now_full = known.unwrap_or_else(|| {
+            let full = fullness_of(&stored.value());
+            seen.insert(ik.clone(), FullnessSeen { index: Arc::downgrade(&stored), full });
+            full
+        });
+        drop(seen);
+        if now_full == Some(full) {
             return;
         }
         let now = txn.now().to_string();

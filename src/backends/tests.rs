@@ -279,7 +279,16 @@ fn usage_free_and_the_nearly_full_condition() {
     txn.apply(&generic(g, "VLANClaim", "pending", json!({"index": "small"})), ME).unwrap();
     let u = be.usage(&crate::protocol::IdsUsageRequest { namespace: None, index: None });
     assert_eq!(u[0].used, "9");
+    // It made the index full in its own copy; dropped, the stored index still says not full,
+    // and the next claim that fills it says so (what was seen of the dropped copy is not used).
+    let idx = ObjectKey::new(&GroupKind::new(g, "VLANIndex"), "default", "small");
+    assert_eq!(fullness_of(&txn.get(&idx).unwrap()), Some(true));
     drop(txn);
+    assert_eq!(fullness(&store), Some(false));
+    apply(&store, &[generic(g, "VLANClaim", "again", json!({"index": "small"}))]).unwrap();
+    assert_eq!(fullness(&store), Some(true));
+    apply(&store, &[generic(g, "VLANClaim", "again", json!({"index": "small"}))]).unwrap();
+    assert_eq!(fullness(&store), Some(true));
     // IPAM: per index prefix, with the largest free block.
     apply(&store, &[index("net", &[("10.0.0.0/24", "regular")]), claim("a1", json!({"index": "net"}))]).unwrap();
     let u = be.usage(&crate::protocol::IdsUsageRequest { namespace: None, index: Some("net".into()) });
