@@ -19,14 +19,14 @@ mod records;
 mod usage;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
 use crate::api::object::{self, GroupKind, ObjectKey};
 use crate::ids::pool::{IdPool, Journal, Owner};
 use crate::ids::rib::{Rib, RibJournal};
-use crate::store::{Admission, Record, Txn};
+use crate::store::{Admission, Record, Remembered, Txn};
 
 use crds::{backend_of, Backend, BackendKind};
 
@@ -72,17 +72,9 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Backends {
     inner: Mutex<Inner>,
-    /// Per index, the `NearlyFull` condition of the index object last looked at, by that
-    /// object's allocation (its `Weak` keeps the address from being reused): a claim finds it
-    /// without parsing the index again while the index object stays the same.
-    fullness_seen: Mutex<std::collections::HashMap<IndexKey, FullnessSeen>>,
-}
-
-/// The `NearlyFull` condition of one stored index object.
-#[derive(Debug)]
-struct FullnessSeen {
-    index: std::sync::Weak<crate::store::Stored>,
-    full: Option<bool>,
+    /// Per index, the `NearlyFull` condition of the index object last looked at: a claim finds
+    /// it without parsing the index again while the index object stays the same.
+    fullness_seen: Mutex<std::collections::HashMap<IndexKey, Remembered<Option<bool>>>>,
 }
 
 impl Backends {
@@ -264,10 +256,10 @@ impl Backends {
         let Some(stored) = txn.stored(&key) else { return };
         let full = size == 0 || used as f64 * 100.0 / size as f64 > usage::NEARLY_FULL_PERCENT;
         let mut seen = self.fullness_seen.lock().unwrap_or_else(|p| p.into_inner());
-        let known = seen.get(ik).filter(|s| std::ptr::eq(s.index.as_ptr(), Arc::as_ptr(&stored))).map(|s| s.full);
+        let known = seen.get(ik).and_then(|r| r.of(&stored)).copied();
         let now_full = known.unwrap_or_else(|| {
             let full = fullness_of(&stored.value());
-            seen.insert(ik.clone(), FullnessSeen { index: Arc::downgrade(&stored), full });
+            seen.insert(ik.clone(), Remembered::new(&stored, full));
             full
         });
         drop(seen);

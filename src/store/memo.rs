@@ -22,23 +22,37 @@ use super::Stored;
 /// object's allocation while that object is replaced).
 const MAX: usize = 1 << 16;
 
-#[derive(Default)]
-pub(super) struct Memo {
-    map: Mutex<HashMap<usize, Entry>>,
+/// A value known of one stored object, for as long as that object is the one asked about: an
+/// object written since is a new allocation, and the `Weak` held here keeps this one's address
+/// from being reused, so an equal address is the same object (its content never changes).
+#[derive(Debug)]
+pub struct Remembered<T> {
+    object: Weak<Stored>,
+    value: T,
 }
 
-struct Entry {
-    live: Weak<Stored>,
-    digest: u128,
+impl<T> Remembered<T> {
+    pub fn new(stored: &Arc<Stored>, value: T) -> Remembered<T> {
+        Remembered { object: Arc::downgrade(stored), value }
+    }
+
+    /// The value, if `stored` is the object it was remembered of.
+    pub fn of(&self, stored: &Arc<Stored>) -> Option<&T> {
+        std::ptr::eq(self.object.as_ptr(), Arc::as_ptr(stored)).then_some(&self.value)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Memo {
+    /// By the object's address (see [`Remembered`]), the digest of the apply.
+    map: Mutex<HashMap<usize, Remembered<u128>>>,
 }
 
 impl Memo {
     /// Whether the request with `digest` is known to change nothing on `stored`.
     pub(super) fn unchanged(&self, stored: &Arc<Stored>, digest: u128) -> bool {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // The entry's `Weak` keeps its allocation, so an equal address is the same object.
-        map.get(&address(stored))
-            .is_some_and(|e| e.digest == digest && std::ptr::eq(e.live.as_ptr(), Arc::as_ptr(stored)))
+        map.get(&address(stored)).and_then(|r| r.of(stored)) == Some(&digest)
     }
 
     /// Remembers that the request with `digest` changed nothing on `stored`.
@@ -47,7 +61,7 @@ impl Memo {
         if map.len() >= MAX {
             map.clear();
         }
-        map.insert(address(stored), Entry { live: Arc::downgrade(stored), digest });
+        map.insert(address(stored), Remembered::new(stored, digest));
     }
 
     /// Forgets everything (the registry changed).

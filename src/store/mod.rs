@@ -17,6 +17,7 @@
 mod admission;
 mod changes;
 mod memo;
+pub use memo::Remembered;
 mod snapshots;
 mod txn;
 pub mod watchers;

@@ -258,8 +258,7 @@ impl<'s> Txn<'s> {
     /// Server-side applies `obj` (a full intent of `opts.manager`), validates the result and
     /// stages it. Nothing is staged when this returns an error.
     pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
-        let digest = super::memo::digest(obj, opts.manager, opts.force);
-        self.apply_inner(obj, opts, Some(digest)).map(|(key, outcome, _)| (key, outcome))
+        self.apply_inner(obj, opts, true).map(|(key, outcome, _)| (key, outcome))
     }
 
     /// [`Txn::apply`] that also returns the object as this transaction now holds it (`None`
@@ -269,19 +268,19 @@ impl<'s> Txn<'s> {
         obj: &Value,
         opts: ApplyOptions<'_>,
     ) -> Result<(ObjectKey, WriteOutcome, Option<Value>)> {
-        let (key, outcome, written) = self.apply_inner(obj, opts, None)?;
+        let (key, outcome, written) = self.apply_inner(obj, opts, false)?;
         let value = match written {
             Written::Value(v) => Some(v),
             Written::Shared(v) => Some((*v).clone()),
             Written::Gone => None,
-            // Only an apply with a digest skips reading.
+            // Only an apply that may use the memo skips reading.
             Written::Unread => self.get(&key).map(|v| (*v).clone()),
         };
         Ok((key, outcome, value))
     }
 
-    /// Applies `obj`. With the request's `digest` ([`super::memo::digest`]), an apply the
-    /// store remembers as changing nothing on this very object is answered without reading it
+    /// Applies `obj`. With `memo`, an apply the store remembers (by the request's digest,
+    /// [`super::memo::digest`]) as changing nothing on this very object is answered without reading it
     /// (`Written::Unread`); the object an apply leaves (written, or found unchanged) is
     /// remembered, as applying the same request to it again changes nothing (server-side apply
     /// is idempotent: the request's fields are there, owned by its manager).
@@ -289,14 +288,15 @@ impl<'s> Txn<'s> {
         &mut self,
         obj: &Value,
         opts: ApplyOptions<'_>,
-        digest: Option<u128>,
+        memo: bool,
     ) -> Result<(ObjectKey, WriteOutcome, Written)> {
         let (res, applied) = self.prepare(obj)?;
         let key = ObjectKey::of(&applied).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
         let admitted = self.store.admission().is_some_and(|a| a.handles(&key.group_kind()));
         // Only under the committed registry, and not for a kind the admission sees (it acts on
-        // unchanged writes too).
-        let memo = digest.filter(|_| !admitted && self.registry.is_none());
+        // unchanged writes too): the request is hashed only then.
+        let memo =
+            (memo && !admitted && self.registry.is_none()).then(|| super::memo::digest(obj, opts.manager, opts.force));
         // The object as committed, when this transaction has not written it.
         let committed = memo
             .filter(|_| !self.writes.contains_key(&key))
@@ -306,7 +306,7 @@ impl<'s> Txn<'s> {
                 // Tests check what the memo says against the apply it saves.
                 #[cfg(debug_assertions)]
                 {
-                    let (_, outcome, _) = self.apply_inner(obj, opts, None)?;
+                    let (_, outcome, _) = self.apply_inner(obj, opts, false)?;
                     assert_eq!(outcome, WriteOutcome::Unchanged, "{key}: the memo of applies is wrong");
                 }
                 return Ok((key, WriteOutcome::Unchanged, Written::Unread));
