@@ -249,7 +249,9 @@ impl Io {
             match self.read()? {
                 Some(ToWorker::Reply(answer)) => return Ok(answer),
                 Some(msg @ ToWorker::Reconcile { .. }) => self.waiting.push_back(msg),
-                Some(ToWorker::Compile { .. }) => return Err("protocol error: expected a reply".to_string()),
+                Some(ToWorker::Compile { .. }) => {
+                    return Err("protocol error: a compile came while waiting for the reply to a call".to_string())
+                }
                 None => return Err("the server closed the pipe".to_string()),
             }
         }
