@@ -3,7 +3,8 @@
 //! `cargo bench --bench ids` measures (a) one `run once` whose Starlark reconciler creates one
 //! dynamic address claim per object from a /8 (10k and 100k objects) plus 4,094 VLAN claims:
 //! claims per second and the server's peak RSS; (b) one claim at a time through `apply`, each
-//! durable before its reply: p50 / p99 latency. Under `cargo test` the same code runs once on a
+//! durable before its reply: p50 / p99 latency into pools already holding 0, 1k and 10k claims, side
+//! by side with (c) a PostgreSQL allocator doing the same. Under `cargo test` the same code runs once on a
 //! tiny project as a smoke test.
 
 use std::path::Path;
@@ -76,10 +77,15 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
-/// One claim at a time through `apply`; returns the p50 in ms.
-fn single_claims(root: &Path, n: usize) -> f64 {
+/// One claim at a time through `apply`, `n` in a row, into a pool already holding `fill`
+/// claims (loaded from `in/` at start); returns the p50 in ms.
+fn single_claims(root: &Path, fill: usize, n: usize) -> f64 {
     let dir = project(root, 0, 0);
-    let socket = root.join("single.sock");
+    let prefill: String = (0..fill)
+        .map(|i| format!("apiVersion: ipam.be.kuid.dev/v1alpha1\nkind: IPClaim\nmetadata:\n  name: pre{i}\n  namespace: default\nspec:\n  index: bench\n---\n"))
+        .collect();
+    std::fs::write(dir.join("in/prefill.yaml"), prefill).unwrap();
+    let socket = root.join(format!("single{fill}.sock"));
     let mut child = common::start_server_with(BIN, &[dir.as_os_str(), "-r".as_ref()], &socket, &[], |_| {});
     let mut c = Client::connect(&socket).unwrap();
     let mut times = Vec::with_capacity(n);
@@ -99,45 +105,56 @@ fn single_claims(root: &Path, n: usize) -> f64 {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "| one address claim per `apply` (validated, written to in/, allocated, committed with fsync), {n} in a row | p50 {:.2} ms, p99 {:.2} ms |",
+        "| one address claim per `apply` (validated, written to in/, allocated, committed with fsync), {n} in a row, {fill} claimed before | p50 {:.2} ms, p99 {:.2} ms |",
         quantile(&times, 0.5),
         quantile(&times, 0.99)
     );
     let _ = c.request(Request::ServerStop, &mut |_| {});
     let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
     quantile(&times, 0.5)
 }
 
 /// The same single-claim work against the PostgreSQL allocator of `pg`: the lowest free address
-/// of a /8, one committed transaction per claim. Returns the p50 in ms, or None when
-/// PostgreSQL is not installed.
-fn pg_single_claims(n: usize) -> Option<f64> {
-    let server = match pg::Postgres::start() {
-        Ok(Some(server)) => server,
-        Ok(None) => {
-            println!("| the same claims against a PostgreSQL allocator | skipped: PostgreSQL is not installed |");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL: {e}"),
-    };
-    let client = server.connect().unwrap();
+/// of a /8 whose lowest `fill` addresses are taken, one committed transaction per claim.
+/// Returns the p50 in ms.
+fn pg_single_claims(alloc: &mut pg::Allocator, version: &str, fill: usize, n: usize) -> f64 {
+    let pool = format!("bench{fill}");
     let first: i64 = 10 << 24;
-    let mut alloc = pg::Allocator::new(client, "bench", first + 1, first + (1 << 24) - 2).unwrap();
+    alloc.add_pool(&pool, first + 1, first + (1 << 24) - 2, fill as i64).unwrap();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        let address = alloc.claim("bench", &format!("c{i}")).unwrap();
+        let address = alloc.claim(&pool, &format!("c{i}")).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(address, first + 1 + i as i64, "claim {i}");
+        assert_eq!(address, first + 1 + (fill + i) as i64, "claim {i}");
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "| the same claims against a PostgreSQL allocator (`SELECT … FOR UPDATE`, lowest free address, one committed transaction each; PostgreSQL {}) | p50 {:.2} ms, p99 {:.2} ms |",
-        server.version(),
+        "| the same claims against a PostgreSQL allocator (`SELECT … FOR UPDATE`, lowest free address, one committed transaction each; PostgreSQL {version}), {fill} claimed before | p50 {:.2} ms, p99 {:.2} ms |",
         quantile(&times, 0.5),
         quantile(&times, 0.99)
     );
-    Some(quantile(&times, 0.5))
+    quantile(&times, 0.5)
+}
+
+/// (b) and (c): single claims into pools of growing fill, choreo and PostgreSQL side by side.
+fn single_claims_side_by_side(root: &Path, fills: &[usize], n: usize) {
+    let server = match pg::Postgres::start() {
+        Ok(server) => server,
+        Err(e) => panic!("PostgreSQL: {e}"),
+    };
+    if server.is_none() {
+        println!("| the same claims against a PostgreSQL allocator | skipped: PostgreSQL is not installed |");
+    }
+    let mut alloc = server.as_ref().map(|s| pg::Allocator::new(s.connect().unwrap()).unwrap());
+    for &fill in fills {
+        let ours = single_claims(root, fill, n);
+        if let (Some(server), Some(alloc)) = (&server, alloc.as_mut()) {
+            let theirs = pg_single_claims(alloc, &server.version(), fill, n);
+            println!("| single claim with {fill} claimed before, PostgreSQL p50 / choreo p50 | ×{:.1} |", theirs / ours);
+        }
+    }
 }
 
 fn main() {
@@ -153,15 +170,13 @@ fn main() {
             claims_in_one_run(tmp.path(), big, 4094);
         }
         if only.is_empty() || only == "single" {
-            let ours = single_claims(tmp.path(), 300);
-            if let Some(theirs) = pg_single_claims(300) {
-                println!("| single claim, PostgreSQL p50 / choreo p50 | ×{:.1} |", theirs / ours);
-            }
+            // CHOREO_BENCH_SINGLE=N claims in a row per pool (default 300).
+            let n = std::env::var("CHOREO_BENCH_SINGLE").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+            single_claims_side_by_side(tmp.path(), &[0, 1_000, 10_000], n);
         }
     } else {
         claims_in_one_run(tmp.path(), 10, 5);
-        single_claims(tmp.path(), 5);
-        pg_single_claims(5);
+        single_claims_side_by_side(tmp.path(), &[0, 3], 5);
         println!("1 passed, 0 failed");
     }
 }

@@ -161,7 +161,7 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    pub fn new(mut client: postgres::Client, pool: &str, first: i64, last: i64) -> Result<Allocator, String> {
+    pub fn new(mut client: postgres::Client) -> Result<Allocator, String> {
         client
             .batch_execute(
                 "CREATE TABLE pool (name text PRIMARY KEY, first bigint NOT NULL, last bigint NOT NULL);
@@ -173,8 +173,20 @@ impl Allocator {
                      UNIQUE (pool, claim));",
             )
             .map_err(|e| e.to_string())?;
-        client.execute("INSERT INTO pool VALUES ($1, $2, $3)", &[&pool, &first, &last]).map_err(|e| e.to_string())?;
         Ok(Allocator { client })
+    }
+
+    /// Adds a pool of the addresses `first..=last` whose lowest `claimed` addresses are taken
+    /// (claims `pre0`, `pre1`, …), in one statement.
+    pub fn add_pool(&mut self, pool: &str, first: i64, last: i64, claimed: i64) -> Result<(), String> {
+        self.client.execute("INSERT INTO pool VALUES ($1, $2, $3)", &[&pool, &first, &last]).map_err(|e| e.to_string())?;
+        self.client
+            .execute(
+                "INSERT INTO allocation SELECT $1, $2 + g, 'pre' || g FROM generate_series(0, $3 - 1) AS g",
+                &[&pool, &first, &claimed],
+            )
+            .map_err(|e| e.to_string())?;
+        self.client.batch_execute("ANALYZE allocation").map_err(|e| e.to_string())
     }
 
     /// Claims the lowest free address of `pool` for `claim` in one committed transaction.

@@ -203,8 +203,11 @@ impl Listing {
 /// Maps `f` over `items` on up to as many threads as there are cores, keeping order. Small
 /// inputs run inline, where threads would cost more than they save.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 64 {
+        return items.iter().map(&f).collect();
+    }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    if threads < 2 || items.len() < 64 {
+    if threads < 2 {
         return items.iter().map(&f).collect();
     }
     let chunk = items.len().div_ceil(threads);

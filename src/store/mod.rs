@@ -16,6 +16,7 @@
 
 mod admission;
 mod changes;
+mod durable;
 mod memo;
 pub use memo::Remembered;
 mod snapshots;
@@ -24,7 +25,6 @@ pub mod watchers;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -347,6 +347,12 @@ pub struct Store {
     blob_refs: Mutex<Option<std::collections::HashMap<[u8; 16], u32>>>,
     /// See [`Store::snapshot_coming`].
     snapshot_coming: std::sync::atomic::AtomicBool,
+    /// Whether the committed state is known to hold no garbage (no object with owner
+    /// references all of whose owners are gone): then [`Txn::collect_garbage`] looks only at
+    /// what its transaction changed. False at open; see `Txn::commit_inner`.
+    gc_clean: std::sync::atomic::AtomicBool,
+    /// What earlier commit points made durable (see `durable`).
+    durable: Mutex<durable::Durable>,
     /// Applies known to change nothing (see `memo`).
     memo: memo::Memo,
     /// Applies the pending batches to sled beside the engine (declared last: dropped after the
@@ -466,6 +472,8 @@ impl Store {
             blob_refs: Mutex::new(None),
             snapshot_coming: Default::default(),
             memo: Default::default(),
+            durable: Default::default(),
+            gc_clean: Default::default(),
             writer: writer::Writer::start(),
         };
         store.sync()?;
@@ -547,7 +555,7 @@ impl Store {
     pub fn sync(&self) -> Result<()> {
         self.write_objects(Vec::new(), Vec::new(), true)?;
         self.db.flush().map_err(|source| StoreError::Db { path: self.dir.clone(), source })?;
-        fsync_dir_files(&self.dir)
+        self.durable.lock().unwrap_or_else(|p| p.into_inner()).sync(&self.dir)
     }
 
     /// Durably records an opaque intent: what a caller must undo if the process dies before
@@ -599,11 +607,6 @@ impl Store {
                 None => pending.records.remove(key),
             }
         }
-        if now && pending.writes > 0 {
-            // An earlier batch that failed fails this commit before its writes are handed over:
-            // they must not land when the caller is told they did not.
-            self.writer.drain().map_err(self.db_err_fn())?;
-        }
         if pending.writes > 0 && (now || pending.writes > PENDING_WRITES) {
             let batch = std::mem::take(&mut *pending);
             drop(pending);
@@ -613,14 +616,22 @@ impl Store {
                 false => Some((self.snapshot_blobs.clone(), batch.bodies.into_values().collect())),
             };
             let job = writer::Job { records, objects: (self.objects.clone(), batch.batch), bodies };
-            self.writer.write(job).map_err(self.db_err_fn())?;
+            // A durable step follows (or the caller needs sled to hold everything): the batch is
+            // applied here, after the ones handed over before it; an earlier batch that failed
+            // fails this commit before its writes land, as they must not when the caller is told
+            // they did not.
+            match now {
+                true => self.writer.write_now(job),
+                false => self.writer.write(job),
+            }
+            .map_err(self.db_err_fn())?;
         } else {
             drop(pending);
-        }
-        if now {
-            // A durable step follows (or the caller needs sled to hold everything): wait for the
-            // writer, and report a batch of an earlier unsynced commit that failed.
-            self.writer.drain().map_err(self.db_err_fn())?;
+            if now {
+                // Wait for the batches handed over, and report one of an earlier unsynced commit
+                // that failed.
+                self.writer.drain().map_err(self.db_err_fn())?;
+            }
         }
         Ok(())
     }
@@ -669,31 +680,6 @@ impl Drop for Store {
 
 /// The `meta` key of the edit intent.
 const INTENT_KEY: &str = "edit-intent";
-
-/// fsyncs every regular file of sled's directory (and `blobs/`), then the directory itself, so a
-/// power loss after a commit returns cannot lose it.
-fn fsync_dir_files(dir: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StoreError::Io { path, source }
-    };
-    let mut dirs = vec![dir.to_path_buf()];
-    let blobs = dir.join("blobs");
-    if blobs.is_dir() {
-        dirs.push(blobs);
-    }
-    for d in dirs {
-        for entry in std::fs::read_dir(&d).map_err(io(&d))? {
-            let entry = entry.map_err(io(&d))?;
-            let path = entry.path();
-            if entry.file_type().map_err(io(&path))?.is_file() {
-                File::open(&path).and_then(|f| f.sync_all()).map_err(io(&path))?;
-            }
-        }
-        File::open(&d).and_then(|f| f.sync_all()).map_err(io(&d))?;
-    }
-    Ok(())
-}
 
 /// The current time in the RFC 3339 form Kubernetes uses (`2026-11-25T10:00:00Z`).
 pub fn now_rfc3339() -> String {

@@ -98,6 +98,10 @@ pub struct Txn<'s> {
     /// The admission's journal mark when this transaction first called it; a transaction
     /// dropped without committing rolls the admission back to it.
     admitted: Option<usize>,
+    /// `Some(full)` when [`Txn::collect_garbage`] ran after the last write: then the state this
+    /// transaction commits holds no garbage if the one it started from held none, or if the
+    /// collection was a full one.
+    gc_after_writes: Option<bool>,
 }
 
 impl<'s> Txn<'s> {
@@ -111,6 +115,7 @@ impl<'s> Txn<'s> {
             store,
             parsed: Default::default(),
             writes: BTreeMap::new(),
+            gc_after_writes: None,
             registry: None,
             now: super::now_rfc3339(),
             admitted: None,
@@ -561,6 +566,7 @@ impl<'s> Txn<'s> {
     fn stage_write(&mut self, key: ObjectKey, value: Option<Arc<Stored>>) {
         self.parsed.get_mut().remove(&key);
         self.writes.insert(key, value);
+        self.gc_after_writes = None;
     }
 
     fn registry_mut(&mut self) -> &mut Registry {
@@ -574,44 +580,32 @@ impl<'s> Txn<'s> {
     /// is alive: an owner is alive when it exists with the referenced uid and is not being
     /// deleted. Repeats until nothing more is collected, so whole subtrees go. Returns the keys
     /// collected.
+    ///
+    /// When the committed state is known to hold no garbage (see [`Store::gc_clean`]) only what
+    /// this transaction's writes can have made garbage is looked at: the objects it wrote with
+    /// owner references, and the dependents of objects it deleted, marked for deletion or
+    /// re-created with a new uid. Otherwise (and when it changed an API) every owned object is.
     pub fn collect_garbage(&mut self) -> Vec<ObjectKey> {
+        let full = !self.store.gc_clean.load(std::sync::atomic::Ordering::Relaxed) || self.registry.is_some();
         let mut collected = Vec::new();
         let mut visited = BTreeSet::new();
         loop {
             let mut round = Vec::new();
-            // Only objects with owner references can be garbage: the owner index names them.
-            let mut candidates: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_keys().cloned().collect());
-            for (k, v) in &self.writes {
-                match v {
-                    Some(v) if !v.owners().is_empty() => {
-                        candidates.insert(k.clone());
-                    }
-                    _ => {}
-                }
-            }
+            let candidates = if full { self.all_owned() } else { self.gc_candidates() };
             for key in candidates {
-                if visited.contains(&key) {
-                    continue;
-                }
-                let Some((_, owners, deleting)) = self.gc_info(&key) else { continue };
-                if owners.is_empty() || deleting {
-                    continue;
-                }
-                let alive = owners.iter().any(|o| {
-                    let gk = GroupKind::new(o.group.clone(), o.kind.clone());
-                    let ns = match self.resource(&gk) {
-                        Some(r) if r.namespaced => key.namespace.as_str(),
-                        Some(_) => "",
-                        None => return false,
-                    };
-                    self.gc_info(&ObjectKey::new(&gk, ns, &o.name))
-                        .is_some_and(|(uid, _, deleting)| (o.uid.is_empty() || uid == o.uid) && !deleting)
-                });
-                if !alive {
+                if !visited.contains(&key) && self.is_garbage(&key) {
                     round.push(key);
                 }
             }
             if round.is_empty() {
+                #[cfg(debug_assertions)]
+                if !full {
+                    // Debug builds (every test) check that looking at less found everything.
+                    let missed: Vec<ObjectKey> =
+                        self.all_owned().into_iter().filter(|k| !visited.contains(k) && self.is_garbage(k)).collect();
+                    assert!(missed.is_empty(), "the incremental garbage collection missed {missed:?}");
+                }
+                self.gc_after_writes = Some(full);
                 return collected;
             }
             for key in round {
@@ -622,6 +616,65 @@ impl<'s> Txn<'s> {
                 collected.push(key);
             }
         }
+    }
+
+    /// Whether `key` is an object none of whose owners is alive (and is not being deleted).
+    fn is_garbage(&self, key: &ObjectKey) -> bool {
+        let Some((_, owners, deleting)) = self.gc_info(key) else { return false };
+        if owners.is_empty() || deleting {
+            return false;
+        }
+        !owners.iter().any(|o| {
+            let gk = GroupKind::new(o.group.clone(), o.kind.clone());
+            let ns = match self.resource(&gk) {
+                Some(r) if r.namespaced => key.namespace.as_str(),
+                Some(_) => "",
+                None => return false,
+            };
+            self.gc_info(&ObjectKey::new(&gk, ns, &o.name))
+                .is_some_and(|(uid, _, deleting)| (o.uid.is_empty() || uid == o.uid) && !deleting)
+        })
+    }
+
+    /// Every object with owner references, as this transaction sees them.
+    fn all_owned(&self) -> BTreeSet<ObjectKey> {
+        // Only objects with owner references can be garbage: the owner index names them.
+        let mut candidates: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_keys().cloned().collect());
+        for (k, v) in &self.writes {
+            if v.as_ref().is_some_and(|v| !v.owners().is_empty()) {
+                candidates.insert(k.clone());
+            }
+        }
+        candidates
+    }
+
+    /// What this transaction's writes can have made garbage in a state that held none: the
+    /// objects it wrote with owner references, and the committed dependents of every object it
+    /// took away as an owner (deleted, being deleted, or now with another uid), including those
+    /// that name their owner without a uid.
+    fn gc_candidates(&self) -> BTreeSet<ObjectKey> {
+        self.store.with(|s| {
+            let mut candidates = BTreeSet::new();
+            let mut owner_gone = false;
+            for (k, v) in &self.writes {
+                if v.as_ref().is_some_and(|v| !v.owners().is_empty()) {
+                    candidates.insert(k.clone());
+                }
+                let Some(old) = s.objects.get(k) else { continue };
+                let gone = match v {
+                    None => true,
+                    Some(v) => v.deleting() || v.uid() != old.uid(),
+                };
+                if gone {
+                    owner_gone = true;
+                    candidates.extend(s.owned_by(old.uid()).cloned());
+                }
+            }
+            if owner_gone {
+                candidates.extend(s.owned_by("").cloned());
+            }
+            candidates
+        })
     }
 
     /// The uid, owner references and deletion state of an object, without parsing stored ones.
@@ -674,9 +727,18 @@ impl<'s> Txn<'s> {
         let mut batch = Vec::with_capacity(self.writes.len());
         let mut events = Vec::with_capacity(self.writes.len());
         let mut stored = Vec::with_capacity(self.writes.len());
+        // Whether a write can have made garbage: one with owner references (they may be gone),
+        // or one that takes an owner away (see `gc_candidates`).
+        let mut may_leave_garbage = self.registry.is_some();
         store.with(|state| {
             for (key, value) in &self.writes {
                 let before = state.objects.get(key);
+                may_leave_garbage |= match (value, before) {
+                    (Some(v), before) => {
+                        !v.owners().is_empty() || v.deleting() || before.is_some_and(|b| b.uid() != v.uid())
+                    }
+                    (None, before) => before.is_some(),
+                };
                 match (value, before) {
                     (Some(v), before) => {
                         batch.push((key.to_bytes(), Some(v.ivec())));
@@ -713,7 +775,13 @@ impl<'s> Txn<'s> {
         if durable {
             store.sync()?;
         }
+        let was_clean = store.gc_clean.load(std::sync::atomic::Ordering::Relaxed);
+        let clean = match self.gc_after_writes {
+            Some(full) => was_clean || full,
+            None => was_clean && !may_leave_garbage,
+        };
         store.publish(events.clone(), stored, self.registry.take());
+        store.gc_clean.store(clean, std::sync::atomic::Ordering::Relaxed);
         Ok(events)
     }
 }

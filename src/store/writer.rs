@@ -69,6 +69,9 @@ enum Msg {
 /// The writer thread's handle; dropping it applies what is queued and joins the thread.
 pub(super) struct Writer {
     tx: Option<Sender<Msg>>,
+    /// Whether a job was handed to the thread since the last [`Writer::drain`]: a drain with
+    /// nothing handed over need not wait for the thread.
+    handed: std::sync::atomic::AtomicBool,
     failed: Arc<Mutex<Option<sled::Error>>>,
     blobs: Arc<Mutex<Blobs>>,
     thread: Option<JoinHandle<()>>,
@@ -82,26 +85,25 @@ impl Writer {
         let blobs = Arc::new(Mutex::new(Blobs::default()));
         let (f, b) = (failed.clone(), blobs.clone());
         match std::thread::Builder::new().name("choreo-store-writer".into()).spawn(move || serve(rx, f, b)) {
-            Ok(thread) => Writer { tx: Some(tx), failed, blobs, thread: Some(thread) },
+            Ok(thread) => Writer { tx: Some(tx), handed: Default::default(), failed, blobs, thread: Some(thread) },
             Err(e) => {
                 log::warn!("cannot start the store's writer thread, writing inline: {e}");
-                Writer { tx: None, failed, blobs, thread: None }
+                Writer { tx: None, handed: Default::default(), failed, blobs, thread: None }
             }
         }
     }
 
     /// Hands `job` over (waits while the queue is full).
     pub fn write(&self, job: Job) -> Result<(), sled::Error> {
-        match &self.tx {
-            Some(tx) => match tx.send(Msg::Write(job)) {
-                Ok(()) => Ok(()),
-                // The thread is gone (it only ends when the handle drops): write inline.
-                Err(e) => match e.into_inner() {
-                    Msg::Write(job) => apply(job, &self.blobs),
-                    Msg::Barrier(_) => Ok(()),
-                },
+        let Some(tx) = &self.tx else { return apply(job, &self.blobs) };
+        self.handed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match tx.send(Msg::Write(job)) {
+            Ok(()) => Ok(()),
+            // The thread is gone (it only ends when the handle drops): write inline.
+            Err(e) => match e.into_inner() {
+                Msg::Write(job) => apply(job, &self.blobs),
+                Msg::Barrier(_) => Ok(()),
             },
-            None => apply(job, &self.blobs),
         }
     }
 
@@ -121,9 +123,18 @@ impl Writer {
         self.blobs().known = known;
     }
 
+    /// Applies `job` on the calling thread once every batch handed over before it is applied:
+    /// a durable commit waits for its batch anyway, and two hand-offs to the thread and back
+    /// cost more than the batch. The first failure since the last drain, or this job's.
+    pub fn write_now(&self, job: Job) -> Result<(), sled::Error> {
+        self.drain()?;
+        apply(job, &self.blobs)
+    }
+
     /// Waits until every batch handed over is applied; the first failure since the last drain.
     pub fn drain(&self) -> Result<(), sled::Error> {
-        if let Some(tx) = &self.tx {
+        let handed = self.handed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if let (Some(tx), true) = (&self.tx, handed) {
             let (done, wait) = crossbeam_channel::bounded(1);
             if tx.send(Msg::Barrier(done)).is_ok() {
                 // Answered, or the thread ended (its sender dropped): either way nothing is queued.

@@ -9,6 +9,12 @@
 //! next start restores the files from it before its first load, which then makes the store say
 //! what the files say. So an unacknowledged request leaves nothing behind, and no temporary file
 //! ever sits in `in/`.
+//!
+//! An edit of one file needs no intent: its rename is atomic, so a crash leaves the file whole
+//! before or whole after, and the next start's load makes the store say what it says — the
+//! request then took effect entirely or not at all, which is all a client that got no answer
+//! can rely on anyway. That saves a durable store step (a flush and an fsync) on the common
+//! `apply` of one object.
 //! *Invariant:* knows files and the opaque intent record; not what the objects mean.
 
 use std::fs;
@@ -38,7 +44,11 @@ impl Intent {
 /// they were and the intent is gone.
 pub(super) fn write(store: &Store, staging: &Path, changes: &[(PathBuf, PlannedFile)]) -> Result<(), String> {
     let intent = Intent { files: changes.iter().map(|(p, f)| (p.clone(), f.before.clone())).collect() };
-    store.record_intent(&intent.encode()).map_err(|e| format!("cannot record the edit before writing files: {e}"))?;
+    if changes.len() > 1 {
+        store
+            .record_intent(&intent.encode())
+            .map_err(|e| format!("cannot record the edit before writing files: {e}"))?;
+    }
     let targets: Vec<(PathBuf, Option<&str>)> = changes.iter().map(|(p, f)| (p.clone(), f.after.as_deref())).collect();
     if let Err(e) = put_files(staging, &targets) {
         return Err(undo(store, staging, &intent, e));
@@ -206,6 +216,25 @@ mod tests {
         assert!(!staging.exists());
         let names: Vec<_> = fs::read_dir(&input).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "no temporary file in in/: {names:?}");
+    }
+
+    #[test]
+    fn one_file_is_written_without_an_intent_and_restored_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let staging = dir.path().join("staging");
+        let input = dir.path().join("in");
+        fs::create_dir(&input).unwrap();
+        fs::write(input.join("a.yaml"), "a\n").unwrap();
+        let changes = vec![(input.join("a.yaml"), planned(Some("a\n"), Some("changed\n")))];
+        write(&store, &staging, &changes).unwrap();
+        assert_eq!(fs::read_to_string(input.join("a.yaml")).unwrap(), "changed\n");
+        assert!(store.pending_intent().unwrap().is_none(), "one rename is atomic: no intent");
+        // The commit failed: the file is put back from what the plan read.
+        let e = abort(&store, &staging, &changes, "cannot commit".into());
+        assert!(e.contains("the files were restored"), "{e}");
+        assert_eq!(fs::read_to_string(input.join("a.yaml")).unwrap(), "a\n");
+        assert!(recover(&store, &staging).unwrap().is_empty());
     }
 
     #[test]

@@ -37,9 +37,8 @@ pub(super) struct FilePlan {
     /// The project directory: messages name files relative to it.
     root: PathBuf,
     files: BTreeMap<PathBuf, PlannedFile>,
-    /// File names of the input directory already in use (read once) plus those this plan
-    /// creates.
-    taken: Option<HashSet<String>>,
+    /// File names this plan creates in the input directory (besides those on disk).
+    created: HashSet<String>,
 }
 
 impl FilePlan {
@@ -98,17 +97,12 @@ impl FilePlan {
 
     /// Plans a new file for `key` in `input_dir` holding `yaml`; returns its path.
     pub fn create(&mut self, input_dir: &Path, key: &ObjectKey, yaml: String) -> Result<PathBuf, String> {
-        if self.taken.is_none() {
-            let names = std::fs::read_dir(input_dir)
-                .map(|entries| {
-                    entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
-                })
-                .unwrap_or_default();
-            self.taken = Some(names);
-        }
-        let taken = self.taken.get_or_insert_with(HashSet::new);
+        // A name is taken when this plan creates it or anything (even a broken link) has it; a
+        // look at each candidate, not a listing of a directory that may hold 100k files.
+        let created = &self.created;
+        let taken = |name: &str| created.contains(name) || std::fs::symlink_metadata(input_dir.join(name)).is_ok();
         let name = new_file_name(key, taken)?;
-        taken.insert(name.clone());
+        self.created.insert(name.clone());
         let path = input_dir.join(name);
         self.files.insert(path.clone(), PlannedFile { before: None, after: Some(yaml), via: Vec::new() });
         Ok(path)
@@ -182,7 +176,7 @@ pub(super) fn is_object(doc: &Value, key: &ObjectKey) -> bool {
 /// added when that name is taken by something else). A name that would be longer than
 /// [`MAX_FILE_NAME`] bytes is cut and made unique with a hash of the whole identity, so it is
 /// short, stable and collision-free. Never an existing file.
-fn new_file_name(key: &ObjectKey, taken: &HashSet<String>) -> Result<String, String> {
+fn new_file_name(key: &ObjectKey, taken: impl Fn(&str) -> bool) -> Result<String, String> {
     let base = if key.group.is_empty() {
         format!("{}.{}", key.kind.to_lowercase(), key.name)
     } else {
@@ -191,7 +185,7 @@ fn new_file_name(key: &ObjectKey, taken: &HashSet<String>) -> Result<String, Str
     let ns = if key.namespace.is_empty() { "object" } else { &key.namespace };
     let candidates = [format!("{base}.yaml"), format!("{base}.{ns}.yaml")];
     for name in &candidates {
-        if name.len() <= MAX_FILE_NAME && !taken.contains(name) {
+        if name.len() <= MAX_FILE_NAME && !taken(name) {
             return Ok(name.clone());
         }
     }
@@ -203,7 +197,7 @@ fn new_file_name(key: &ObjectKey, taken: &HashSet<String>) -> Result<String, Str
             cut -= 1;
         }
         let name = format!("{}{suffix}", &base[..cut]);
-        if !taken.contains(&name) {
+        if !taken(&name) {
             return Ok(name);
         }
         return Err(format!("in/{name} already exists and does not define {key}"));
@@ -306,20 +300,20 @@ mod tests {
 
     #[test]
     fn long_names_get_short_stable_distinct_file_names() {
-        let taken = HashSet::new();
+        let taken = |_: &str| false;
         let long = "a".repeat(253);
-        let one = new_file_name(&key("Device", "default", &long), &taken).unwrap();
-        let again = new_file_name(&key("Device", "default", &long), &taken).unwrap();
-        let other = new_file_name(&key("Device", "default", &format!("{}b", &long[..252])), &taken).unwrap();
+        let one = new_file_name(&key("Device", "default", &long), taken).unwrap();
+        let again = new_file_name(&key("Device", "default", &long), taken).unwrap();
+        let other = new_file_name(&key("Device", "default", &format!("{}b", &long[..252])), taken).unwrap();
         assert!(one.len() <= MAX_FILE_NAME, "{one}");
         assert_eq!(one, again);
         assert_ne!(one, other);
         assert!(one.starts_with("example.org.device.aaaa") && one.ends_with(".yaml"), "{one}");
-        let short = new_file_name(&key("Device", "default", "leaf1"), &taken).unwrap();
+        let short = new_file_name(&key("Device", "default", "leaf1"), taken).unwrap();
         assert_eq!(short, "example.org.device.leaf1.yaml");
-        let taken: HashSet<String> = [short].into();
+        let taken = |name: &str| name == short;
         assert_eq!(
-            new_file_name(&key("Device", "default", "leaf1"), &taken).unwrap(),
+            new_file_name(&key("Device", "default", "leaf1"), taken).unwrap(),
             "example.org.device.leaf1.default.yaml"
         );
     }
