@@ -152,7 +152,10 @@ fn single_claims_side_by_side(root: &Path, fills: &[usize], n: usize) {
         let ours = single_claims(root, fill, n);
         if let (Some(server), Some(alloc)) = (&server, alloc.as_mut()) {
             let theirs = pg_single_claims(alloc, &server.version(), fill, n);
-            println!("| single claim with {fill} claimed before, PostgreSQL p50 / choreo p50 | ×{:.1} |", theirs / ours);
+            println!(
+                "| single claim with {fill} claimed before, PostgreSQL p50 / choreo p50 | ×{:.1} |",
+                theirs / ours
+            );
         }
     }
 }

@@ -179,10 +179,12 @@ impl Allocator {
     /// Adds a pool of the addresses `first..=last` whose lowest `claimed` addresses are taken
     /// (claims `pre0`, `pre1`, …), in one statement.
     pub fn add_pool(&mut self, pool: &str, first: i64, last: i64, claimed: i64) -> Result<(), String> {
-        self.client.execute("INSERT INTO pool VALUES ($1, $2, $3)", &[&pool, &first, &last]).map_err(|e| e.to_string())?;
+        self.client
+            .execute("INSERT INTO pool VALUES ($1, $2, $3)", &[&pool, &first, &last])
+            .map_err(|e| e.to_string())?;
         self.client
             .execute(
-                "INSERT INTO allocation SELECT $1, $2 + g, 'pre' || g FROM generate_series(0, $3 - 1) AS g",
+                "INSERT INTO allocation SELECT $1::text, $2::bigint + g, 'pre' || g FROM generate_series(0::bigint, $3::bigint - 1) AS g",
                 &[&pool, &first, &claimed],
             )
             .map_err(|e| e.to_string())?;

@@ -349,7 +349,8 @@ pub struct Store {
     snapshot_coming: std::sync::atomic::AtomicBool,
     /// Whether the committed state is known to hold no garbage (no object with owner
     /// references all of whose owners are gone): then [`Txn::collect_garbage`] looks only at
-    /// what its transaction changed. False at open; see `Txn::commit_inner`.
+    /// what its transaction changed. At open, true only when no object names an owner; see
+    /// `Txn::commit_inner`.
     gc_clean: std::sync::atomic::AtomicBool,
     /// What earlier commit points made durable (see `durable`).
     durable: Mutex<durable::Durable>,
@@ -457,6 +458,8 @@ impl Store {
             state.objects.len(),
             state.registry.len()
         );
+        // Nothing names an owner: nothing can be garbage.
+        let gc_clean = state.owners.is_empty();
         let store = Store {
             dir: dir.to_path_buf(),
             db,
@@ -473,7 +476,7 @@ impl Store {
             snapshot_coming: Default::default(),
             memo: Default::default(),
             durable: Default::default(),
-            gc_clean: Default::default(),
+            gc_clean: gc_clean.into(),
             writer: writer::Writer::start(),
         };
         store.sync()?;

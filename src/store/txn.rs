@@ -619,7 +619,7 @@ impl<'s> Txn<'s> {
     }
 
     /// Whether `key` is an object none of whose owners is alive (and is not being deleted).
-    fn is_garbage(&self, key: &ObjectKey) -> bool {
+    pub(super) fn is_garbage(&self, key: &ObjectKey) -> bool {
         let Some((_, owners, deleting)) = self.gc_info(key) else { return false };
         if owners.is_empty() || deleting {
             return false;
@@ -637,7 +637,7 @@ impl<'s> Txn<'s> {
     }
 
     /// Every object with owner references, as this transaction sees them.
-    fn all_owned(&self) -> BTreeSet<ObjectKey> {
+    pub(super) fn all_owned(&self) -> BTreeSet<ObjectKey> {
         // Only objects with owner references can be garbage: the owner index names them.
         let mut candidates: BTreeSet<ObjectKey> = self.store.with(|s| s.owned_keys().cloned().collect());
         for (k, v) in &self.writes {
@@ -729,7 +729,7 @@ impl<'s> Txn<'s> {
         let mut stored = Vec::with_capacity(self.writes.len());
         // Whether a write can have made garbage: one with owner references (they may be gone),
         // or one that takes an owner away (see `gc_candidates`).
-        let mut may_leave_garbage = self.registry.is_some();
+        let mut may_leave_garbage = false;
         store.with(|state| {
             for (key, value) in &self.writes {
                 let before = state.objects.get(key);
@@ -778,7 +778,14 @@ impl<'s> Txn<'s> {
         let was_clean = store.gc_clean.load(std::sync::atomic::Ordering::Relaxed);
         let clean = match self.gc_after_writes {
             Some(full) => was_clean || full,
-            None => was_clean && !may_leave_garbage,
+            // Not collected (a reconcile's commit): still clean if none of what its writes can
+            // have made garbage is (its children name the object just reconciled), so that the
+            // next `apply` in continuous mode need not look at every owned object.
+            None => {
+                was_clean
+                    && self.registry.is_none()
+                    && (!may_leave_garbage || self.gc_candidates().iter().all(|k| !self.is_garbage(k)))
+            }
         };
         store.publish(events.clone(), stored, self.registry.take());
         store.gc_clean.store(clean, std::sync::atomic::Ordering::Relaxed);
