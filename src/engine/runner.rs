@@ -659,6 +659,10 @@ impl Client for TxnClient<'_, '_> {
         self.txn.apply(obj, ApplyOptions { manager, force: false }).map(|_| ()).map_err(client_error)
     }
 
+    fn apply_unread_sent(&mut self, obj: &Value, text: &str, manager: &str) -> Result<(), ClientError> {
+        self.txn.apply_sent(obj, text, ApplyOptions { manager, force: false }).map(|_| ()).map_err(client_error)
+    }
+
     fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError> {
         let key = self.key(api_version, kind, namespace, name)?;
         match self.txn.delete(&key) {

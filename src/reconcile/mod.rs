@@ -104,6 +104,12 @@ pub trait Client {
         self.apply(obj, manager).map(|_| ())
     }
 
+    /// [`Client::apply_unread`] of an object that arrived as JSON `text` (`obj` is its parse),
+    /// for a client that can use the text as it came.
+    fn apply_unread_sent(&mut self, obj: &Value, _text: &str, manager: &str) -> Result<(), ClientError> {
+        self.apply_unread(obj, manager)
+    }
+
     /// Deletes an object (finalizers hold it); a missing object is not an error.
     fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Result<(), ClientError>;
 

@@ -81,6 +81,16 @@ enum Written {
     Unread,
 }
 
+/// Whether an apply may use the store's memo of applies, and how its request is hashed.
+#[derive(Clone, Copy)]
+enum Memo<'a> {
+    Off,
+    /// Encode the object to hash it.
+    Value,
+    /// Hash the JSON text the object was parsed from.
+    Text(&'a str),
+}
+
 /// A set of writes that becomes visible and durable together at [`Txn::commit`].
 ///
 /// Staged writes are kept in their stored form (compact JSON and the metadata the store
@@ -263,7 +273,14 @@ impl<'s> Txn<'s> {
     /// Server-side applies `obj` (a full intent of `opts.manager`), validates the result and
     /// stages it. Nothing is staged when this returns an error.
     pub fn apply(&mut self, obj: &Value, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
-        self.apply_inner(obj, opts, true).map(|(key, outcome, _)| (key, outcome))
+        self.apply_inner(obj, opts, Memo::Value).map(|(key, outcome, _)| (key, outcome))
+    }
+
+    /// [`Txn::apply`] of a request that arrived as the JSON `text` that `obj` was parsed from
+    /// (a reconciler in the worker process): the memo's digest hashes the text rather than
+    /// encoding `obj` again.
+    pub fn apply_sent(&mut self, obj: &Value, text: &str, opts: ApplyOptions<'_>) -> Result<(ObjectKey, WriteOutcome)> {
+        self.apply_inner(obj, opts, Memo::Text(text)).map(|(key, outcome, _)| (key, outcome))
     }
 
     /// [`Txn::apply`] that also returns the object as this transaction now holds it (`None`
@@ -273,7 +290,7 @@ impl<'s> Txn<'s> {
         obj: &Value,
         opts: ApplyOptions<'_>,
     ) -> Result<(ObjectKey, WriteOutcome, Option<Value>)> {
-        let (key, outcome, written) = self.apply_inner(obj, opts, false)?;
+        let (key, outcome, written) = self.apply_inner(obj, opts, Memo::Off)?;
         let value = match written {
             Written::Value(v) => Some(v),
             Written::Shared(v) => Some((*v).clone()),
@@ -284,7 +301,7 @@ impl<'s> Txn<'s> {
         Ok((key, outcome, value))
     }
 
-    /// Applies `obj`. With `memo`, an apply the store remembers (by the request's digest,
+    /// Applies `obj`. Unless `memo` is off, an apply the store remembers (by the request's digest,
     /// [`super::memo::digest`]) as changing nothing on this very object is answered without reading it
     /// (`Written::Unread`); the object an apply leaves (written, or found unchanged) is
     /// remembered, as applying the same request to it again changes nothing (server-side apply
@@ -293,15 +310,19 @@ impl<'s> Txn<'s> {
         &mut self,
         obj: &Value,
         opts: ApplyOptions<'_>,
-        memo: bool,
+        memo: Memo<'_>,
     ) -> Result<(ObjectKey, WriteOutcome, Written)> {
         let (res, applied) = self.prepare(obj)?;
         let key = ObjectKey::of(&applied).ok_or_else(|| StoreError::Malformed("object has no metadata.name".into()))?;
         let admitted = self.store.admission().is_some_and(|a| a.handles(&key.group_kind()));
         // Only under the committed registry, and not for a kind the admission sees (it acts on
         // unchanged writes too): the request is hashed only then.
-        let memo =
-            (memo && !admitted && self.registry.is_none()).then(|| super::memo::digest(obj, opts.manager, opts.force));
+        let memo = match memo {
+            _ if admitted || self.registry.is_some() => None,
+            Memo::Off => None,
+            Memo::Value => Some(super::memo::digest(obj, opts.manager, opts.force)),
+            Memo::Text(text) => Some(super::memo::digest_text(text.as_bytes(), opts.manager, opts.force)),
+        };
         // The object as committed, when this transaction has not written it.
         let committed = memo
             .filter(|_| !self.writes.contains_key(&key))
@@ -311,7 +332,7 @@ impl<'s> Txn<'s> {
                 // Tests check what the memo says against the apply it saves.
                 #[cfg(debug_assertions)]
                 {
-                    let (_, outcome, _) = self.apply_inner(obj, opts, false)?;
+                    let (_, outcome, _) = self.apply_inner(obj, opts, Memo::Off)?;
                     assert_eq!(outcome, WriteOutcome::Unchanged, "{key}: the memo of applies is wrong");
                 }
                 return Ok((key, WriteOutcome::Unchanged, Written::Unread));

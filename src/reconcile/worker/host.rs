@@ -800,7 +800,7 @@ fn make(client: &mut dyn Client, call: Call) -> Result<Answer, ClientError> {
             Answer::Object(Some(client.apply(&parse(&object)?, &manager)?.to_string()))
         }
         Call::Apply { object, manager, read: false } => {
-            client.apply_unread(&parse(&object)?, &manager)?;
+            client.apply_unread_sent(&parse(&object)?, &object, &manager)?;
             Answer::Unit
         }
         Call::Delete { api_version, kind, namespace, name } => {
