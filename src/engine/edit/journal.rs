@@ -188,13 +188,19 @@ mod tests {
         PlannedFile { before: before.map(String::from), after: after.map(String::from), via: Vec::new() }
     }
 
-    #[test]
-    fn write_then_crash_is_undone_at_the_next_start() {
+    /// A temporary directory with a store (`db`), a staging directory's path and an `in/`.
+    fn project() -> (tempfile::TempDir, Store, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let staging = dir.path().join("staging");
         let input = dir.path().join("in");
         fs::create_dir(&input).unwrap();
+        (dir, store, staging, input)
+    }
+
+    #[test]
+    fn write_then_crash_is_undone_at_the_next_start() {
+        let (_dir, store, staging, input) = project();
         fs::write(input.join("old.yaml"), "old\n").unwrap();
         fs::write(input.join("gone.yaml"), "gone\n").unwrap();
         let changes = vec![
@@ -220,11 +226,7 @@ mod tests {
 
     #[test]
     fn one_file_is_written_without_an_intent_and_restored_on_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let staging = dir.path().join("staging");
-        let input = dir.path().join("in");
-        fs::create_dir(&input).unwrap();
+        let (_dir, store, staging, input) = project();
         fs::write(input.join("a.yaml"), "a\n").unwrap();
         let changes = vec![(input.join("a.yaml"), planned(Some("a\n"), Some("changed\n")))];
         write(&store, &staging, &changes).unwrap();
@@ -256,11 +258,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_restores_what_was_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let staging = dir.path().join("staging");
-        let input = dir.path().join("in");
-        fs::create_dir(&input).unwrap();
+        let (dir, store, staging, input) = project();
         fs::write(input.join("a.yaml"), "a\n").unwrap();
         // The second target's parent is a file: its rename fails after the first one landed.
         fs::write(dir.path().join("blocker"), "").unwrap();
