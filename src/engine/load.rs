@@ -74,6 +74,8 @@ pub struct LoadCache {
     packages: Vec<super::upstream::Package>,
     /// The objects loaded from upstream packages' data.
     upstream_keys: Vec<ObjectKey>,
+    /// The hash of the project's own reconciler and library sources as compiled.
+    sources_signature: u128,
 }
 
 #[derive(Default)]
@@ -113,6 +115,43 @@ impl LoadCache {
 
 fn content_hash(text: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// The hash of the project's own reconcilers and libraries as read (compiled configuration,
+/// origin, code), to tell whether a load would build the same reconcilers.
+fn sources_signature(reconcilers: &[ReconcilerSource], libraries: &[LibrarySource]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for r in reconcilers {
+        h.update(r.name.as_bytes());
+        h.update(&[0]);
+        h.update(r.object.to_string().as_bytes());
+        h.update(&[0]);
+        h.update(r.origin.as_os_str().as_encoded_bytes());
+        h.update(&[0]);
+    }
+    h.update(&[1]);
+    for l in libraries {
+        for part in [l.name.as_bytes(), l.code.as_bytes(), l.origin.as_os_str().as_encoded_bytes()] {
+            h.update(part);
+            h.update(&[0]);
+        }
+    }
+    h.digest128()
+}
+
+/// Whether a full load would find everything as the last good one left it: no load since has
+/// failed, the same input files with the same contents, every object they define still in
+/// the store, the same reconciler and library sources, and no upstream packages (whose
+/// contents are compared by a load of its own).
+fn unchanged(store: &Store, cache: &LoadCache, inputs: &[(PathBuf, String)], sources_signature: u128) -> bool {
+    matches!(cache.retry, Retry::Nothing)
+        && cache.sources_signature == sources_signature
+        && cache.packages.is_empty()
+        && cache.upstream_keys.is_empty()
+        && inputs.len() == cache.files.len()
+        && inputs.iter().all(|(file, text)| {
+            cache.files.get(file).is_some_and(|(h, keys)| *h == content_hash(text) && all_present(store, keys))
+        })
 }
 
 /// Loads the project into the store. On error nothing is committed and every problem is
@@ -170,6 +209,7 @@ fn load_full(
     // The project's files, read once; the sources' problems are reported with the reconcilers.
     let (files, mut diags) = project::read_project(layout);
     let project::ProjectFiles { crds: mut crd_texts, inputs: input_texts, reconcilers, libraries } = files;
+    let sources_signature = sources_signature(&reconcilers, &libraries);
     let own_sources = (reconcilers, libraries);
     // Packages' CRDs count like the project's own (their content is part of the signature, so
     // a package at a new commit makes a full load); their paths name the package.
@@ -193,6 +233,15 @@ fn load_full(
             let (docs, d) = project::crd_documents(layout, file, text);
             crd_docs.extend(docs);
             diags.extend(d);
+        }
+    }
+    if let Some(c) = cache {
+        let clean = diags.is_empty() && packages.is_empty() && ref_docs.is_empty();
+        if clean && unchanged(store, c, &input_texts, sources_signature) {
+            // Every file could be read and is what the last good load read, and the store still
+            // holds every object they define: this load would change nothing, nor the
+            // reconcilers. A `run once` of a large project starts with one of these.
+            return Ok(LoadSummary { crds: crd_texts.len(), inputs: c.objects.len(), ..Default::default() });
         }
     }
     // Inputs: unchanged files are carried over from the cache, the others parsed (in parallel).
@@ -269,8 +318,12 @@ fn load_full(
     // Reconcilers are built against the transaction: the APIs they name and the compiled
     // Reconciler/Library objects of in/ are those of this load, committed or not together.
     summary.controllers = Some(build_controllers(&txn, Some(own_sources), layout, &packages, host)?);
-    let mut new_cache =
-        LoadCache { crd_signature, upstream_keys: upstream_keys.into_keys().collect(), ..Default::default() };
+    let mut new_cache = LoadCache {
+        crd_signature,
+        sources_signature,
+        upstream_keys: upstream_keys.into_keys().collect(),
+        ..Default::default()
+    };
     for (key, (loc, _)) in &loaded_inputs {
         let h = hashes.get(&loc.file).copied().unwrap_or_default();
         new_cache.files.entry(loc.file.clone()).or_insert_with(|| (h, Vec::new())).1.push(key.clone());
@@ -772,6 +825,47 @@ mod tests {
         p.write("a.yaml", &widget("a", 3));
         p.changed(&["a.yaml"]).unwrap();
         assert_eq!((p.size("a"), p.size("b")), (Some(3), Some(2)));
+    }
+
+    #[test]
+    fn a_full_load_that_would_change_nothing_stops_after_reading() {
+        let mut p = Project::new(&[("a.yaml", widget("a", 1)), ("b.yaml", widget("b", 1))]);
+        assert!(p.load(Scope::Full).unwrap().controllers.is_some());
+        let again = p.load(Scope::Full).unwrap();
+        assert_eq!((again.inputs, again.changed), (2, 0));
+        assert!(again.controllers.is_none(), "unchanged: the reconcilers are kept, not built again");
+        // An object gone from the store is restored, an edited file applied, a new one loaded.
+        let key = ObjectKey::new(&GroupKind::new("example.org", "Widget"), "default", "a");
+        let mut txn = p.store.begin();
+        txn.delete(&key).unwrap();
+        txn.commit().unwrap();
+        assert!(p.load(Scope::Full).unwrap().controllers.is_some());
+        assert_eq!(p.size("a"), Some(1));
+        p.write("b.yaml", &widget("b", 2));
+        p.write("c.yaml", &widget("c", 3));
+        p.load(Scope::Full).unwrap();
+        assert_eq!((p.size("b"), p.size("c")), (Some(2), Some(3)));
+        std::fs::remove_file(p.dir.path().join("in/c.yaml")).unwrap();
+        assert_eq!(p.load(Scope::Full).unwrap().removed, 1);
+        assert_eq!(p.size("c"), None);
+        assert!(p.load(Scope::Full).unwrap().controllers.is_none());
+        // A file that cannot be read fails the load, however unchanged the others are.
+        std::os::unix::fs::symlink(p.dir.path().join("nowhere.yaml"), p.dir.path().join("in/d.yaml")).unwrap();
+        let Err(errors) = p.load(Scope::Full) else { panic!("a broken link in in/ must fail the load") };
+        assert!(errors[0].contains("in/d.yaml"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_sources_signature_follows_code_configuration_and_origin() {
+        let lib =
+            |code: &str| LibrarySource { name: "lib".into(), code: code.into(), origin: "reconcilers/lib.star".into() };
+        let rec =
+            |v: Value| ReconcilerSource { name: "r".into(), object: v, origin: "reconcilers/r/config.yaml".into() };
+        let base = sources_signature(&[rec(serde_json::json!({"spec": {"code": "a"}}))], &[lib("x = 1")]);
+        assert_eq!(base, sources_signature(&[rec(serde_json::json!({"spec": {"code": "a"}}))], &[lib("x = 1")]));
+        assert_ne!(base, sources_signature(&[rec(serde_json::json!({"spec": {"code": "b"}}))], &[lib("x = 1")]));
+        assert_ne!(base, sources_signature(&[rec(serde_json::json!({"spec": {"code": "a"}}))], &[lib("x = 2")]));
+        assert_ne!(base, sources_signature(&[], &[lib("x = 1")]));
     }
 
     #[test]

@@ -164,7 +164,9 @@ pub fn list_yaml_files(dir: &Path, bounds: &Bounds) -> Result<(Vec<PathBuf>, Vec
             Err(e) => broken.push((path, e)),
         }
     }
-    files.sort();
+    // All in one directory: ordering the whole paths as bytes orders their names, as a
+    // component-wise sort would, without splitting every path at every comparison.
+    files.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     broken.sort();
     Ok((files, broken))
 }
