@@ -173,7 +173,8 @@ impl Engine {
                 .events
                 .into_iter()
                 .map(|e| RunEvent {
-                    time: e.at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                    // `2026-12-04T20:07:12.123456Z`, without parsing a format per event.
+                    time: e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     reconciler: e.reconciler,
                     resource: e.resource,
                     operation: e.operation.to_string(),
@@ -414,4 +415,19 @@ fn deps(state: &State, show_choreo_apis: bool, is_choreo: impl Fn(&ObjectKey) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_times_keep_their_format() {
+        use chrono::TimeZone;
+        for (secs, nanos) in [(0, 0), (1_764_878_832, 123_456_789), (1_764_878_832, 999), (4_102_444_799, 999_999_999)] {
+            let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(
+                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
+    }
 }
