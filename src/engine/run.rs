@@ -422,7 +422,8 @@ mod tests {
     #[test]
     fn event_times_keep_their_format() {
         use chrono::TimeZone;
-        for (secs, nanos) in [(0, 0), (1_764_878_832, 123_456_789), (1_764_878_832, 999), (4_102_444_799, 999_999_999)] {
+        for (secs, nanos) in [(0, 0), (1_764_878_832, 123_456_789), (1_764_878_832, 999), (4_102_444_799, 999_999_999)]
+        {
             let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
             assert_eq!(
                 at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
