@@ -782,16 +782,6 @@ impl Engine {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).runner = runner;
     }
 
-    /// Hands freed memory back to the operating system after a large piece of work. Rust's
-    /// allocations go to jemalloc, which returns freed pages at once (see `src/lib.rs`); this
-    /// trims what C code (libgit2) allocated through glibc.
-    pub(crate) fn release_memory() {
-        // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
-
     fn is_ready(&self) -> bool {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).status == ServerState::Ready
     }
@@ -832,7 +822,7 @@ impl Engine {
                 );
                 if matches!(scope, load::Scope::Full) {
                     // A partial load frees little; trimming a large heap would cost more.
-                    Self::release_memory();
+                    crate::memory::release();
                 }
                 if let Some(controllers) = summary.controllers {
                     self.controllers = controllers;

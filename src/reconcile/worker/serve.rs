@@ -43,6 +43,8 @@ type Output = Arc<Mutex<BufWriter<File>>>;
 /// Runs the worker until its input ends. Errors are for its stderr, which the server reads.
 pub fn serve(args: WorkerArgs) -> Result<(), String> {
     bound_process(&args)?;
+    // The worker does nothing but run reconciles.
+    crate::memory::always_running();
     let stdout = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| format!("stdout: {e}"))?;
     let out: Output = Arc::new(Mutex::new(BufWriter::new(File::from(stdout))));
     // Logging can only be set up once per process; the worker has no other logger.
