@@ -71,11 +71,8 @@ pub fn always_running() {
 /// Returns the memory the allocators hold but nothing uses to the system.
 pub fn release() {
     #[cfg(not(feature = "heapprof"))]
-    {
-        // `MALLCTL_ARENAS_ALL`: every arena.
-        if let Err(e) = mallctl_write("arena.4096.purge", None::<&()>) {
-            log::debug!("cannot return jemalloc's free pages: {e}");
-        }
+    if let Err(e) = purge() {
+        log::debug!("cannot return jemalloc's free pages: {e}");
     }
     // SAFETY: malloc_trim only releases free heap memory; it has no preconditions. (glibc's
     // heap still serves C libraries: libgit2, libyang.)
@@ -101,6 +98,12 @@ fn set_dirty_decay(ms: isize) {
     }
     #[cfg(feature = "heapprof")]
     let _ = ms;
+}
+
+/// Returns the free pages of every arena (`MALLCTL_ARENAS_ALL` is 4096) to the system.
+#[cfg(not(feature = "heapprof"))]
+fn purge() -> Result<(), String> {
+    mallctl_write("arena.4096.purge", None::<&()>)
 }
 
 /// How many arenas jemalloc has.
@@ -172,5 +175,11 @@ mod tests {
         let before = *RUNS.lock().unwrap();
         drop(run);
         assert_eq!(*RUNS.lock().unwrap(), before - 1);
+    }
+
+    #[test]
+    fn free_pages_can_be_returned_and_the_arenas_are_counted() {
+        assert!(arenas() >= 2, "narenas:2 plus any jemalloc adds");
+        purge().unwrap();
     }
 }
