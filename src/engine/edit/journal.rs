@@ -34,6 +34,11 @@ struct Intent {
 }
 
 impl Intent {
+    /// What the files of `changes` held before the edit.
+    fn before(changes: &[(PathBuf, PlannedFile)]) -> Intent {
+        Intent { files: changes.iter().map(|(p, f)| (p.clone(), f.before.clone())).collect() }
+    }
+
     fn encode(&self) -> Vec<u8> {
         // Serializing paths and strings to JSON cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
@@ -43,8 +48,8 @@ impl Intent {
 /// Writes planned file changes after recording how to undo them. On error the files are as
 /// they were and the intent is gone.
 pub(super) fn write(store: &Store, staging: &Path, changes: &[(PathBuf, PlannedFile)]) -> Result<(), String> {
-    let intent = Intent { files: changes.iter().map(|(p, f)| (p.clone(), f.before.clone())).collect() };
-    if changes.len() > 1 {
+    let intent = Intent::before(changes);
+    if needs_intent(changes.len()) {
         store
             .record_intent(&intent.encode())
             .map_err(|e| format!("cannot record the edit before writing files: {e}"))?;
@@ -59,13 +64,24 @@ pub(super) fn write(store: &Store, staging: &Path, changes: &[(PathBuf, PlannedF
 /// Restores the files of the recorded intent after a later step (the commit) failed; returns
 /// `error` with what the restore could not do appended.
 pub(super) fn abort(store: &Store, staging: &Path, changes: &[(PathBuf, PlannedFile)], error: String) -> String {
-    let intent = Intent { files: changes.iter().map(|(p, f)| (p.clone(), f.before.clone())).collect() };
-    undo(store, staging, &intent, error)
+    undo(store, staging, &Intent::before(changes), error)
+}
+
+/// Whether an edit records an intent: one file changes atomically by its rename, several do not.
+fn needs_intent(files: usize) -> bool {
+    files > 1
 }
 
 fn undo(store: &Store, staging: &Path, intent: &Intent, error: String) -> String {
     let restore: Vec<(PathBuf, Option<&str>)> = intent.files.iter().map(|(p, b)| (p.clone(), b.as_deref())).collect();
     if let Err(e) = put_files(staging, &restore) {
+        if !needs_intent(intent.files.len()) {
+            // No intent was recorded: the file keeps the edit, and the next load reads it.
+            let file = intent.files.first().map(|(p, _)| p.display().to_string()).unwrap_or_default();
+            return format!(
+                "{error}; restoring {file} failed too ({e}): it holds the edit, which the next load applies"
+            );
+        }
         // The intent stays: the next start tries again.
         return format!("{error}; restoring the files failed too ({e}), the next server start restores them");
     }
@@ -237,6 +253,12 @@ mod tests {
         assert!(e.contains("the files were restored"), "{e}");
         assert_eq!(fs::read_to_string(input.join("a.yaml")).unwrap(), "a\n");
         assert!(recover(&store, &staging).unwrap().is_empty());
+        // A restore that fails says what the file holds now (no start will undo it).
+        write(&store, &staging, &changes).unwrap();
+        fs::rename(&input, input.with_extension("moved")).unwrap();
+        fs::write(&input, "").unwrap();
+        let e = abort(&store, &staging, &changes, "cannot commit".into());
+        assert!(e.contains("a.yaml failed too") && e.contains("which the next load applies"), "{e}");
     }
 
     #[test]
