@@ -139,19 +139,16 @@ fn sources_signature(reconcilers: &[ReconcilerSource], libraries: &[LibrarySourc
     h.digest128()
 }
 
-/// Whether a full load would find everything as the last good one left it: no load since has
-/// failed, the same input files with the same contents, every object they define still in
-/// the store, the same reconciler and library sources, and no upstream packages (whose
-/// contents are compared by a load of its own).
-fn unchanged(store: &Store, cache: &LoadCache, inputs: &[(PathBuf, String)], sources_signature: u128) -> bool {
+/// Whether a full load whose `files` input files are each as the last good load read them
+/// (with every object they define still stored) would find everything else as it left it too:
+/// no load since has failed, no file went, the same reconciler and library sources, and no
+/// upstream packages (whose contents are compared by a load of its own).
+fn unchanged(cache: &LoadCache, files: usize, sources_signature: u128) -> bool {
     matches!(cache.retry, Retry::Nothing)
         && cache.sources_signature == sources_signature
         && cache.packages.is_empty()
         && cache.upstream_keys.is_empty()
-        && inputs.len() == cache.files.len()
-        && inputs.iter().all(|(file, text)| {
-            cache.files.get(file).is_some_and(|(h, keys)| *h == content_hash(text) && all_present(store, keys))
-        })
+        && files == cache.files.len()
 }
 
 /// Loads the project into the store. On error nothing is committed and every problem is
@@ -235,9 +232,20 @@ fn load_full(
             diags.extend(d);
         }
     }
+    // Each input file's content hash, and whether the last good load read it so and every
+    // object it defines is still stored (then it is carried over, not parsed again).
+    let seen: Vec<(u128, bool)> = input_texts
+        .iter()
+        .map(|(file, text)| {
+            let h = content_hash(text);
+            let same =
+                cache.and_then(|c| c.files.get(file)).is_some_and(|(old, keys)| *old == h && all_present(store, keys));
+            (h, same)
+        })
+        .collect();
     if let Some(c) = cache {
         let clean = diags.is_empty() && packages.is_empty() && ref_docs.is_empty();
-        if clean && unchanged(store, c, &input_texts, sources_signature) {
+        if clean && seen.iter().all(|(_, same)| *same) && unchanged(c, input_texts.len(), sources_signature) {
             // Every file could be read and is what the last good load read, and the store still
             // holds every object they define: this load would change nothing, nor the
             // reconcilers. A `run once` of a large project starts with one of these.
@@ -248,18 +256,17 @@ fn load_full(
     let mut carried: BTreeMap<ObjectKey, (SourceLoc, usize)> = BTreeMap::new();
     let mut to_parse: Vec<&(PathBuf, String)> = Vec::new();
     let mut hashes: HashMap<PathBuf, u128> = HashMap::new();
-    for entry in &input_texts {
-        let h = content_hash(&entry.1);
+    for (entry, &(h, same)) in input_texts.iter().zip(&seen) {
         hashes.insert(entry.0.clone(), h);
-        match cache.and_then(|c| c.files.get(&entry.0).map(|f| (c, f))) {
-            Some((c, (old, keys))) if *old == h && all_present(store, keys) => {
+        match cache.filter(|_| same).and_then(|c| c.files.get(&entry.0).map(|f| (c, f))) {
+            Some((c, (_, keys))) => {
                 for k in keys {
                     if let Some(at) = c.objects.get(k) {
                         carried.insert(k.clone(), at.clone());
                     }
                 }
             }
-            _ => to_parse.push(entry),
+            None => to_parse.push(entry),
         }
     }
     let input_docs = parse_all(&to_parse, &mut diags);
