@@ -197,8 +197,10 @@ impl Engine {
                 .collect(),
             sdc,
         };
-        let json = serde_json::to_string(&summary).unwrap_or_default();
         let time = crate::store::now_rfc3339();
+        // The summary's text is made when the snapshot's object list is written and gone: both
+        // grow with the run, and holding them together set a large run's peak memory.
+        let json = || serde_json::to_string(&summary).unwrap_or_default();
         if !snapshot {
             summary.snapshot.clear();
         } else if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, json) {

@@ -19,6 +19,7 @@ mod changes;
 mod durable;
 mod memo;
 pub use memo::Remembered;
+mod redo;
 mod snapshots;
 mod txn;
 pub mod watchers;
@@ -328,6 +329,8 @@ pub struct Store {
     snapshot_blobs: sled::Tree,
     /// Format version and the edit intent (see [`Store::record_intent`]).
     meta: sled::Tree,
+    /// Large commits on their way (see `redo`).
+    redo: sled::Tree,
     state: Arc<RwLock<State>>,
     /// What committed since the engine last looked (bounded: one entry per object).
     changes: Changes,
@@ -405,6 +408,25 @@ impl Store {
                 })
             }
         }
+        // A large commit that a crash interrupted after its commit point is completed first.
+        let mut durable = durable::Durable::default();
+        let redo = redo::tree(&db).map_err(db_err)?;
+        if !redo.is_empty() {
+            let applied = redo::replay(&db).map_err(|e| match e {
+                redo::ReplayError::Db(source) => StoreError::Db { path: dir.into(), source },
+                redo::ReplayError::Corrupt(message) => {
+                    StoreError::Corrupt { path: dir.into(), key: "redo".into(), message }
+                }
+            })?;
+            if applied > 0 {
+                log::warn!("completed a commit of {applied} writes that was interrupted by a crash");
+            }
+            db.flush().map_err(db_err)?;
+            durable.sync(dir)?;
+            redo::clear(&redo).map_err(db_err)?;
+            db.flush().map_err(db_err)?;
+            durable.sync(dir)?;
+        }
         let objects = db.open_tree("objects").map_err(db_err)?;
         let snapshot_blobs = db.open_tree("snapshot_blobs").map_err(db_err)?;
 
@@ -477,7 +499,8 @@ impl Store {
             blob_refs: Mutex::new(None),
             snapshot_coming: Default::default(),
             memo: Default::default(),
-            durable: Default::default(),
+            durable: Mutex::new(durable),
+            redo,
             gc_clean: gc_clean.into(),
             writer: writer::Writer::start(),
         };
@@ -586,11 +609,44 @@ impl Store {
         self.sync()
     }
 
+    /// One commit's writes too many for one sled batch (see `redo`), durable when it returns.
+    fn write_large(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, records: Vec<Record>) -> Result<()> {
+        let db_err = self.db_err_fn();
+        let records = if self.admission.is_some() { records } else { Vec::new() };
+        // What came before is in sled first, so that nothing is applied out of order.
+        self.write_objects(Vec::new(), Vec::new(), true)?;
+        let mut log = redo::Log::new(&self.redo).map_err(&db_err)?;
+        log.add(&String::from_utf8_lossy(&self.objects.name()), &writes).map_err(&db_err)?;
+        if let Some((_, tree)) = &self.admission {
+            log.add(&String::from_utf8_lossy(&tree.name()), &records).map_err(&db_err)?;
+        }
+        log.seal().map_err(&db_err)?;
+        // The commit point: from here on, a crash ends with the whole commit applied at open.
+        self.sync()?;
+        let mut records = records.into_iter();
+        let mut writes = writes.into_iter();
+        loop {
+            let r: Vec<_> = records.by_ref().take(redo::CHUNK).collect();
+            let w: Vec<_> = writes.by_ref().take(redo::CHUNK).collect();
+            if r.is_empty() && w.is_empty() {
+                break;
+            }
+            self.write_objects(w, r, false)?;
+        }
+        self.sync()?;
+        redo::clear(&self.redo).map_err(&db_err)?;
+        // Cleared for good before anything else is written: a replay must not undo later writes.
+        self.sync()
+    }
+
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
     /// hands the batch to the writer thread when it has grown large; with `now`, hands it over
     /// and waits until sled holds everything written so far. A commit's writes always go in one
     /// sled batch together, so each commit stays atomic on disk.
     fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, records: Vec<Record>, now: bool) -> Result<()> {
+        if writes.len() + records.len() > redo::LARGE {
+            return self.write_large(writes, records);
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.writes += writes.len() + records.len();
         let keep_bodies = self.snapshot_coming.load(std::sync::atomic::Ordering::Relaxed);

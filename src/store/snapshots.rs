@@ -108,10 +108,13 @@ impl Store {
         Ok(self.writer.take_created())
     }
 
-    /// Records the current objects as a new snapshot with `summary` (JSON text); durable when it
-    /// returns. Object bodies already stored by an earlier snapshot, or kept while they were
+    /// Records the current objects as a new snapshot with `summary` (JSON text) and returns its
+    /// sequence number; durable when it returns. Object bodies already stored by an earlier snapshot, or kept while they were
     /// written ([`Store::snapshot_coming`]), are not written again.
-    pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: String) -> Result<SnapshotMeta> {
+    ///
+    /// `summary` is called once the object list is written and its buffers are gone, so that a
+    /// large run's summary text and the snapshot's lists are never in memory together.
+    pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: impl FnOnce() -> String) -> Result<u64> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
         let blobs = &self.snapshot_blobs;
@@ -153,10 +156,14 @@ impl Store {
             list.push((key, h));
         }
         blobs.apply_batch(batch).map_err(self.db_err())?;
+        drop(written);
         let hashes: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
-        lists.insert(seq.to_be_bytes(), encode(&ObjectList(list))).map_err(self.db_err())?;
-        let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary };
-        metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
+        let encoded = encode(&ObjectList(list));
+        lists.insert(seq.to_be_bytes(), encoded).map_err(self.db_err())?;
+        let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary: summary() };
+        let encoded = encode(&meta);
+        drop(meta);
+        metas.insert(seq.to_be_bytes(), encoded).map_err(self.db_err())?;
         // Blobs created during the run for states that did not last: no snapshot refers to them
         // (they did not exist when the older ones were saved).
         self.remove_blobs(created.iter().filter(|h| !hashes.contains(*h)))?;
@@ -165,7 +172,7 @@ impl Store {
         *self.blob_refs.lock().unwrap_or_else(|p| p.into_inner()) = refs;
         // Only a snapshot that was saved whole becomes the reference for the next one.
         *newest = Some(hashes);
-        Ok(meta)
+        Ok(seq)
     }
 
     /// The body hashes of the newest stored snapshot (none: empty).
@@ -371,7 +378,7 @@ mod tests {
                     "metadata": {"name": "lib"}, "spec": {"code": format!("# {}", i % 2)}});
                 txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
                 txn.commit().unwrap();
-                store.save_snapshot(&format!("id{i}"), "t", true, format!("{{\"run\": {i}}}")).unwrap();
+                store.save_snapshot(&format!("id{i}"), "t", true, || format!("{{\"run\": {i}}}")).unwrap();
             }
         }
         let store = Store::open(&path).unwrap();
@@ -391,7 +398,7 @@ mod tests {
                 "metadata": {"name": "lib"}, "spec": {"code": code}});
             txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
             txn.commit().unwrap();
-            store.save_snapshot(&format!("again{i}"), "t", true, "{}".into()).unwrap();
+            store.save_snapshot(&format!("again{i}"), "t", true, || "{}".into()).unwrap();
             let newest = store.latest_snapshots(1).unwrap();
             assert_eq!(newest[0].meta.id, format!("again{i}"));
             assert_eq!(newest[0].objects.values().next().unwrap()["spec"]["code"], code);
@@ -412,7 +419,7 @@ mod tests {
             txn.commit_unsynced().unwrap();
         };
         put(lib("a", "# first"));
-        store.save_snapshot("one", "t", true, "{}".into()).unwrap();
+        store.save_snapshot("one", "t", true, || "{}".into()).unwrap();
         store.snapshot_coming();
         // More writes than one pending batch, so most reach the writer before the snapshot;
         // every object goes through states no snapshot will show.
@@ -423,7 +430,7 @@ mod tests {
         // The writer kept the bodies while it wrote them: before the snapshot, not by it.
         store.sync().unwrap();
         assert!(store.snapshot_blobs.len() > 300, "bodies are kept while written");
-        store.save_snapshot("two", "t", true, "{}".into()).unwrap();
+        store.save_snapshot("two", "t", true, || "{}".into()).unwrap();
         store.snapshot_done().unwrap();
         let blobs = &store.snapshot_blobs;
         let latest = store.latest_snapshots(2).unwrap();
@@ -474,7 +481,7 @@ mod tests {
                 txn.apply(&lib(name, code), ApplyOptions { manager: "m", force: false }).unwrap();
             }
             txn.commit().unwrap();
-            store.save_snapshot(&format!("id{i}"), "t", true, "{}".into()).unwrap();
+            store.save_snapshot(&format!("id{i}"), "t", true, || "{}".into()).unwrap();
             store.snapshot_done().unwrap();
         };
         {
@@ -509,7 +516,7 @@ mod tests {
             txn.commit_unsynced().unwrap();
         };
         put("kept".into(), "#".into());
-        store.save_snapshot("one", "t", true, "{}".into()).unwrap();
+        store.save_snapshot("one", "t", true, || "{}".into()).unwrap();
         for run in 0..2 {
             store.snapshot_coming();
             for i in 0..700 {
@@ -521,7 +528,7 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert_eq!(stored, shown);
         // The next snapshot still has every body it lists.
-        store.save_snapshot("two", "t", true, "{}".into()).unwrap();
+        store.save_snapshot("two", "t", true, || "{}".into()).unwrap();
         let (stored, shown) = stored_and_shown(&store);
         assert_eq!(stored, shown);
         assert_eq!(store.latest_snapshots(1).unwrap()[0].objects.len(), 201);

@@ -496,3 +496,78 @@ fn an_apply_repeated_on_the_object_it_left_is_known_unchanged_until_the_object_o
     let err = txn.apply(&widget("a", 1), M).unwrap_err().to_string();
     assert!(err.contains("size"), "{err}");
 }
+
+/// A commit of `n` widgets of `size` in one transaction.
+fn commit_widgets(store: &Store, n: usize, size: i64) {
+    let mut txn = store.begin();
+    for i in 0..n {
+        txn.apply(&widget(&format!("w{i}"), size), M).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_commit_too_large_for_one_batch_is_stored_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let n = redo::LARGE + 10;
+    {
+        let store = Store::open(&path).unwrap();
+        with_crd(&store);
+        commit_widgets(&store, n, 1);
+        assert!(store.redo.is_empty(), "the redo log is cleared once applied");
+        // Large deletions go the same way.
+        let gk = GroupKind::new("example.com", "Widget");
+        let mut txn = store.begin();
+        for i in 0..n / 2 {
+            txn.delete(&ObjectKey::new(&gk, "default", &format!("w{i}"))).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = reopen(&path);
+    let gk = GroupKind::new("example.com", "Widget");
+    assert_eq!(store.with(|s| s.list(&gk, None)).len(), n - n / 2);
+    assert!(store.redo.is_empty());
+}
+
+#[test]
+fn a_large_commit_cut_short_after_its_commit_point_is_completed_at_open_and_before_it_never_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let gk = GroupKind::new("example.com", "Widget");
+    let n = 10;
+    // The stored form of each widget at size 2, from a store where that commit happened.
+    let resized: Vec<(Vec<u8>, Option<sled::IVec>)> = {
+        let (_d, other) = open();
+        with_crd(&other);
+        commit_widgets(&other, n, 2);
+        other.with(|s| s.objects.iter().map(|(k, v)| (k.to_bytes(), Some(v.ivec()))).collect())
+    };
+    for sealed in [false, true] {
+        {
+            let store = reopen_or_open(&path);
+            with_crd(&store);
+            commit_widgets(&store, n, 1);
+            // A crash during step 2 (sealed: the log is complete) or step 1 (not sealed): the log
+            // is on disk, the objects tree still has the old values.
+            let mut log = redo::Log::new(&store.redo).unwrap();
+            log.add("objects", &resized).unwrap();
+            if sealed {
+                log.seal().unwrap();
+            }
+            store.sync().unwrap();
+        }
+        let store = reopen(&path);
+        let size = store.with(|s| s.get(&ObjectKey::new(&gk, "default", "w3"))).unwrap()["spec"]["size"].clone();
+        assert_eq!(size, if sealed { 2 } else { 1 }, "sealed: {sealed}");
+        assert!(store.redo.is_empty(), "the log is cleared at open either way");
+        assert_eq!(store.with(|s| s.list(&gk, None)).len(), n);
+    }
+}
+
+fn reopen_or_open(path: &std::path::Path) -> Store {
+    match path.exists() {
+        true => reopen(path),
+        false => Store::open(path).unwrap(),
+    }
+}
