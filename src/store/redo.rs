@@ -173,7 +173,7 @@ mod tests {
         // Entries without the marker: the commit point was not reached.
         let mut log = Log::new(&redo).unwrap();
         log.add("objects", &writes(3, "new")).unwrap();
-        drop(log);
+        // Not sealed.
         assert_eq!(replay(&db).unwrap(), 0);
         assert_eq!(objects.get("k000001").unwrap().unwrap(), b"v1"[..]);
     }
