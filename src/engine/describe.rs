@@ -149,7 +149,8 @@ impl Engine {
         let resource = format!("{}.{}.{}.{}", key.group, key.kind, key.namespace, key.name);
         let Ok(snaps) = self.store.reader().snapshots() else { return Vec::new() };
         let Some(meta) = snaps.first() else { return Vec::new() };
-        let Ok(summary) = serde_json::from_str::<RunSummary>(&meta.summary) else { return Vec::new() };
+        let Ok(text) = self.store.reader().snapshot_summary(meta) else { return Vec::new() };
+        let Ok(summary) = serde_json::from_str::<RunSummary>(&text) else { return Vec::new() };
         summary
             .events
             .into_iter()

@@ -30,8 +30,8 @@ use super::runner::{self, OnceRun, RunOptions, RunReport, Slice};
 use super::{internal, Engine};
 use crate::api::object::{self, ObjectKey};
 use crate::protocol::{
-    DepNode, DiffItem, DiffSymbol, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunEvent,
-    RunOnceRequest, RunSummary, Runner, ServerMessage, SnapshotInfo,
+    DepNode, DiffItem, DiffSymbol, ErrorKind, ErrorReport, Reply, RunDepsRequest, RunDiffRequest, RunOnceRequest,
+    RunSummary, Runner, ServerMessage, SnapshotInfo,
 };
 use crate::store::{Reader, State};
 
@@ -183,27 +183,13 @@ impl Engine {
             task: report.task,
             message: report.message,
             elapsed_micros: report.elapsed.as_micros() as u64,
-            events: report
-                .events
-                .into_iter()
-                .map(|e| RunEvent {
-                    // `2026-12-04T20:07:12.123456Z`, without parsing a format per event.
-                    time: e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    reconciler: e.reconciler,
-                    resource: e.resource,
-                    operation: e.operation.to_string(),
-                    message: e.message,
-                })
-                .collect(),
+            events: report.events,
             sdc,
         };
         let time = crate::store::now_rfc3339();
-        // The summary's text is made when the snapshot's object list is written and gone: both
-        // grow with the run, and holding them together set a large run's peak memory.
-        let json = || serde_json::to_string(&summary).unwrap_or_default();
         if !snapshot {
             summary.snapshot.clear();
-        } else if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, json) {
+        } else if let Err(e) = self.store.save_snapshot(&id, &time, summary.success, &summary) {
             log::error!("cannot save the snapshot of run {id}: {e}");
             summary.snapshot.clear();
         }
@@ -235,7 +221,8 @@ impl Engine {
 pub(super) fn run_result(reader: &Reader) -> Result<Reply, ErrorReport> {
     let latest = reader.snapshots().map_err(internal)?;
     let meta = latest.first().ok_or_else(no_snapshot)?;
-    let summary: RunSummary = serde_json::from_str(&meta.summary)
+    let text = reader.snapshot_summary(meta).map_err(internal)?;
+    let summary: RunSummary = serde_json::from_str(&text)
         .map_err(|e| internal(format!("snapshot {} has an unreadable summary: {e}", meta.id)))?;
     Ok(Reply::Run(summary))
 }

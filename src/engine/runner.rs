@@ -48,16 +48,9 @@ impl Default for RunOptions {
     }
 }
 
-/// One START/STOP/REQUEUE/ERROR event of a run.
-#[derive(Debug, Clone)]
-pub struct RunEvent {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub reconciler: String,
-    /// `group.Kind.namespace.name`
-    pub resource: String,
-    pub operation: &'static str,
-    pub message: String,
-}
+/// One START/STOP/REQUEUE/ERROR event of a run, made in the form the run's summary shows it
+/// (converting a large run's events at its end held them twice at the peak of its memory).
+pub use crate::protocol::RunEvent;
 
 /// What a run did.
 #[derive(Debug, Clone)]
@@ -295,10 +288,11 @@ impl Work {
         let (c, key) = (&controllers[item.0], &item.1);
         let resource = resource_name(key);
         let event = |op: &'static str, message: String| RunEvent {
-            at: chrono::Utc::now(),
+            // `2026-12-04T20:07:12.123456Z`, without parsing a format per event.
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             reconciler: c.cfg.name.clone(),
             resource: resource.clone(),
-            operation: op,
+            operation: op.to_string(),
             message,
         };
         self.events.push(event("START", String::new()));

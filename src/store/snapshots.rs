@@ -31,8 +31,64 @@ pub struct SnapshotMeta {
     pub id: String,
     pub time: String,
     pub success: bool,
-    /// The run summary as JSON text, as the engine stored it.
+    /// The run summary as JSON text, as the engine stored it, when stored inline (before summaries
+    /// got their own tree); empty otherwise: [`super::Reader::snapshot_summary`] reads it.
     pub summary: String,
+}
+
+/// Bytes of summary text per record of the `snapshot_summaries` tree (key: the snapshot's
+/// sequence number and the chunk's, both big-endian). A large run's summary (about 200 bytes per
+/// event, two events per reconcile) is streamed there: never whole in memory, and listing the
+/// snapshots does not read it.
+const SUMMARY_CHUNK: usize = 1 << 20;
+
+/// Writes JSON text into `snapshot_summaries` as it is produced.
+struct SummaryWriter<'a> {
+    tree: &'a sled::Tree,
+    seq: u64,
+    chunks: u32,
+    buf: Vec<u8>,
+}
+
+impl SummaryWriter<'_> {
+    fn write_chunk(&mut self) -> std::io::Result<()> {
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&self.seq.to_be_bytes());
+        key[8..].copy_from_slice(&self.chunks.to_be_bytes());
+        self.tree.insert(key, std::mem::take(&mut self.buf)).map_err(std::io::Error::other)?;
+        self.chunks += 1;
+        Ok(())
+    }
+}
+
+impl std::io::Write for SummaryWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf.reserve(SUMMARY_CHUNK.min(bytes.len().max(4096)));
+        }
+        let n = bytes.len().min(SUMMARY_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SUMMARY_CHUNK {
+            self.write_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.write_chunk()?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the summary chunks of snapshot `seq` (pruned, or left by a snapshot that failed).
+fn remove_summary(tree: &sled::Tree, seq: &[u8]) -> std::result::Result<(), sled::Error> {
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix(seq) {
+        batch.remove(item?.0);
+    }
+    tree.apply_batch(batch)
 }
 
 /// A snapshot with every object.
@@ -108,15 +164,16 @@ impl Store {
         Ok(self.writer.take_created())
     }
 
-    /// Records the current objects as a new snapshot with `summary` (JSON text) and returns its
-    /// sequence number; durable when it returns. Object bodies already stored by an earlier snapshot, or kept while they were
-    /// written ([`Store::snapshot_coming`]), are not written again.
+    /// Records the current objects as a new snapshot with the run's `summary` and returns its
+    /// sequence number; durable when it returns. Object bodies already stored by an earlier
+    /// snapshot, or kept while they were written ([`Store::snapshot_coming`]), are not written
+    /// again.
     ///
-    /// `summary` is called once the object list is written and its buffers are gone, so that a
-    /// large run's summary text and the snapshot's lists are never in memory together.
-    pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: impl FnOnce() -> String) -> Result<u64> {
+    /// `summary` is written as JSON after the object list, in chunks (see [`SUMMARY_CHUNK`]).
+    pub fn save_snapshot(&self, id: &str, time: &str, success: bool, summary: &impl Serialize) -> Result<u64> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
+        let summaries = self.tree("snapshot_summaries")?;
         let blobs = &self.snapshot_blobs;
         // Everything written so far in sled, and the blobs the writer created for it.
         let created = self.settle_kept_blobs()?;
@@ -160,10 +217,18 @@ impl Store {
         let hashes: HashSet<[u8; 16]> = list.iter().map(|(_, h)| *h).collect();
         let encoded = encode(&ObjectList(list));
         lists.insert(seq.to_be_bytes(), encoded).map_err(self.db_err())?;
-        let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary: summary() };
-        let encoded = encode(&meta);
-        drop(meta);
-        metas.insert(seq.to_be_bytes(), encoded).map_err(self.db_err())?;
+        // A snapshot that failed may have left chunks under this number.
+        remove_summary(&summaries, &seq.to_be_bytes()).map_err(self.db_err())?;
+        let writer = SummaryWriter { tree: &summaries, seq, chunks: 0, buf: Vec::new() };
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, writer);
+        serde_json::to_writer(&mut out, summary)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .and_then(|()| out.into_inner().map_err(|e| e.into_error()))
+            .and_then(|mut w| std::io::Write::flush(&mut w))
+            .map_err(|source| StoreError::Io { path: self.dir.clone(), source })?;
+        let meta = SnapshotMeta { seq, id: id.to_string(), time: time.to_string(), success, summary: String::new() };
+        metas.insert(seq.to_be_bytes(), encode(&meta)).map_err(self.db_err())?;
         // Blobs created during the run for states that did not last: no snapshot refers to them
         // (they did not exist when the older ones were saved).
         self.remove_blobs(created.iter().filter(|h| !hashes.contains(*h)))?;
@@ -199,6 +264,7 @@ impl Store {
         refs: &mut Option<HashMap<[u8; 16], u32>>,
     ) -> Result<()> {
         let view = View { db: &self.db, dir: &self.dir };
+        let summaries = self.tree("snapshot_summaries")?;
         let count = metas.len();
         if let Some(counts) = refs {
             for h in new {
@@ -207,6 +273,7 @@ impl Store {
             let mut dead = Vec::new();
             for _ in RETAINED..count {
                 let Some((k, _)) = metas.pop_min().map_err(self.db_err())? else { break };
+                remove_summary(&summaries, &k).map_err(self.db_err())?;
                 let Some(bytes) = lists.remove(&k).map_err(self.db_err())? else { continue };
                 for h in view.hashes_of(&k, &bytes)? {
                     if let Some(n) = counts.get_mut(&h) {
@@ -227,6 +294,7 @@ impl Store {
         }
         for _ in RETAINED..count {
             if let Some((k, _)) = metas.pop_min().map_err(self.db_err())? {
+                remove_summary(&summaries, &k).map_err(self.db_err())?;
                 lists.remove(k).map_err(self.db_err())?;
             }
         }
@@ -275,6 +343,11 @@ impl super::Reader {
     /// [`Store::snapshots`], from any thread.
     pub fn snapshots(&self) -> Result<Vec<SnapshotMeta>> {
         View { db: &self.db, dir: &self.dir }.snapshots()
+    }
+
+    /// The run summary (JSON text) of a snapshot listed by [`Reader::snapshots`].
+    pub fn snapshot_summary(&self, meta: &SnapshotMeta) -> Result<String> {
+        View { db: &self.db, dir: &self.dir }.summary(meta)
     }
 
     /// [`Store::latest_snapshots`], from any thread: a snapshot is visible once it is complete
@@ -333,6 +406,17 @@ impl View<'_> {
         Ok(out)
     }
 
+    fn summary(&self, meta: &SnapshotMeta) -> Result<String> {
+        if !meta.summary.is_empty() {
+            return Ok(meta.summary.clone());
+        }
+        let mut text = Vec::new();
+        for item in self.tree("snapshot_summaries")?.scan_prefix(meta.seq.to_be_bytes()) {
+            text.extend_from_slice(&item.map_err(self.db_err())?.1);
+        }
+        String::from_utf8(text).map_err(|e| self.corrupt(format!("summary of snapshot {}", meta.seq), e.to_string()))
+    }
+
     fn latest_snapshots(&self, n: usize) -> Result<Vec<Snapshot>> {
         let metas = self.tree("snapshots")?;
         let lists = self.tree("snapshot_objects")?;
@@ -367,6 +451,25 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_large_summary_is_stored_in_chunks_and_read_back_whole_and_an_inline_one_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let events: Vec<String> = (0..150_000).map(|i| format!("event {i} ü")).collect();
+        let summary = json!({"events": events});
+        let seq = store.save_snapshot("big", "t", true, &summary).unwrap();
+        let meta = store.snapshots().unwrap().remove(0);
+        assert_eq!(meta.seq, seq);
+        assert!(meta.summary.is_empty(), "listing does not carry the text");
+        let summaries = store.tree("snapshot_summaries").unwrap();
+        assert!(summaries.len() > 1, "over {SUMMARY_CHUNK} bytes: several chunks");
+        let text = store.reader().snapshot_summary(&meta).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), summary);
+        // A snapshot stored by an older version, with its summary inline.
+        let old = SnapshotMeta { seq: 0, id: "old".into(), time: "t".into(), success: true, summary: "{}".into() };
+        assert_eq!(store.reader().snapshot_summary(&old).unwrap(), "{}");
+    }
+
+    #[test]
     fn snapshots_persist_share_blobs_and_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
@@ -378,14 +481,18 @@ mod tests {
                     "metadata": {"name": "lib"}, "spec": {"code": format!("# {}", i % 2)}});
                 txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
                 txn.commit().unwrap();
-                store.save_snapshot(&format!("id{i}"), "t", true, || format!("{{\"run\": {i}}}")).unwrap();
+                store.save_snapshot(&format!("id{i}"), "t", true, &json!({"run": i})).unwrap();
             }
         }
         let store = Store::open(&path).unwrap();
         let list = store.snapshots().unwrap();
         assert_eq!(list.len(), RETAINED);
         assert_eq!(list[0].id, format!("id{}", RETAINED + 2));
-        assert_eq!(list[0].summary, format!("{{\"run\": {}}}", RETAINED + 2));
+        assert_eq!(store.reader().snapshot_summary(&list[0]).unwrap(), format!("{{\"run\":{}}}", RETAINED + 2));
+        // Pruned snapshots take their summaries along.
+        let summaries = store.tree("snapshot_summaries").unwrap();
+        let seqs: HashSet<Vec<u8>> = summaries.iter().keys().map(|k| k.unwrap()[..8].to_vec()).collect();
+        assert_eq!(seqs, list.iter().map(|m| m.seq.to_be_bytes().to_vec()).collect());
         let latest = store.latest_snapshots(2).unwrap();
         assert_eq!(latest.len(), 2);
         let lib = |s: &Snapshot| s.objects.values().next().unwrap()["spec"]["code"].clone();
@@ -398,7 +505,7 @@ mod tests {
                 "metadata": {"name": "lib"}, "spec": {"code": code}});
             txn.apply(&lib, ApplyOptions { manager: "m", force: false }).unwrap();
             txn.commit().unwrap();
-            store.save_snapshot(&format!("again{i}"), "t", true, || "{}".into()).unwrap();
+            store.save_snapshot(&format!("again{i}"), "t", true, &json!({})).unwrap();
             let newest = store.latest_snapshots(1).unwrap();
             assert_eq!(newest[0].meta.id, format!("again{i}"));
             assert_eq!(newest[0].objects.values().next().unwrap()["spec"]["code"], code);
@@ -419,7 +526,7 @@ mod tests {
             txn.commit_unsynced().unwrap();
         };
         put(lib("a", "# first"));
-        store.save_snapshot("one", "t", true, || "{}".into()).unwrap();
+        store.save_snapshot("one", "t", true, &json!({})).unwrap();
         store.snapshot_coming();
         // More writes than one pending batch, so most reach the writer before the snapshot;
         // every object goes through states no snapshot will show.
@@ -430,7 +537,7 @@ mod tests {
         // The writer kept the bodies while it wrote them: before the snapshot, not by it.
         store.sync().unwrap();
         assert!(store.snapshot_blobs.len() > 300, "bodies are kept while written");
-        store.save_snapshot("two", "t", true, || "{}".into()).unwrap();
+        store.save_snapshot("two", "t", true, &json!({})).unwrap();
         store.snapshot_done().unwrap();
         let blobs = &store.snapshot_blobs;
         let latest = store.latest_snapshots(2).unwrap();
@@ -481,7 +588,7 @@ mod tests {
                 txn.apply(&lib(name, code), ApplyOptions { manager: "m", force: false }).unwrap();
             }
             txn.commit().unwrap();
-            store.save_snapshot(&format!("id{i}"), "t", true, || "{}".into()).unwrap();
+            store.save_snapshot(&format!("id{i}"), "t", true, &json!({})).unwrap();
             store.snapshot_done().unwrap();
         };
         {
@@ -516,7 +623,7 @@ mod tests {
             txn.commit_unsynced().unwrap();
         };
         put("kept".into(), "#".into());
-        store.save_snapshot("one", "t", true, || "{}".into()).unwrap();
+        store.save_snapshot("one", "t", true, &json!({})).unwrap();
         for run in 0..2 {
             store.snapshot_coming();
             for i in 0..700 {
@@ -528,7 +635,7 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert_eq!(stored, shown);
         // The next snapshot still has every body it lists.
-        store.save_snapshot("two", "t", true, || "{}".into()).unwrap();
+        store.save_snapshot("two", "t", true, &json!({})).unwrap();
         let (stored, shown) = stored_and_shown(&store);
         assert_eq!(stored, shown);
         assert_eq!(store.latest_snapshots(1).unwrap()[0].objects.len(), 201);
