@@ -507,7 +507,7 @@ fn commit_widgets(store: &Store, n: usize, size: i64) {
 }
 
 #[test]
-fn a_commit_too_large_for_one_batch_is_stored_whole() {
+fn a_commit_too_large_for_one_batch_is_stored_whole_through_the_redo_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let n = redo::LARGE + 10;
