@@ -9,7 +9,9 @@
 //! how a failed load keeps the last good state. The many small commits of a run
 //! ([`Txn::commit_unsynced`]) are published at once but gathered for sled in batches of several
 //! hundred writes (each commit whole inside one), applied by a writer thread beside the engine
-//! ([`writer`]); the next durable commit or [`Store::sync`] waits for it first.
+//! ([`writer`]); the next durable commit or [`Store::sync`] waits for it first. A commit too
+//! large for one sled batch (the load of a big project) is logged and applied in pieces, still
+//! all-or-nothing on disk ([`redo`]).
 //!
 //! Architecture invariant: the store knows objects and APIs, not files, projects or reconcilers.
 //! Objects are keyed by group/kind/namespace/name and stored as JSON bytes.
@@ -642,7 +644,8 @@ impl Store {
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
     /// hands the batch to the writer thread when it has grown large; with `now`, hands it over
     /// and waits until sled holds everything written so far. A commit's writes always go in one
-    /// sled batch together, so each commit stays atomic on disk.
+    /// sled batch together, so each commit stays atomic on disk — but for a commit of more than
+    /// `redo::LARGE` writes, which is logged first and applied in pieces (see `redo`).
     fn write_objects(&self, writes: Vec<(Vec<u8>, Option<sled::IVec>)>, records: Vec<Record>, now: bool) -> Result<()> {
         if writes.len() + records.len() > redo::LARGE {
             return self.write_large(writes, records);
