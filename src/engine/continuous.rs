@@ -138,6 +138,7 @@ impl Engine {
             // Whatever was still queued is reconciled by the next run, which starts over.
             self.fingerprints.clear();
         }
+        self.burst_memory = None;
         self.publish_runner();
     }
 
@@ -166,12 +167,14 @@ impl Engine {
         let opts = RunOptions::default();
         let started = Instant::now();
         let mut failure = None;
+        let mut steps = 0;
         for _ in 0..SLICE {
             if self.interrupt.raised().is_some() {
                 break;
             }
             let step = work.step(&self.store, &self.controllers, opts, &self.interrupt);
             work.absorb(&self.store, &self.controllers, &self.changes);
+            steps += 1;
             match step {
                 Step::Ran => self.touch_sdc(),
                 Step::Idle => break,
@@ -213,6 +216,13 @@ impl Engine {
         }
         let quiet = work.is_quiescent();
         self.work = Some(work);
+        // A burst that outlasts a slice is a run's worth of work: freed pages wait, as in
+        // `run once`; the small bursts of single edits do not pay for switching.
+        if quiet {
+            self.burst_memory = None;
+        } else if steps == SLICE && self.burst_memory.is_none() {
+            self.burst_memory = Some(crate::memory::Running::start());
+        }
         if quiet && self.sdc_pending() {
             // Once the reconcilers settled: the device configs they left.
             #[cfg(feature = "sdc")]

@@ -283,6 +283,9 @@ pub struct Engine {
     fingerprints: std::collections::HashMap<String, u128>,
     /// The work of the continuous runner, while it runs.
     work: Option<runner::Work>,
+    /// Held while the continuous runner works off a burst larger than one slice: freed pages
+    /// wait before they go back, as in a `run once` (see `memory`).
+    burst_memory: Option<crate::memory::Running>,
     /// What the last good load read (see `load::LoadCache`).
     load_cache: Option<load::LoadCache>,
     /// Told once when a client asked the server to stop.
@@ -423,6 +426,7 @@ impl Engine {
             changes,
             fingerprints: Default::default(),
             work: None,
+            burst_memory: None,
             load_cache: None,
             store,
             layout: match &mode {
