@@ -419,19 +419,3 @@ fn deps(state: &State, show_choreo_apis: bool, is_choreo: impl Fn(&ObjectKey) ->
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn event_times_keep_their_format() {
-        use chrono::TimeZone;
-        for (secs, nanos) in [(0, 0), (1_764_878_832, 123_456_789), (1_764_878_832, 999), (4_102_444_799, 999_999_999)]
-        {
-            let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
-            assert_eq!(
-                at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-            );
-        }
-    }
-}

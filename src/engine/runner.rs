@@ -52,6 +52,12 @@ impl Default for RunOptions {
 /// (converting a large run's events at its end held them twice at the peak of its memory).
 pub use crate::protocol::RunEvent;
 
+/// An event's time as the summary shows it, `2026-12-04T20:07:12.123456Z`, without parsing a
+/// format per event.
+fn event_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -288,8 +294,7 @@ impl Work {
         let (c, key) = (&controllers[item.0], &item.1);
         let resource = resource_name(key);
         let event = |op: &'static str, message: String| RunEvent {
-            // `2026-12-04T20:07:12.123456Z`, without parsing a format per event.
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time: event_time(chrono::Utc::now()),
             reconciler: c.cfg.name.clone(),
             resource: resource.clone(),
             operation: op.to_string(),
@@ -714,6 +719,16 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn event_times_keep_their_format() {
+        use chrono::TimeZone;
+        for (secs, nanos) in [(0, 0), (1_764_878_832, 123_456_789), (1_764_878_832, 999), (4_102_444_799, 999_999_999)]
+        {
+            let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(event_time(at), at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        }
+    }
 
     type Body = dyn Fn(&Value, &mut dyn Client, &Budget<'_>) -> Outcome + Send;
 

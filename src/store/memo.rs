@@ -76,10 +76,22 @@ fn address(stored: &Arc<Stored>) -> usize {
 
 /// The digest of an apply request: the object as sent, the field manager and `force`.
 pub(super) fn digest(obj: &Value, manager: &str, force: bool) -> u128 {
-    // Compact JSON, the same bytes a request sent as text in that form hashes to (see
-    // [`digest_text`]): equal bytes are the same request either way.
-    let text = serde_json::to_vec(obj).unwrap_or_default();
-    digest_text(&text, manager, force)
+    // The object's compact JSON is streamed into the hasher (no buffer per apply): the same
+    // bytes a request sent as text in that form hashes to (see [`digest_text`]).
+    struct Hashing(xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(xxhash_rust::xxh3::Xxh3::new());
+    // Writing into a hasher does not fail, nor does encoding a Value.
+    let _ = serde_json::to_writer(&mut h, obj);
+    finish(h.0, manager, force)
 }
 
 /// [`digest`] of a request that arrived as JSON text (`obj` parsed from it), without encoding
@@ -88,6 +100,11 @@ pub(super) fn digest(obj: &Value, manager: &str, force: bool) -> u128 {
 pub(super) fn digest_text(text: &[u8], manager: &str, force: bool) -> u128 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(text);
+    finish(h, manager, force)
+}
+
+/// The request's options after its object's bytes.
+fn finish(mut h: xxhash_rust::xxh3::Xxh3, manager: &str, force: bool) -> u128 {
     h.update(&[0, u8::from(force)]);
     h.update(manager.as_bytes());
     h.digest128()

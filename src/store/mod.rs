@@ -625,20 +625,33 @@ impl Store {
         log.seal().map_err(&db_err)?;
         // The commit point: from here on, a crash ends with the whole commit applied at open.
         self.sync()?;
-        let mut records = records.into_iter();
-        let mut writes = writes.into_iter();
-        loop {
-            let r: Vec<_> = records.by_ref().take(redo::CHUNK).collect();
-            let w: Vec<_> = writes.by_ref().take(redo::CHUNK).collect();
-            if r.is_empty() && w.is_empty() {
-                break;
+        let count = writes.len() + records.len();
+        let apply = || -> Result<()> {
+            let mut records = records.into_iter();
+            let mut writes = writes.into_iter();
+            loop {
+                let r: Vec<_> = records.by_ref().take(redo::CHUNK).collect();
+                let w: Vec<_> = writes.by_ref().take(redo::CHUNK).collect();
+                if r.is_empty() && w.is_empty() {
+                    break;
+                }
+                self.write_objects(w, r, false)?;
             }
-            self.write_objects(w, r, false)?;
-        }
-        self.sync()?;
-        redo::clear(&self.redo).map_err(&db_err)?;
-        // Cleared for good before anything else is written: a replay must not undo later writes.
-        self.sync()
+            self.sync()?;
+            redo::clear(&self.redo).map_err(&db_err)?;
+            // Cleared for good before anything else is written: a replay must not undo later
+            // writes.
+            self.sync()
+        };
+        apply().inspect_err(|e| {
+            // The caller reports a failed commit; that it is logged and will still land is said
+            // here, where it is known.
+            log::error!(
+                "a commit of {count} writes failed after it was logged ({e}): the next start of the server \
+                 completes it from {}",
+                self.dir.display()
+            )
+        })
     }
 
     /// Adds one commit's object writes (key bytes, JSON or removal) to the pending batch and
